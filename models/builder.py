@@ -1,0 +1,207 @@
+"""Builds a Functional model of stock Keras layers from a :class:`~models.spec.ModelSpec`.
+
+The Keras module is a parameter (``keras`` for Keras 3, ``tf_keras`` for the twin that tfmot quantizes, DESIGN.md §2);
+the same spec gives the same layer names in both, so weights move by name (see :mod:`models.weights`).
+
+Layer names: ``preprocess``, ``stem_*``, ``s{stage}_b{block}_*`` (branch ``g{i}`` of a mixed-kernel block:
+``s{stage}_b{block}_g{i}_*``), ``head_*``, ``pool``, ``dropout``, ``classifier``.
+
+Mixed kernels use the QAT-safe branch form of DESIGN.md §3: per kernel size, ``1×1 expand (that group's filters) →
+BN → act → DepthwiseConv2D(k) → BN → act``, then ``Concatenate`` and the 1×1 projection. A grouped expansion
+(``expand_groups`` g, MixNet's ``a1.1``) becomes a g-grouped 1×1 conv per branch: each branch draws its channels
+equally from every input group. Parameters and MACs equal MixNet's single grouped conv; the channel order differs
+from timm's MixNet (no weights are converted from there), and no channel slicing is needed.
+"""
+from __future__ import annotations
+
+import keras as keras3
+
+from models.weights import load_npz
+from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, SpecError, check_input_size
+
+ENDPOINT_STRIDES = (8, 16, 32)
+
+
+class _Ops:
+    """Layer factories bound to one Keras module and one spec's BN/padding conventions."""
+
+    def __init__(self, K, spec: ModelSpec):
+        self.K, self.L, self.spec = K, K.layers, spec
+
+    def pad(self, x, k, stride, name):
+        """Returns (x, padding) such that a k×k conv with ``stride`` matches the spec's padding convention."""
+        if self.spec.padding == "same" or k == 1 or stride == 1:
+            # For odd k and stride 1, TF "same" pads k//2 on each side: identical to symmetric padding.
+            return x, "same"
+        return self.L.ZeroPadding2D(k // 2, name=f"{name}_pad")(x), "valid"
+
+    def conv(self, x, filters, k, stride, name, groups=1, bias=False):
+        x, padding = self.pad(x, k, stride, name)
+        return self.L.Conv2D(filters, k, strides=stride, padding=padding, groups=groups, use_bias=bias, name=name)(x)
+
+    def dw(self, x, k, stride, name):
+        x, padding = self.pad(x, k, stride, name)
+        return self.L.DepthwiseConv2D(k, strides=stride, padding=padding, use_bias=False, name=name)(x)
+
+    def bn(self, x, name):
+        bn = self.spec.bn
+        return self.L.BatchNormalization(epsilon=bn.eps, momentum=bn.momentum, name=name)(x)
+
+    def act(self, x, act, name):
+        if act == "relu":
+            return self.L.ReLU(name=name)(x)
+        if act == "relu6":
+            return self.L.ReLU(6.0, name=name)(x)
+        if act == "swish":
+            return self.L.Activation("swish", name=name)(x)
+        if act == "hswish":
+            # x · relu6(x + 3) / 6 from stock layers: tf_keras has no hard_swish activation, and the same graph in
+            # both frameworks keeps the twin exact.
+            gate = self.L.Rescaling(1.0 / 6.0, offset=0.5, name=f"{name}_affine")(x)
+            gate = self.L.ReLU(1.0, name=f"{name}_gate")(gate)
+            return self.L.Multiply(name=name)([x, gate])
+        raise SpecError("act", f"unknown activation {act!r}")
+
+    def conv_bn_act(self, x, filters, k, stride, name, act=None, groups=1):
+        x = self.bn(self.conv(x, filters, k, stride, f"{name}_conv", groups=groups), f"{name}_bn")
+        return x if act is None else self.act(x, act, f"{name}_act")
+
+    def dw_bn(self, x, k, stride, name, act=None):
+        x = self.bn(self.dw(x, k, stride, name), f"{name}_bn")
+        return x if act is None else self.act(x, act, f"{name}_act")
+
+
+def _mbconv(o: _Ops, x, b: MBConvSpec, in_ch: int, p: str):
+    branches = []
+    for g, (k, c) in enumerate(zip(b.kernels, b.split)):
+        bp = p if len(b.kernels) == 1 else f"{p}_g{g}"
+        y = x
+        if b.expand_channels is not None:
+            y = o.conv_bn_act(x, c, 1, 1, f"{bp}_expand", b.act, groups=b.expand_groups)
+        branches.append(o.dw_bn(y, k, b.stride, f"{bp}_dw", b.act))
+    y = branches[0] if len(branches) == 1 else o.L.Concatenate(name=f"{p}_concat")(branches)
+    if b.se_channels:
+        mid = sum(b.split)
+        s = o.L.GlobalAveragePooling2D(keepdims=True, name=f"{p}_se_pool")(y)
+        s = o.L.Conv2D(b.se_channels, 1, name=f"{p}_se_reduce")(s)
+        s = o.act(s, b.act, f"{p}_se_act")
+        s = o.L.Conv2D(mid, 1, name=f"{p}_se_expand")(s)
+        s = o.L.Activation("sigmoid", name=f"{p}_se_gate")(s)
+        y = o.L.Multiply(name=f"{p}_se_scale")([y, s])
+    y = o.conv_bn_act(y, b.filters, 1, 1, f"{p}_project", None, groups=b.project_groups)
+    if b.skip and b.stride == 1 and in_ch == b.filters:
+        y = o.L.Add(name=f"{p}_add")([x, y])
+    return y
+
+
+def _shuffle_branch(o: _Ops, x, b: ShuffleSpec, out_ch: int, p: str):
+    """SPOS main branch: choice_k = 1×1 → dw k → 1×1; choice_x = three (dw 3×3 → 1×1) units."""
+    if b.choice == "x":
+        y = x
+        for i, (stride, width) in enumerate([(b.stride, b.mid_channels), (1, b.mid_channels), (1, out_ch)]):
+            y = o.dw_bn(y, 3, stride, f"{p}_dw{i}")
+            y = o.conv_bn_act(y, width, 1, 1, f"{p}_pw{i}", b.act)
+        return y
+    k = int(b.choice)
+    y = o.conv_bn_act(x, b.mid_channels, 1, 1, f"{p}_pw0", b.act)
+    y = o.dw_bn(y, k, b.stride, f"{p}_dw")
+    return o.conv_bn_act(y, out_ch, 1, 1, f"{p}_pw1", b.act)
+
+
+def _shuffle(o: _Ops, x, b: ShuffleSpec, in_ch: int, size: int, p: str):
+    if b.stride == 2:
+        k = 3 if b.choice == "x" else int(b.choice)
+        proj = o.dw_bn(x, k, 2, f"{p}_proj_dw")
+        proj = o.conv_bn_act(proj, in_ch, 1, 1, f"{p}_proj_pw", b.act)
+        main = _shuffle_branch(o, x, b, b.filters - in_ch, p)
+        return o.L.Concatenate(name=f"{p}_concat")([proj, main])
+    # Channel split + shuffle as in SPOS: even channels pass through, odd ones enter the main branch. Done with
+    # Reshape/Cropping2D (stock layers; RESHAPE + STRIDED_SLICE in TFLite) rather than slicing ops.
+    half = in_ch // 2
+    pairs = o.L.Reshape((size * size * half, 2, 1), name=f"{p}_pairs")(x)
+    even = o.L.Cropping2D(((0, 0), (0, 1)), name=f"{p}_even_crop")(pairs)
+    odd = o.L.Cropping2D(((0, 0), (1, 0)), name=f"{p}_odd_crop")(pairs)
+    even = o.L.Reshape((size, size, half), name=f"{p}_even")(even)
+    odd = o.L.Reshape((size, size, half), name=f"{p}_odd")(odd)
+    main = _shuffle_branch(o, odd, b, b.filters - half, p)
+    return o.L.Concatenate(name=f"{p}_concat")([even, main])
+
+
+def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input_size: int | None = None,
+          classes: int | None = None, pooling: str | None = None, classifier_activation: str | None = None,
+          features: bool = False, weights: str | None = None, name: str | None = None):
+    """Builds ``spec`` as a Functional model of stock layers.
+
+    Args:
+        spec: the decoded architecture.
+        keras_module: ``keras`` (Keras 3, default) or ``tf_keras`` (the twin for tfmot).
+        include_top: with the head conv, pooling, dropout and classifier (like keras.applications).
+        input_size: square input size; default ``spec.input.size``. Inputs are raw RGB in 0–255; the spec's
+            mean/std are applied inside the model by the ``preprocess`` layer.
+        classes: classifier width; default ``spec.head.classes``.
+        pooling: with ``include_top=False``: ``None`` (4D features), ``"avg"`` or ``"max"``.
+        classifier_activation: ``None`` returns logits; ``"softmax"`` probabilities.
+        features: return a multi-output backbone with the last feature maps at strides 8, 16 and 32 (detection);
+            the head is not built.
+        weights: path of a ``.npz`` weights file to load by layer name (see :mod:`models.weights`).
+        name: model name; default ``spec.name``.
+
+    Returns:
+        A Functional ``Model`` of ``keras_module``.
+
+    Raises:
+        SpecError: the input size does not fit the network, or the arguments contradict each other.
+    """
+    K = keras3 if keras_module is None else keras_module
+    size = spec.input.size if input_size is None else input_size
+    check_input_size(spec, size)
+    if pooling not in (None, "avg", "max"):
+        raise SpecError("pooling", f"must be None, 'avg' or 'max', got {pooling!r}")
+    num_classes = spec.head.classes if classes is None else classes
+    o = _Ops(K, spec)
+    L = K.layers
+
+    inputs = L.Input((size, size, spec.input.channels), name="image")
+    x = L.Rescaling(scale=[1.0 / s for s in spec.input.std],
+                    offset=[-m / s for m, s in zip(spec.input.mean, spec.input.std)], name="preprocess")(inputs)
+    x = o.conv_bn_act(x, spec.stem.filters, spec.stem.kernel, spec.stem.stride, "stem", spec.stem.act)
+    stride, n, ch = spec.stem.stride, -(-size // spec.stem.stride), spec.stem.filters
+    if spec.stem.pool:
+        x, padding = o.pad(x, 3, 2, "stem_pool")
+        x = L.MaxPooling2D(3, 2, padding=padding, name="stem_pool")(x)
+        stride, n = stride * 2, -(-n // 2)
+    endpoints = {}
+    for i, j, b in spec.blocks():
+        p = f"s{i}_b{j}"
+        if isinstance(b, MBConvSpec):
+            x = _mbconv(o, x, b, ch, p)
+        else:
+            x = _shuffle(o, x, b, ch, n, p)
+        stride, n, ch = stride * b.stride, -(-n // b.stride), b.filters
+        endpoints[stride] = x
+    if features:
+        missing = [s for s in ENDPOINT_STRIDES if s not in endpoints]
+        if missing:
+            raise SpecError("stages", f"no feature map at stride(s) {missing} for detection endpoints")
+        outputs = [endpoints[s] for s in ENDPOINT_STRIDES]
+        model = K.Model(inputs, outputs, name=name or f"{spec.name}_features")
+    else:
+        head = spec.head
+        if head.filters is not None:
+            x = o.conv_bn_act(x, head.filters, 1, 1, "head", head.act)
+        if include_top:
+            x = L.GlobalAveragePooling2D(name="pool")(x)
+            if head.dropout > 0:
+                x = L.Dropout(head.dropout, name="dropout")(x)
+            x = L.Dense(num_classes, use_bias=head.bias, activation=classifier_activation, name="classifier")(x)
+        elif pooling == "avg":
+            x = L.GlobalAveragePooling2D(name="pool")(x)
+        elif pooling == "max":
+            x = L.GlobalMaxPooling2D(name="pool")(x)
+        model = K.Model(inputs, x, name=name or spec.name)
+    if weights is not None:
+        if include_top and not features and num_classes != spec.head.classes:
+            raise SpecError("classes", f"pretrained weights have {spec.head.classes} classes; to use {num_classes} "
+                                       "build with include_top=False and add your own classifier")
+        load_npz(model, weights)
+    return model

@@ -1,0 +1,465 @@
+"""Architecture specs: strict decode of zoo JSON into frozen dataclasses, and encode back.
+
+A spec is data (DESIGN.md §3): stem → stages of blocks → head, with preprocessing, BatchNorm settings, padding style
+and provenance. ``decode`` validates every field (types, ranges, channel arithmetic between consecutive blocks) and
+raises :class:`SpecError` naming the offending path, e.g. ``stages[2][0].kernels``. ``encode`` writes the canonical
+form (every field explicit), so ``decode(encode(s)) == s`` and ``encode(decode(d))`` is a fixed point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Union
+
+SCHEMA_VERSION = 1
+ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
+FAMILIES = ("mbconv", "shufflenet")
+PADDINGS = ("same", "symmetric")
+SHUFFLE_CHOICES = ("3", "5", "7", "x")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+
+
+class SpecError(ValueError):
+    """A spec is malformed. ``path`` locates the field (``stages[2][0].kernels``)."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Rounds a channel count to a multiple of ``divisor`` without dropping more than 10% (MobileNet convention)."""
+    min_value = divisor if min_value is None else min_value
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return int(new)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    filters: int
+    kernel: int
+    stride: int
+    act: str
+    pool: bool = False  # 3×3 stride-2 max pool after the stem conv (ShuffleNetV2)
+
+
+@dataclass(frozen=True)
+class BitsSpec:
+    """Quantization bit widths of a block (SPOS mixed precision); metadata for QAT, ignored by float builds."""
+    w: int
+    a: int
+
+
+@dataclass(frozen=True)
+class MBConvSpec:
+    """Inverted residual (MBConv) with one or several depthwise kernel sizes.
+
+    ``expand_channels`` is the explicit expanded width (``None``: no 1×1 expansion, the depthwise conv runs on the
+    block input, as in MobileNetV2's first block). ``split[i]`` filters use ``kernels[i]``; ``sum(split)`` equals the
+    expanded width. ``se_channels`` is the squeeze width of squeeze-excite (0: none). A residual is added when
+    ``skip`` and the shapes allow it (stride 1, same width).
+    """
+    kernels: tuple[int, ...]
+    split: tuple[int, ...]
+    expand_channels: int | None
+    filters: int
+    stride: int
+    act: str
+    se_channels: int = 0
+    expand_groups: int = 1
+    project_groups: int = 1
+    skip: bool = True
+    bits: BitsSpec | None = None
+    block: str = "ir"
+
+
+@dataclass(frozen=True)
+class ShuffleSpec:
+    """ShuffleNetV2 unit with the SPOS choices ``3``/``5``/``7`` (kernel size) and ``x`` (Xception-like).
+
+    Stride 1: the input's even channels pass through, the odd ones go through the main branch (``filters/2`` out).
+    Stride 2: both branches see the whole input; the projection branch keeps the input width and the main branch
+    outputs ``filters - in_channels``. ``mid_channels`` is the main branch's inner width (SPOS channel search).
+    """
+    choice: str
+    filters: int
+    mid_channels: int
+    stride: int
+    act: str = "relu"
+    bits: BitsSpec | None = None
+    block: str = "shuffle"
+
+
+BlockSpec = Union[MBConvSpec, ShuffleSpec]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    filters: int | None  # 1×1 conv before pooling (None: none)
+    act: str
+    dropout: float
+    classes: int
+    bias: bool = True  # classifier bias
+
+
+@dataclass(frozen=True)
+class BNSpec:
+    eps: float = 1e-3
+    momentum: float = 0.99  # Keras convention: moving = momentum * moving + (1 - momentum) * batch
+
+
+@dataclass(frozen=True)
+class Provenance:
+    method: str
+    source: str | None = None
+    target: float | None = None
+    seed: int | None = None
+    data: str | None = None
+    notes: str | None = None
+    metrics: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    input: InputSpec
+    stem: StemSpec
+    stages: tuple[tuple[BlockSpec, ...], ...]
+    head: HeadSpec
+    bn: BNSpec = BNSpec()
+    padding: str = "same"
+    provenance: Provenance = Provenance(method="reference")
+    schema_version: int = SCHEMA_VERSION
+
+    def blocks(self):
+        """Yields ``(stage_index, block_index, block)`` in order."""
+        for i, stage in enumerate(self.stages):
+            for j, block in enumerate(stage):
+                yield i, j, block
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Field readers: each names the path on failure.
+
+class _Reader:
+    def __init__(self, obj: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...]):
+        if not isinstance(obj, dict):
+            raise SpecError(path, f"must be an object, got {type(obj).__name__}")
+        for key in obj:
+            if key not in allowed:
+                raise SpecError(_join(path, str(key)), f"unknown key (allowed: {', '.join(allowed)})")
+        for key in required:
+            if key not in obj:
+                raise SpecError(_join(path, key), "missing required key")
+        self.obj, self.path = obj, path
+
+    def has(self, key):
+        return key in self.obj
+
+    def p(self, key):
+        return _join(self.path, key)
+
+    def int(self, key, lo=None, hi=None, default=dataclasses.MISSING, nullable=False):
+        if key not in self.obj:
+            return default
+        return _int(self.obj[key], self.p(key), lo, hi, nullable)
+
+    def float(self, key, lo=None, hi=None, default=dataclasses.MISSING, nullable=False, lo_open=False):
+        if key not in self.obj:
+            return default
+        v = self.obj[key]
+        if v is None and nullable:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SpecError(self.p(key), f"must be a finite number, got {v!r}")
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise SpecError(self.p(key), f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+        if hi is not None and v > hi:
+            raise SpecError(self.p(key), f"must be <= {hi}, got {v!r}")
+        return float(v)
+
+    def bool(self, key, default=dataclasses.MISSING):
+        if key not in self.obj:
+            return default
+        v = self.obj[key]
+        if not isinstance(v, bool):
+            raise SpecError(self.p(key), f"must be true or false, got {v!r}")
+        return v
+
+    def str(self, key, choices=None, default=dataclasses.MISSING, nullable=False):
+        if key not in self.obj:
+            return default
+        v = self.obj[key]
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str):
+            raise SpecError(self.p(key), f"must be a string, got {v!r}")
+        if choices is not None and v not in choices:
+            raise SpecError(self.p(key), f"must be one of {', '.join(choices)}; got {v!r}")
+        return v
+
+    def int_list(self, key, lo=1):
+        v = self.obj[key]
+        if not isinstance(v, list) or not v:
+            raise SpecError(self.p(key), f"must be a non-empty list of integers, got {v!r}")
+        return tuple(_int(x, f"{self.p(key)}[{i}]", lo) for i, x in enumerate(v))
+
+
+def _join(path, key):
+    return f"{path}.{key}" if path else key
+
+
+def _int(v, path, lo=None, hi=None, nullable=False):
+    if v is None and nullable:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SpecError(path, f"must be an integer, got {v!r}")
+    if lo is not None and v < lo:
+        raise SpecError(path, f"must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise SpecError(path, f"must be <= {hi}, got {v}")
+    return v
+
+
+def _bits(r: _Reader):
+    if not r.has("bits") or r.obj["bits"] is None:
+        return None
+    b = _Reader(r.obj["bits"], r.p("bits"), ("w", "a"), ("w", "a"))
+    return BitsSpec(w=b.int("w", 1, 8), a=b.int("a", 1, 8))
+
+
+def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:
+    keys = ("block", "kernels", "split", "expand_channels", "filters", "stride", "act", "se_channels",
+            "expand_groups", "project_groups", "skip", "bits")
+    r = _Reader(obj, path, keys, ("block", "kernels", "expand_channels", "filters", "stride", "act"))
+    kernels = r.int_list("kernels")
+    for i, k in enumerate(kernels):
+        if k % 2 == 0 or k > 31:
+            raise SpecError(f"{r.p('kernels')}[{i}]", f"kernel sizes must be odd and <= 31, got {k}")
+    if len(set(kernels)) != len(kernels):
+        raise SpecError(r.p("kernels"), f"kernel sizes must be distinct, got {list(kernels)}")
+    expand = r.int("expand_channels", 1, nullable=True)
+    mid = in_ch if expand is None else expand
+    if r.has("split"):
+        split = r.int_list("split")
+    elif len(kernels) == 1:
+        split = (mid,)
+    else:
+        raise SpecError(r.p("split"), "required when there are several kernel sizes")
+    if len(split) != len(kernels):
+        raise SpecError(r.p("split"), f"needs one count per kernel size ({len(kernels)}), got {len(split)}")
+    if sum(split) != mid:
+        what = "expand_channels" if expand is not None else "the block's input channels (no expansion)"
+        raise SpecError(r.p("split"), f"sums to {sum(split)} but {what} is {mid}")
+    if expand is None and len(kernels) > 1:
+        # Without an expansion conv the branch form (DESIGN.md §3) has nothing to split by; a split of the block input
+        # would need channel slicing, which breaks QAT. Such blocks keep one kernel size.
+        raise SpecError(r.p("kernels"), "a block without expansion (expand_channels null) takes one kernel size")
+    eg = r.int("expand_groups", 1, default=1)
+    pg = r.int("project_groups", 1, default=1)
+    filters = r.int("filters", 1)
+    if eg > 1:
+        if expand is None:
+            raise SpecError(r.p("expand_groups"), "needs an expansion conv (expand_channels is null)")
+        for name, n in [("input channels", in_ch)] + [(f"split[{i}]", s) for i, s in enumerate(split)]:
+            if n % eg:
+                raise SpecError(r.p("expand_groups"), f"{eg} groups do not divide {name} ({n})")
+    if pg > 1 and (mid % pg or filters % pg):
+        raise SpecError(r.p("project_groups"), f"{pg} groups must divide both {mid} and {filters} channels")
+    return MBConvSpec(kernels=kernels, split=split, expand_channels=expand, filters=filters,
+                      stride=r.int("stride", 1, 2), act=r.str("act", ACTIVATIONS),
+                      se_channels=r.int("se_channels", 0, default=0), expand_groups=eg, project_groups=pg,
+                      skip=r.bool("skip", default=True), bits=_bits(r))
+
+
+def _decode_shuffle(obj, path, in_ch: int) -> ShuffleSpec:
+    keys = ("block", "choice", "filters", "mid_channels", "stride", "act", "bits")
+    r = _Reader(obj, path, keys, ("block", "choice", "filters", "mid_channels", "stride"))
+    filters, stride = r.int("filters", 2), r.int("stride", 1, 2)
+    if stride == 1 and (filters != in_ch or in_ch % 2):
+        raise SpecError(r.p("filters"), f"a stride-1 shuffle unit keeps an even width: input {in_ch}, got {filters}")
+    if stride == 2 and filters <= in_ch:
+        raise SpecError(r.p("filters"), f"a stride-2 shuffle unit must widen its input ({in_ch}), got {filters}")
+    return ShuffleSpec(choice=r.str("choice", SHUFFLE_CHOICES), filters=filters,
+                       mid_channels=r.int("mid_channels", 1), stride=stride,
+                       act=r.str("act", ACTIVATIONS, default="relu"), bits=_bits(r))
+
+
+def _decode_block(obj, path, in_ch):
+    if not isinstance(obj, dict):
+        raise SpecError(path, f"must be an object, got {type(obj).__name__}")
+    kind = obj.get("block")
+    if kind == "ir":
+        return _decode_mbconv(obj, path, in_ch)
+    if kind == "shuffle":
+        return _decode_shuffle(obj, path, in_ch)
+    raise SpecError(_join(path, "block"), f"must be 'ir' or 'shuffle', got {kind!r}")
+
+
+def decode(obj: Any) -> ModelSpec:
+    """Validates a spec dict (parsed JSON) and returns a frozen :class:`ModelSpec`.
+
+    Raises:
+        SpecError: on any unknown key, missing key, bad value or inconsistent channel count, naming the path.
+    """
+    top = ("schema_version", "name", "family", "input", "stem", "stages", "head", "bn", "padding", "provenance")
+    r = _Reader(obj, "", top, ("schema_version", "name", "family", "input", "stem", "stages", "head"))
+    version = r.int("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SpecError("schema_version", f"unsupported version {version} (this code reads {SCHEMA_VERSION})")
+    name = r.str("name")
+    if not _NAME_RE.match(name):
+        raise SpecError("name", f"must match {_NAME_RE.pattern}, got {name!r}")
+
+    ri = _Reader(obj["input"], "input", ("size", "channels", "mean", "std"), ("size", "mean", "std"))
+    channels = ri.int("channels", 1, 16, default=3)
+    stats = {}
+    for key in ("mean", "std"):
+        v = obj["input"][key]
+        if not isinstance(v, list) or len(v) != channels:
+            raise SpecError(ri.p(key), f"must be a list of {channels} numbers, got {v!r}")
+        sub = _Reader({str(i): x for i, x in enumerate(v)}, "", tuple(str(i) for i in range(channels)), ())
+        stats[key] = tuple(sub.float(str(i), lo=0 if key == "std" else None, lo_open=key == "std")
+                           for i in range(channels))
+    inp = InputSpec(size=ri.int("size", 8, 4096), channels=channels, mean=stats["mean"], std=stats["std"])
+
+    rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool"), ("filters", "kernel", "stride", "act"))
+    stem = StemSpec(filters=rs.int("filters", 1), kernel=rs.int("kernel", 1, 31), stride=rs.int("stride", 1, 2),
+                    act=rs.str("act", ACTIVATIONS), pool=rs.bool("pool", default=False))
+    if stem.kernel % 2 == 0:
+        raise SpecError("stem.kernel", f"must be odd, got {stem.kernel}")
+
+    stages_obj = obj["stages"]
+    if not isinstance(stages_obj, list) or not stages_obj:
+        raise SpecError("stages", "must be a non-empty list of stages (lists of blocks)")
+    stages, ch = [], stem.filters
+    for i, stage in enumerate(stages_obj):
+        if not isinstance(stage, list) or not stage:
+            raise SpecError(f"stages[{i}]", "must be a non-empty list of blocks")
+        blocks = []
+        for j, b in enumerate(stage):
+            block = _decode_block(b, f"stages[{i}][{j}]", ch)
+            blocks.append(block)
+            ch = block.filters
+        stages.append(tuple(blocks))
+
+    rh = _Reader(obj["head"], "head", ("filters", "act", "dropout", "classes", "bias"), ("filters", "act", "dropout", "classes"))
+    head = HeadSpec(filters=rh.int("filters", 1, nullable=True), act=rh.str("act", ACTIVATIONS),
+                    dropout=rh.float("dropout", 0.0, 0.99), classes=rh.int("classes", 1), bias=rh.bool("bias", default=True))
+
+    bn = BNSpec()
+    if "bn" in obj:
+        rb = _Reader(obj["bn"], "bn", ("eps", "momentum"), ())
+        bn = BNSpec(eps=rb.float("eps", 0.0, 1.0, default=1e-3, lo_open=True),
+                    momentum=rb.float("momentum", 0.0, 1.0, default=0.99))
+
+    prov = Provenance(method="reference")
+    if "provenance" in obj:
+        rp = _Reader(obj["provenance"], "provenance", tuple(f.name for f in dataclasses.fields(Provenance)), ("method",))
+        metrics = rp.obj.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise SpecError(rp.p("metrics"), "must be an object of name → number")
+        mr = _Reader(metrics, rp.p("metrics"), tuple(metrics), ())
+        prov = Provenance(method=rp.str("method"), source=rp.str("source", default=None, nullable=True),
+                          target=rp.float("target", default=None, nullable=True),
+                          seed=rp.int("seed", default=None, nullable=True),
+                          data=rp.str("data", default=None, nullable=True),
+                          notes=rp.str("notes", default=None, nullable=True),
+                          metrics=tuple(sorted((str(k), mr.float(k)) for k in metrics)))
+
+    spec = ModelSpec(name=name, family=r.str("family", FAMILIES), input=inp, stem=stem, stages=tuple(stages),
+                     head=head, bn=bn, padding=r.str("padding", PADDINGS, default="same"), provenance=prov)
+    check_input_size(spec, inp.size, "input.size")
+    return spec
+
+
+def feature_sizes(spec: ModelSpec, size: int) -> list[int]:
+    """Spatial size after the stem and after every block, at input ``size`` (square)."""
+    def out(n, k, s):
+        if spec.padding == "same":
+            return -(-n // s)
+        return (n + 2 * (k // 2) - k) // s + 1
+
+    n = out(size, spec.stem.kernel, spec.stem.stride)
+    if spec.stem.pool:
+        n = out(n, 3, 2)
+    sizes = [n]
+    for _, _, b in spec.blocks():
+        k = max(b.kernels) if isinstance(b, MBConvSpec) else 3
+        n = out(n, k, b.stride)
+        sizes.append(n)
+    return sizes
+
+
+def check_input_size(spec: ModelSpec, size: int, path: str = "input_size") -> None:
+    """Raises SpecError when ``size`` collapses a feature map to nothing or is not a usable input size."""
+    if size < 8:
+        raise SpecError(path, f"input size must be >= 8, got {size}")
+    if min(feature_sizes(spec, size)) < 1:
+        raise SpecError(path, f"input size {size} is too small for this network's strides")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+def _encode_bits(b):
+    return None if b is None else {"w": b.w, "a": b.a}
+
+
+def _encode_block(b: BlockSpec) -> dict:
+    if isinstance(b, MBConvSpec):
+        return {"block": "ir", "kernels": list(b.kernels), "split": list(b.split), "expand_channels": b.expand_channels,
+                "filters": b.filters, "stride": b.stride, "act": b.act, "se_channels": b.se_channels,
+                "expand_groups": b.expand_groups, "project_groups": b.project_groups, "skip": b.skip,
+                "bits": _encode_bits(b.bits)}
+    return {"block": "shuffle", "choice": b.choice, "filters": b.filters, "mid_channels": b.mid_channels,
+            "stride": b.stride, "act": b.act, "bits": _encode_bits(b.bits)}
+
+
+def encode(spec: ModelSpec) -> dict:
+    """The canonical JSON-ready dict of ``spec`` (every field explicit)."""
+    p = spec.provenance
+    return {
+        "schema_version": spec.schema_version, "name": spec.name, "family": spec.family,
+        "input": {"size": spec.input.size, "channels": spec.input.channels, "mean": list(spec.input.mean),
+                  "std": list(spec.input.std)},
+        "stem": dataclasses.asdict(spec.stem),
+        "stages": [[_encode_block(b) for b in stage] for stage in spec.stages],
+        "head": dataclasses.asdict(spec.head),
+        "bn": dataclasses.asdict(spec.bn),
+        "padding": spec.padding,
+        "provenance": {"method": p.method, "source": p.source, "target": p.target, "seed": p.seed, "data": p.data,
+                       "notes": p.notes, "metrics": dict(p.metrics)},
+    }
+
+
+def dumps(spec: ModelSpec) -> str:
+    return json.dumps(encode(spec), indent=1) + "\n"
+
+
+def loads(text: str, source: str = "spec") -> ModelSpec:
+    """Parses JSON text and decodes it; a JSON syntax error is a SpecError naming ``source``."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError("", f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    return decode(obj)
+
+
+def replace(spec: ModelSpec, **changes) -> ModelSpec:
+    """A copy of ``spec`` with top-level fields replaced, re-validated through encode/decode."""
+    return decode(encode(dataclasses.replace(spec, **changes)))

@@ -1,0 +1,98 @@
+"""Weights by layer name, shared by Keras 3, the tf_keras twin and supernet extraction.
+
+A weights file is an ``.npz`` of ``{"<layer name>/<variable>": array}`` (e.g. ``s1_b0_dw/depthwise_kernel``,
+``stem_bn/moving_mean``). Keying by the builder's deterministic layer names, not by Keras' internal object paths,
+lets the same file load into either framework and survive model surgery that keeps names.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+
+class WeightsError(ValueError):
+    """A weights file does not fit a model (missing key, wrong shape) or is corrupt."""
+
+
+def _short(variable) -> str:
+    # Keras 3: name == "kernel"; tf_keras: name == "stem_conv/kernel:0", and a DepthwiseConv2D's kernel is
+    # "depthwise_kernel" there (same shape). Keys use the Keras 3 names.
+    short = variable.name.split("/")[-1].split(":")[0]
+    return "kernel" if short == "depthwise_kernel" else short
+
+
+def named_weights(model) -> dict[str, np.ndarray]:
+    """All weights of ``model`` (trainable and not) as ``{"layer/var": array}``."""
+    out = {}
+    for layer in model.layers:
+        for v in layer.weights:
+            key = f"{layer.name}/{_short(v)}"
+            if key in out:
+                raise WeightsError(f"duplicate weight name {key!r} in model {model.name!r}")
+            out[key] = np.asarray(v.numpy())
+    return out
+
+
+def assign(model, arrays: dict[str, np.ndarray], source: str = "weights") -> None:
+    """Sets every weight of ``model`` from ``arrays`` by name; keys the model lacks are ignored.
+
+    Raises:
+        WeightsError: a model weight is missing from ``arrays`` or has another shape (nothing is assigned then).
+    """
+    plan = []
+    for layer in model.layers:
+        for v in layer.weights:
+            key = f"{layer.name}/{_short(v)}"
+            if key not in arrays:
+                raise WeightsError(f"{source}: no weight {key!r} for model {model.name!r}")
+            a = arrays[key]
+            if tuple(a.shape) != tuple(v.shape):
+                raise WeightsError(f"{source}: {key!r} has shape {tuple(a.shape)}, the model needs {tuple(v.shape)}")
+            plan.append((v, a))
+    for v, a in plan:
+        v.assign(a.astype(v.dtype.name if hasattr(v.dtype, "name") else v.dtype))
+
+
+def copy_weights(src, dst) -> None:
+    """Copies weights between two builds of the same spec (e.g. Keras 3 → tf_keras twin) by layer name."""
+    assign(dst, named_weights(src), source=f"model {src.name!r}")
+
+
+def save_npz(model, path: str) -> str:
+    """Writes the model's weights atomically (temp file + rename); returns the file's sha256."""
+    arrays = named_weights(model)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return sha256(path)
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable weights file ({e})") from None
+
+
+def load_npz(model, path: str) -> None:
+    assign(model, read_npz(path), source=path)
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

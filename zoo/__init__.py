@@ -1,0 +1,121 @@
+"""The model zoo: specs by name or path, verified pretrained weights, and ``build``.
+
+    import zoo
+    model = zoo.build("efficientnet_lite0", weights="imagenet")   # raw 0–255 RGB in, logits out
+    zoo.list_models()                                              # names of zoo/specs/*.json
+
+Specs live in ``zoo/specs/<name>.json``. A weights file ``zoo/weights/<name>-<tag>.npz`` is described by its model card
+``zoo/weights/<name>-<tag>.json`` (dataset, metric, how it was produced, sha256); the sha256 is checked before every
+load and a mismatch is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from models import spec as S
+from models.builder import build as build_spec
+from models.counting import count
+from models.weights import sha256
+
+ZOO_DIR = os.path.dirname(os.path.abspath(__file__))
+SPECS_DIR = os.path.join(ZOO_DIR, "specs")
+WEIGHTS_DIR = os.path.join(ZOO_DIR, "weights")
+CARD_KEYS = ("model", "tag", "file", "sha256", "dataset", "input_size", "metrics", "produced_by", "source", "license")
+
+
+class ZooError(LookupError):
+    """Unknown model or weights tag, missing file, or a weights file that fails its sha256 check."""
+
+
+def list_models() -> list[str]:
+    """Names of the registered specs, sorted."""
+    return sorted(f[:-5] for f in os.listdir(SPECS_DIR) if f.endswith(".json"))
+
+
+def spec_path(name_or_path: str) -> str:
+    if name_or_path.endswith(".json") or os.sep in name_or_path:
+        if not os.path.isfile(name_or_path):
+            raise ZooError(f"spec file not found: {name_or_path}")
+        return name_or_path
+    path = os.path.join(SPECS_DIR, f"{name_or_path}.json")
+    if not os.path.isfile(path):
+        raise ZooError(f"unknown model {name_or_path!r}; known: {', '.join(list_models())} (or give a .json path)")
+    return path
+
+
+def get_spec(name_or_path: str) -> S.ModelSpec:
+    """The decoded spec of a zoo name or a spec file path.
+
+    Raises:
+        ZooError: unknown name or missing file.
+        SpecError: the file is not a valid spec (the message names the file and the field).
+    """
+    path = spec_path(name_or_path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return S.loads(text, source=path)
+    except S.SpecError as e:
+        raise S.SpecError(f"{path}: {e.path}" if e.path else path, e.message) from None
+
+
+def weights_cards(name: str) -> dict[str, dict]:
+    """``{tag: model card}`` of the weights registered for zoo model ``name``."""
+    cards = {}
+    if not os.path.isdir(WEIGHTS_DIR):
+        return cards
+    for f in sorted(os.listdir(WEIGHTS_DIR)):
+        if f.startswith(f"{name}-") and f.endswith(".json"):
+            with open(os.path.join(WEIGHTS_DIR, f), encoding="utf-8") as fh:
+                card = json.load(fh)
+            if card.get("model") == name:
+                cards[card["tag"]] = card
+    return cards
+
+
+def weights_path(name: str, tag: str) -> str:
+    """Path of the weights file ``name``/``tag`` after checking its sha256 against the model card."""
+    cards = weights_cards(name)
+    if tag not in cards:
+        have = ", ".join(cards) or "none"
+        raise ZooError(f"model {name!r} has no weights {tag!r} (available: {have})")
+    card = cards[tag]
+    path = os.path.join(WEIGHTS_DIR, card["file"])
+    if not os.path.isfile(path):
+        raise ZooError(f"weights file missing: {path}")
+    digest = sha256(path)
+    if digest != card["sha256"]:
+        raise ZooError(f"weights file {path} fails its sha256 check (got {digest}, the model card says "
+                       f"{card['sha256']}); refusing to load it")
+    return path
+
+
+def build(name_or_path: str, weights: str | None = None, keras_module=None, **kwargs):
+    """Builds a zoo model (see :func:`models.builder.build` for ``include_top``, ``input_size``, ``classes``, …).
+
+    Args:
+        name_or_path: zoo name (``"mixnet_s"``) or path of a spec ``.json``.
+        weights: ``None`` (random init), a zoo tag such as ``"imagenet"``, or a path to a ``.npz`` weights file.
+        keras_module: ``keras`` (default) or ``tf_keras``.
+    """
+    spec = get_spec(name_or_path)
+    path = None
+    if weights is not None:
+        path = weights if weights.endswith(".npz") else weights_path(spec.name, weights)
+    return build_spec(spec, keras_module, weights=path, **kwargs)
+
+
+def describe(name_or_path: str, input_size: int | None = None) -> dict:
+    """Summary used by ``python -m zoo describe``: name, params, MACs, input size, classes, weights."""
+    spec = get_spec(name_or_path)
+    size = spec.input.size if input_size is None else input_size
+    cost = count(spec, size)
+    cards = weights_cards(spec.name) if spec_path(name_or_path).startswith(SPECS_DIR) else {}
+    return {
+        "name": spec.name, "family": spec.family, "params": cost.params, "macs": cost.macs, "input_size": size,
+        "num_classes": spec.head.classes, "blocks": sum(len(s) for s in spec.stages),
+        "weights": [{"tag": t, "file": c["file"], "sha256": c["sha256"], "dataset": c["dataset"],
+                     "metrics": c.get("metrics", {})} for t, c in cards.items()],
+        "provenance": S.encode(spec)["provenance"], "spec": spec_path(name_or_path),
+    }
