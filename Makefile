@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: test demo venv clean specs-check
+.PHONY: test demo venv clean convert-lite0
 
 venv: $(VENV)/.installed
 
@@ -23,3 +23,9 @@ demo: venv
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Tool-time only: convert the ImageNet EfficientNet-Lite0 weights (needs PyTorch, installed into .venv-tools).
+convert-lite0:
+	test -x .venv-tools/bin/python || $(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r tools/requirements-convert.txt
+	.venv-tools/bin/python -m tools.convert_efficientnet_lite0

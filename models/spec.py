@@ -182,16 +182,7 @@ class _Reader:
     def float(self, key, lo=None, hi=None, default=dataclasses.MISSING, nullable=False, lo_open=False):
         if key not in self.obj:
             return default
-        v = self.obj[key]
-        if v is None and nullable:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise SpecError(self.p(key), f"must be a finite number, got {v!r}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise SpecError(self.p(key), f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
-        if hi is not None and v > hi:
-            raise SpecError(self.p(key), f"must be <= {hi}, got {v!r}")
-        return float(v)
+        return _float(self.obj[key], self.p(key), lo, hi, nullable, lo_open)
 
     def bool(self, key, default=dataclasses.MISSING):
         if key not in self.obj:
@@ -222,6 +213,18 @@ class _Reader:
 
 def _join(path, key):
     return f"{path}.{key}" if path else key
+
+
+def _float(v, path, lo=None, hi=None, nullable=False, lo_open=False):
+    if v is None and nullable:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise SpecError(path, f"must be a finite number, got {v!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise SpecError(path, f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and v > hi:
+        raise SpecError(path, f"must be <= {hi}, got {v!r}")
+    return float(v)
 
 
 def _int(v, path, lo=None, hi=None, nullable=False):
@@ -333,9 +336,8 @@ def decode(obj: Any) -> ModelSpec:
         v = obj["input"][key]
         if not isinstance(v, list) or len(v) != channels:
             raise SpecError(ri.p(key), f"must be a list of {channels} numbers, got {v!r}")
-        sub = _Reader({str(i): x for i, x in enumerate(v)}, "", tuple(str(i) for i in range(channels)), ())
-        stats[key] = tuple(sub.float(str(i), lo=0 if key == "std" else None, lo_open=key == "std")
-                           for i in range(channels))
+        stats[key] = tuple(_float(x, f"{ri.p(key)}[{i}]", lo=0 if key == "std" else None, lo_open=key == "std")
+                           for i, x in enumerate(v))
     inp = InputSpec(size=ri.int("size", 8, 4096), channels=channels, mean=stats["mean"], std=stats["std"])
 
     rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool"), ("filters", "kernel", "stride", "act"))

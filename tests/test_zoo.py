@@ -1,0 +1,122 @@
+"""Zoo registry, CLI contract (DESIGN.md §4), verified weights, and the converted EfficientNet-Lite0."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import zoo
+from models.weights import WeightsError, read_npz, sha256
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def test_list_json():
+    r = cli("list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert set(rows) == set(zoo.list_models())
+    assert rows["efficientnet_lite0"]["weights"] == ["imagenet"]
+
+
+def test_describe_mixnet_s_json():
+    r = cli("describe", "mixnet_s", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    for key in ("name", "params", "macs", "input_size", "num_classes", "weights"):
+        assert key in info
+    assert info["params"] == 4_134_606 and info["input_size"] == 224 and info["num_classes"] == 1000
+    small = json.loads(cli("describe", "mixnet_s", "--input-size", "112", "--json").stdout)
+    assert small["params"] == info["params"] and small["macs"] < info["macs"] / 3
+
+
+def test_describe_spec_path():
+    r = cli("describe", os.path.join(ROOT, "zoo", "specs", "mnasnet_a1.json"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["name"] == "mnasnet_a1"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("describe", "no_such_model"), "unknown model 'no_such_model'"),
+    (("describe", "missing.json"), "spec file not found"),
+    (("describe", "mixnet_s", "--input-size", "4"), "input size"),
+    (("describe", "mixnet_s", "--input-size", "abc"), "invalid int"),
+    (("frobnicate",), "invalid choice"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, needle):
+    r = cli(*args)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    assert r.stdout == ""
+
+
+def test_cli_bad_spec_file(tmp_path):
+    spec = json.load(open(os.path.join(ROOT, "zoo", "specs", "mixnet_s.json")))
+    spec["stages"][2][0]["kernels"] = [3, 5, 6]
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(spec))
+    r = cli("describe", str(path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "broken.json: stages[2][0].kernels[2]" in r.stderr
+    path.write_text("{not json")
+    r = cli("describe", str(path))
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
+
+
+def test_every_card_is_complete_and_verified():
+    for name in zoo.list_models():
+        for tag, card in zoo.weights_cards(name).items():
+            for key in ("model", "tag", "file", "sha256", "dataset", "metrics", "produced_by", "source"):
+                assert card.get(key), (name, tag, key)
+            assert sha256(zoo.weights_path(name, tag)) == card["sha256"]
+
+
+def test_sha_mismatch_is_refused(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    card = zoo.weights_cards("efficientnet_lite0")["imagenet"]
+    shutil.copy(os.path.join(zoo.WEIGHTS_DIR, card["file"].replace(".npz", ".json")), weights)
+    (weights / card["file"]).write_bytes(b"tampered")
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", str(weights))
+    with pytest.raises(zoo.ZooError, match="fails its sha256 check"):
+        zoo.build("efficientnet_lite0", weights="imagenet")
+    with pytest.raises(zoo.ZooError, match="no weights 'nope'"):
+        zoo.weights_path("efficientnet_lite0", "nope")
+
+
+def test_weights_file_must_fit(tmp_path):
+    from models.weights import load_npz
+    model = zoo.build("mobilenet_v2_100", input_size=32, classes=10)
+    with pytest.raises(WeightsError, match="has shape .* the model needs"):
+        load_npz(model, zoo.weights_path("efficientnet_lite0", "imagenet"))
+
+
+def test_lite0_imagenet_matches_pytorch_reference():
+    """Logits of the converted weights vs logits of efficientnet-lite-pytorch==0.1.0 (stored by the converter)."""
+    from tools.convert_efficientnet_lite0 import parity_inputs
+    ref = np.load(os.path.join(ROOT, "tests", "data", "efficientnet_lite0_parity.npz"))
+    model = zoo.build("efficientnet_lite0", weights="imagenet")
+    got = model(parity_inputs(int(ref["seed"]), int(ref["n"])), training=False).numpy()
+    assert np.abs(got - ref["logits"]).max() <= 1e-4
+    assert (got.argmax(-1) == ref["logits"].argmax(-1)).all()
+
+
+def test_lite0_backbone_and_new_classes():
+    with pytest.raises(Exception, match="include_top=False"):
+        zoo.build("efficientnet_lite0", weights="imagenet", classes=10)
+    feats = zoo.build("efficientnet_lite0", weights="imagenet", features=True, input_size=64)
+    assert len(feats.outputs) == 3
+    full = read_npz(zoo.weights_path("efficientnet_lite0", "imagenet"))
+    np.testing.assert_array_equal(feats.get_layer("stem_conv").kernel.numpy(), full["stem_conv/kernel"])
+
+
+def test_imagenet_labels():
+    labels = zoo.imagenet_labels()
+    assert len(labels) == 1000 and labels[0].startswith("tench") and labels[999].startswith("toilet tissue")
