@@ -43,18 +43,12 @@ def parity_inputs(seed: int = PARITY_SEED, n: int = PARITY_N, size: int = 224) -
 
 def load_photos(paths, size=224) -> tuple[np.ndarray, list[str]]:
     """Images resized (short side) and centre-cropped to ``size``, as 0–255 RGB float32."""
-    from PIL import Image
+    from recipes.images import load_center_crop
     files = []
     for p in paths:
         files += sorted(glob.glob(os.path.join(p, "*"))) if os.path.isdir(p) else [p]
-    out, names = [], []
-    for f in files:
-        img = Image.open(f).convert("RGB")
-        scale = size / min(img.size)
-        img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
-        left, top = (img.width - size) // 2, (img.height - size) // 2
-        out.append(np.asarray(img.crop((left, top, left + size, top + size)), dtype="float32"))
-        names.append(os.path.relpath(f, ROOT))
+    out = [load_center_crop(f, size) for f in files]
+    names = [os.path.relpath(f, ROOT) for f in files]
     return (np.stack(out) if out else np.zeros((0, size, size, 3), "float32")), names
 
 
