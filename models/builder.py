@@ -128,8 +128,9 @@ def _shuffle(o: _Ops, x, b: ShuffleSpec, in_ch: int, size: int, p: str):
 
 
 def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input_size: int | None = None,
-          classes: int | None = None, pooling: str | None = None, classifier_activation: str | None = None,
-          features: bool = False, weights: str | None = None, name: str | None = None):
+          input_shape: tuple | None = None, classes: int | None = None, pooling: str | None = None,
+          classifier_activation: str | None = None, features: bool = False, weights: str | None = None,
+          name: str | None = None):
     """Builds ``spec`` as a Functional model of stock layers.
 
     Args:
@@ -138,6 +139,7 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
         include_top: with the head conv, pooling, dropout and classifier (like keras.applications).
         input_size: square input size; default ``spec.input.size``. Inputs are raw RGB in 0–255; the spec's
             mean/std are applied inside the model by the ``preprocess`` layer.
+        input_shape: keras.applications-style alternative to ``input_size``: ``(size, size, channels)``.
         classes: classifier width; default ``spec.head.classes``.
         pooling: with ``include_top=False``: ``None`` (4D features), ``"avg"`` or ``"max"``.
         classifier_activation: ``None`` returns logits; ``"softmax"`` probabilities.
@@ -153,6 +155,12 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
         SpecError: the input size does not fit the network, or the arguments contradict each other.
     """
     K = keras3 if keras_module is None else keras_module
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or shape[0] != shape[1] or shape[2] != spec.input.channels or input_size not in (None, shape[0]):
+            raise SpecError("input_shape", f"must be (size, size, {spec.input.channels}) and agree with input_size, "
+                                           f"got {input_shape!r}")
+        input_size = shape[0]
     size = spec.input.size if input_size is None else input_size
     check_input_size(spec, size)
     if pooling not in (None, "avg", "max"):

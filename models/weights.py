@@ -61,21 +61,26 @@ def copy_weights(src, dst) -> None:
     assign(dst, named_weights(src), source=f"model {src.name!r}")
 
 
-def save_npz(model, path: str) -> str:
-    """Writes the model's weights atomically (temp file + rename); returns the file's sha256."""
-    arrays = named_weights(model)
+def atomic_write(path: str, write) -> None:
+    """Calls ``write(binary_file)`` on a temp file beside ``path``, then renames it: never a half-written ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
+    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1], dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_npz(model, path: str) -> str:
+    """Writes the model's weights atomically; returns the file's sha256."""
+    arrays = named_weights(model)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return sha256(path)
 
 

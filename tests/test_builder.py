@@ -111,11 +111,13 @@ def test_float_tflite_matches_keras(built, tmp_path):
 
 def test_include_top_false_and_pooling():
     spec = zoo.get_spec("mobilenet_v2_100")
-    feats = build(spec, include_top=False, input_size=SIZE)
+    feats = build(spec, include_top=False, input_shape=(SIZE, SIZE, 3))
     assert feats.output.shape == (None, 2, 2, 1280)
     pooled = build(spec, include_top=False, pooling="avg", input_size=SIZE)
     assert pooled.output.shape == (None, 1280)
     probs = build(spec, input_size=SIZE, classes=3, classifier_activation="softmax")(_images())
+    with pytest.raises(Exception, match="input_shape"):
+        build(spec, input_shape=(SIZE, SIZE + 1, 3))
     np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, rtol=1e-5)
 
 
@@ -132,3 +134,17 @@ def test_preprocessing_is_inside_the_model():
     x = _images(1)
     want = (x - np.array(spec.input.mean, "float32")) / np.array(spec.input.std, "float32")
     np.testing.assert_allclose(pre(x), want, atol=1e-5)
+
+
+def test_npz_weights_move_between_frameworks(tmp_path):
+    from models.weights import load_npz, save_npz, sha256
+    spec = zoo.get_spec("mixnet_s")
+    model = build(spec, input_size=32)
+    _randomize_bn(model, seed=3)
+    path = str(tmp_path / "w.npz")
+    assert save_npz(model, path) == sha256(path)
+    twin = build(spec, tf_keras, input_size=32)
+    load_npz(twin, path)
+    x = _images(size=32)
+    np.testing.assert_allclose(twin(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-5)
+    assert not [f for f in os.listdir(tmp_path) if f != "w.npz"], "no temp files left behind"

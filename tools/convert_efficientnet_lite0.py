@@ -23,7 +23,6 @@ import glob
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -108,20 +107,6 @@ def map_state(state: dict, spec) -> dict:
     return {k: np.ascontiguousarray(v, dtype="float32") for k, v in out.items()}
 
 
-def _atomic_write(path, write):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def topk(logits, labels, k=5):
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
@@ -141,7 +126,7 @@ def main(argv=None):
     sys.path.insert(0, ROOT)
     import zoo
     from models.builder import build
-    from models.weights import assign, sha256
+    from models.weights import assign, atomic_write, sha256
 
     spec = zoo.get_spec(NAME)
     state, run_torch, src_path = torch_reference()
@@ -168,7 +153,7 @@ def main(argv=None):
 
     npz = os.path.join(zoo.WEIGHTS_DIR, f"{NAME}-{TAG}.npz")
     ordered = {k: arrays[k] for k in sorted(arrays)}
-    _atomic_write(npz, lambda f: np.savez(f, **ordered))
+    atomic_write(npz, lambda f: np.savez(f, **ordered))
     card = {"model": NAME, "tag": TAG, "file": os.path.basename(npz), "sha256": sha256(npz),
             "dataset": "ImageNet-1k (ILSVRC2012), 1000 classes", "input_size": 224,
             "metrics": {"parity_vs_pytorch_reference": parity},
@@ -177,9 +162,9 @@ def main(argv=None):
                       "tensorflow/tpu EfficientNet-Lite0 checkpoint); reference code efficientnet-lite-pytorch==0.1.0. "
                       "ImageNet accuracy is the upstream checkpoint's; it was not measured here (no ImageNet).",
             "license": "Apache-2.0", "examples": examples}
-    _atomic_write(npz[:-4] + ".json", lambda f: f.write((json.dumps(card, indent=1) + "\n").encode()))
+    atomic_write(npz[:-4] + ".json", lambda f: f.write((json.dumps(card, indent=1) + "\n").encode()))
     fixture = os.path.join(ROOT, "tests", "data", f"{NAME}_parity.npz")
-    _atomic_write(fixture, lambda f: np.savez(f, seed=PARITY_SEED, n=PARITY_N, logits=ref.astype("float32")))
+    atomic_write(fixture, lambda f: np.savez(f, seed=PARITY_SEED, n=PARITY_N, logits=ref.astype("float32")))
     print(json.dumps(parity, indent=1))
     for e in examples:
         print(e["photo"], "→", "; ".join(f"{name} {p:.2f}" for _, name, p in e["top5"]))
