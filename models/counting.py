@@ -10,7 +10,7 @@ The builder makes exactly these layers, so ``count(spec).params == model.count_p
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, check_input_size
 
@@ -19,7 +19,6 @@ from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, check_input_size
 class Cost:
     params: int = 0
     macs: int = 0
-    per_block: list = field(default_factory=list)  # [(name, params, macs)]
 
     def conv(self, n_out, k, c_in, c_out, groups=1, bias=False, bn=True):
         self.params += k * k * c_in // groups * c_out + (c_out if bias else 0) + (2 * c_out if bn else 0)
@@ -59,7 +58,7 @@ def _shuffle(c: Cost, b: ShuffleSpec, n_in: int, c_in: int):
         branch_in = branch_out = c_in // 2
     if b.choice == "x":
         widths = [(branch_in, b.mid_channels), (b.mid_channels, b.mid_channels), (b.mid_channels, branch_out)]
-        for i, (wi, wo) in enumerate(widths):
+        for wi, wo in widths:
             c.dw(n_out, 3, wi)  # the first one carries the stride; n_out is its output size either way
             c.conv(n_out, 1, wi, wo)
     else:
@@ -76,16 +75,12 @@ def count(spec: ModelSpec, input_size: int | None = None, include_top: bool = Tr
     c = Cost()
     n = _ceil_div(size, spec.stem.stride)
     c.conv(n, spec.stem.kernel, spec.input.channels, spec.stem.filters)
-    c.per_block.append(("stem", c.params, c.macs))
     if spec.stem.pool:
         n = _ceil_div(n, 2)
     ch = spec.stem.filters
-    for i, j, b in spec.blocks():
-        p0, m0 = c.params, c.macs
+    for _, _, b in spec.blocks():
         n = (_mbconv if isinstance(b, MBConvSpec) else _shuffle)(c, b, n, ch)
         ch = b.filters
-        c.per_block.append((f"s{i}_b{j}", c.params - p0, c.macs - m0))
-    p0, m0 = c.params, c.macs
     if spec.head.filters is not None:
         c.conv(n, 1, ch, spec.head.filters)
         ch = spec.head.filters
@@ -93,5 +88,4 @@ def count(spec: ModelSpec, input_size: int | None = None, include_top: bool = Tr
         k = spec.head.classes if classes is None else classes
         c.params += ch * k + (k if spec.head.bias else 0)
         c.macs += ch * k
-    c.per_block.append(("head", c.params - p0, c.macs - m0))
     return c

@@ -460,8 +460,3 @@ def loads(text: str, source: str = "spec") -> ModelSpec:
     except json.JSONDecodeError as e:
         raise SpecError("", f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     return decode(obj)
-
-
-def replace(spec: ModelSpec, **changes) -> ModelSpec:
-    """A copy of ``spec`` with top-level fields replaced, re-validated through encode/decode."""
-    return decode(encode(dataclasses.replace(spec, **changes)))
