@@ -391,19 +391,16 @@ def decode(obj: Any) -> ModelSpec:
 
 
 def feature_sizes(spec: ModelSpec, size: int) -> list[int]:
-    """Spatial size after the stem and after every block, at input ``size`` (square)."""
-    def out(n, k, s):
-        if spec.padding == "same":
-            return -(-n // s)
-        return (n + 2 * (k // 2) - k) // s + 1
+    """Spatial size after the stem (and its pool) and after every block, at input ``size`` (square).
 
-    n = out(size, spec.stem.kernel, spec.stem.stride)
+    Every kernel is odd, so TF "same" and symmetric k//2 padding both give ``ceil(n / stride)``.
+    """
+    n = -(-size // spec.stem.stride)
     if spec.stem.pool:
-        n = out(n, 3, 2)
+        n = -(-n // 2)
     sizes = [n]
     for _, _, b in spec.blocks():
-        k = max(b.kernels) if isinstance(b, MBConvSpec) else 3
-        n = out(n, k, b.stride)
+        n = -(-n // b.stride)
         sizes.append(n)
     return sizes
 
