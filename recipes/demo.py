@@ -42,15 +42,11 @@ def _load_images(paths, size):
     """(N, size, size, 3) float32 0–255 RGB, short side resized then centre-cropped; synthetic if none."""
     import numpy as np
 
-    from recipes.images import load_center_crop
-    files = []
-    for p in paths:
-        if os.path.isdir(p):
-            files += sorted(f for f in glob.glob(os.path.join(p, "*")) if os.path.isfile(f))
-        elif os.path.isfile(p):
-            files.append(p)
-        else:
-            raise UsageError(f"--images: no such file or directory: {p}")
+    from recipes.images import list_image_files, load_center_crop
+    try:
+        files = list_image_files(paths)
+    except FileNotFoundError as e:
+        raise UsageError(f"--images: {e}") from None
     if not files and paths:
         raise UsageError(f"--images: no files in {', '.join(paths)}")
     out = []
@@ -93,17 +89,20 @@ def main(argv):
     from tqdm import tqdm
 
     import zoo
+    from models.counting import count
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Validate everything the user gave before TensorFlow is imported (its import logs to stderr).
-    info = zoo.describe(FLAGS.model)
     spec = zoo.get_spec(FLAGS.model)
     size = spec.input.size
+    cost = count(spec, size)
     images, names = _load_images(FLAGS.images or _default_images(), size)
-    if FLAGS.weights and not FLAGS.weights.endswith(".npz"):
-        zoo.weights_path(spec.name, FLAGS.weights)
-    model = zoo.build(FLAGS.model, weights=FLAGS.weights or None)
-    print(f"{info['name']}: {info['params']:,} params, {info['macs'] / 1e6:.1f}M MACs at {size}×{size}; "
+    weights = FLAGS.weights or None
+    if weights and not weights.endswith(".npz"):
+        weights = zoo.weights_path(spec.name, weights)  # sha256-verified once, here
+    from models.builder import build
+    model = build(spec, weights=weights)
+    print(f"{spec.name}: {cost.params:,} params, {cost.macs / 1e6:.1f}M MACs at {size}×{size}; "
           f"weights: {FLAGS.weights or 'random init'}")
 
     os.makedirs(FLAGS.out_dir, exist_ok=True)
@@ -142,7 +141,7 @@ def main(argv):
     probs /= probs.sum(-1, keepdims=True)
     top5 = [[(int(c), labels[c], float(p[c])) for c in np.argsort(-p)[:5]] for p in probs]
     _plot(images, names, top5, os.path.join(FLAGS.out_dir, "predictions.png"))
-    summary = {"model": spec.name, "weights": FLAGS.weights or None, "params": info["params"], "macs": info["macs"],
+    summary = {"model": spec.name, "weights": FLAGS.weights or None, "params": cost.params, "macs": cost.macs,
                "input_size": size, "tflite": tflite, "tflite_bytes": os.path.getsize(tflite),
                "export_seconds": round(export_s, 1), "tflite_vs_keras_max_abs_diff": max_diff,
                "latency_ms": {"threads": FLAGS.threads, "runs": FLAGS.runs, "median": med, "p10": p10, "p90": p90},

@@ -1,7 +1,27 @@
 """Reading photos for classification demos and checks (the tf.data pipelines of the recipes issue build on tf.image)."""
 from __future__ import annotations
 
+import glob
+import os
+
 import numpy as np
+
+
+def list_image_files(paths) -> list[str]:
+    """Files named in ``paths``, a directory contributing its files in sorted order.
+
+    Raises:
+        FileNotFoundError: a path that is neither a file nor a directory (the message names it).
+    """
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(f for f in glob.glob(os.path.join(p, "*")) if os.path.isfile(f))
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or directory: {p}")
+    return files
 
 
 def load_center_crop(path: str, size: int) -> np.ndarray:
