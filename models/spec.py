@@ -127,6 +127,7 @@ class Provenance:
     method: str
     source: str | None = None
     target: float | None = None
+    target_macs: int | None = None
     seed: int | None = None
     data: str | None = None
     notes: str | None = None
@@ -379,6 +380,7 @@ def decode(obj: Any) -> ModelSpec:
         mr = _Reader(metrics, rp.p("metrics"), tuple(metrics), ())
         prov = Provenance(method=rp.str("method"), source=rp.str("source", default=None, nullable=True),
                           target=rp.float("target", default=None, nullable=True),
+                          target_macs=rp.int("target_macs", 1, default=None, nullable=True),
                           seed=rp.int("seed", default=None, nullable=True),
                           data=rp.str("data", default=None, nullable=True),
                           notes=rp.str("notes", default=None, nullable=True),
@@ -441,7 +443,8 @@ def encode(spec: ModelSpec) -> dict:
         "head": dataclasses.asdict(spec.head),
         "bn": dataclasses.asdict(spec.bn),
         "padding": spec.padding,
-        "provenance": {"method": p.method, "source": p.source, "target": p.target, "seed": p.seed, "data": p.data,
+        "provenance": {"method": p.method, "source": p.source, "target": p.target,
+                       "target_macs": p.target_macs, "seed": p.seed, "data": p.data,
                        "notes": p.notes, "metrics": dict(p.metrics)},
     }
 
