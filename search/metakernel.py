@@ -103,7 +103,13 @@ class _KernelChoice(keras.layers.Layer):
             u = keras.random.uniform(ops.shape(self.alpha), minval=1e-10, maxval=1.0, seed=self.seed_generator)
             gumbel = -ops.log(-ops.log(u))
             return ops.softmax((self.alpha + gumbel) / self.tau, axis=-1)
-        return ops.one_hot(ops.argmax(self.alpha, axis=-1), self.num_choices)
+        return ops.one_hot(ops.argmax(self.tie_broken(self.alpha), axis=-1), self.num_choices)
+
+    def tie_broken(self, alpha):
+        """α with "None" lowered by 1e-6: a tie (e.g. the uniform initial α) never prunes (argmax takes the first)."""
+        if not self.allow_none:
+            return alpha
+        return alpha - ops.convert_to_tensor(np.eye(1, self.num_choices, dtype=np.float32) * 1e-6)
 
     def keep(self, p):
         """Per-channel keep weight ``1 - p_None`` (shape ``(channels,)`` or ``(1,)``), or None without "None"."""

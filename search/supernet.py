@@ -116,6 +116,16 @@ class SearchSpace:
             stages.setdefault(b.stage, []).append(b.spec((k,), (b.expand or b.in_ch,)))
         return self._spec(tuple(tuple(b) for b in stages.values()), name or f"{self.name}_k{k}")
 
+    def thinnest(self) -> ModelSpec:
+        """The cheapest architecture of the space: one filter per block at the smallest kernel."""
+        k = self.candidates[0]
+        blocks = tuple(b.spec((k,), (1,) if b.expand else (b.in_ch,)) for b in self.blocks())
+        return self._spec((blocks,), f"{self.name}_thinnest")
+
+    def macs_range(self) -> tuple[int, int]:
+        """(cheapest, dearest) MACs any derived architecture can have."""
+        return count(self.thinnest()).macs, count(self.skeleton()).macs
+
     def _spec(self, stages, name, provenance=None) -> ModelSpec:
         spec = ModelSpec(name=name, family="mbconv",
                          input=InputSpec(size=self.input_size, channels=3, mean=self.mean, std=self.std),
@@ -387,7 +397,7 @@ def choices(model: keras.Model, logits: list[np.ndarray] | None = None) -> list[
             out.append(np.full((1,), len(block.candidates) - 1))  # k_max, no None
             continue
         a = np.asarray(block.dw.alpha) if logits is None else logits[n]
-        c = np.argmax(a, axis=-1)
+        c = np.argmax(np.asarray(block.dw.tie_broken(a)), axis=-1)
         if block.dw.allow_none and np.all(c == 0):
             # Every filter pruned: keep the filter most likely to be kept, at its best kernel (a block needs ≥ 1).
             best = int(np.argmax(np.max(a[:, 1:], axis=-1) - a[:, 0]))
@@ -473,3 +483,63 @@ def build_derived(model: keras.Model, space: SearchSpace, spec: ModelSpec, choic
     derived = build(spec, keras_module)
     assign(derived, extract_weights(model, space, spec, choice), source="supernet extraction")
     return derived
+
+
+def _choice_costs(block: SearchMBConv, slot: Slot) -> np.ndarray:
+    """MACs each choice of each α row adds to the block (row × choice), for :func:`project_to_target`."""
+    n_out = -(-slot.n_in // slot.stride)
+    areas = np.array([k * k for k in block.candidates], np.float64) * n_out * n_out
+    if not block.dw.per_filter:  # one row for the whole layer
+        return (areas * block.mid_channels)[None, :]
+    per_filter = slot.n_in * slot.n_in * slot.in_ch + n_out * n_out * slot.filters + 2 * slot.se
+    row = np.concatenate([[0.0], per_filter + areas]) if block.dw.allow_none else per_filter + areas
+    return np.tile(row, (block.mid_channels, 1))
+
+
+def project_to_target(model: keras.Model, space: SearchSpace, target: float, tol: float = 0.03,
+                      max_moves: int = 100_000) -> tuple[list[np.ndarray], int, int]:
+    """Moves the argmax architecture onto the MACs budget with the least loss of α preference.
+
+    MACs are additive over α rows (each filter's expansion, depthwise, SE and projection share; a layer-wise row's
+    whole layer), so a move (one row to another choice) changes MACs by a known amount. Greedily, the move with the
+    smallest ``(α_current − α_new) / |ΔMACs|`` toward the target is applied — a move that does not cross the target
+    when one exists, else one that crosses it but ends closer — until no move gets closer. A block always keeps one filter. Nothing moves when the
+    argmax is already within ``tol``. Returns ``(choice, moves, macs)``.
+
+    Why: the cost loss steers *expected* MACs; per-filter α of one layer receive nearly the same cost gradient, so
+    the argmax of a not-fully-converged α can flip whole layers at once and sit far from the target.
+    """
+    blocks = search_blocks(model)
+    logits = [np.asarray(b.dw.tie_broken(np.asarray(b.dw.alpha)), np.float64) for b in blocks]
+    costs = [_choice_costs(b, s) for b, s in zip(blocks, space.blocks())]
+    choice = [c.copy() for c in choices(model)]
+    macs = count(derive(model, space, "probe", choice=choice)).macs
+    if abs(macs - target) <= tol * target:
+        return choice, 0, macs
+    direction = -1.0 if macs > target else 1.0
+    moves = 0
+    while moves < max_moves and macs != target:
+        direction, gap = np.sign(target - macs), abs(target - macs)
+        best = None
+        for overshoot in (False, True):  # moves that stay on this side of the target first
+            for n, (a, c, cur) in enumerate(zip(logits, costs, choice)):
+                rows = np.arange(len(cur))
+                delta = c - c[rows, cur][:, None]
+                regret = a[rows, cur][:, None] - a
+                reach = np.abs(macs + delta - target) < gap if overshoot else np.abs(delta) <= gap
+                valid = (direction * delta > 0) & reach
+                if blocks[n].dw.allow_none and np.count_nonzero(cur) == 1:
+                    valid[:, 0] = False  # the last kept filter of a block stays
+                ratio = np.where(valid, regret / np.where(valid, np.abs(delta), 1.0), np.inf)
+                r, j = np.unravel_index(np.argmin(ratio), ratio.shape)
+                if np.isfinite(ratio[r, j]) and (best is None or ratio[r, j] < best[0]):
+                    best = (ratio[r, j], n, r, j, delta[r, j])
+            if best is not None:
+                break
+        if best is None:
+            break  # no move gets closer (or the target is out of reach)
+        _, n, r, j, d = best
+        choice[n][r] = j
+        macs += int(round(d))
+        moves += 1
+    return choice, moves, count(derive(model, space, "probe", choice=choice)).macs

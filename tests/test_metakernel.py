@@ -208,8 +208,20 @@ def test_multi_path_supernet_derives_and_extracts_too():
 
 def test_imagenet_space_brackets_the_papers_targets():
     space = sn.imagenet_space()
-    widest = count(space.skeleton()).macs
-    one_filter = [s.spec((3,), (1,) if s.expand else (s.in_ch,)) for s in space.blocks()]
-    thinnest = count(dataclasses.replace(space.skeleton(), stages=(tuple(one_filter),))).macs
+    thinnest, widest = space.macs_range()
     assert thinnest < 260e6 < 370e6 < widest
     assert dataclasses.replace(space.skeleton(), name="x").input.size == 224
+
+
+def test_projection_lands_on_reachable_targets_and_leaves_a_close_argmax_alone():
+    model = sn.build_supernet(SPACE, seed=0, alpha_init_std=1.0)
+    lo, hi = SPACE.macs_range()
+    argmax = count(sn.derive(model, SPACE, "d")).macs
+    choice, moves, macs = sn.project_to_target(model, SPACE, argmax * 1.01)
+    assert moves == 0 and macs == argmax
+    for frac in (0.15, 0.4, 0.8):
+        target = lo + frac * (hi - lo)
+        choice, moves, macs = sn.project_to_target(model, SPACE, target)
+        spec = sn.derive(model, SPACE, "p", choice=choice)
+        assert count(spec).macs == macs and abs(macs / target - 1) < 0.01, (frac, macs, target)
+        assert all(b.expand_channels is None or b.expand_channels >= 1 for _, _, b in spec.blocks())

@@ -1,0 +1,78 @@
+"""Matplotlib (Agg) figures written by the search recipes. Every function writes one PNG atomically."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from models.weights import atomic_write
+
+
+def _save(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def kernel_distribution(layers: list[str], counts: np.ndarray, labels: list[str], path: str, title: str) -> None:
+    """Stacked bars of filters per choice for every searchable layer (the metaKernel paper's Fig. 6).
+
+    Args:
+        layers: layer names (x axis).
+        counts: ``(layers, choices)`` filter counts.
+        labels: choice names, e.g. ``["pruned", "3×3", "5×5", "7×7"]``.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2), 4))
+    bottom = np.zeros(len(layers))
+    colors = plt.cm.viridis(np.linspace(0.15, 0.95, counts.shape[1]))
+    for j, label in enumerate(labels):
+        color = "lightgrey" if label == "pruned" else colors[j]
+        ax.bar(range(len(layers)), counts[:, j], bottom=bottom, label=label, color=color, edgecolor="white",
+               linewidth=0.3)
+        bottom += counts[:, j]
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("depthwise filters")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncols=min(len(labels), 6))
+    _save(fig, path)
+    plt.close(fig)
+
+
+def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str], path: str,
+                       target: float | None = None) -> None:
+    """Mean choice probabilities per layer over the search epochs (one panel per layer), plus E[MACs] vs target."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    n = len(layers) + 1
+    cols = min(6, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows), squeeze=False, sharex=True)
+    for i, name in enumerate(layers):
+        ax = axes[i // cols][i % cols]
+        probs = np.array([h["probs"][i] for h in history])  # (epochs, choices); layers without "None" have fewer
+        for j, label in enumerate(labels[len(labels) - probs.shape[1]:]):
+            ax.plot(epochs, probs[:, j], label=label)
+        ax.set_title(name, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+    ax = axes[(n - 1) // cols][(n - 1) % cols]
+    ax.plot(epochs, [h["expected_macs"] / 1e6 for h in history], label="E[MACs]")
+    ax.plot(epochs, [h["argmax_macs"] / 1e6 for h in history], label="argmax MACs")
+    if target:
+        ax.axhline(target / 1e6, color="k", linestyle="--", linewidth=0.8, label="target")
+    ax.set_title("MACs (M)", fontsize=8)
+    ax.legend(fontsize=6)
+    for k in range(n, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("mean choice probability per layer (softmax α) over epochs", fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
