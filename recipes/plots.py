@@ -72,7 +72,8 @@ def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str]
     ax.legend(fontsize=6)
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
-    axes[0][0].legend(fontsize=6)
+    widest = max(range(len(layers)), key=lambda i: len(history[0]["probs"][i]))
+    axes[widest // cols][widest % cols].legend(fontsize=6)
     fig.suptitle("mean choice probability per layer (softmax α) over epochs", fontsize=9)
     _save(fig, path)
     plt.close(fig)
