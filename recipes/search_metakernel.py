@@ -63,6 +63,11 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, Gumbel noise, data orde
 flags.DEFINE_string("name", None, "Name of the derived spec (default: mk_<space>_<target>).")
 flags.DEFINE_string("output", None, "Path of the derived spec (default: OUT_DIR/derived.json).")
 flags.DEFINE_string("out_dir", "runs/search_metakernel", "Directory for every output and the resumable state.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy of the supernet training (recipes/distribute.py).")
+flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a host without GPUs: logical CPU devices to "
+                                        "replicate over.", lower_bound=1)
+flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 # Settings that must match to resume a search in an existing --out_dir.
@@ -137,7 +142,9 @@ def main(argv):
     from recipes.data import load
     from search import supernet as sn
     from search.differentiable import MetaKernelSearch, SearchConfig
+    from recipes.distribute import make_strategy
 
+    strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
     common = dict(batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, seed=FLAGS.seed, holdout=FLAGS.holdout,
                   limit=FLAGS.limit)
@@ -155,12 +162,17 @@ def main(argv):
                          f"({lo:.4g} … {hi:.4g} MACs at {size}×{size})")
     steps = FLAGS.steps_per_epoch or max(1, info.num_examples // FLAGS.batch_size)
 
-    model = sn.build_supernet(space, FLAGS.dw_mode, tau=FLAGS.tau_start, seed=FLAGS.seed)
+    if FLAGS.batch_size % strategy.num_replicas_in_sync:
+        raise UsageError(f"--batch_size={FLAGS.batch_size} does not split over {strategy.num_replicas_in_sync} "
+                         "replicas")
+    with strategy.scope():
+        model = sn.build_supernet(space, FLAGS.dw_mode, tau=FLAGS.tau_start, seed=FLAGS.seed)
     config = SearchConfig(target=FLAGS.target_macs, epochs=FLAGS.epochs, lam=FLAGS.lam, eta=FLAGS.eta,
                           tau_start=FLAGS.tau_start, tau_end=FLAGS.tau_end, w_lr=FLAGS.w_lr, a_lr=FLAGS.a_lr,
                           warmup_epochs=FLAGS.warmup_epochs, seed=FLAGS.seed)
     initial_expected = float(sn.expected_cost(model, space)[0])  # uniform α, before any restore
-    search = MetaKernelSearch(model, space, config, checkpoint_dir=os.path.join(FLAGS.out_dir, "checkpoints"))
+    search = MetaKernelSearch(model, space, config, checkpoint_dir=os.path.join(FLAGS.out_dir, "checkpoints"),
+                              strategy=strategy)
     _write_json(os.path.join(FLAGS.out_dir, "search_settings.json"), _settings())
     resumed = search.restore()
     if resumed:

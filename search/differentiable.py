@@ -71,19 +71,24 @@ class MetaKernelSearch:
         config: hyper-parameters.
         cost_fn: ``model -> E[cost]`` tensor (default: expected MACs).
         checkpoint_dir: where the search state lives; an existing checkpoint there is resumed.
+        strategy: the ``tf.distribute`` strategy the model was built under (default: the current one). Steps run
+            per replica on ``strategy.experimental_distribute_dataset`` batches; gradients are summed across
+            replicas of per-replica means divided by the replica count (the global-batch mean).
     """
 
     def __init__(self, model: keras.Model, space: sn.SearchSpace, config: SearchConfig, cost_fn=None,
-                 checkpoint_dir: str | None = None):
+                 checkpoint_dir: str | None = None, strategy=None):
+        self.strategy = strategy or tf.distribute.get_strategy()
         self.model, self.space, self.config = model, space, config
         self.cost_fn = cost_fn or (lambda m: sn.expected_cost(m, space)[0])
         self.w_vars, self.a_vars = sn.weight_variables(model), sn.arch_variables(model)
         if not self.a_vars:
             raise ValueError("the model has no architecture parameters (dw_mode='fixed'?)")
-        self.w_opt = keras.optimizers.SGD(config.w_lr, momentum=config.w_momentum, nesterov=True)
-        self.a_opt = keras.optimizers.Adam(config.a_lr, beta_1=0.5, beta_2=0.999)
-        self.w_opt.build(self.w_vars)
-        self.a_opt.build(self.a_vars)
+        with self.strategy.scope():
+            self.w_opt = keras.optimizers.SGD(config.w_lr, momentum=config.w_momentum, nesterov=True)
+            self.a_opt = keras.optimizers.Adam(config.a_lr, beta_1=0.5, beta_2=0.999)
+            self.w_opt.build(self.w_vars)
+            self.a_opt.build(self.a_vars)
         self.loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_epoch")
@@ -94,9 +99,19 @@ class MetaKernelSearch:
         self._manager = (tf.train.CheckpointManager(self._ckpt, checkpoint_dir, max_to_keep=2)
                          if checkpoint_dir else None)
         self._classes = int(model.get_layer("classifier").units)
-        self._w_step = tf.function(self._w_step_fn)
-        self._a_step = tf.function(self._a_step_fn)
+        self._w_step = self._distributed(self._w_step_fn)
+        self._a_step = self._distributed(self._a_step_fn)
         self._eval_step = tf.function(self._eval_fn)
+
+    def _distributed(self, fn):
+        """``fn`` run on every replica; its outputs averaged over replicas."""
+        replicas = self.strategy.num_replicas_in_sync
+
+        @tf.function
+        def step(x, y):
+            outs = self.strategy.run(fn, (x, y))
+            return [self.strategy.reduce("SUM", o, axis=None) / replicas for o in outs]
+        return step
 
     # --- state -------------------------------------------------------------------------------------------------
     def restore(self) -> bool:
@@ -126,7 +141,7 @@ class MetaKernelSearch:
             logits = self.model(x, training=True)
             ce = self._ce(y, logits)
             decay = tf.add_n([tf.reduce_sum(v ** 2) for v in self.w_vars if len(v.shape) > 1])
-            loss = ce + 0.5 * self.config.w_weight_decay * decay
+            loss = (ce + 0.5 * self.config.w_weight_decay * decay) / self.strategy.num_replicas_in_sync
         grads = tape.gradient(loss, self.w_vars)
         self.w_opt.apply_gradients(zip(grads, self.w_vars))
         acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
@@ -140,6 +155,7 @@ class MetaKernelSearch:
             c_loss = cost_loss(expected, self.config.target, self.config.eta)
             decay = tf.add_n([tf.reduce_sum(a ** 2) for a in self.a_vars])
             loss = ce + self.config.lam * c_loss + 0.5 * self.config.a_weight_decay * decay
+            loss = loss / self.strategy.num_replicas_in_sync
         grads = tape.gradient(loss, self.a_vars)
         self.a_opt.apply_gradients(zip(grads, self.a_vars))
         return ce, c_loss, expected
@@ -154,7 +170,7 @@ class MetaKernelSearch:
         """Top-1 of the argmax architecture (supernet weights, inference BN) on ``ds``."""
         correct, n = 0.0, 0
         for x, y in ds:
-            correct += float(self._eval_step(x, y))
+            correct += float(self._eval_step(x, y))  # single device: evaluation batches are small
             n += int(y.shape[0])
         return correct / max(n, 1)
 
@@ -173,7 +189,8 @@ class MetaKernelSearch:
         cfg = self.config
         self.restore()
         total = cfg.epochs * steps_per_epoch
-        train_it, arch_it = iter(train_ds), iter(arch_ds)
+        distribute = self.strategy.experimental_distribute_dataset
+        train_it, arch_it = iter(distribute(train_ds)), iter(distribute(arch_ds))
         bar = progress(total) if progress else None
         if bar is not None:
             bar.update(int(self.step.numpy()))

@@ -100,3 +100,12 @@ def test_changed_settings_refuse_to_resume(tmp_path):
     (out / "search_settings.json").write_text(json.dumps({"epochs": 99}))
     r = search("--target_macs=1e6", f"--out_dir={out}", "--noprogress")
     assert r.returncode == 2 and "other settings" in r.stderr
+
+
+def test_search_runs_mirrored_on_two_logical_cpus(tmp_path):
+    out = tmp_path / "run"
+    r = search(*TINY, "--epochs=1", "--strategy=mirrored", "--cpu_replicas=2", f"--out_dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and history[0]["train_ce"] == history[0]["train_ce"]  # finite, not NaN
+    assert loads((out / "derived.json").read_text(), "derived.json").provenance.target_macs == TARGET
