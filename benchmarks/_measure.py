@@ -1,0 +1,132 @@
+"""Measurement helpers shared by benchmarks: process memory, robust statistics, host description, JSON output.
+
+Nothing here imports TensorFlow, so a parent process that only schedules workers stays light.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -------------------------------------------------------------------------------------------------------------- memory
+def _status_kib(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in KiB, or None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def hwm_bytes() -> int | None:
+    """Peak resident set size since the process started or since the last :func:`reset_hwm` (``VmHWM``)."""
+    kib = _status_kib("VmHWM")
+    return None if kib is None else kib * 1024
+
+
+def reset_hwm() -> bool:
+    """Resets ``VmHWM`` to the current RSS (Linux ≥ 4.0: write ``5`` to ``/proc/self/clear_refs``); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def maxrss_bytes() -> int:
+    """``ru_maxrss`` of this process (lifetime peak RSS; KiB on Linux, bytes on macOS)."""
+    v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(v if sys.platform == "darwin" else v * 1024)
+
+
+# ---------------------------------------------------------------------------------------------------------- statistics
+def quantile(values, q: float) -> float:
+    """Linear-interpolation quantile (``numpy.percentile``'s default) of a non-empty sequence."""
+    v = sorted(float(x) for x in values)
+    if not v:
+        raise ValueError("quantile of no values")
+    pos = (len(v) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def spread(values) -> dict:
+    """Median, min, max, p10 and p90 of ``values``."""
+    v = [float(x) for x in values]
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "p10": quantile(v, 0.1),
+            "p90": quantile(v, 0.9), "n": len(v)}
+
+
+# ---------------------------------------------------------------------------------------------------------------- host
+def host_info() -> dict:
+    """Platform, CPU and framework versions (TensorFlow/Keras versions read from package metadata, not imported)."""
+    from importlib import metadata
+
+    def version(pkg):
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    try:
+        mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        mem_total = None
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "cpu_affinity": affinity, "memory_bytes": mem_total, "python": platform.python_version(),
+            "tensorflow": version("tensorflow"), "keras": version("keras"), "numpy": version("numpy"),
+            "loadavg_at_start": load}
+
+
+# -------------------------------------------------------------------------------------------------------------- output
+def write_json(path: str, obj) -> None:
+    """Writes ``obj`` as indented JSON atomically (temp file beside ``path``, then rename)."""
+    from models.weights import atomic_write
+    data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def run_worker(module: str, args: list[str], env: dict | None = None, timeout: float | None = None):
+    """Runs ``python -m module *args`` in a fresh process (cwd = repository root); returns the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    path = full_env.get("PYTHONPATH", "")
+    full_env["PYTHONPATH"] = ROOT if not path else ROOT + os.pathsep + path
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=full_env, timeout=timeout)
