@@ -1,0 +1,484 @@
+"""Input pipelines (tf.data) for training, search and evaluation recipes.
+
+A dataset is named by one string:
+
+- ``shapes`` — a built-in synthetic set: ten classes of simple coloured shapes (`SHAPES_CLASSES`) on noisy
+  backgrounds, generated with numpy at the requested size (no download, no files). Its contents are fixed
+  (`SHAPES_SEED`); `shapes` and `shapes_boxes` expose the generator, the latter with 1–3 boxed shapes per image
+  for detection.
+- ``folder:PATH`` — class-per-folder images, ``PATH/<class>/*.{png,jpg,jpeg,bmp,gif}``; class names sorted
+  alphabetically are the label ids. When PATH holds ``train/`` and ``test/`` (or ``val/``, ``validation/``), the
+  split picks one of them (``test``, ``val`` and ``validation`` are aliases); otherwise PATH is the training split.
+- any other name — a tensorflow-datasets name such as ``cifar10`` (``tfds.load(..., as_supervised=True)``; the
+  split string goes to tfds as given). Without internet it must already be prepared under ``data_dir``.
+
+Holdout: with ``holdout > 0`` the training data is split in two disjoint parts, split ``train`` (the 1 − holdout
+part) and split ``holdout`` (the held-out part), for architecture-parameter training (meta-kernel α) or candidate
+evaluation (SPOS). For in-memory sources (shapes, folder) the examples are put in a fixed pseudo-random order
+(`PARTITION_SEED`, independent of the ``seed`` argument, so every caller sees the same partition) and the last
+``round(holdout · N)`` of them are the holdout part; tensorflow-datasets splits are already shuffled when prepared,
+so there the last examples in file order are. ``limit`` then keeps the first examples of the part.
+
+Elements are ``(images, labels)``: float32 raw 0–255 RGB of shape (B, size, size, 3) — models normalise inside —
+and int32 labels (B,). `validate` checks a dataset name without importing TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from recipes._cli import UsageError
+from recipes.images import list_image_files
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+SHAPES_CLASSES = ("circle", "square", "triangle", "cross", "ring", "hbars", "vbars", "diamond", "ellipse", "star")
+SHAPES_SIZES = {"train": 2000, "test": 500}
+SHAPES_SEED = 0
+PARTITION_SEED = 20240601
+SHUFFLE_BUFFER = 10_000
+AUGMENTS = ("standard", "paper", "none")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+EVAL_SPLITS = ("test", "val", "validation")
+RANDOM_RESIZED_CROP_MIN_SIZE = 64  # below this, CIFAR-style pad-and-crop
+BRIGHTNESS_DELTA = 0.2  # additive, on the 0–1 scale
+SATURATION_RANGE = (0.6, 1.4)
+HUE_DELTA = 0.05
+
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a")
+_TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.-]+)?(:[0-9.*]+)?")
+_SHAPES_SPLITS = {"train": "train", "holdout": "train", "test": "test", "val": "test", "validation": "test"}
+
+
+class DataError(UsageError):
+    """Unusable data: a one-line message naming what is wrong and where (path or dataset name)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a loaded split holds."""
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    num_examples: int
+    image_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """Undecoded examples of one split: ``decode`` turns an element's first item into a uint8 (H, W, 3) image."""
+    examples: "tf.data.Dataset"
+    decode: Callable
+    class_names: tuple[str, ...]
+    num_examples: int
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def validate(dataset: str, data_dir: str | None = None) -> None:
+    """Checks a dataset name cheaply, without importing TensorFlow.
+
+    ``folder:PATH`` is scanned in full (class folders, image files and their headers); a tensorflow-datasets name is
+    only checked for its form.
+
+    Raises:
+        DataError: the name or the data it points to is unusable.
+    """
+    if dataset == "shapes":
+        return
+    if dataset.startswith("folder:"):
+        root = _folder_root(dataset)
+        layout = _folder_layout(root)
+        for split in {directory: split for split, directory in layout.items()}.values():
+            _folder_examples(root, layout, split)
+        return
+    if not _TFDS_NAME.fullmatch(dataset):
+        raise DataError(f"dataset {dataset!r}: not 'shapes', 'folder:PATH' or a tensorflow-datasets name")
+    if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir}: not a directory")
+
+
+def load(dataset: str, split: str, *, image_size: int, batch_size: int, training: bool, data_dir: str | None = None,
+         seed: int = 0, augment: str = "standard", holdout: float = 0.0, drop_remainder: bool | None = None,
+         repeat: bool = False, limit: int | None = None) -> tuple["tf.data.Dataset", DataInfo]:
+    """A batched, prefetched dataset of one split and what it holds.
+
+    Args:
+        dataset: ``shapes``, ``folder:PATH`` or a tensorflow-datasets name (module docstring).
+        split: ``train``, ``test`` (aliases ``val``, ``validation``) or, with ``holdout > 0``, ``holdout``;
+            tensorflow-datasets names accept any tfds split string.
+        image_size: output height and width.
+        batch_size: examples per batch.
+        training: shuffle (seeded) and augment.
+        data_dir: tensorflow-datasets data directory.
+        seed: seed of the shuffle and the augmentation.
+        augment: with ``training``, ``standard`` (random crop — padded for inputs under 64 px, random-resized above
+            — and horizontal flip), ``paper`` (standard plus brightness/saturation/hue jitter) or ``none``.
+        holdout: fraction of the training data held out as split ``holdout`` (0 ≤ holdout < 1).
+        drop_remainder: drop a last partial batch; defaults to ``training``.
+        repeat: repeat forever.
+        limit: keep only the first ``limit`` examples of the split (after the fixed permutation).
+
+    Returns:
+        ``(dataset, info)``; elements are float32 (B, image_size, image_size, 3) raw 0–255 RGB and int32 (B,).
+
+    Raises:
+        DataError: bad arguments or unusable data.
+    """
+    _check_args(split, image_size, batch_size, augment, holdout, limit)
+    drop = training if drop_remainder is None else drop_remainder
+    if dataset == "shapes":
+        source = _shapes_source(split, image_size, holdout, limit)
+    elif dataset.startswith("folder:"):
+        source = _folder_source(dataset, split, holdout, limit)
+    else:
+        validate(dataset, data_dir)
+        source = _tfds_source(dataset, split, holdout, limit, data_dir)
+    if drop and not repeat and source.num_examples < batch_size:
+        raise DataError(f"{dataset} split {split!r}: {source.num_examples} examples, fewer than one batch of "
+                        f"{batch_size} with drop_remainder")
+    info = DataInfo(dataset, len(source.class_names), source.class_names, source.num_examples, image_size)
+    return _pipeline(source, image_size, batch_size, training, seed, augment, drop, repeat), info
+
+
+def shapes(split: str, image_size: int, seed: int = SHAPES_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic classification set: uint8 (N, size, size, 3) images and int32 (N,) labels.
+
+    One shape per image (its class in `SHAPES_CLASSES`, balanced) of random position, size and colour on a noisy
+    background. Deterministic in (split, seed); the scene does not depend on ``image_size``, only its rendering.
+    Arrays are cached and read-only.
+    """
+    if split not in SHAPES_SIZES:
+        raise DataError(f"shapes: no split {split!r} (have {', '.join(SHAPES_SIZES)})")
+    return _shapes_cached(split, image_size, seed)
+
+
+def shapes_boxes(n: int, image_size: int, seed: int) -> tuple[np.ndarray, list[list[tuple[int, int, int, int, int]]]]:
+    """Synthetic detection images: 1–3 non-overlapping shapes each (one per quadrant).
+
+    Returns:
+        uint8 (n, size, size, 3) images and, per image, boxes ``(class, x0, y0, x1, y1)`` in pixels: the tight box of
+        the drawn shape, x1/y1 exclusive.
+    """
+    rng = np.random.default_rng([seed, 2])
+    counts = rng.integers(1, 4, n)
+    quadrants = np.argsort(rng.random((n, 4)), axis=1)[:, :3]
+    radius = rng.uniform(0.10, 0.22, (n, 3))
+    cx = (quadrants % 2) * 0.5 + rng.uniform(radius, 0.5 - radius)
+    cy = (quadrants // 2) * 0.5 + rng.uniform(radius, 0.5 - radius)
+    classes = np.where(np.arange(3) < counts[:, None], rng.integers(0, len(SHAPES_CLASSES), (n, 3)), -1)
+    images, masks = _render(rng, image_size, classes, cx, cy, radius)
+    boxes = [[(int(c), *_tight_box(m)) for c, m in zip(classes[i], masks[i]) if c >= 0 and m.any()] for i in range(n)]
+    return images, boxes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shapes generator (numpy, vectorised over images; one mask function per class in local units of the radius,
+# u to the right and v downwards, every shape inside |u|, |v| ≤ 1)
+
+
+def _bars(w: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return (np.maximum(abs(w), abs(other)) <= 0.9) & (np.floor((w + 0.9) / 0.36) % 2 == 0)
+
+
+def _star(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.hypot(u, v) <= 0.6 + 0.4 * np.cos(5 * np.arctan2(u, -v))
+
+
+_MASKS = (
+    lambda u, v: u * u + v * v <= 1.0,  # circle
+    lambda u, v: np.maximum(abs(u), abs(v)) <= 0.8,  # square
+    lambda u, v: (v >= -1.0) & (v <= 0.8) & (abs(u) <= (v + 1.0) * 0.5),  # triangle, apex up
+    lambda u, v: ((abs(u) <= 0.3) & (abs(v) <= 1.0)) | ((abs(v) <= 0.3) & (abs(u) <= 1.0)),  # cross
+    lambda u, v: (u * u + v * v <= 1.0) & (u * u + v * v >= 0.55 ** 2),  # ring
+    lambda u, v: _bars(v, u),  # three horizontal bars
+    lambda u, v: _bars(u, v),  # three vertical bars
+    lambda u, v: abs(u) + abs(v) <= 1.0,  # diamond
+    lambda u, v: u * u + 4.0 * v * v <= 1.0,  # ellipse, 2:1 horizontal
+    _star,  # five-pointed
+)
+_RENDER_CHUNK = 256  # images per vectorised step, bounding memory at large sizes
+
+
+def _render(rng: np.random.Generator, size: int, classes: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+            radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draws shapes ``(n, k)`` (class -1: none) on noisy backgrounds; returns uint8 images and (n, k, S, S) masks.
+
+    Centres and radii are fractions of the image side. Each shape's colour differs from the background by 80–176
+    in every channel, so shapes stay visible whatever the colours.
+    """
+    n, k = classes.shape
+    cx, cy, radius = (a.astype(np.float32) for a in (cx, cy, radius))
+    background = rng.uniform(0, 256, (n, 3)).astype(np.float32)
+    colours = ((background[:, None] + rng.uniform(80, 176, (n, k, 3))) % 256).astype(np.float32)
+    grid = ((np.arange(size) + 0.5) / size).astype(np.float32)
+    images = np.empty((n, size, size, 3), np.uint8)
+    masks = np.zeros((n, k, size, size), bool)
+    for lo in range(0, n, _RENDER_CHUNK):
+        part = slice(lo, min(n, lo + _RENDER_CHUNK))
+        canvas = np.broadcast_to(background[part, None, None], (part.stop - lo, size, size, 3)).copy()
+        for j in range(k):
+            r = radius[part, j, None, None]
+            u = (grid[None, None, :] - cx[part, j, None, None]) / r
+            v = (grid[None, :, None] - cy[part, j, None, None]) / r
+            masks[part, j] = _shape_masks(classes[part, j], *np.broadcast_arrays(u, v))
+            canvas = np.where(masks[part, j, ..., None], colours[part, j, None, None], canvas)
+        canvas += rng.normal(0.0, 16.0, canvas.shape).astype(np.float32)
+        images[part] = np.clip(np.rint(canvas), 0, 255)
+    return images, masks
+
+
+def _shape_masks(classes: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per-image masks (n, S, S) of each image's class evaluated at local coordinates u, v."""
+    masks = np.zeros(u.shape, bool)
+    for c, mask in enumerate(_MASKS):
+        idx = np.flatnonzero(classes == c)
+        if idx.size:
+            masks[idx] = mask(u[idx], v[idx])
+    return masks
+
+
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes_cached(split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n = SHAPES_SIZES[split]
+    rng = np.random.default_rng([seed, list(SHAPES_SIZES).index(split)])
+    labels = rng.permutation(np.arange(n) % len(SHAPES_CLASSES)).astype(np.int32)
+    radius = rng.uniform(0.25, 0.40, n)
+    cx, cy = (rng.uniform(radius, 1.0 - radius) for _ in range(2))
+    images, _ = _render(rng, size, labels[:, None], cx[:, None], cy[:, None], radius[:, None])
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources: the examples of one split, before shuffling and decoding
+
+
+def _check_args(split: str, image_size: int, batch_size: int, augment: str, holdout: float,
+                limit: int | None) -> None:
+    if image_size < 8:
+        raise DataError(f"image_size must be at least 8, got {image_size}")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    if augment not in AUGMENTS:
+        raise DataError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if not 0.0 <= holdout < 1.0:
+        raise DataError(f"holdout must be in [0, 1), got {holdout}")
+    if split == "holdout" and holdout == 0.0:
+        raise DataError("split 'holdout' needs holdout > 0")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be positive, got {limit}")
+
+
+def _select(n: int, split: str, holdout: float, limit: int | None, where: str) -> np.ndarray:
+    """Indices of a split's examples: fixed permutation, holdout partition of the training data, then limit."""
+    order = np.random.default_rng(PARTITION_SEED).permutation(n)
+    if holdout > 0.0 and split in ("train", "holdout"):
+        n_train = n - _holdout_count(n, holdout, where)
+        order = order[n_train:] if split == "holdout" else order[:n_train]
+    return order[:limit]
+
+
+def _holdout_count(n: int, holdout: float, where: str) -> int:
+    count = round(holdout * n)
+    if not 0 < count < n:
+        raise DataError(f"{where}: holdout {holdout} of {n} training examples leaves an empty part")
+    return count
+
+
+def _shapes_source(split: str, image_size: int, holdout: float, limit: int | None) -> _Source:
+    import tensorflow as tf
+    if split not in _SHAPES_SPLITS:
+        raise DataError(f"shapes: no split {split!r} (have {', '.join(_SHAPES_SPLITS)})")
+    images, labels = shapes(_SHAPES_SPLITS[split], image_size)
+    idx = _select(len(labels), split, holdout, limit, "shapes")
+    return _Source(tf.data.Dataset.from_tensor_slices((images[idx], labels[idx])), tf.identity, SHAPES_CLASSES,
+                   len(idx))
+
+
+def _folder_root(dataset: str) -> str:
+    root = os.path.expanduser(dataset[len("folder:"):])
+    if not root:
+        raise DataError(f"dataset {dataset!r}: folder: needs a path")
+    if not os.path.isdir(root):
+        raise DataError(f"folder:{root}: " + ("not a directory" if os.path.exists(root) else "no such directory"))
+    return root
+
+
+def _folder_layout(root: str) -> dict[str, str]:
+    """The directory of each split name: ``root/train`` and ``root/test|val|validation`` when present, else root."""
+    evals = [d for d in EVAL_SPLITS if os.path.isdir(os.path.join(root, d))]
+    if not (os.path.isdir(os.path.join(root, "train")) and evals):
+        return {"train": root}
+    layout = {"train": os.path.join(root, "train")}
+    layout.update({s: os.path.join(root, s if s in evals else evals[0]) for s in EVAL_SPLITS})
+    return layout
+
+
+def _class_names(directory: str) -> list[str]:
+    names = sorted(d for d in os.listdir(directory) if not d.startswith(".")
+                   and os.path.isdir(os.path.join(directory, d)))
+    if not names:
+        raise DataError(f"{directory}: no class subfolders (expected {directory}/<class>/*.png|jpg|…)")
+    return names
+
+
+def _folder_examples(root: str, layout: dict[str, str], split: str) -> tuple[tuple[str, ...], list[str], list[int]]:
+    """Class names (of the training directory) and the split's files with their labels, headers checked."""
+    base = "train" if split == "holdout" else split
+    if base not in layout:
+        raise DataError(f"folder:{root}: no {split!r} split (needs train/ and test/ or val/ subfolders; "
+                        f"use holdout for validation data)")
+    classes = _class_names(layout["train"])
+    directory = layout[base]
+    files, labels = [], []
+    for name in _class_names(directory):
+        if name not in classes:
+            raise DataError(f"{os.path.join(directory, name)}: class {name!r} is not in {layout['train']}")
+        found = [f for f in list_image_files([os.path.join(directory, name)]) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not found:
+            raise DataError(f"{os.path.join(directory, name)}: no images (*{', *'.join(IMAGE_EXTENSIONS)})")
+        files += found
+        labels += [classes.index(name)] * len(found)
+    for f in files:
+        _check_header(f)
+    return tuple(classes), files, labels
+
+
+def _check_header(path: str) -> None:
+    """Rejects a file that does not start like a PNG, JPEG, BMP or GIF (decoding it later would fail mid-epoch)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if not head.startswith(_MAGIC):
+        raise DataError(f"{path}: not a PNG, JPEG, BMP or GIF image (corrupt or mislabelled file)")
+
+
+def _folder_source(dataset: str, split: str, holdout: float, limit: int | None) -> _Source:
+    import tensorflow as tf
+    root = _folder_root(dataset)
+    classes, files, labels = _folder_examples(root, _folder_layout(root), split)
+    idx = _select(len(files), split, holdout, limit, dataset)
+    examples = tf.data.Dataset.from_tensor_slices((np.asarray(files)[idx], np.asarray(labels, np.int32)[idx]))
+    return _Source(examples, _decode_file, classes, len(idx))
+
+
+def _decode_file(path: "tf.Tensor") -> "tf.Tensor":
+    import tensorflow as tf
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _tfds_source(name: str, split: str, holdout: float, limit: int | None, data_dir: str | None) -> _Source:
+    import tensorflow_datasets as tfds
+    base = "train" if split == "holdout" else split
+    try:
+        examples, info = tfds.load(name, split=base, data_dir=data_dir, as_supervised=True, with_info=True)
+    except tfds.core.DatasetNotFoundError:
+        raise DataError(f"dataset {name!r}: not 'shapes', 'folder:PATH' or a tensorflow-datasets name") from None
+    except Exception as e:  # noqa: BLE001 — tfds fails in many ways (network, missing files); report them as one line
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{name}: tensorflow-datasets cannot load split {base!r} ({type(e).__name__}: {reason}); "
+                        f"without internet, prepare it elsewhere and pass --data_dir") from None
+    label = info.features[info.supervised_keys[1]]
+    if not hasattr(label, "names"):
+        raise DataError(f"{name}: labels are not classes")
+    n = info.splits[base].num_examples
+    if holdout > 0.0 and split in ("train", "holdout"):
+        n_train = n - _holdout_count(n, holdout, name)
+        examples, n = (examples.skip(n_train), n - n_train) if split == "holdout" else (examples.take(n_train), n_train)
+    if limit is not None:
+        examples, n = examples.take(limit), min(n, limit)
+    return _Source(examples, _to_rgb, tuple(label.names), n)
+
+
+def _to_rgb(image: "tf.Tensor") -> "tf.Tensor":
+    import tensorflow as tf
+    channels = image.shape[-1]
+    return tf.image.grayscale_to_rgb(image) if channels == 1 else image[..., :3]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pipeline and image transforms (TensorFlow)
+
+
+def _pipeline(source: _Source, size: int, batch_size: int, training: bool, seed: int, augment: str, drop: bool,
+              repeat: bool) -> "tf.data.Dataset":
+    import tensorflow as tf
+    ds = source.examples
+    if training:
+        ds = ds.shuffle(min(source.num_examples, SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if training and augment != "none":
+        # Stateless ops with a per-element seed stream: reproducible under a parallel map, new draws every epoch.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda example, s: (_augment(source.decode(example[0]), size, augment, s), tf.cast(example[1], tf.int32)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, label: (_fit(source.decode(x), size), tf.cast(label, tf.int32)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+
+
+def _fit(image: "tf.Tensor", size: int) -> "tf.Tensor":
+    """float32 (size, size, 3): shorter side resized to ``size`` (bilinear), then centre-cropped."""
+    import tensorflow as tf
+    shape = tf.shape(image)
+    scale = size / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
+    new_shape = tf.maximum(size, tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32))
+    image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
+    top, left = (new_shape[0] - size) // 2, (new_shape[1] - size) // 2
+    return tf.ensure_shape(image[top:top + size, left:left + size], [size, size, 3])
+
+
+def _augment(image: "tf.Tensor", size: int, augment: str, seed: "tf.Tensor") -> "tf.Tensor":
+    """Random crop and flip (and colour jitter for ``paper``) of a uint8 image; float32 0–255 (size, size, 3)."""
+    import tensorflow as tf
+    crop_seed, flip_seed, *colour_seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 5))
+    if size < RANDOM_RESIZED_CROP_MIN_SIZE:
+        pad = size // 8
+        padded = tf.pad(_fit(image, size), [[pad, pad], [pad, pad], [0, 0]])
+        image = tf.image.stateless_random_crop(padded, [size, size, 3], crop_seed)
+    else:
+        image = _random_resized_crop(image, size, crop_seed)
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return _colour_jitter(image, colour_seeds) if augment == "paper" else image
+
+
+def _random_resized_crop(image: "tf.Tensor", size: int, seed: "tf.Tensor") -> "tf.Tensor":
+    """Inception-style crop: 8–100% of the area, aspect ratio 3/4–4/3, resized to ``size`` (bilinear)."""
+    import tensorflow as tf
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed, min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(image, begin, extent)
+    return tf.ensure_shape(tf.image.resize(crop, [size, size], method="bilinear", antialias=True), [size, size, 3])
+
+
+def _colour_jitter(image: "tf.Tensor", seeds: list) -> "tf.Tensor":
+    """Brightness, saturation and hue jitter (metaKernel §4.1), on the 0–1 scale, clipped, back to 0–255."""
+    import tensorflow as tf
+    x = image / 255.0
+    x = tf.image.stateless_random_brightness(x, BRIGHTNESS_DELTA, seeds[0])
+    x = tf.image.stateless_random_saturation(x, *SATURATION_RANGE, seeds[1])
+    x = tf.image.stateless_random_hue(x, HUE_DELTA, seeds[2])
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
