@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -54,7 +54,6 @@ class SearchConfig:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def tau(self, progress: float) -> float:
         """Exponential annealing: τ_start at progress 0, τ_end at 1."""
@@ -80,7 +79,7 @@ class MetaKernelSearch:
                  checkpoint_dir: str | None = None, strategy=None):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model, self.space, self.config = model, space, config
-        self.cost_fn = cost_fn or (lambda m: sn.expected_cost(m, space)[0])
+        self.cost_fn = cost_fn or self.expected_macs
         self.w_vars, self.a_vars = sn.weight_variables(model), sn.arch_variables(model)
         if not self.a_vars:
             raise ValueError("the model has no architecture parameters (dw_mode='fixed'?)")
@@ -112,6 +111,10 @@ class MetaKernelSearch:
             outs = self.strategy.run(fn, (x, y))
             return [self.strategy.reduce("SUM", o, axis=None) / replicas for o in outs]
         return step
+
+    def expected_macs(self, model):
+        """The default cost: E[MACs] of the supernet (differentiable in α)."""
+        return sn.expected_cost(model, self.space)[0]
 
     # --- state -------------------------------------------------------------------------------------------------
     def restore(self) -> bool:
@@ -244,6 +247,3 @@ class MetaKernelSearch:
     def model_tau(self) -> float:
         block = next(b for b in sn.search_blocks(self.model) if b.searchable)
         return float(block.dw.tau.numpy())
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)

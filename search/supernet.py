@@ -172,9 +172,6 @@ def imagenet_space(candidates=(3, 5, 7, 9)) -> SearchSpace:
                        stem_filters=24, stem_stride=2, head_filters=1536, dropout=0.25, classes=1000)
 
 
-SPACES = {"cifar": cifar_space, "imagenet": imagenet_space}
-
-
 def _activation(x, act):
     if act == "relu":
         return ops.relu(x)
