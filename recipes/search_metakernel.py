@@ -18,6 +18,7 @@ layer, the paper's Fig. 6), ``alpha_trajectories.png``, ``history.json``, ``summ
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -202,7 +203,6 @@ def main(argv):
     metrics["macs"] = float(exact.macs)
     metrics["params"] = float(exact.params)
     metrics = {k: v for k, v in metrics.items() if v == v}  # drop NaN (no validation split)
-    import dataclasses
     derived = dataclasses.replace(derived, provenance=dataclasses.replace(
         prov, metrics=tuple(sorted(metrics.items()))))
     output = FLAGS.output or os.path.join(FLAGS.out_dir, "derived.json")
