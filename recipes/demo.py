@@ -86,10 +86,10 @@ def _plot(images, names, top5, path):
 
 def main(argv):
     import numpy as np
-    from tqdm import tqdm
 
     import zoo
     from models.counting import count
+    from recipes import litert
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Validate everything the user gave before TensorFlow is imported (its import logs to stderr).
@@ -108,33 +108,16 @@ def main(argv):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     tflite = os.path.join(FLAGS.out_dir, f"{spec.name}.tflite")
     t0 = time.perf_counter()
-    tmp = os.path.join(FLAGS.out_dir, f".{spec.name}.partial.tflite")  # export needs a .tflite suffix
-    model.export(tmp, format="litert", verbose=False)
-    os.replace(tmp, tflite)
+    litert.export(model, tflite, "float32")
     export_s = time.perf_counter() - t0
 
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_path=tflite, num_threads=FLAGS.threads)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    logits = []
-    for img in images:
-        it.set_tensor(inp["index"], img[None])
-        it.invoke()
-        logits.append(it.get_tensor(out["index"])[0])
-    logits = np.stack(logits)
+    it = litert.interpreter(tflite, FLAGS.threads)
+    logits = litert.predict(it, images)
     keras_logits = model.predict(images, verbose=0)
     max_diff = float(np.abs(logits - keras_logits).max())
 
-    it.set_tensor(inp["index"], images[:1])
-    for _ in range(20):
-        it.invoke()
-    times = []
-    for _ in tqdm(range(FLAGS.runs), desc="latency", unit="run", leave=False):
-        t = time.perf_counter()
-        it.invoke()
-        times.append((time.perf_counter() - t) * 1e3)
-    p10, med, p90 = (float(v) for v in np.percentile(times, [10, 50, 90]))
+    latency = litert.summarize(litert.latency(it, FLAGS.runs, warmup=20))
+    p10, med, p90 = latency["p10_ms"], latency["median_ms"], latency["p90_ms"]
 
     labels = zoo.imagenet_labels() if spec.head.classes == 1000 else [str(i) for i in range(spec.head.classes)]
     probs = np.exp(logits - logits.max(-1, keepdims=True))

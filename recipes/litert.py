@@ -1,0 +1,307 @@
+"""LiteRT (TFLite) helpers shared by the export, latency and demo recipes.
+
+- `export` writes a ``.tflite`` of a Keras 3 model in one of `MODES` through ``model.export(format="litert", …)``
+  (Keras 3.15 passes converter attributes such as ``optimizations``, ``representative_dataset``, ``target_spec``
+  and ``inference_input_type`` straight to the TFLite converter), atomically.
+- `interpreter`, `predict` and `latency` run a file with the ``ai_edge_litert`` interpreter (XNNPACK on CPU),
+  quantizing inputs and dequantizing outputs of integer models.
+- `op_counts` reads the operators a file holds from its flatbuffer (no interpreter, no delegate rewriting).
+- `check_tflite`, `host_info` and `versions` need neither TensorFlow nor LiteRT, so recipes can validate flags
+  before the heavy imports.
+
+Modes: ``float32`` (no optimization); ``float16`` (weights stored as float16, DEQUANTIZE ops to float32 at load);
+``dynamic`` (dynamic-range: int8 weights, float activations quantized on the fly); ``int8`` (full-integer: every
+op int8 with per-channel weights, calibrated on a representative dataset; float32 input/output with QUANTIZE /
+DEQUANTIZE at the edges, or int8 input/output with ``int8_io``). Only TFLite builtin ops are allowed (no Flex/select
+TF ops, which the stand-alone LiteRT runtime lacks): a model that needs one fails to convert instead of failing later
+on a phone.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+
+from recipes._cli import UsageError
+
+MODES = ("float32", "float16", "dynamic", "int8")
+TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier, bytes 4..8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cheap checks (no TensorFlow, no LiteRT)
+
+
+def is_tflite(path: str) -> bool:
+    """Whether ``path`` is a readable file carrying the TFLite flatbuffer identifier."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] == TFLITE_MAGIC
+
+
+def check_tflite(path: str, flag: str = "--model") -> None:
+    """Raises `UsageError` unless ``path`` is an existing, readable TFLite flatbuffer."""
+    if not os.path.exists(path):
+        raise UsageError(f"{flag} {path}: no such file")
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{flag} {path}: not readable")
+    if not is_tflite(path):
+        raise UsageError(f"{flag} {path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Raises `UsageError` unless the file ``path`` can be created: not a directory, and its nearest existing
+    ancestor directory is writable (missing directories are created later)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory")
+    d = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise UsageError(f"{flag} {path}: {d} is not a directory")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: directory {d} is not writable")
+
+
+def host_info() -> dict:
+    """Platform, CPU model (``/proc/cpuinfo``), logical cores and the cores this process may run on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_model": cpu,
+            "cores": os.cpu_count(), "usable_cores": usable, "python": platform.python_version()}
+
+
+def versions(*packages: str) -> dict:
+    """Installed versions (``importlib.metadata``, nothing imported) of ``packages``; default Keras/TF/LiteRT."""
+    from importlib import metadata
+    out = {}
+    for p in packages or ("keras", "tensorflow", "ai-edge-litert"):
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export
+
+
+def converter_options(mode: str, representative: Callable[[], Iterable] | None = None,
+                      int8_io: bool = False) -> dict:
+    """Keyword arguments for ``model.export(path, format="litert", **options)`` (TFLite converter attributes).
+
+    Args:
+        mode: one of `MODES`.
+        representative: for ``int8``, a callable returning an iterable of ``[batch]`` lists (float32, raw model input).
+        int8_io: for ``int8``, int8 input and output tensors instead of float32.
+    """
+    import tensorflow as tf
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if int8_io and mode != "int8":
+        raise ValueError("int8_io needs mode 'int8'")
+    builtins = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
+    if mode == "float32":
+        return {"target_spec": builtins}
+    if mode == "float16":
+        return {"optimizations": [tf.lite.Optimize.DEFAULT],
+                "target_spec": dict(builtins, supported_types=[tf.float16])}
+    if mode == "dynamic":
+        return {"optimizations": [tf.lite.Optimize.DEFAULT], "target_spec": builtins}
+    if representative is None:
+        raise ValueError("mode 'int8' needs a representative dataset")
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative,
+               "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}}
+    if int8_io:
+        options.update(inference_input_type=tf.int8, inference_output_type=tf.int8)
+    return options
+
+
+def export(model, path: str, mode: str = "float32", representative: Callable[[], Iterable] | None = None,
+           int8_io: bool = False) -> int:
+    """Converts a Keras 3 model to ``path`` (written to a temp name, then renamed); returns the file size in bytes.
+
+    The exported signature has a dynamic batch and the model's static height, width and channels.
+    """
+    from models.weights import atomic_write
+    options = converter_options(mode, representative, int8_io)
+    with tempfile.TemporaryDirectory(prefix="litert-export-") as tmp:
+        staged = os.path.join(tmp, "model.tflite")  # Keras requires the .tflite suffix
+        model.export(staged, format="litert", verbose=False, **options)
+        with open(staged, "rb") as f:
+            data = f.read()
+    atomic_write(path, lambda f: f.write(data))
+    return len(data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading and running a file
+
+
+def op_counts(path_or_bytes) -> dict[str, int]:
+    """``{builtin op name: number of nodes}`` over every subgraph of a TFLite file (read from the flatbuffer)."""
+    from ai_edge_litert import schema_py_generated as fb
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        buf = bytes(path_or_bytes)
+    else:
+        with open(path_or_bytes, "rb") as f:
+            buf = f.read()
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    model = fb.Model.GetRootAs(buf, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())  # schema ≥ 3a: the larger field is the real one
+        if code == fb.BuiltinOperator.CUSTOM:
+            custom = oc.CustomCode()
+            codes.append(f"CUSTOM:{custom.decode() if custom else '?'}")
+        else:
+            codes.append(names.get(code, f"BUILTIN_{code}"))
+    counts: dict[str, int] = {}
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        for o in range(sg.OperatorsLength()):
+            name = codes[sg.Operators(o).OpcodeIndex()]
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def input_shapes(path: str) -> list[dict]:
+    """``[{"name", "shape", "shape_signature"}]`` of the main subgraph's inputs, read from the flatbuffer (no
+    interpreter, so nothing is logged); -1 in ``shape_signature`` marks a dynamic dimension."""
+    from ai_edge_litert import schema_py_generated as fb
+    with open(path, "rb") as f:
+        model = fb.Model.GetRootAs(f.read(), 0)
+    sg = model.Subgraphs(0)
+    out = []
+    for i in range(sg.InputsLength()):
+        t = sg.Tensors(sg.Inputs(i))
+        shape = [int(v) for v in t.ShapeAsNumpy()] if t.ShapeLength() else []
+        sig = [int(v) for v in t.ShapeSignatureAsNumpy()] if t.ShapeSignatureLength() else shape
+        out.append({"name": (t.Name() or b"").decode(), "shape": shape, "shape_signature": sig})
+    return out
+
+
+def interpreter(path: str, threads: int = 1):
+    """An ``ai_edge_litert`` interpreter on ``path`` with tensors allocated (XNNPACK delegate applied)."""
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=path, num_threads=threads)
+    it.allocate_tensors()
+    return it
+
+
+def _qparams(detail: dict) -> tuple[float, int]:
+    scale, zero = detail["quantization"]
+    if not scale:
+        raise ValueError(f"tensor {detail['name']!r} of type {np.dtype(detail['dtype']).name} has no quantization")
+    return float(scale), int(zero)
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input → the tensor's dtype (identity cast for float tensors; affine quantization for integer ones)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = _qparams(detail)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    """The tensor's values as float32 (dequantized for integer tensors)."""
+    if np.dtype(detail["dtype"]).kind == "f":
+        return y.astype(np.float32)
+    scale, zero = _qparams(detail)
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def predict(it, images: np.ndarray) -> np.ndarray:
+    """Runs ``images`` (float32, raw model input) one example at a time; float32 outputs of the first output."""
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    results = []
+    for x in images:
+        it.set_tensor(inp["index"], quantize(np.asarray(x)[None], inp))
+        it.invoke()
+        results.append(dequantize(it.get_tensor(out["index"]), out)[0])
+    return np.stack(results)
+
+
+def random_input(detail: dict, seed: int = 0) -> np.ndarray:
+    """A fixed-seed random tensor for the input ``detail``: 0–255 for float inputs (raw RGB), full range else."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(detail["dtype"])
+    shape = tuple(int(d) for d in detail["shape"])
+    if dtype.kind == "f":
+        return rng.uniform(0.0, 255.0, shape).astype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, int(info.max) + 1, shape, dtype=dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    raise ValueError(f"no random input for dtype {dtype.name}")
+
+
+def latency(it, runs: int, warmup: int = 20, seed: int = 0, progress: bool = True) -> np.ndarray:
+    """Milliseconds of ``runs`` timed ``invoke()`` calls after ``warmup`` untimed ones, on fixed random inputs.
+
+    Every input is set once (``time.perf_counter_ns`` around ``invoke`` only)."""
+    for i, detail in enumerate(it.get_input_details()):
+        it.set_tensor(detail["index"], random_input(detail, seed + i))
+    for _ in range(warmup):
+        it.invoke()
+    bar = None
+    if progress and runs >= 50:
+        from tqdm import tqdm
+        bar = tqdm(total=runs, desc="latency", unit="run", leave=False, file=sys.stderr, disable=None)  # TTY only
+    times = np.empty(runs, np.float64)
+    clock = time.perf_counter_ns
+    for i in range(runs):
+        t = clock()
+        it.invoke()
+        times[i] = (clock() - t) / 1e6
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return times
+
+
+def summarize(times_ms: np.ndarray) -> dict:
+    """median/p10/p90/mean/min/max/std of latencies in ms."""
+    t = np.asarray(times_ms, np.float64)
+    p10, med, p90 = np.percentile(t, [10, 50, 90])
+    return {"median_ms": float(med), "p10_ms": float(p10), "p90_ms": float(p90), "mean_ms": float(t.mean()),
+            "min_ms": float(t.min()), "max_ms": float(t.max()), "std_ms": float(t.std())}
+
+
+def io_details(it) -> dict:
+    """Shapes, dtypes and quantization of the first input and output, JSON-ready."""
+    def one(d):
+        scale, zero = d["quantization"]
+        return {"name": d["name"], "shape": [int(v) for v in d["shape"]],
+                "shape_signature": [int(v) for v in d.get("shape_signature", d["shape"])],
+                "dtype": np.dtype(d["dtype"]).name,
+                "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
+    return {"input": one(it.get_input_details()[0]), "output": one(it.get_output_details()[0])}

@@ -1,0 +1,222 @@
+"""recipes.export_tflite (four modes, LiteRT parity, ops) and recipes.benchmark_latency on a small 32×32 spec."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Small, but weight-heavy enough (≈0.4M params, most of them in wide 1×1 convs and the classifier) that int8 storage
+# dominates the flatbuffer's per-channel quantization parameters: int8 ≥ 3× smaller than float32.
+SPEC = {"schema_version": 1, "name": "tiny_export", "family": "mbconv",
+        "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
+        "stem": {"filters": 16, "kernel": 3, "stride": 2, "act": "relu"},
+        "stages": [[{"block": "ir", "kernels": [3, 5], "split": [24, 24], "expand_channels": 48, "filters": 24,
+                     "stride": 2, "act": "hswish", "se_channels": 8}],
+                   [{"block": "ir", "kernels": [3], "expand_channels": 384, "filters": 192, "stride": 2,
+                     "act": "relu"}]],
+        "head": {"filters": 768, "act": "relu", "dropout": 0.1, "classes": 200}}
+MODES = ("float32", "float16", "dynamic", "int8")
+CHECK = 40
+
+
+def cli(module, *args):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", f"recipes.{module}", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=600)
+
+
+def randomized_weights(model, seed=0):
+    """Weights with O(1) logits (fresh Keras init gives logits ~1e-4, which would make parity checks vacuous)."""
+    from models.weights import named_weights
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in named_weights(model).items():
+        if k.endswith("moving_variance"):
+            a = rng.uniform(0.5, 2.0, v.shape)
+        elif k.endswith("gamma"):
+            a = rng.uniform(0.5, 1.5, v.shape)
+        elif k.endswith(("beta", "moving_mean", "bias")):
+            a = rng.normal(0.0, 0.1, v.shape)
+        else:
+            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(v.shape[:-1])), v.shape)
+        out[k] = a.astype(np.float32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(spec path, weights .npz path) in a module temp dir."""
+    import zoo
+    from models.weights import assign, save_npz
+    d = tmp_path_factory.mktemp("tiny")
+    spec = d / "tiny_export.json"
+    spec.write_text(json.dumps(SPEC))
+    model = zoo.build(str(spec))
+    assign(model, randomized_weights(model))
+    save_npz(model, str(d / "tiny.npz"))
+    return spec, d / "tiny.npz"
+
+
+@pytest.fixture(scope="module")
+def exports(tiny, tmp_path_factory):
+    """{mode: (tflite path, report dict)} from the CLI, one run per mode."""
+    spec, weights = tiny
+    out = tmp_path_factory.mktemp("export")
+    results = {}
+    for mode in MODES:
+        path = out / f"tiny-{mode}.tflite"
+        r = cli("export_tflite", f"--model={spec}", f"--weights={weights}", f"--mode={mode}", f"--output={path}",
+                f"--check_examples={CHECK}", "--representative_steps=16")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "top-1 agreement" in r.stdout and mode in r.stdout
+        results[mode] = (path, json.loads((out / f"tiny-{mode}.tflite.json").read_text()))
+    return results
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_export_mode(exports, mode):
+    path, report = exports[mode]
+    assert report["mode"] == mode and report["file_bytes"] == path.stat().st_size
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(report["ops"])
+    assert report["ops"] == sorted(report["ops"]) and set(report["op_counts"]) == set(report["ops"])
+    assert report["input_dtype"] == report["output_dtype"] == "float32"
+    assert report["io"]["input"]["shape"] == [1, 32, 32, 3] and report["io"]["output"]["shape"] == [1, 200]
+    assert set(report["versions"]) == {"keras", "tensorflow", "ai-edge-litert"}
+    p = report["parity"]
+    assert p["examples"] == CHECK and p["dataset"] == "shapes" and 0.0 <= p["top1_agreement"] <= 1.0
+    assert p["max_abs_keras_logit"] > 0.1, "logits too small for a meaningful parity check"
+    assert p["accuracy"] is None  # 200 classifier outputs vs the 10 shapes classes
+    if mode == "float32":
+        assert p["max_abs_diff"] <= 1e-4 and p["top1_agreement"] == 1.0
+        assert "DEQUANTIZE" not in report["ops"]
+    elif mode == "float16":
+        assert p["relative_max_abs_diff"] <= 1e-2
+        assert "DEQUANTIZE" in report["ops"]  # float16 weights → float32 at load
+    elif mode == "dynamic":
+        assert p["relative_max_abs_diff"] <= 0.1
+        assert "QUANTIZE" not in report["ops"]
+    else:
+        assert report["representative"] == {"dataset": "shapes", "split": "train", "steps": 16}
+        assert set(report["ops"]) & {"QUANTIZE", "DEQUANTIZE"}  # float32 I/O around int8 internals
+        assert report["int8_io"] is False and p["relative_max_abs_diff"] <= 0.25
+
+
+def test_export_sizes(exports):
+    size = {m: exports[m][1]["file_bytes"] for m in MODES}
+    assert size["int8"] * 3 <= size["float32"], size
+    assert size["dynamic"] * 3 <= size["float32"], size
+    assert size["float16"] * 1.8 <= size["float32"], size
+
+
+def test_int8_io_in_process(tiny, tmp_path):
+    """Full-integer export with int8 input/output: the helpers quantize the input and dequantize the output."""
+    import zoo
+    from recipes import data, litert
+    spec, weights = tiny
+    model = zoo.build(str(spec), weights=str(weights))
+    calib = data.shapes("train", 32)[0][:16].astype(np.float32)
+    path = tmp_path / "io.tflite"
+    litert.export(model, str(path), "int8", lambda: ([x[None]] for x in calib), int8_io=True)
+    it = litert.interpreter(str(path))
+    io = litert.io_details(it)
+    assert io["input"]["dtype"] == io["output"]["dtype"] == "int8"
+    assert io["input"]["quantization"]["scale"] > 0
+    assert "QUANTIZE" not in litert.op_counts(str(path))
+    images = data.shapes("test", 32)[0][:8].astype(np.float32)
+    ref, got = model.predict(images, verbose=0), litert.predict(it, images)
+    assert np.abs(got - ref).max() <= 0.25 * np.abs(ref).max()
+
+
+def test_latency_tflite(exports, tmp_path):
+    path, _ = exports["float32"]
+    out = tmp_path / "lat" / "float32.json"
+    r = cli("benchmark_latency", f"--model={path}", "--runs=20", "--warmup=5", f"--json={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["p10_ms"] <= res["median_ms"] <= res["p90_ms"] and res["min_ms"] > 0
+    assert res["runs"] == len(res["times_ms"]) == 20 and res["warmup"] == 5 and res["threads"] == 1
+    assert res["file_bytes"] == path.stat().st_size and res["input_shape"] == [1, 32, 32, 3]
+    assert res["input_dtype"] == "float32" and res["litert_version"]
+    assert {"platform", "cpu_model", "cores"} <= set(res["host"])
+    assert "median" in r.stdout
+
+
+def test_latency_spec_path(tiny, tmp_path):
+    """A spec path is exported float32 to a temporary file first (removed afterwards)."""
+    spec, _ = tiny
+    out = tmp_path / "spec.json"
+    r = cli("benchmark_latency", f"--model={spec}", "--runs=10", "--warmup=2", "--threads=2", f"--json={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["exported_from"]["zoo_model"] == "tiny_export" and res["exported_from"]["mode"] == "float32"
+    assert res["threads"] == 2 and res["p10_ms"] <= res["median_ms"] <= res["p90_ms"]
+    assert sorted(os.listdir(tmp_path)) == ["spec.json"]
+
+
+@pytest.fixture()
+def junk(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "fake.tflite").write_bytes(b"not a flatbuffer at all")
+    (tmp_path / "dir.tflite").mkdir()
+    (tmp_path / "bad.npz").write_text("not a zip")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--mode=int4",), "--mode"),
+    (("--model=not_a_model",), "unknown model"),
+    (("--weights=/nonexistent/w.npz",), "no such file"),
+    (("--weights=imagenet",), "no weights 'imagenet'"),
+    (("--weights={d}/bad.npz",), "not a readable weights file"),
+    (("--weights={w}", "--classes=10"), "pass --classes=200"),
+    (("--output={d}/model.onnx",), "must end with .tflite"),
+    (("--output={d}/notes.txt/model.tflite",), "not a directory"),
+    (("--output={d}/dir.tflite",), "is a directory"),
+    (("--int8_io",), "--int8_io needs --mode=int8"),
+    (("--dataset=folder:/nonexistent",), "no such directory"),
+    (("--input_size=4",), "--input_size"),
+    (("--classes=0",), "--classes"),
+    (("--representative_steps=0",), "--representative_steps"),
+    (("extra",), "unexpected arguments"),
+])
+def test_export_bad_input(tiny, junk, args, needle):
+    spec, weights = tiny
+    before = sorted(os.listdir(junk))
+    args = [a.format(d=junk, w=weights) for a in args]
+    r = cli("export_tflite", f"--model={spec}", "--weights=", f"--out_dir={junk}", *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert sorted(os.listdir(junk)) == before
+
+
+def test_export_needs_model(junk):
+    r = cli("export_tflite", f"--out_dir={junk}")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "--model" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--model={f32}", "--runs=0"), "--runs"),
+    (("--model={f32}", "--threads=0"), "--threads"),
+    (("--model={d}/missing.tflite",), "no such file"),
+    (("--model={d}/fake.tflite",), "not a TFLite flatbuffer"),
+    (("--model={d}/dir.tflite",), "not a file"),
+    (("--model={d}/notes.txt",), "neither a .tflite file nor a spec .json"),
+    (("--model=not_a_model",), "unknown model"),
+    (("--model={f32}", "--json={d}/notes.txt/x.json"), "not a directory"),
+    (("--model={f32}", "--input_size=64"), "fixed input size of 32×32"),
+    (("--model={f32}", "extra"), "unexpected arguments"),
+])
+def test_latency_bad_input(exports, junk, args, needle):
+    before = sorted(os.listdir(junk))
+    args = [a.format(d=junk, f32=exports["float32"][0]) for a in args]
+    r = cli("benchmark_latency", *args, f"--json={junk}/out.json") if not any("--json" in a for a in args) else \
+        cli("benchmark_latency", *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert sorted(os.listdir(junk)) == before
