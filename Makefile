@@ -19,7 +19,7 @@ test: venv
 	$(PY) -m pytest -q -x -p no:cacheprovider tests
 
 demo: venv
-	$(PY) -m recipes.demo --out_dir=runs/demo
+	$(PY) -m recipes.pipeline --out_dir=runs/demo
 
 clean:
 	rm -rf runs .pytest_cache
