@@ -205,6 +205,7 @@ _MASKS = (
     lambda u, v: u * u + 4.0 * v * v <= 1.0,  # ellipse, 2:1 horizontal
     _star,  # five-pointed
 )
+_NOISE = 55.0  # width of the uniform pixel noise (standard deviation 16)
 _RENDER_CHUNK = 256  # images per vectorised step, bounding memory at large sizes
 
 
@@ -230,9 +231,10 @@ def _render(rng: np.random.Generator, size: int, classes: np.ndarray, cx: np.nda
             u = (grid[None, None, :] - cx[part, j, None, None]) / r
             v = (grid[None, :, None] - cy[part, j, None, None]) / r
             masks[part, j] = _shape_masks(classes[part, j], *np.broadcast_arrays(u, v))
-            canvas = np.where(masks[part, j, ..., None], colours[part, j, None, None], canvas)
-        canvas += rng.normal(0.0, 16.0, canvas.shape).astype(np.float32)
-        images[part] = np.clip(np.rint(canvas), 0, 255)
+            np.copyto(canvas, colours[part, j, None, None], where=masks[part, j, ..., None])
+        noise = rng.random(canvas.shape, dtype=np.float32)  # uniform: several times faster than normal
+        canvas += _NOISE * (noise - 0.5) + 0.5  # + 0.5: the uint8 cast truncates
+        images[part] = np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
     return images, masks
 
 
@@ -439,14 +441,24 @@ def _pipeline(source: _Source, size: int, batch_size: int, training: bool, seed:
 
 
 def _fit(image: "tf.Tensor", size: int) -> "tf.Tensor":
-    """float32 (size, size, 3): shorter side resized to ``size`` (bilinear), then centre-cropped."""
+    """float32 (size, size, 3): shorter side resized to ``size`` (bilinear), then centre-cropped.
+
+    Images already of that size skip the resize: antialiased resizing costs ~5x the PNG decode of a CIFAR image.
+    """
+    import tensorflow as tf
+    fits = tf.reduce_all(tf.shape(image)[:2] == size)
+    image = tf.cond(fits, lambda: tf.cast(image, tf.float32), lambda: _resize_centre_crop(image, size))
+    return tf.ensure_shape(image, [size, size, 3])
+
+
+def _resize_centre_crop(image: "tf.Tensor", size: int) -> "tf.Tensor":
     import tensorflow as tf
     shape = tf.shape(image)
     scale = size / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
     new_shape = tf.maximum(size, tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32))
     image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
     top, left = (new_shape[0] - size) // 2, (new_shape[1] - size) // 2
-    return tf.ensure_shape(image[top:top + size, left:left + size], [size, size, 3])
+    return image[top:top + size, left:left + size]
 
 
 def _augment(image: "tf.Tensor", size: int, augment: str, seed: "tf.Tensor") -> "tf.Tensor":

@@ -1,134 +1,213 @@
-"""recipes.data: the synthetic set, class folders, holdout, augmentation and one-line errors."""
+"""Input pipelines: the shapes set, class folders, splits and holdout, augmentation, errors, validate without TF."""
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from recipes import data
+from recipes.data import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT / ".." / "shared" / "data" / "cifar10_subset"
+ROOT = Path(__file__).parents[1]
+CIFAR_SUBSET = ROOT / ".." / "shared" / "data" / "cifar10_subset"
 
 
-def _write_png(path: Path, value: int, size: int = 12):
-    img = np.full((size, size, 3), value, np.uint8)
+def _write_png(path: Path, value: int, shape=(12, 10)) -> None:
+    """A solid image whose red channel is ``value`` (identifies the example after decoding)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(tf.io.encode_png(img).numpy())
+    image = np.zeros((*shape, 3), np.uint8)
+    image[..., 0] = value
+    image[..., 1] = 100
+    tf.io.write_file(str(path), tf.io.encode_png(image))
 
 
-@pytest.fixture
-def folder(tmp_path):
-    for split in ("train", "test"):
-        for c, value in (("cat", 40), ("dog", 200)):
-            for i in range(3):
-                _write_png(tmp_path / split / c / f"{i}.png", value + i)
-    return tmp_path
+def _make_folder(root: Path, classes=("cat", "dog"), per_class=3, start=0) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            _write_png(root / name / f"{i}.png", start + c * per_class + i)
+    return root
 
 
-def _all(ds):
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
-    return np.concatenate(xs), np.concatenate(ys)
+def _examples(dataset: str, split: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    ds, _ = data.load(dataset, split, image_size=16, batch_size=4, training=False, **kwargs)
+    batches = list(ds.as_numpy_iterator())
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
-def test_shapes_is_deterministic_and_balanced():
-    a, la = data.shapes("train", 32)
-    b, lb = data.shapes("train", 32)
-    assert a.dtype == np.uint8 and a.shape == (data.SHAPES_SIZES["train"], 32, 32, 3)
-    np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(la, lb)
-    assert set(np.unique(la)) == set(range(len(data.SHAPES_CLASSES)))
-    assert np.bincount(la).min() >= data.SHAPES_SIZES["train"] // len(data.SHAPES_CLASSES) - 1
-    test, _ = data.shapes("test", 32)
-    assert not np.array_equal(test[:10], a[:10])
+def test_shapes_deterministic_balanced_and_labelled():
+    images, labels = data.shapes("train", 32)
+    data._shapes_cached.cache_clear()
+    again, again_labels = data.shapes("train", 32)
+    assert images is not again and np.array_equal(images, again) and np.array_equal(labels, again_labels)
+    assert images.shape == (data.SHAPES_SIZES["train"], 32, 32, 3) and images.dtype == np.uint8
+    assert labels.dtype == np.int32 and set(np.bincount(labels)) == {data.SHAPES_SIZES["train"] // 10}
+    other_seed, _ = data.shapes("train", 32, seed=1)
+    test_images, test_labels = data.shapes("test", 32)
+    assert not np.array_equal(images, other_seed) and not np.array_equal(images[:500], test_images)
+    assert len(test_labels) == data.SHAPES_SIZES["test"] and test_labels.min() == 0 and test_labels.max() == 9
 
 
-def test_shapes_boxes_lie_inside_the_image():
-    images, boxes = data.shapes_boxes(20, 64, seed=1)
-    assert images.shape == (20, 64, 64, 3)
-    for per_image in boxes:
-        assert 1 <= len(per_image) <= 3
-        for c, x0, y0, x1, y1 in per_image:
-            assert 0 <= c < len(data.SHAPES_CLASSES) and 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+def test_shapes_boxes_inside_images_and_deterministic():
+    images, boxes = data.shapes_boxes(20, 48, seed=3)
+    again, again_boxes = data.shapes_boxes(20, 48, seed=3)
+    assert images.shape == (20, 48, 48, 3) and np.array_equal(images, again) and boxes == again_boxes
+    assert all(1 <= len(b) <= 3 for b in boxes) and {len(b) for b in boxes} == {1, 2, 3}
+    for c, x0, y0, x1, y1 in (box for b in boxes for box in b):
+        assert 0 <= c < len(data.SHAPES_CLASSES) and 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 48
 
 
-def test_load_shapes_batches_and_holdout_is_disjoint():
-    ds, info = data.load("shapes", "train", image_size=32, batch_size=50, training=False, holdout=0.2)
-    hold, hinfo = data.load("shapes", "holdout", image_size=32, batch_size=50, training=False, holdout=0.2)
-    n = data.SHAPES_SIZES["train"]
-    assert (info.num_examples, hinfo.num_examples) == (n - round(0.2 * n), round(0.2 * n))
-    x, y = _all(ds)
-    hx, _ = _all(hold)
-    assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 3) and y.dtype == np.int32
-    assert 0 <= x.min() and x.max() <= 255
-    seen = {row.tobytes() for row in x.reshape(len(x), -1)}
-    assert not any(row.tobytes() in seen for row in hx.reshape(len(hx), -1))
+def test_load_shapes_batches_and_info():
+    ds, info = data.load("shapes", "test", image_size=32, batch_size=16, training=False, limit=40)
+    batches = list(ds.as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [16, 16, 8]
+    images, labels = batches[0]
+    assert images.dtype == np.float32 and images.shape == (16, 32, 32, 3) and labels.dtype == np.int32
+    assert 0 <= images.min() and images.max() <= 255 and images.max() > 1  # raw 0–255, not normalised
+    assert info == data.DataInfo("shapes", 10, data.SHAPES_CLASSES, 40, 32)
+    train, _ = data.load("shapes", "train", image_size=32, batch_size=16, training=True, limit=40)
+    assert [len(b[1]) for b in train.as_numpy_iterator()] == [16, 16]  # drop_remainder defaults to training
 
 
-def test_training_augmentation_keeps_shape_and_range():
-    ds, info = data.load("shapes", "train", image_size=32, batch_size=16, training=True, augment="paper", limit=64)
-    x, y = next(iter(ds))
-    assert x.shape == (16, 32, 32, 3) and float(tf.reduce_min(x)) >= 0 and float(tf.reduce_max(x)) <= 255
-    assert info.num_examples == 64
+def test_folder_reads_classes_in_order(tmp_path):
+    root = _make_folder(tmp_path / "pets")
+    images, labels = _examples(f"folder:{root}", "train")
+    _, info = data.load(f"folder:{root}", "train", image_size=16, batch_size=4, training=False)
+    assert info.class_names == ("cat", "dog") and info.num_classes == 2 and info.num_examples == 6
+    assert images.shape == (6, 16, 16, 3)  # 12×10 resized on its short side and centre-cropped
+    red = np.rint(images[:, 8, 8, 0]).astype(int)
+    assert sorted(red) == list(range(6)) and all(labels == (red >= 3))
+    with pytest.raises(DataError, match="no 'test' split"):
+        data.load(f"folder:{root}", "test", image_size=16, batch_size=4, training=False)
 
 
-def test_folder_with_splits(folder):
-    ds, info = data.load(f"folder:{folder}", "train", image_size=16, batch_size=4, training=False)
-    assert info.class_names == ("cat", "dog") and info.num_examples == 6
-    x, y = _all(ds)
-    assert x.shape == (6, 16, 16, 3) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
-    assert abs(x[y == 0].mean() - 41) < 2 and abs(x[y == 1].mean() - 201) < 2
-    _, tinfo = data.load(f"folder:{folder}", "test", image_size=16, batch_size=4, training=False)
-    assert tinfo.num_examples == 6
+def test_folder_train_and_test_subfolders(tmp_path):
+    _make_folder(tmp_path / "train", ("a", "b", "c"), per_class=2)
+    _make_folder(tmp_path / "test", ("a", "c"), per_class=1, start=50)
+    _, test_labels = _examples(f"folder:{tmp_path}", "test")
+    _, val_labels = _examples(f"folder:{tmp_path}", "val")
+    train_images, _ = _examples(f"folder:{tmp_path}", "train")
+    assert len(train_images) == 6 and sorted(test_labels) == sorted(val_labels) == [0, 2]  # labels from train/
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda p: p / "missing", "missing"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "empty"),
-    (lambda p: ((p / "e2" / "cat").mkdir(parents=True), p / "e2")[1], "cat"),
-])
-def test_bad_folders_are_one_line_errors(tmp_path, make, needle):
-    path = make(tmp_path)
-    with pytest.raises(data.DataError, match=needle):
-        data.validate(f"folder:{path}")
+def test_holdout_is_disjoint_and_sized(tmp_path):
+    root = _make_folder(tmp_path / "d", per_class=10)
+    parts = {split: _examples(f"folder:{root}", split, holdout=0.25) for split in ("train", "holdout")}
+    ids = {split: set(np.rint(images[:, 8, 8, 0]).astype(int)) for split, (images, _) in parts.items()}
+    assert len(ids["train"]) == 15 and len(ids["holdout"]) == 5
+    assert ids["train"].isdisjoint(ids["holdout"]) and ids["train"] | ids["holdout"] == set(range(20))
+    assert ids == {split: set(np.rint(_examples(f"folder:{root}", split, holdout=0.25)[0][:, 8, 8, 0]).astype(int))
+                   for split in ("train", "holdout")}  # deterministic
+    _, info = data.load("shapes", "holdout", image_size=32, batch_size=8, training=True, holdout=0.1, seed=5)
+    assert info.num_examples == 200
+    with pytest.raises(DataError, match="holdout > 0"):
+        data.load("shapes", "holdout", image_size=32, batch_size=8, training=False)
 
 
-def test_corrupt_image_is_named(folder):
-    bad = folder / "train" / "cat" / "broken.png"
-    bad.write_bytes(b"not an image at all")
-    with pytest.raises(data.DataError, match="broken.png"):
-        data.validate(f"folder:{folder}")
-    with pytest.raises(data.DataError, match="broken.png"):
-        data.load(f"folder:{folder}", "train", image_size=16, batch_size=2, training=False)
+@pytest.mark.parametrize("augment, size", [("standard", 32), ("paper", 32), ("standard", 64), ("paper", 64)])
+def test_augmentation_keeps_shape_and_range(tmp_path, augment, size):
+    root = _make_folder(tmp_path / "d", per_class=4)
+    dataset = "shapes" if size == 32 else f"folder:{root}"
+
+    def first_batch(seed):
+        ds, _ = data.load(dataset, "train", image_size=size, batch_size=8, training=True, augment=augment,
+                          seed=seed, limit=8)
+        return next(ds.as_numpy_iterator())
+
+    images, labels = first_batch(seed=1)
+    assert images.shape == (8, size, size, 3) and images.dtype == np.float32 and labels.shape == (8,)
+    assert images.min() >= 0.0 and images.max() <= 255.0
+    assert np.array_equal(images, first_batch(seed=1)[0]) and not np.array_equal(images, first_batch(seed=2)[0])
 
 
-def test_unknown_tfds_name_offline_is_a_data_error(monkeypatch):
+def test_corrupt_image_is_named(tmp_path):
+    root = _make_folder(tmp_path / "d")
+    bad = root / "dog" / "broken.png"
+    bad.write_bytes(b"this is not an image")
+    for check in (lambda: data.validate(f"folder:{root}"),
+                  lambda: data.load(f"folder:{root}", "train", image_size=16, batch_size=2, training=False)):
+        with pytest.raises(DataError, match="broken.png"):
+            check()
+
+
+def test_missing_empty_and_imageless_folders(tmp_path):
+    with pytest.raises(DataError, match="no such directory"):
+        data.validate(f"folder:{tmp_path / 'nope'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no class subfolders"):
+        data.load(f"folder:{tmp_path / 'empty'}", "train", image_size=16, batch_size=2, training=False)
+    root = _make_folder(tmp_path / "d")
+    (root / "bird").mkdir()
+    (root / "bird" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="bird: no images"):
+        data.validate(f"folder:{root}")
+
+
+def test_bad_arguments():
+    with pytest.raises(DataError, match="augment"):
+        data.load("shapes", "train", image_size=32, batch_size=8, training=True, augment="heavy")
+    with pytest.raises(DataError, match="fewer than one batch"):
+        data.load("shapes", "train", image_size=32, batch_size=8, training=True, limit=5)
+    with pytest.raises(DataError, match="no split 'dev'"):
+        data.load("shapes", "dev", image_size=32, batch_size=8, training=False)
+
+
+def test_tfds_failure_is_one_line(monkeypatch, tmp_path):
     import tensorflow_datasets as tfds
 
-    def fail(*args, **kwargs):
-        raise tfds.core.registered.DatasetNotFoundError("no such dataset")
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve host\nstorage.googleapis.com")
 
-    monkeypatch.setattr(tfds, "load", fail)
-    with pytest.raises(data.DataError):
-        data.load("not_a_dataset", "train", image_size=32, batch_size=4, training=False)
-    with pytest.raises(data.DataError):
-        data.validate("Bad Name!")
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(DataError, match=r"^cifar10: .*ConnectionError: Failed to resolve host\).*--data_dir") as e:
+        data.load("cifar10", "train", image_size=32, batch_size=8, training=True, data_dir=str(tmp_path))
+    assert "\n" not in str(e.value)
+
+    def unknown(*args, **kwargs):
+        raise tfds.core.DatasetNotFoundError("no such dataset")
+
+    monkeypatch.setattr(tfds, "load", unknown)
+    for check in (lambda: data.load("not_a_dataset", "train", image_size=32, batch_size=8, training=False),
+                  lambda: data.validate("no such dataset!")):
+        with pytest.raises(DataError, match="not 'shapes', 'folder:PATH' or a tensorflow-datasets name"):
+            check()
 
 
-def test_validate_does_not_import_tensorflow():
-    code = "import sys; from recipes import data; data.validate('shapes'); print('tensorflow' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
+def test_tfds_source_holdout_limit_and_grayscale(monkeypatch):
+    import tensorflow_datasets as tfds
+    images = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 1), np.uint8)
+    label = SimpleNamespace(names=["even", "odd"])
+    info = SimpleNamespace(features={"label": label}, supervised_keys=("image", "label"),
+                           splits={"train": SimpleNamespace(num_examples=20)})
+    examples = tf.data.Dataset.from_tensor_slices((images, np.arange(20, dtype=np.int64) % 2))
+    monkeypatch.setattr(tfds, "load", lambda name, split, **kwargs: (examples, info))
+    train, train_labels = _examples("fake", "train", holdout=0.25)
+    held, _ = _examples("fake", "holdout", holdout=0.25)
+    assert train.shape == (15, 16, 16, 3) and train_labels.dtype == np.int32
+    assert set(train[:, 0, 0, 1]) | set(held[:, 0, 0, 2]) == set(range(20)) and len(held) == 5
+    _, info = data.load("fake", "holdout", image_size=16, batch_size=2, training=False, holdout=0.25, limit=3)
+    assert info.num_examples == 3 and info.class_names == ("even", "odd")
 
 
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="../shared/data/cifar10_subset not present")
-def test_reads_the_real_cifar10_subset():
-    ds, info = data.load(f"folder:{CIFAR}", "test", image_size=32, batch_size=32, training=False)
-    assert info.num_classes == 10 and info.num_examples == 500
-    x, y = next(iter(ds))
-    assert x.shape == (32, 32, 32, 3) and 0 <= int(tf.reduce_min(y)) and int(tf.reduce_max(y)) < 10
+def test_validate_does_not_import_tensorflow(tmp_path):
+    root = _make_folder(tmp_path / "d")
+    code = ("import sys; from recipes.data import validate; validate('shapes'); validate('cifar10'); "
+            f"validate('folder:{root}'); assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not CIFAR_SUBSET.is_dir(), reason="../shared/data/cifar10_subset not present")
+def test_cifar10_subset_folder():
+    data.validate(f"folder:{CIFAR_SUBSET}")
+    ds, info = data.load(f"folder:{CIFAR_SUBSET}", "train", image_size=32, batch_size=64, training=True,
+                         augment="paper")
+    assert info.num_examples == 5085 and info.class_names[:2] == ("airplane", "automobile")
+    for images, labels in ds.take(2).as_numpy_iterator():
+        assert images.shape == (64, 32, 32, 3) and 0 <= labels.min() and labels.max() < 10
+    _, test_info = data.load(f"folder:{CIFAR_SUBSET}", "test", image_size=32, batch_size=64, training=False)
+    assert test_info.num_examples == 500
