@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import keras as keras3
 
-from models.weights import load_npz
+from models.weights import assign, read_npz
 from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, SpecError, check_input_size
 
 ENDPOINT_STRIDES = (8, 16, 32)
@@ -208,8 +208,10 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
             x = L.GlobalMaxPooling2D(name="pool")(x)
         model = K.Model(inputs, x, name=name or spec.name)
     if weights is not None:
-        if include_top and not features and num_classes != spec.head.classes:
-            raise SpecError("classes", f"pretrained weights have {spec.head.classes} classes; to use {num_classes} "
-                                       "build with include_top=False and add your own classifier")
-        load_npz(model, weights)
+        arrays = read_npz(weights)
+        kernel = arrays.get("classifier/kernel")
+        if include_top and not features and kernel is not None and kernel.shape[-1] != num_classes:
+            raise SpecError("classes", f"the weights have {kernel.shape[-1]} classes; to use {num_classes} build "
+                                       "with include_top=False and add your own classifier")
+        assign(model, arrays, source=weights)
     return model
