@@ -1,0 +1,150 @@
+"""recipes.qat: tf_keras twin parity, tfmot QAT fine-tuning and int8 TFLite export on a small 32×32 spec."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# QAT-friendly: relu6 everywhere, mixed kernels in the branch form (CONCATENATION), one residual (ADD).
+SPEC = {"schema_version": 1, "name": "tiny_qat", "family": "mbconv",
+        "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
+        "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu6"},
+        "stages": [[{"block": "ir", "kernels": [3, 5], "split": [8, 8], "expand_channels": 16, "filters": 8,
+                     "stride": 1, "act": "relu6"},
+                    {"block": "ir", "kernels": [3, 5], "split": [16, 8], "expand_channels": 24, "filters": 16,
+                     "stride": 2, "act": "relu6"}]],
+        "head": {"filters": 32, "act": "relu6", "dropout": 0.1, "classes": 10}}
+
+
+def qat(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "recipes.qat", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=600)
+
+
+def python(code):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def randomize(model, seed=0):
+    """Weights with O(1) logits (a fresh Keras init gives logits ~1e-2, which would make parity checks vacuous)."""
+    from models.weights import assign, named_weights
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in named_weights(model).items():
+        if k.endswith("moving_variance"):
+            a = rng.uniform(0.5, 2.0, v.shape)
+        elif k.endswith("gamma"):
+            a = rng.uniform(0.5, 1.5, v.shape)
+        elif k.endswith(("moving_mean", "beta", "bias")):
+            a = rng.normal(0.0, 0.2, v.shape)
+        else:
+            a = v * 1.5  # logits ~2 (×3 gives ~35, where float32 rounding alone nears 1e-5)
+        out[k] = a.astype(np.float32)
+    assign(model, out)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The spec file and a randomized weights file for it."""
+    import keras
+
+    from models import spec as S
+    from models.builder import build
+    from models.weights import save_npz
+    d = tmp_path_factory.mktemp("qat")
+    spec_path = d / "tiny_qat.json"
+    spec_path.write_text(json.dumps(SPEC))
+    model = build(S.decode(SPEC), keras)
+    randomize(model)
+    save_npz(model, str(d / "init.npz"))
+    return spec_path, d / "init.npz"
+
+
+def test_qat_end_to_end(tiny, tmp_path):
+    spec, init = tiny
+    out = tmp_path / "out"
+    r = qat(f"--model={spec}", f"--weights={init}", "--dataset=shapes", "--limit=128", "--val_limit=64",
+            "--epochs=1", "--batch_size=32", f"--out_dir={out}", "--noprogress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "wrote" in r.stdout
+    report = json.loads((out / "qat_report.json").read_text())
+    for key in ("twin_max_abs_diff", "qat_top1", "int8_top1", "float_top1", "file_bytes", "ops", "op_counts",
+                "float_ops", "quantize_configs", "epochs", "steps", "steps_per_epoch", "settings", "versions",
+                "history", "int8_vs_qat", "input_dtype"):
+        assert key in report, key
+    assert report["twin_check"]["max_abs_logit"] > 0.5  # randomized weights: the parity check is not vacuous
+    assert report["twin_max_abs_diff"] <= 1e-5
+    tflite = out / "model_int8_qat.tflite"
+    assert tflite.exists() and tflite.stat().st_size == report["file_bytes"]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION", "ADD"} <= set(report["ops"])
+    assert report["input_dtype"] == "float32" and report["output_dtype"] == "float32"
+    # Everything but the preprocessing Rescaling is int8; it is the only layer that needed an explicit config.
+    assert report["quantize_configs"] == {"output_only": ["preprocess"], "noop": []}
+    assert report["float_ops"] and all("preprocess" in op for op in report["float_ops"]), report["float_ops"]
+    for key in ("float_top1", "qat_top1_before_finetune", "qat_top1", "int8_top1"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["epochs"] == 1 and report["steps_per_epoch"] == 4 and report["steps"] == 4
+    assert len(report["history"]) == 1 and "val_top1" in report["history"][0]
+    parity = report["int8_vs_qat"]
+    assert parity["max_abs_diff"] <= 0.2 * parity["max_abs_qat_logit"], parity
+    assert parity["top1_agreement"] >= 0.5, parity
+    assert report["versions"]["tensorflow-model-optimization"] == "0.8.1"
+
+    # The fine-tuned float weights load into the Keras 3 model by name.
+    from models import spec as S
+    from models.builder import build
+    model = build(S.decode(SPEC), weights=str(out / "weights.npz"))
+    assert model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0).shape == (1, 10)
+    assert not [f for f in os.listdir(out) if f.startswith("tmp")]
+
+
+def test_twin_matches_keras3_efficientnet_lite0():
+    """The tf_keras twin built by the recipe equals the Keras 3 model (ImageNet weights, 64×64)."""
+    res = python(
+        "import json, numpy as np, zoo\n"
+        "from recipes.qat import build_pair, max_abs_diff\n"
+        "spec = zoo.get_spec('efficientnet_lite0')\n"
+        "m, twin = build_pair(spec, 64, None, zoo.weights_path('efficientnet_lite0', 'imagenet'))\n"
+        "x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)\n"
+        "d, s = max_abs_diff(m, twin, x)\n"
+        "print(json.dumps({'diff': d, 'scale': s, 'twin': type(twin).__module__}))\n")
+    assert res["twin"].startswith("tf_keras")
+    assert res["scale"] > 1.0
+    assert res["diff"] <= 1e-4, res
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--model=not_a_model",), "unknown model"),
+    (("--no_such_flag=1",), "no_such_flag"),
+    (("--epochs=-1",), "epochs"),
+    (("--weights=/nonexistent/w.npz",), "no such file"),
+    (("--dataset=folder:/nonexistent/data",), "no such directory"),
+    (("--classes=4",), "--classes=10"),
+    (("--input_size=4",), "input_size"),
+    (("--output=model.bin",), ".tflite"),
+    (("extra_argument",), "unexpected"),
+])
+def test_bad_input(args, needle, tiny, tmp_path):
+    spec, _ = tiny
+    out = tmp_path / "out"
+    r = qat(f"--model={spec}", f"--out_dir={out}", *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_bad_weights_classes(tiny, tmp_path):
+    """A weights file trained on another class count is refused with the --classes to pass."""
+    spec, _ = tiny
+    bad = tmp_path / "w.npz"
+    np.savez(bad, **{"classifier/kernel": np.zeros((32, 4), np.float32)})
+    r = qat(f"--model={spec}", f"--weights={bad}", f"--out_dir={tmp_path / 'out'}")
+    assert r.returncode == 2 and "pass --classes=4" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
