@@ -62,3 +62,16 @@ def test_supernet_cost_needs_out():
     assert r.returncode == 2
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "out" in lines[0], r.stderr
+
+
+def test_quantization_benchmark_refuses_bad_flags(tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
+    for args in ([], [f"--out={tmp_path / 'q.json'}", "--dataset=folder:/nonexistent"]):
+        r = subprocess.run([sys.executable, "-m", "benchmarks.quantization", *args], capture_output=True, text=True,
+                           cwd=root, env=env, timeout=120)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "q.json").exists()
