@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -77,40 +76,27 @@ def spread(values) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------- host
 def host_info() -> dict:
-    """Platform, CPU and framework versions (TensorFlow/Keras versions read from package metadata, not imported)."""
-    from importlib import metadata
-
-    def version(pkg):
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return None
-
-    cpu = platform.processor() or None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
+    """Platform, CPU, memory and framework versions (read from package metadata, not imported), and the load."""
+    from search.tflite_timing import host, versions
+    h, v = host(), versions("tensorflow", "keras", "numpy")
     try:
         mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         mem_total = None
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "cpu_affinity": affinity, "memory_bytes": mem_total, "python": platform.python_version(),
-            "tensorflow": version("tensorflow"), "keras": version("keras"), "numpy": version("numpy"),
-            "loadavg_at_start": load}
+    return {"platform": h["platform"], "machine": h["machine"], "cpu": h["cpu_model"], "cpu_count": h["cores"],
+            "cpu_affinity": h["usable_cores"], "memory_bytes": mem_total, "python": h["python"], **v,
+            "loadavg_at_start": h["loadavg"]}
+
+
+def round_floats(x, digits: int = 5):
+    """``x`` with every float (also inside dicts and lists) rounded to ``digits`` significant digits, for JSON."""
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}")
+    if isinstance(x, dict):
+        return {k: round_floats(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [round_floats(v, digits) for v in x]
+    return x
 
 
 # -------------------------------------------------------------------------------------------------------------- output

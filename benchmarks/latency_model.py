@@ -152,16 +152,6 @@ def _macs_affine_loo(macs, meas) -> dict:
     return dict(_metrics(pred, y), predicted_ms=[float(v) for v in pred])
 
 
-def _round(x, digits: int = 5):
-    if isinstance(x, float):
-        return float(f"{x:.{digits}g}")
-    if isinstance(x, dict):
-        return {k: _round(v, digits) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_round(v, digits) for v in x]
-    return x
-
-
 def _plot(path: str, rows: list, res: dict, s: dict, clock: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -344,7 +334,7 @@ def main(argv):
         "command": COMMAND,
         "wall_s": time.time() - started,
     }
-    report = _round(report)
+    report = _measure.round_floats(report)
     _measure.write_json(FLAGS.out, report)
     if plot:
         _plot(plot, rows, report, s, clock)

@@ -17,13 +17,11 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 from absl import flags
 
-from recipes._cli import UsageError, run
+from recipes._cli import UsageError, run, run_stage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Result JSON path (a PNG is written beside it).")
@@ -47,18 +45,8 @@ flags.mark_flag_as_required("out")
 
 
 def _run(name, args, work):
-    log = os.path.join(work, "logs", f"{name}.log")
-    cmd = [sys.executable, "-m", *args]
-    t0 = time.time()
-    with open(log, "w") as f:
-        f.write(" ".join(cmd) + "\n")
-        f.flush()
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    if r.returncode:
-        with open(log) as f:
-            print("\n".join(f.read().splitlines()[-15:]), file=sys.stderr)
-        raise SystemExit(f"quantization: stage {name} failed (exit {r.returncode}); log: {log}")
-    print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    secs = run_stage(name, args, os.path.join(work, "logs", f"{name}.log"))
+    print(f"{name}: {secs:.0f} s", file=sys.stderr, flush=True)
 
 
 def _load(path):

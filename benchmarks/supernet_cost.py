@@ -395,16 +395,6 @@ def _analysis(results: dict, op_costs: dict) -> None:
         }
 
 
-def _round(x, digits: int = 5):
-    if isinstance(x, float):
-        return float(f"{x:.{digits}g}")
-    if isinstance(x, dict):
-        return {k: _round(v, digits) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_round(v, digits) for v in x]
-    return x
-
-
 def _check_targets(results: dict) -> dict:
     verdict = {}
     for key, per_n in TARGETS.items():
@@ -500,7 +490,7 @@ def _report(s: dict, runs: dict, op_costs: dict | None, host: dict, wall_s: floa
     first = next(iter(runs.values()))[0]
     host = dict(host, run={"settings": dict(s, quick=quick), "wall_s": round(wall_s, 1), "worker_env": WORKER_ENV,
                            "tf_threads": first.get("threads")})
-    return _round({"N": results, "host": host, "method": _method(s),
+    return _measure.round_floats({"N": results, "host": host, "method": _method(s),
                    "targets": {"bounds": TARGETS, "verdict": _check_targets(results)}, "command": COMMAND})
 
 

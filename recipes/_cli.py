@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,3 +38,28 @@ def run(main) -> None:
             sys.exit(2)
 
     app.run(wrapped, flags_parser=_parse)
+
+
+def run_stage(name: str, args: list[str], log: str) -> float:
+    """Runs ``python -m *args`` with its output in ``log``; returns the seconds it took. On failure prints the log's
+    tail and exits (status 1: not bad input, a stage broke)."""
+    cmd = [sys.executable, "-m", *args]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    t0 = time.time()
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if r.returncode:
+        with open(log) as f:
+            tail = f.read().splitlines()[-15:]
+        print("\n".join(tail), file=sys.stderr)
+        raise SystemExit(f"{os.path.basename(sys.argv[0])}: stage {name} failed (exit {r.returncode}); "
+                         f"full log: {log}")
+    return time.time() - t0
+
+
+def print_rows(rows) -> None:
+    """Prints ``(label, text)`` rows as an aligned two-column table."""
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

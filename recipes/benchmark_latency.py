@@ -75,6 +75,7 @@ def main(argv):
     from models.counting import count
     from models.weights import atomic_write
     from recipes import litert
+    from search import tflite_timing
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     path, spec = _resolve(FLAGS.model)
@@ -107,12 +108,12 @@ def main(argv):
         io = litert.io_details(it)
         times = litert.latency(it, FLAGS.runs, FLAGS.warmup, seed=FLAGS.seed)
     stats = litert.summarize(times)
-    host = litert.host_info()
+    host = tflite_timing.host()
     result = {**stats, "runs": FLAGS.runs, "warmup": FLAGS.warmup, "threads": FLAGS.threads,
               "model": FLAGS.model, "tflite": None if source else os.path.abspath(path), "exported_from": source,
               "file_bytes": nbytes, "input_shape": io["input"]["shape"], "input_dtype": io["input"]["dtype"],
               "io": io, "ops": sorted(ops), "delegate": "XNNPACK (interpreter default)", "seed": FLAGS.seed,
-              "host": host, "litert_version": litert.versions("ai-edge-litert")["ai-edge-litert"],
+              "host": host, "litert_version": tflite_timing.versions("ai-edge-litert")["ai-edge-litert"],
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "times_ms": [round(float(t), 5) for t in times]}
     atomic_write(out, lambda f: f.write(json.dumps(result, indent=1).encode()))

@@ -23,7 +23,7 @@ import time
 
 from absl import flags
 
-from recipes._cli import UsageError, run
+from recipes._cli import UsageError, print_rows, run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name or path of a spec .json.")
@@ -99,6 +99,7 @@ def main(argv):
     import zoo
     from models.counting import count
     from recipes import data, litert
+    from search import tflite_timing
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Everything the user gave is checked before TensorFlow is imported.
@@ -167,7 +168,8 @@ def main(argv):
         "input_dtype": io["input"]["dtype"], "output_dtype": io["output"]["dtype"], "io": io,
         "representative": ({"dataset": FLAGS.dataset, "split": FLAGS.representative_split,
                             "steps": FLAGS.representative_steps} if mode == "int8" else None),
-        "parity": parity, "export_seconds": round(export_s, 2), "versions": litert.versions(),
+        "parity": parity, "export_seconds": round(export_s, 2), "versions": tflite_timing.versions(
+            "keras", "tensorflow", "ai-edge-litert"),
     }
     from models.weights import atomic_write
     atomic_write(report_path, lambda f: f.write(json.dumps(report, indent=1).encode()))
@@ -188,9 +190,7 @@ def main(argv):
         if parity["accuracy"]:
             rows.append(("top-1 accuracy", f"Keras {parity['accuracy']['keras']:.3f}, "
                                            f"LiteRT {parity['accuracy']['litert']:.3f}"))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:{width}s}  {v}")
+    print_rows(rows)
     print(f"wrote {output} and {report_path}")
     return 0
 

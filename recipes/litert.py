@@ -6,8 +6,8 @@
 - `interpreter`, `predict` and `latency` run a file with the ``ai_edge_litert`` interpreter (XNNPACK on CPU),
   quantizing inputs and dequantizing outputs of integer models.
 - `op_counts` reads the operators a file holds from its flatbuffer (no interpreter, no delegate rewriting).
-- `check_tflite`, `host_info` and `versions` need neither TensorFlow nor LiteRT, so recipes can validate flags
-  before the heavy imports.
+- `check_tflite` needs neither TensorFlow nor LiteRT, so recipes can validate flags before the heavy imports.
+  Host and package-version metadata come from `search.tflite_timing.host` / `versions` (no heavy imports either).
 
 Modes: ``float32`` (no optimization); ``float16`` (weights stored as float16, DEQUANTIZE ops to float32 at load);
 ``dynamic`` (dynamic-range: int8 weights, float activations quantized on the fly); ``int8`` (full-integer: every
@@ -19,7 +19,6 @@ on a phone.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -71,37 +70,6 @@ def check_writable(path: str, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {d} is not a directory")
     if not os.access(d, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: directory {d} is not writable")
-
-
-def host_info() -> dict:
-    """Platform, CPU model (``/proc/cpuinfo``), logical cores and the cores this process may run on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_model": cpu,
-            "cores": os.cpu_count(), "usable_cores": usable, "python": platform.python_version()}
-
-
-def versions(*packages: str) -> dict:
-    """Installed versions (``importlib.metadata``, nothing imported) of ``packages``; default Keras/TF/LiteRT."""
-    from importlib import metadata
-    out = {}
-    for p in packages or ("keras", "tensorflow", "ai-edge-litert"):
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = None
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 
 from absl import flags
 
-from recipes._cli import UsageError, run
+from recipes._cli import UsageError, print_rows, run, run_stage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", "shapes", "Dataset of every stage: 'shapes' (built-in synthetic), 'folder:PATH' or a "
@@ -71,22 +68,6 @@ def _commands(out: str) -> dict[str, tuple[list[str], str]]:
         cmds[f"latency_{mode}"] = (["recipes.benchmark_latency", f"--model={tfl}", f"--threads={FLAGS.threads}",
                                     f"--runs={FLAGS.runs}", f"--json={lat}"], lat)
     return cmds
-
-
-def _run_stage(name: str, args: list[str], log: str) -> float:
-    cmd = [sys.executable, "-m", *args]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    t0 = time.time()
-    with open(log, "w") as f:
-        f.write(" ".join(cmd) + "\n")
-        f.flush()
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if r.returncode:
-        with open(log) as f:
-            tail = f.read().splitlines()[-15:]
-        print("\n".join(tail), file=sys.stderr)
-        raise SystemExit(f"pipeline: stage {name} failed (exit {r.returncode}); full log: {log}")
-    return time.time() - t0
 
 
 def _load(path):
@@ -144,7 +125,7 @@ def main(argv):
             print(f"[{i + 1}/{len(STAGES)}] {name}: done already ({done})", flush=True)
             continue
         print(f"[{i + 1}/{len(STAGES)}] {name}: python -m {' '.join(args)}", flush=True)
-        seconds[name] = round(_run_stage(name, args, os.path.join(out, "logs", f"{name}.log")), 1)
+        seconds[name] = round(run_stage(name, args, os.path.join(out, "logs", f"{name}.log")), 1)
         print(f"      {seconds[name]:.0f} s", flush=True)
 
     search = _load(cmds["search"][1])
@@ -180,8 +161,7 @@ def main(argv):
             ("TFLite int8", f"top-1 {i8['top1']:.3f}, {i8['bytes'] / 1e3:.0f} kB "
                             f"({f32['bytes'] / i8['bytes']:.2f}× smaller), {i8['latency']['median_ms']:.3f} ms "
                             f"({i8['latency']['median_ms'] / f32['latency']['median_ms']:.2f}× float)")]
-    width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    print_rows(rows)
     print(f"outputs: {out}/summary.json, {out}/pipeline.png, {out}/search/kernel_distribution.png")
 
 
