@@ -89,3 +89,31 @@ def count(spec: ModelSpec, input_size: int | None = None, include_top: bool = Tr
         c.params += ch * k + (k if spec.head.bias else 0)
         c.macs += ch * k
     return c
+
+
+def block_macs(spec: ModelSpec, input_size: int | None = None) -> list[int]:
+    """MACs of each block of ``spec`` in order (stem, head and classifier excluded)."""
+    size = spec.input.size if input_size is None else input_size
+    check_input_size(spec, size)
+    n = _ceil_div(size, spec.stem.stride)
+    if spec.stem.pool:
+        n = _ceil_div(n, 2)
+    ch, out = spec.stem.filters, []
+    for _, _, b in spec.blocks():
+        c = Cost()
+        n = (_mbconv if isinstance(b, MBConvSpec) else _shuffle)(c, b, n, ch)
+        ch = b.filters
+        out.append(c.macs)
+    return out
+
+
+def bitops(spec: ModelSpec, input_size: int | None = None) -> tuple[int, int]:
+    """``(bitops, float_macs)``: Σ MACs·w·a over the blocks that carry ``bits`` (SPOS mixed precision), and the MACs
+    of everything left in full precision (stem, head conv, classifier and blocks without ``bits``)."""
+    total = count(spec, input_size).macs
+    ops = quantized = 0
+    for (_, _, b), macs in zip(spec.blocks(), block_macs(spec, input_size)):
+        if b.bits is not None:
+            ops += macs * b.bits.w * b.bits.a
+            quantized += macs
+    return ops, total - quantized

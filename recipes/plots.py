@@ -77,3 +77,43 @@ def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str]
     fig.suptitle("mean choice probability per layer (softmax α) over epochs", fontsize=9)
     _save(fig, path)
     plt.close(fig)
+
+
+def evolution_curve(results: dict, path: str) -> None:
+    """SPOS Fig. 3: best and top-k mean validation top-1 per iteration, one line pair per search kind."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    colours = {"evolution": "tab:red", "random": "tab:blue"}
+    for kind, r in results.items():
+        it = [h["iteration"] for h in r["history"]]
+        c = colours.get(kind, None)
+        ax.plot(it, [h["best_acc"] for h in r["history"]], "-o", ms=3, color=c, label=f"{kind}: best")
+        ax.plot(it, [h["topk_mean_acc"] for h in r["history"]], "--", color=c, label=f"{kind}: top-k mean")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation top-1 (supernet weights, BN recalibrated)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def population(space, results: dict, max_macs: float | None, path: str) -> None:
+    """Every evaluated candidate on the accuracy-vs-MACs plane, the final top-k marked, the MACs limit drawn."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    markers = {"evolution": ("tab:red", "o"), "random": ("tab:blue", "x")}
+    for kind, r in results.items():
+        c, m = markers.get(kind, ("gray", "."))
+        cands = [t for t in r.get("all", [])] or r["top"]
+        ax.scatter([t["macs"] / 1e6 for t in cands], [t["acc"] for t in cands], s=10, c=c, marker=m, alpha=0.5,
+                   label=f"{kind} ({r['evaluated']} evaluated)")
+        ax.scatter([t["macs"] / 1e6 for t in r["top"]], [t["acc"] for t in r["top"]], s=40, facecolors="none",
+                   edgecolors=c, label=f"{kind} top-k")
+    if max_macs:
+        ax.axvline(max_macs / 1e6, color="k", ls=":", label="MACs limit")
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel("validation top-1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)

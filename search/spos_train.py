@@ -1,0 +1,262 @@
+"""Training the SPOS supernet (uniform or uniform-constraint single-path sampling) and evaluating candidates on it
+with BN recalibration.
+
+Training (paper §3.2–3.3): every step samples one path — uniformly, or uniformly among paths that satisfy the
+constraints (the paper's default) — and updates only that path. There are no architecture parameters. The optimizer
+is :class:`SinglePathSGD`: SGD with Nesterov momentum whose per-variable update (momentum *and* weight decay) is
+skipped for variables the sampled path did not touch, as PyTorch's SGD skips parameters without a gradient in the
+official code; a Keras SGD would keep moving unsampled choices with stale momentum. The learning rate decays
+linearly to 0 (paper), label smoothing 0.1, weight decay on conv/FC kernels only.
+
+The loop runs under a ``tf.distribute`` strategy, checkpoints every epoch (model, optimizer, step, epoch, history)
+and resumes from the last checkpoint; the path sampler is reseeded from ``(seed, epoch)`` so a resumed run samples
+the same paths as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.weights import atomic_write
+from search import spos as sp
+from search.spos_net import SposSupernet
+
+
+@keras.saving.register_keras_serializable(package="search")
+class SinglePathSGD(keras.optimizers.Optimizer):
+    """SGD (Nesterov momentum, L2 weight decay on kernels) that leaves a variable and its momentum untouched when
+    its gradient is all zero, i.e. when the sampled path did not use it."""
+
+    def __init__(self, learning_rate=0.1, momentum=0.9, nesterov=True, decay=4e-5, name="single_path_sgd", **kw):
+        super().__init__(learning_rate=learning_rate, name=name, **kw)
+        self.momentum, self.nesterov, self.decay = float(momentum), bool(nesterov), float(decay)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = tf.cast(learning_rate, variable.dtype)
+        g = tf.cast(gradient, variable.dtype)
+        active = tf.reduce_any(tf.not_equal(g, 0.0))
+        if len(variable.shape) > 1 and self.decay:
+            g = g + self.decay * variable
+        m = self.momentums[self._get_variable_index(variable)]
+        m_new = self.momentum * m + g
+        step = g + self.momentum * m_new if self.nesterov else m_new
+        m.assign(tf.where(active, m_new, m))
+        variable.assign(tf.where(active, variable - lr * step, variable))
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov, "decay": self.decay}
+
+
+EXECUTIONS = ("eager", "graph")
+
+
+@dataclass
+class SposConfig:
+    """Supernet training hyper-parameters (recorded in the run's summary)."""
+    epochs: int = 30
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    sampling: str = "constraint"  # or "uniform"
+    execution: str = "eager"  # or "graph"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.sampling not in ("uniform", "constraint"):
+            raise ValueError(f"sampling must be 'uniform' or 'constraint', got {self.sampling!r}")
+        if self.execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
+
+
+class SposTrainer:
+    """Trains ``model`` (a :class:`SposSupernet`) by single-path sampling under ``strategy``.
+
+    Two executions of the same step (``config.execution``):
+
+    - ``"eager"``: Python picks each block's branch and runs it as that branch's own compiled function; the tape
+      sees only the sampled path, so unsampled variables get no gradient at all. Starts in seconds (a branch is
+      compiled the first time it is sampled); per step it pays one function dispatch per block. One device only.
+    - ``"graph"``: the whole step is one ``tf.function``; blocks select their branch with ``tf.switch_case``
+      (still only the sampled branch executes; unsampled variables get zero gradients and
+      :class:`SinglePathSGD` skips them). Tracing the gradient of every case op costs minutes at full depth, once;
+      after that it is the fastest form, and it runs under any ``tf.distribute`` strategy.
+
+    Args:
+        constraints: used when ``config.sampling == "constraint"``.
+        latency: optional latency model (``predict(spec) -> ms``) for a latency constraint.
+        checkpoint_dir: the training state lives here; an existing checkpoint is resumed.
+    """
+
+    def __init__(self, model: SposSupernet, config: SposConfig, constraints: sp.Constraints | None = None,
+                 latency=None, checkpoint_dir: str | None = None, strategy=None):
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.model, self.config, self.space = model, config, model.space
+        self.constraints, self.latency = constraints, latency
+        self.vars = model.weight_variables()
+        with self.strategy.scope():
+            self.lr = tf.Variable(config.lr, trainable=False, dtype=tf.float32, name="lr")
+            self.opt = SinglePathSGD(lambda: self.lr, config.momentum, True, config.weight_decay)
+            self.opt.build(self.vars)
+        self.loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="spos_step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="spos_epoch")
+        self.history: list[dict] = []
+        self.checkpoint_dir = checkpoint_dir
+        self._ckpt = tf.train.Checkpoint(model=model, opt=self.opt, step=self.step, epoch=self.epoch)
+        self._manager = (tf.train.CheckpointManager(self._ckpt, checkpoint_dir, max_to_keep=2)
+                         if checkpoint_dir else None)
+        replicas = self.strategy.num_replicas_in_sync
+        if config.execution == "eager":
+            if replicas > 1:
+                raise ValueError("execution='eager' runs on one device; use execution='graph' with a "
+                                 f"{replicas}-replica strategy")
+            zeros = [tf.zeros(v.shape, v.dtype) for v in self.vars]
+            apply = tf.function(lambda grads: self.opt.apply_gradients(zip(grads, self.vars)))
+
+            def train_step(x, y, arch):
+                with tf.GradientTape() as tape:
+                    logits = self.model(x, arch, mode="train")
+                    ce = self.loss(tf.one_hot(tf.cast(y, tf.int32), self.space.classes), logits)
+                grads = tape.gradient(ce, self.vars)
+                apply([z if g is None else g for g, z in zip(grads, zeros)])
+                return ce, self._accuracy(y, logits)
+        else:
+            @tf.function
+            def train_step(x, y, arch):
+                outs = self.strategy.run(self._step_fn, (x, y, arch))
+                return [self.strategy.reduce("SUM", o, axis=None) / replicas for o in outs]
+        self._train_step = train_step
+
+    @staticmethod
+    def _accuracy(y, logits):
+        return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
+                                      tf.float32))
+
+    def _step_fn(self, x, y, arch):
+        with tf.GradientTape() as tape:
+            logits = self.model(x, arch, mode="train")
+            ce = self.loss(tf.one_hot(tf.cast(y, tf.int32), self.space.classes), logits)
+            loss = ce / self.strategy.num_replicas_in_sync
+        grads = tape.gradient(loss, self.vars)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.vars)]
+        self.opt.apply_gradients(zip(grads, self.vars))
+        return ce, self._accuracy(y, logits)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        if self.config.sampling == "constraint" and self.constraints is not None and self.constraints.limits():
+            return sp.sample(self.space, rng, self.constraints, self.latency)
+        return sp.uniform(self.space, rng)
+
+    # --- state -------------------------------------------------------------------------------------------------
+    def restore(self) -> bool:
+        if not self._manager or not self._manager.latest_checkpoint:
+            return False
+        self._ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
+        path = os.path.join(self.checkpoint_dir, "history.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                self.history = json.load(f)[: int(self.epoch.numpy())]
+        return True
+
+    def save(self) -> None:
+        if not self._manager:
+            return
+        text = json.dumps(self.history)
+        atomic_write(os.path.join(self.checkpoint_dir, "history.json"), lambda f: f.write(text.encode()))
+        self._manager.save(checkpoint_number=int(self.epoch.numpy()))
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def run(self, train_ds, steps_per_epoch: int, writer=None, progress=None, on_epoch=None) -> list[dict]:
+        """Trains for ``config.epochs`` epochs of ``steps_per_epoch`` steps on the repeated ``train_ds``."""
+        cfg = self.config
+        self.restore()
+        total = cfg.epochs * steps_per_epoch
+        it = iter(train_ds if self.config.execution == "eager"
+                  else self.strategy.experimental_distribute_dataset(train_ds))
+        bar = progress(total) if progress else None
+        if bar is not None:
+            bar.update(int(self.step.numpy()))
+        while int(self.epoch.numpy()) < cfg.epochs:
+            epoch = int(self.epoch.numpy())
+            rng = np.random.default_rng([cfg.seed, epoch])
+            t0, sums, sampled = time.time(), np.zeros(3), np.zeros(len(self.space.choices))
+            for _ in range(steps_per_epoch):
+                self.lr.assign(cfg.lr * (1.0 - int(self.step.numpy()) / total))
+                arch = self.sample(rng)
+                sampled += np.bincount(arch[:, 0], minlength=len(self.space.choices))
+                ce, acc = self._train_step(*next(it), tf.constant(arch))
+                sums += [float(ce), float(acc), 1]
+                self.step.assign_add(1)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(ce=f"{float(ce):.3f}")
+            self.epoch.assign_add(1)
+            record = {"epoch": epoch + 1, "step": int(self.step.numpy()), "lr": float(self.lr.numpy()),
+                      "train_ce": sums[0] / sums[2], "train_acc": sums[1] / sums[2], "seconds": time.time() - t0,
+                      "choice_frequency": (sampled / sampled.sum()).round(4).tolist()}
+            self.history.append(record)
+            if writer is not None:
+                with writer.as_default(step=epoch + 1):
+                    for k in ("train_ce", "train_acc", "lr"):
+                        tf.summary.scalar(f"supernet/{k}", record[k])
+            self.save()
+            if on_epoch:
+                on_epoch(self, record)
+        if bar is not None:
+            bar.close()
+        return self.history
+
+
+class CandidateEvaluator:
+    """Top-1 of a path on the validation arrays after recalibrating BN on ``recal_images`` (paper §3.4).
+
+    Both sets are held in memory and cut into fixed batches, so one traced graph per mode serves every candidate.
+    """
+
+    def __init__(self, model: SposSupernet, recal_images: np.ndarray, val_images: np.ndarray,
+                 val_labels: np.ndarray, batch_size: int = 256, execution: str = "eager"):
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+        self.model = model
+        split = lambda a: [tf.constant(a[i:i + batch_size]) for i in range(0, len(a), batch_size)]  # noqa: E731
+        self.recal = split(recal_images)
+        self.val = list(zip(split(val_images), split(val_labels.astype(np.int32))))
+        self.recal_images, self.val_images = len(recal_images), len(val_images)
+
+        def recal(x, a):
+            model(x, a, mode="recal")
+
+        def correct(x, y, a):
+            pred = tf.argmax(model(x, a, mode="eval"), -1, output_type=tf.int32)
+            return tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.int32))
+        if execution == "graph":  # one trace (slow at full depth) serves every candidate
+            recal, correct = (tf.function(f, reduce_retracing=True) for f in (recal, correct))
+        self._recal, self._correct = recal, correct
+
+    def recalibrate(self, arch) -> None:
+        a = tf.constant(np.asarray(arch, np.int32))
+        self.model.reset_recal()
+        for x in self.recal:
+            self._recal(x, a)
+
+    def accuracy(self, arch) -> float:
+        a = tf.constant(np.asarray(arch, np.int32))
+        correct = sum(int(self._correct(x, y, a)) for x, y in self.val)
+        return correct / max(self.val_images, 1)
+
+    def __call__(self, arch) -> float:
+        self.recalibrate(arch)
+        return self.accuracy(arch)
