@@ -199,10 +199,10 @@ def main(argv):
             import dataclasses
             space = dataclasses.replace(space, classes=info.num_classes)
     constraints = sp.Constraints(FLAGS.max_macs, FLAGS.max_params, FLAGS.max_bitops, FLAGS.max_latency_ms)
-    floor = sp.cost(space, sp.smallest(space), latency)
-    if not constraints.ok(floor):
-        raise UsageError(f"the constraints {constraints.limits()} exclude even the smallest path of the space "
-                         f"({floor})")
+    try:  # feasibility: the same uniform draws constraint sampling and evolution make
+        sp.sample(space, np.random.default_rng(FLAGS.seed), constraints, latency, max_tries=20_000)
+    except sp.ConstraintError as e:
+        raise UsageError(str(e)) from None
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():

@@ -165,7 +165,8 @@ class EvolutionSearch:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(best=f"{self.best()[1]:.4f}")
-            ranked = sorted(set(self.top) | set(self.population), key=lambda k: -self.cache[k]["acc"])
+            # ties broken by the architecture key: the order must not depend on string hashing across processes
+            ranked = sorted(dict.fromkeys(self.top + self.population), key=lambda k: (-self.cache[k]["acc"], k))
             self.top = ranked[: cfg.top_k]
             record = {"iteration": self.iteration + 1, "evaluated": len(self.cache),
                       "best_acc": self.cache[self.top[0]]["acc"],

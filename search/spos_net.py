@@ -24,7 +24,7 @@ MODES = ("train", "eval", "recal")
 
 def _ste(x, q):
     """Forward ``q``, gradient of ``x`` (straight-through)."""
-    return x + tf.stop_gradient(q - x)
+    return tf.stop_gradient(q) + (x - tf.stop_gradient(x))  # exactly q forward (x + (q − x) is not, in floats)
 
 
 def quantize_weights(w, bits):
@@ -33,7 +33,8 @@ def quantize_weights(w, bits):
     bits = tf.cast(bits, tf.float32)
 
     def binary():
-        return _ste(w, tf.sign(w) * tf.stop_gradient(tf.reduce_mean(tf.abs(w))))
+        sign = tf.where(w >= 0.0, 1.0, -1.0)
+        return _ste(w, sign * tf.reduce_mean(tf.abs(w)))
 
     def multi():
         n = tf.pow(2.0, bits) - 1.0

@@ -1,0 +1,655 @@
+"""Single Path One-Shot: one path per step (gradients and optimizer), channel slicing, fake-quant ranges, constraint
+sampling, evolution validity and resume, BN recalibration, derived-model equivalence, BitOps, and the recipe.
+
+Speed (the file must stay around a minute on two busy cores): the in-process supernet tests run its ``tf.function``s
+eagerly (``tf.config.run_functions_eagerly``, the ``fast`` fixture) — same ops, same tape, no tracing. Tracing is
+what costs: the compiled per-branch eager step and the traced graph step are compared in
+``test_graph_step_equals_eager_step`` (≈ 15–25 s on its own: it traces the graph step).
+The recipe's end-to-end run starts in the background when the module starts and is checked at the end.
+"""
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import spec as S
+from models.builder import build
+from models.counting import bitops, block_macs, count
+from search import evolution as ev
+from search import spos as sp
+from search.spos_net import SlicedConvBN, build_supernet, derived_model, pact, quantize_weights
+from search.spos_train import CandidateEvaluator, SinglePathSGD, SposConfig, SposTrainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+
+# Two stages: a stride-2 and a stride-1 block, then a stride-2 block; two channel ratios; all four block choices.
+SPACE = sp.SposSpace(16, 8, 1, (2, 1), (16, 40), 64, 10, channel_ratios=(0.5, 1.0))
+# Searched fields everywhere (4 choices × 2 ratios × 3 bit widths per block), for the cost-only tests.
+QSPACE = sp.cifar_space(0.25, (1, 1, 1, 1), channel_ratios=(0.5, 1.0), bits=((1, 2), (2, 4), (4, 4)))
+
+# The recipe's end-to-end run executes its ``__main__`` as ``python -m`` does, with tf.functions run eagerly: the
+# per-branch tracing otherwise takes it from ~25 s to ~65 s here.
+MAX_MACS = 1.1e6  # cifar_space(0.25, depth 1,1,1,1, 10 classes): smallest path 896,768 MACs, largest 1,329,792
+RECIPE_ARGS = ["--dataset=shapes", "--depth=1,1,1,1", "--epochs=1", "--steps_per_epoch=3", "--limit=256",
+               "--batch_size=16", "--population=4", "--iterations=2", "--top_k=2", "--recal_images=64",
+               "--val_images=64", "--eval_batch=64", f"--max_macs={MAX_MACS}", "--noprogress"]
+EAGER_MAIN = ("import runpy, sys, tensorflow as tf; tf.config.run_functions_eagerly(True); "
+              "sys.argv = ['search_spos'] + sys.argv[1:]; "
+              "runpy.run_module('recipes.search_spos', run_name='__main__', alter_sys=True)")
+
+
+def _start(cmd, log):
+    f = open(log, "w")
+    return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=ENV), f
+
+
+@pytest.fixture(scope="module", autouse=True)
+def recipe_runs(request, tmp_path_factory):
+    """Starts the recipe subprocesses in the background (only when a recipe test is selected); they overlap with the
+    in-process tests on the other core and are reaped (or killed, by pid) at module teardown."""
+    runs = {}
+    if any(item.name.startswith("test_recipe") for item in request.session.items):
+        d = tmp_path_factory.mktemp("spos_recipe")
+        runs["e2e"] = (d / "run", d / "e2e.log",
+                       *_start([sys.executable, "-c", EAGER_MAIN, *RECIPE_ARGS, f"--out_dir={d / 'run'}"],
+                               d / "e2e.log"))
+        macs1 = ["--dataset=shapes", "--depth=1,1,1,1", "--limit=64", "--max_macs=1", "--noprogress"]
+        runs["macs1"] = (d / "macs1", d / "macs1.log",
+                         *_start([sys.executable, "-m", "recipes.search_spos", *macs1, f"--out_dir={d / 'macs1'}"],
+                                 d / "macs1.log"))
+    yield runs
+    for _, _, proc, f in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        f.close()
+
+
+def _finish(run):
+    out, log, proc, _ = run
+    rc = proc.wait(timeout=600)
+    return out, rc, log.read_text()
+
+
+@contextlib.contextmanager
+def _eager_functions():
+    """``tf.function``s run eagerly inside (same ops and tape, no tracing); restores the previous setting."""
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
+
+
+@pytest.fixture
+def fast():
+    with _eager_functions():
+        yield
+
+
+@pytest.fixture(scope="module")
+def net():
+    with _eager_functions():
+        return build_supernet(SPACE, seed=0)
+
+
+def _images(n, size=16, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype(np.float32)
+
+
+def _sliced_layers(m):
+    return [m.stem, m.head] + [op for b in m.blocks for op in b.ops]
+
+
+def _bn_width(op, cin, cout):
+    return cin if op.kind == "dw" else (op.cout if cout is None else cout)
+
+
+def _state(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. One path per step
+
+
+def test_only_the_sampled_path_gets_gradients(net, fast):
+    """Unsampled choices get no gradient at all (None); sampled ones get non-zero gradients exactly inside their
+    channel slice."""
+    arch = np.array([[3, 0, 0], [0, 1, 0], [2, 0, 0]], np.int32)  # x (narrow), 3 (wide, stride 1), 7 (narrow)
+    x = tf.constant(_images(4))
+    y = tf.one_hot([1, 2, 3, 4], SPACE.classes)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(y, net(x, arch, mode="train")))
+    variables = net.trainable_variables
+    grads = {id(v): g for v, g in zip(variables, tape.gradient(loss, variables))}
+    for layer in (net.stem, net.head, net.classifier):
+        for v in layer.trainable_variables:
+            assert grads[id(v)] is not None and np.any(grads[id(v)].numpy() != 0), v.path
+    n_sampled = n_unsampled = 0
+    for block, row in zip(net.blocks, arch):
+        path = {id(op): (op, cin, cout) for op, cin, cout in block.path_ops(row)}
+        assert len(path) == (3 if row[0] < 3 else 6) + (2 if block.stride == 2 else 0)
+        for op in block.ops:
+            if id(op) not in path:
+                for v in op.trainable_variables:
+                    assert grads[id(v)] is None, f"unsampled {v.path} got a gradient"
+                    n_unsampled += 1
+                continue
+            _, cin, cout = path[id(op)]
+            c = _bn_width(op, cin, cout)
+            gk = grads[id(op.kernel)].numpy()
+            inside = gk[:, :, :cin, :] if op.kind == "dw" else gk[:, :, :cin, :c]
+            assert np.any(inside != 0), op.name
+            assert np.count_nonzero(gk) == np.count_nonzero(inside), f"{op.name}: gradient outside its slice"
+            for v in (op.gamma, op.beta):
+                g = grads[id(v)].numpy()
+                assert np.any(g[:c] != 0) and not np.any(g[c:]), v.path
+            n_sampled += 3
+    assert n_sampled > 0 and n_unsampled > n_sampled
+
+
+def test_single_path_sgd_skips_unsampled_variables_and_momentum(net, fast):
+    """Two steps on disjoint choices: after step 2 the choices of step 1 keep their values *and* their (non-zero)
+    momentum — plain SGD with momentum and weight decay would keep moving them."""
+    arch_a = np.array([[0, 0, 0], [1, 1, 0], [2, 1, 0]], np.int32)
+    arch_b = np.array([[3, 1, 0], [2, 0, 0], [1, 0, 0]], np.int32)
+    trainer = SposTrainer(net, SposConfig(epochs=2, lr=0.1, weight_decay=1e-3, sampling="uniform"))
+    assert isinstance(trainer.opt, SinglePathSGD)
+    archs = iter([arch_a, arch_b])
+    trainer.sample = lambda rng: next(archs)
+    ds = tf.data.Dataset.from_tensors((_images(4, seed=1), np.array([0, 1, 2, 3], np.int32))).repeat()
+    variables, moms = trainer.vars, trainer.opt.momentums
+    assert len(moms) == len(variables)
+    moving = [v for op in _sliced_layers(net) for v in (op.moving_mean, op.moving_variance)]
+    snaps = [(_state(variables), _state(moms), _state(moving))]
+    trainer.run(ds, steps_per_epoch=1, on_epoch=lambda t, rec: snaps.append((_state(variables), _state(moms),
+                                                                             _state(moving))))
+    assert [h["epoch"] for h in trainer.history] == [1, 2]
+
+    def path_ids(arch):
+        return {id(op) for block, row in zip(net.blocks, arch) for op, _, _ in block.path_ops(row)}
+    index = {id(v): i for i, v in enumerate(variables)}
+    mindex = {id(v): i for i, v in enumerate(moving)}
+    on_a, on_b = path_ids(arch_a), path_ids(arch_b)
+    assert not on_a & on_b
+    checked = 0
+    for block in net.blocks:
+        for op in block.ops:
+            for step, on in ((1, on_a), (2, on_b)):
+                before, after = snaps[step - 1], snaps[step]
+                for v in op.trainable_variables:
+                    i = index[id(v)]
+                    if id(op) in on:
+                        assert np.any(after[0][i] != before[0][i]), f"step {step}: sampled {v.path} did not move"
+                        assert np.any(after[1][i] != 0)
+                    else:
+                        np.testing.assert_array_equal(after[0][i], before[0][i], err_msg=f"step {step}: {v.path}")
+                        np.testing.assert_array_equal(after[1][i], before[1][i], err_msg=f"step {step}: {v.path}")
+                        checked += 1
+                if id(op) not in on:  # BN statistics of unsampled choices stay too
+                    for v in (op.moving_mean, op.moving_variance):
+                        np.testing.assert_array_equal(after[2][mindex[id(v)]], before[2][mindex[id(v)]])
+            if id(op) in on_a:  # step 2 left step 1's path alone although its momentum is non-zero
+                for v in op.trainable_variables:
+                    assert np.any(snaps[1][1][index[id(v)]] != 0)
+    assert checked > 0
+    for v in net.classifier.trainable_variables:  # shared layers move every step
+        assert np.any(snaps[1][0][index[id(v)]] != snaps[0][0][index[id(v)]])
+        assert np.any(snaps[2][0][index[id(v)]] != snaps[1][0][index[id(v)]])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. Channel slicing and weight sharing
+
+
+def test_channel_ratios_share_leading_channels(net, fast):
+    narrow = np.array([[0, 0, 0], [3, 0, 0], [1, 0, 0]], np.int32)
+    wide = narrow.copy()
+    wide[:, 1] = 1
+    a, b = net.extract(narrow), net.extract(wide)
+    assert a.keys() == b.keys()
+    smaller = 0
+    for k, w in a.items():
+        v = b[k]
+        assert w.ndim == v.ndim and all(p <= q for p, q in zip(w.shape, v.shape)), k
+        np.testing.assert_array_equal(w, v[tuple(slice(0, n) for n in w.shape)], err_msg=k)
+        smaller += w.shape != v.shape
+    assert smaller > 0
+    for arch in (narrow, wide):
+        spec = sp.arch_spec(SPACE, arch)
+        model = derived_model(net, arch)
+        for (i, j, blk), row in zip(spec.blocks(), arch):
+            p, mid = f"s{i}_b{j}", blk.mid_channels
+            assert mid == SPACE.mid_channels(blk.filters, SPACE.channel_ratios[row[1]])
+            if blk.choice == "x":
+                assert model.get_layer(f"{p}_pw0_conv").kernel.shape[-1] == mid
+                assert model.get_layer(f"{p}_dw1").kernel.shape[2] == mid
+                assert model.get_layer(f"{p}_pw1_conv").kernel.shape[-1] == mid
+            else:
+                assert model.get_layer(f"{p}_pw0_conv").kernel.shape[-1] == mid
+                assert model.get_layer(f"{p}_dw").kernel.shape[2] == mid
+                assert model.get_layer(f"{p}_pw1_conv").kernel.shape[2] == mid
+    assert sp.arch_spec(SPACE, narrow).stages[1][0].mid_channels == 10  # round(0.5 · 40/2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. Fake quantization
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_quantize_weights_levels(k):
+    w = tf.constant(np.random.default_rng(k).normal(0, 0.3, (3, 3, 8, 16)), tf.float32)
+    q = quantize_weights(w, tf.constant(k)).numpy()
+    levels = np.unique(np.round(q, 5))  # exactness: test_fake_quant_forward_is_exactly_on_its_levels
+    assert len(levels) <= 2 ** k and q.min() >= -1 and q.max() <= 1
+    if k == 1:
+        e = np.mean(np.abs(w.numpy()))
+        np.testing.assert_allclose(np.abs(q), e, rtol=1e-5)
+        np.testing.assert_array_equal(np.sign(q), np.sign(w.numpy()))
+    else:
+        assert len(levels) > 2 ** (k - 1)  # the levels are actually used
+        np.testing.assert_allclose(np.abs(q).max(), 1.0, atol=1e-6)
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        s = tf.reduce_sum(quantize_weights(w, tf.constant(k)))
+    assert np.all(np.isfinite(tape.gradient(s, w).numpy()))
+
+
+@pytest.mark.parametrize("a", [2, 4])
+def test_pact_ranges_and_gradients(a):
+    alpha = tf.Variable(2.0)
+    x = tf.constant(np.concatenate([np.linspace(-4, 4, 401), [2.5, 3.0, -2.5]]).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        u = pact(x, alpha, tf.constant(a), signed=False)
+        s = pact(x, alpha, tf.constant(a), signed=True)
+        su, ss = tf.reduce_sum(u), tf.reduce_sum(s)
+    u, s, xv = u.numpy(), s.numpy(), x.numpy()
+    assert u.min() >= 0 and u.max() <= 2.0 + 1e-6 and len(np.unique(np.round(u, 5))) <= 2 ** a
+    assert s.min() >= -2.0 - 1e-6 and s.max() <= 2.0 + 1e-6 and len(np.unique(np.round(s, 5))) <= 2 ** a
+    np.testing.assert_allclose(u[xv > 2.0], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(s[xv < -2.0], -2.0, rtol=1e-6)
+    step = 2.0 / (2 ** a - 1)
+    assert np.abs(u - np.clip(xv, 0, 2)).max() <= step / 2 + 1e-5
+    # PACT: dL/dα = #(x > α) (unsigned); signed also −#(x < −α); straight-through inside the range, 0 outside.
+    assert tape.gradient(su, alpha).numpy() == pytest.approx(np.sum(xv > 2.0))
+    assert tape.gradient(ss, alpha).numpy() == pytest.approx(np.sum(xv > 2.0) - np.sum(xv < -2.0))
+    gu, gs = tape.gradient(su, x).numpy(), tape.gradient(ss, x).numpy()
+    inside = (xv > 0.01) & (xv < 1.99)
+    np.testing.assert_array_equal(gu[inside], 1.0)
+    np.testing.assert_array_equal(gu[(xv < -0.01) | (xv > 2.01)], 0.0)
+    np.testing.assert_array_equal(gs[np.abs(xv) < 1.99], 1.0)
+    np.testing.assert_array_equal(gs[np.abs(xv) > 2.01], 0.0)
+
+
+def test_fake_quant_forward_is_exactly_on_its_levels():
+    """The forward value of a k-bit fake quantizer takes at most 2^k distinct values — exactly, not up to rounding
+    (``x + stop_gradient(q − x)`` is not exactly ``q`` in floating point)."""
+    for seed in range(3):
+        w = tf.constant(np.random.default_rng(seed).normal(0, 0.3, (3, 3, 8, 16)), tf.float32)
+        x = tf.constant(np.random.default_rng(seed).normal(0, 3, 2000), tf.float32)
+        for k in (1, 2, 3, 4):
+            assert len(np.unique(quantize_weights(w, tf.constant(k)).numpy())) <= 2 ** k, (seed, k)
+            for signed in (False, True):
+                y = pact(x, tf.constant(1.7), tf.constant(k), signed).numpy()
+                assert len(np.unique(y)) <= 2 ** k, (seed, k, signed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 4. Constraint sampling
+
+
+def test_constraint_sampling_never_violates():
+    lo, hi = sp.cost(QSPACE, sp.smallest(QSPACE)), sp.cost(QSPACE, sp.largest(QSPACE))
+    assert lo["macs"] < hi["macs"] and lo["bitops"] < hi["bitops"]
+    draws = [sp.cost(QSPACE, a) for a in sp.uniform(QSPACE, np.random.default_rng(0), 300)]
+    assert all(lo["macs"] <= d["macs"] <= hi["macs"] and lo["bitops"] <= d["bitops"] <= hi["bitops"] for d in draws)
+    median = {k: float(np.median([d[k] for d in draws])) for k in ("macs", "params", "bitops")}
+
+    class Latency:  # any object with predict(spec) -> ms
+        def predict(self, spec):
+            return count(spec).macs / 1e5
+    cases = [(sp.Constraints(max_macs=(lo["macs"] + hi["macs"]) / 2), None),
+             (sp.Constraints(max_params=median["params"]), None),
+             (sp.Constraints(max_bitops=median["bitops"]), None),
+             (sp.Constraints(max_macs=median["macs"] * 1.05, max_params=median["params"] * 1.05,
+                             max_bitops=median["bitops"]), None),
+             (sp.Constraints(max_latency_ms=median["macs"] / 1e5), Latency())]
+    for constraints, latency in cases:
+        rng = np.random.default_rng(1)
+        seen = set()
+        for _ in range(200):
+            a = sp.validate_arch(QSPACE, sp.sample(QSPACE, rng, constraints, latency))
+            c = sp.cost(QSPACE, a, latency)
+            for key, limit in constraints.limits().items():
+                assert c[key] <= limit, (constraints, sp.key(a), c)
+            seen.add(sp.key(a))
+        assert len(seen) > 150, constraints  # uniform among the valid paths, not one path
+    with pytest.raises(sp.ConstraintError):
+        sp.sample(QSPACE, np.random.default_rng(0), sp.Constraints(max_macs=1), max_tries=50)
+    with pytest.raises(sp.ConstraintError):
+        sp.sample(QSPACE, np.random.default_rng(0), sp.Constraints(max_bitops=lo["bitops"] - 1), max_tries=50)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. Evolution and random search
+
+
+def fake_accuracy(arch):
+    """Deterministic, practically tie-free stand-in for validation top-1."""
+    return (zlib.crc32(sp.key(arch).encode()) % 100_003) / 100_003
+
+
+def _qconstraints():
+    lo, hi = sp.cost(QSPACE, sp.smallest(QSPACE)), sp.cost(QSPACE, sp.largest(QSPACE))
+    return sp.Constraints(max_macs=(lo["macs"] + hi["macs"]) / 2, max_bitops=(lo["bitops"] + hi["bitops"]) / 3)
+
+
+def _check_candidates(search, constraints, calls):
+    cfg = search.config
+    assert len(calls) == len(set(calls)) == len(search.cache)  # each path evaluated once, cached by key
+    per_iter = np.bincount([c["iteration"] for c in search.cache.values()], minlength=cfg.iterations)
+    assert len(per_iter) == cfg.iterations and per_iter.max() <= cfg.population and per_iter.min() > 0
+    for k, c in search.cache.items():
+        a = sp.validate_arch(QSPACE, sp.from_key(k))
+        assert sp.key(a) == k and constraints.ok(sp.cost(QSPACE, a))
+        assert {n: c[n] for n in ("macs", "params", "bitops")} == sp.cost(QSPACE, a)
+        assert c["acc"] == fake_accuracy(a)
+
+
+@pytest.mark.parametrize("kind", ["evolution", "random"])
+def test_search_keeps_candidates_valid_and_topk_sorted(kind, tmp_path):
+    constraints = _qconstraints()
+    cfg = ev.EvolutionConfig(population=8, iterations=4, top_k=3, mutations=4, crossovers=4, seed=0)
+    calls = []
+
+    def evaluate(arch):
+        assert constraints.ok(sp.cost(QSPACE, arch)), "a violating path was evaluated"
+        calls.append(sp.key(arch))
+        return fake_accuracy(arch)
+    records = []
+    search = ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, str(tmp_path / "state.json"), kind)
+    result = search.run(on_iteration=lambda s, r: records.append(r))
+    _check_candidates(search, constraints, calls)
+    accs = [t["acc"] for t in result["top"]]
+    assert len(accs) == cfg.top_k and accs == sorted(accs, reverse=True)
+    everything = sorted((c["acc"] for c in search.cache.values()), reverse=True)
+    assert accs == everything[: cfg.top_k]  # top-k of everything seen so far
+    assert result["best"] == result["top"][0]["arch"] and result["best_acc"] == everything[0]
+    assert [h["iteration"] for h in result["history"]] == [1, 2, 3, 4] and records == result["history"]
+    best = [h["best_acc"] for h in result["history"]]
+    assert best == sorted(best) and result["evaluated"] == len(calls) <= cfg.population * cfg.iterations
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["iteration"] == cfg.iterations and len(state["cache"]) == len(calls)
+    if kind == "evolution":  # mutation and crossover on their own: new, distinct, valid paths
+        assert all(p == sp.key(sp.validate_arch(QSPACE, sp.from_key(p))) for p in search.top)
+        parents = [sp.from_key(t) for t in search.top]
+        for make in (search._mutant, search._child):
+            taken = set()
+            made = search._generate(6, make, taken)
+            assert made and len(made) == len(set(made)) == len(taken)
+            for k in made:
+                a = sp.validate_arch(QSPACE, sp.from_key(k))
+                assert k not in search.cache and constraints.ok(sp.cost(QSPACE, a))
+                if make == search._child:  # every field comes from one of two parents
+                    assert any(np.all((a == p) | (a == q)) for p in parents for q in parents)
+        pop = search._next_population()
+        assert len(pop) == len(set(pop)) == cfg.population and not set(pop) & set(search.cache)
+
+
+def test_search_resumes_exactly_and_refuses_another_search(tmp_path):
+    constraints = _qconstraints()
+    cfg = ev.EvolutionConfig(population=6, iterations=3, top_k=3, mutations=3, crossovers=3, seed=3)
+    reference = ev.EvolutionSearch(QSPACE, fake_accuracy, constraints, cfg, str(tmp_path / "ref.json")).run()
+    assert reference["evaluated"] > 8
+
+    calls = []
+
+    def dies_after_8(arch):
+        if len(calls) == 8:
+            raise RuntimeError("killed")
+        calls.append(sp.key(arch))
+        return fake_accuracy(arch)
+    path = str(tmp_path / "state.json")
+    with pytest.raises(RuntimeError, match="killed"):
+        ev.EvolutionSearch(QSPACE, dies_after_8, constraints, cfg, path).run()
+    assert len(json.loads(open(path).read())["cache"]) == 8
+
+    resumed_calls = []
+
+    def evaluate(arch):
+        resumed_calls.append(sp.key(arch))
+        return fake_accuracy(arch)
+    search = ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, path)
+    assert search.iteration == 1 and len(search.cache) == 8
+    assert search.run() == reference
+    assert not set(calls) & set(resumed_calls) and len(calls) + len(resumed_calls) == reference["evaluated"]
+    # a finished search reruns to the same result without evaluating anything
+    assert ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, path).run() == reference
+    assert len(calls) + len(resumed_calls) == reference["evaluated"]
+    # another search on the same state file is refused
+    other = dataclasses.replace(constraints, max_macs=constraints.max_macs * 0.9)
+    with pytest.raises(ev.SearchStateError):
+        ev.EvolutionSearch(QSPACE, evaluate, other, cfg, path)
+    with pytest.raises(ev.SearchStateError):
+        ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, path, kind="random")
+
+
+TIES = """
+import json, numpy as np
+from search import spos as sp, evolution as ev
+space = sp.cifar_space(0.25, (1, 1, 1, 1), channel_ratios=(0.5, 1.0))
+acc = lambda a: float(int(a[:, 0].sum()) % 3) / 3  # few distinct accuracies, as on a small validation set
+cfg = ev.EvolutionConfig(population=8, iterations=4, top_k=3, mutations=4, crossovers=4, seed=0)
+r = ev.EvolutionSearch(space, acc, sp.Constraints(), cfg).run()
+print(json.dumps([r["top"], r["all"]]))
+"""
+
+
+def test_search_is_reproducible_across_processes_with_tied_accuracies():
+    """A resumed search runs in a new process: with tied accuracies the top-k (and so the next population) must not
+    depend on the process's string-hash seed."""
+    procs = [subprocess.Popen([sys.executable, "-c", TIES], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=dict(ENV, PYTHONHASHSEED=seed)) for seed in ("1", "2")]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-2000:]
+        outs.append(json.loads(stdout))
+    assert outs[0] == outs[1], "top-k / populations differ between PYTHONHASHSEED=1 and 2"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. BN recalibration
+
+
+def test_recalibration_is_the_exact_mean_of_batch_statistics(net, fast):
+    arch = np.array([[1, 0, 0], [3, 0, 0], [0, 1, 0]], np.int32)
+    recal, val = _images(12, seed=5), _images(8, seed=6)
+    evaluator = CandidateEvaluator(net, recal, val, np.arange(8) % SPACE.classes, batch_size=4)
+    layers = _sliced_layers(net)
+    before = {id(op): (op.moving_mean.numpy().copy(), op.moving_variance.numpy().copy()) for op in layers}
+    trainable = _state(net.trainable_variables)
+    evaluator.recalibrate(arch)
+    assert int(net.recal_count.numpy()) == 3
+    # the stem's statistics by hand: mean over the three batches of the batch mean / (biased) variance
+    means, variances = [], []
+    for i in range(0, 12, 4):
+        x = (recal[i:i + 4] - np.array(SPACE.mean)) / np.array(SPACE.std)
+        y = tf.nn.conv2d(tf.pad(x.astype(np.float32), [[0, 0], [1, 1], [1, 1], [0, 0]]), net.stem.kernel, 1, "VALID")
+        m, v = tf.nn.moments(y, [0, 1, 2])
+        means.append(m.numpy())
+        variances.append(v.numpy())
+    np.testing.assert_allclose(net.stem.moving_mean.numpy(), np.mean(means, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net.stem.moving_variance.numpy(), np.mean(variances, 0), rtol=1e-4, atol=1e-5)
+    on_path = {id(op): _bn_width(op, cin, cout)
+               for b, row in zip(net.blocks, arch) for op, cin, cout in b.path_ops(row)}
+    on_path[id(net.head)] = net.head.cout
+    partial = 0
+    for op in layers[1:]:
+        mean, var = op.moving_mean.numpy(), op.moving_variance.numpy()
+        if id(op) in on_path:
+            c = on_path[id(op)]
+            assert np.all(mean[:c] != before[id(op)][0][:c]) and np.all(var[:c] != before[id(op)][1][:c]), op.name
+            assert np.all(var[:c] > 0)
+            np.testing.assert_array_equal(mean[c:], before[id(op)][0][c:])  # beyond the sampled width: untouched
+            partial += c < len(mean)
+        else:
+            np.testing.assert_array_equal(mean, before[id(op)][0], err_msg=op.name)
+            np.testing.assert_array_equal(var, before[id(op)][1], err_msg=op.name)
+    assert partial > 0
+    for a, b in zip(trainable, _state(net.trainable_variables)):
+        np.testing.assert_array_equal(a, b)  # recalibration trains nothing
+    first = [(op.moving_mean.numpy().copy(), op.moving_variance.numpy().copy()) for op in layers]
+    acc = evaluator.accuracy(arch)
+    assert 0.0 <= acc <= 1.0
+    assert evaluator(arch) == acc  # recalibrating again on the same data gives the same statistics
+    for (m, v), op in zip(first, layers):
+        np.testing.assert_allclose(op.moving_mean.numpy(), m, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(op.moving_variance.numpy(), v, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 7. Derived model
+
+
+def test_derived_model_matches_the_supernet_path(net, fast):
+    rng = np.random.default_rng(7)
+    for op in _sliced_layers(net):
+        w = op.moving_mean.shape[0]
+        op.moving_mean.assign(rng.normal(0, 0.5, w))
+        op.moving_variance.assign(rng.uniform(0.5, 2.0, w))
+        op.gamma.assign(rng.uniform(0.5, 1.5, w))
+        op.beta.assign(rng.normal(0, 0.2, w))
+    x = _images(3, seed=8)
+    archs = [[[3, 0, 0], [0, 1, 0], [2, 0, 0]],  # choices x/3/7, stride 2/1/2
+             [[0, 1, 0], [3, 0, 0], [1, 1, 0]]]  # 3/x/5
+    for arch in np.array(archs, np.int32):
+        spec = sp.arch_spec(SPACE, arch)
+        assert S.decode(S.encode(spec)) == spec and spec.provenance.method == "spos"
+        model = derived_model(net, arch)
+        assert not any(isinstance(layer, SlicedConvBN) for layer in model.layers)
+        want = net(x, arch, mode="eval").numpy()
+        got = model(x, training=False).numpy()
+        assert np.abs(got - want).max() < 1e-4, sp.key(arch)
+        c = count(spec)
+        assert c.params == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        assert c.macs == sp.cost(SPACE, arch)["macs"]
+
+
+def test_arch_spec_records_bits():
+    arch = sp.uniform(QSPACE, np.random.default_rng(2))
+    spec = sp.arch_spec(QSPACE, arch, name="q_test")
+    assert S.decode(S.encode(spec)) == spec and S.loads(S.dumps(spec)) == spec
+    blocks = [b for _, _, b in spec.blocks()]
+    assert [b.bits for b in blocks] == [S.BitsSpec(*QSPACE.bits[q]) for q in arch[:, 2]]
+    assert [b.choice for b in blocks] == [QSPACE.choices[c] for c in arch[:, 0]]
+    ops, float_macs = bitops(spec)
+    assert ops == sum(m * b.bits.w * b.bits.a for m, b in zip(block_macs(spec), blocks))
+    assert ops == sp.cost(QSPACE, arch)["bitops"]
+    assert float_macs == count(spec).macs - sum(block_macs(spec))
+    assert all(b.bits is None for _, _, b in sp.arch_spec(SPACE, np.zeros((3, 3), np.int32)).blocks())
+
+
+def test_bitops_on_a_hand_checked_spec():
+    spec = sp.arch_spec(SPACE, np.array([[0, 1, 0], [0, 1, 0], [0, 1, 0]], np.int32))
+    assert bitops(spec) == (0, count(spec).macs)
+    # block s0_b1: stride 1 on 8×8, 16 channels → branch 8 in / 8 out, mid 8, choice_3:
+    # 1×1 8→8: 64·64 + dw 3×3 on 8: 64·9·8 + 1×1 8→8: 64·64 = 4096 + 4608 + 4096
+    assert block_macs(spec)[1] == 12_800
+    stage = (spec.stages[0][0], dataclasses.replace(spec.stages[0][1], bits=S.BitsSpec(2, 4)))
+    quantized = dataclasses.replace(spec, stages=(stage, spec.stages[1]))
+    assert bitops(quantized) == (12_800 * 2 * 4, count(spec).macs - 12_800)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Graph execution (one trace, on the tiniest space)
+
+
+def test_graph_step_equals_eager_step():
+    """``execution="graph"`` (one traced tf.function, blocks on tf.switch_case) makes the eager step's update:
+    unsampled variables get zero gradients there and SinglePathSGD must skip them."""
+    space = sp.SposSpace(16, 8, 1, (1,), (16,), 32, 4, choices=("3", "x"), channel_ratios=(0.5, 1.0), dropout=0.0)
+    m = build_supernet(space, seed=1)
+    x, y = tf.constant(_images(2, seed=9)), tf.constant([1, 3])
+    arch = tf.constant([[1, 0, 0]], tf.int32)
+    variables = m.trainable_variables + [v for op in _sliced_layers(m) for v in (op.moving_mean, op.moving_variance)]
+    start = _state(variables)
+    results = []
+    for execution in ("eager", "graph"):
+        for v, s in zip(variables, start):
+            v.assign(s)
+        trainer = SposTrainer(m, SposConfig(epochs=1, lr=0.5, execution=execution))
+        trainer._train_step(x, y, arch)  # both compiled: per-branch functions, and one traced step
+        results.append(_state(variables))
+    path = {id(op) for op, _, _ in m.blocks[0].path_ops([1, 0, 0])}
+    unsampled = {id(v) for op in m.blocks[0].ops if id(op) not in path for v in op.variables}
+    for v, s, e, g in zip(variables, start, *results):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5, err_msg=v.path)
+        if id(v) in unsampled:
+            np.testing.assert_array_equal(g, s, err_msg=v.path)
+    assert unsampled
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 8. The recipe
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.strip() and "cuInit" not in line and "absl" not in line
+            and "cuda" not in line and "cpu_feature" not in line and "AVX" not in line]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--bits=9:1"], "--bits"),
+    (["--max_latency_ms=5"], "--latency_table"),
+    (["--phase=evolution"], "no trained supernet"),
+    (["--max_macs=1"], "smallest path"),
+])
+def test_recipe_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, recipe_runs):
+    if args == ["--max_macs=1"]:  # needs TF and the space: started in the background
+        out, rc, stderr = _finish(recipe_runs["macs1"])
+    else:
+        out = tmp_path / "o"
+        r = subprocess.run([sys.executable, "-m", "recipes.search_spos", *args, f"--out_dir={out}", "--noprogress"],
+                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+        rc, stderr = r.returncode, r.stderr
+    assert rc == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    lines = _error_lines(stderr)
+    assert len(lines) == 1 and needle in lines[0], stderr
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_recipe_end_to_end(recipe_runs):
+    out, rc, log = _finish(recipe_runs["e2e"])
+    assert rc == 0, log[-3000:]
+    spec = S.loads((out / "derived.json").read_text(), "derived.json")
+    assert spec.family == "shufflenet" and spec.provenance.method == "spos" and spec.provenance.data == "shapes"
+    c = count(spec)
+    assert c.macs <= MAX_MACS and dict(spec.provenance.metrics)["macs"] == c.macs
+    summary = json.loads((out / "summary.json").read_text())
+    space = sp.SposSpace.from_json(summary["space"])
+    assert space.stage_blocks == (1, 1, 1, 1) and summary["constraints"] == {"macs": MAX_MACS}
+    assert sp.arch_spec(space, sp.from_key(summary["best"]), spec.name, spec.provenance) == spec
+    assert set(summary["evolution"]) == {"evolution", "random"}
+    for kind in ("evolution", "random"):
+        state = json.loads((out / f"{kind}_state.json").read_text())
+        assert state["iteration"] == 2 and len(state["cache"]) == summary["evolution"][kind]["evaluated"] <= 8
+        assert all(c["macs"] <= MAX_MACS for c in state["cache"].values())
+    model = build(spec, weights=str(out / "derived_init.npz"))
+    with np.load(out / "derived_init.npz") as npz:
+        np.testing.assert_array_equal(model.get_layer("classifier").kernel.numpy(), npz["classifier/kernel"])
+    for f in ("evolution.png", "population.png"):
+        assert (out / f).read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((out / "supernet" / "history.json").read_text())) == 1
