@@ -1,0 +1,149 @@
+"""recipes.finetune_yolo: the learning-rate schedule, freezing/unfreezing with the optimizers covering the backbone,
+an end-to-end run on the synthetic boxes that is SIGKILLed and resumed (outputs, TFLite parity), refusal of changed
+settings and of bad flags (one line, exit 2). A tiny backbone at 64×64 keeps it fast."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from recipes.finetune_yolo import lr_at
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 64
+TINY = {"schema_version": 1, "name": "tiny_det_backbone", "family": "mbconv",
+        "input": {"size": SIZE, "mean": [127.5] * 3, "std": [127.5] * 3},
+        "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
+        "stages": [[{"block": "ir", "kernels": [3], "expand_channels": 16, "filters": 8, "stride": 2, "act": "relu"}],
+                   [{"block": "ir", "kernels": [3], "expand_channels": 24, "filters": 12, "stride": 2, "act": "relu"}],
+                   [{"block": "ir", "kernels": [3], "expand_channels": 32, "filters": 16, "stride": 2, "act": "relu"}],
+                   [{"block": "ir", "kernels": [3], "expand_channels": 48, "filters": 24, "stride": 2, "act": "relu"}]],
+        "head": {"filters": None, "act": "relu", "dropout": 0.0, "classes": 10}}
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("finetune_yolo") / "tiny_det_backbone.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def recipe(*args, wait=True):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "recipes.finetune_yolo", *args]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                                start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+def test_lr_schedule_warms_up_then_steps_down():
+    total, peak = 100, 1e-3
+    lrs = [lr_at(s, total, peak, 10, (0.8, 0.9)) for s in range(total)]
+    np.testing.assert_allclose(lrs[:10], peak * np.arange(1, 11) / 10)
+    assert lrs[10:80] == [peak] * 70
+    np.testing.assert_allclose(lrs[80:90], peak * 0.1)
+    np.testing.assert_allclose(lrs[90:], peak * 0.01)
+    assert lr_at(50, total, peak, 0, ()) == peak
+
+
+def test_trainer_freezes_backbone_then_trains_it(spec_path):
+    import tensorflow as tf
+
+    from models import yolo
+    from models.weights import named_weights
+    from recipes.finetune_yolo import Trainer
+    tf.keras.utils.set_random_seed(0)
+    model = yolo.build_detector(spec_path, 2, SIZE, head_width=8)
+    anchors = yolo.default_anchors(SIZE)
+    trainer = Trainer(model, anchors, SIZE, weight_decay=5e-4)
+    # Both optimizers are built before any step, the backbone's over every non-head variable.
+    assert trainer.head_opt.built and trainer.backbone_opt.built
+    assert {v.path for v in trainer.head_vars + trainer.backbone_vars} == {v.path for v in model.trainable_variables}
+    assert trainer.backbone_vars and not any(v.path.startswith("yolo_") for v in trainer.backbone_vars)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (2, SIZE, SIZE, 3)), tf.float32)
+    boxes = tf.constant([[[4, 6, 40, 30]], [[20, 10, 60, 62]]], tf.float32)
+    labels = tf.constant([[0], [1]], tf.int32)
+    targets = [tf.stack(t) for t in zip(*(yolo.encode_targets(b, l, anchors, SIZE, 2) for b, l in zip(boxes, labels)))]
+    batch = (images, boxes, *targets)
+    trainer.set_lr(1e-2)
+    before = named_weights(model)
+    trainer.set_frozen(True)
+    parts = trainer.step(batch)
+    assert set(parts) == {"loss", "xy", "wh", "obj", "cls"} and np.isfinite(parts["loss"])
+    frozen = named_weights(model)
+    backbone = [k for k in before if not k.startswith("yolo_")]
+    head = [k for k in before if k.startswith("yolo_") and k.endswith("/kernel")]
+    # Frozen: no backbone weight moves, BatchNorm statistics included (inference mode); the head trains.
+    assert all(np.array_equal(before[k], frozen[k]) for k in backbone)
+    assert all(not np.array_equal(before[k], frozen[k]) for k in head)
+    assert int(trainer.backbone_opt.iterations.numpy()) == 0
+    trainer.set_frozen(False)
+    trainer.step(batch)
+    after = named_weights(model)
+    moved = [k for k in backbone if not np.array_equal(frozen[k], after[k])]
+    assert set(moved) == set(backbone), set(backbone) - set(moved)  # kernels, γ/β and BN moving statistics
+    assert int(trainer.backbone_opt.iterations.numpy()) == 1 and int(trainer.head_opt.iterations.numpy()) == 2
+
+
+def test_run_is_killed_resumed_and_writes_everything(spec_path, tmp_path):
+    out = tmp_path / "run"
+    args = [f"--backbone={spec_path}", "--weights=", "--dataset=shapes", f"--input_size={SIZE}", "--epochs=3",
+            "--batch_size=8", "--limit=16", "--val_limit=8", "--head_width=8", "--freeze_epochs=1",
+            "--warmup_epochs=0.5", "--lr=3e-3", "--noprogress", f"--out_dir={out}"]
+    proc = recipe(*args, wait=False)
+    ckpt = out / "checkpoints" / "checkpoint"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+
+    r = recipe(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from epoch 1" in r.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["frozen"] for h in history] == [True, False, False]
+    assert all({"train_loss", "train_obj", "lr", "val_map50_voc07", "val_map50_auc"} <= set(h) for h in history)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("map50_voc07", "map50_auc", "coco_ap", "coco_ap50"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert summary["epochs"] == 3 and summary["input_size"] == SIZE and summary["train_minutes"] > 0
+    assert np.array(summary["anchors"]).shape == (9, 2) and summary["settings"]["freeze_epochs"] == 1
+    assert summary["export"]["float32"]["parity_max_abs"] < 1e-3
+    for name in ("predictions.png", "best_weights.npz", "last_weights.npz", "model_float32.tflite"):
+        assert (out / name).stat().st_size > 0, name
+    assert any((out / "tensorboard").iterdir())
+    # The last weights reproduce the final model (loadable into a fresh detector).
+    from models import yolo
+    from models.weights import load_npz
+    model = yolo.build_detector(spec_path, len(summary["classes"]), SIZE, head_width=8)
+    load_npz(model, str(out / "last_weights.npz"))
+
+    # The same out_dir with other settings is refused before any work.
+    r = recipe(*[a for a in args if not a.startswith("--lr=")], "--lr=1e-2")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "other settings (lr)" in r.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--dataset=voc:/nonexistent/voc"], "/nonexistent/voc"),
+    (["--input_size=80"], "multiple of 32"),
+    (["--backbone=no_such_net"], "no_such_net"),
+    (["--anchors=fancy"], "anchors"),
+    (["--lr_steps=0.9,0.5"], "--lr_steps"),
+    (["--freeze_epochs=5", "--epochs=2"], "--freeze_epochs"),
+])
+def test_bad_flags_one_line_exit_2(args, needle, tmp_path):
+    r = recipe(*args, f"--out_dir={tmp_path / 'x'}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "x").exists()
