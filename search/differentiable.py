@@ -17,9 +17,7 @@ a latency model can supply its own expected latency through the same argument.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -27,8 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.weights import atomic_write
 from search import supernet as sn
+from search._epoch_state import EpochState
 
 
 def cost_loss(expected, target: float, eta: float = 0.1):
@@ -93,10 +91,8 @@ class MetaKernelSearch:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_epoch")
         self.history: list[dict] = []
         self.checkpoint_dir = checkpoint_dir
-        self._ckpt = tf.train.Checkpoint(model=model, w_opt=self.w_opt, a_opt=self.a_opt, step=self.step,
-                                         epoch=self.epoch)
-        self._manager = (tf.train.CheckpointManager(self._ckpt, checkpoint_dir, max_to_keep=2)
-                         if checkpoint_dir else None)
+        self._state = EpochState(checkpoint_dir, self.epoch, model=model, w_opt=self.w_opt, a_opt=self.a_opt,
+                                 step=self.step)
         self._classes = int(model.get_layer("classifier").units)
         self._w_step = self._distributed(self._w_step_fn)
         self._a_step = self._distributed(self._a_step_fn)
@@ -119,21 +115,14 @@ class MetaKernelSearch:
     # --- state -------------------------------------------------------------------------------------------------
     def restore(self) -> bool:
         """Restores the latest checkpoint (and history) if there is one; returns whether it did."""
-        if not self._manager or not self._manager.latest_checkpoint:
+        history = self._state.restore()
+        if history is None:
             return False
-        self._ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
-        path = os.path.join(self.checkpoint_dir, "history.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                self.history = json.load(f)[: int(self.epoch.numpy())]
+        self.history = history
         return True
 
     def save(self) -> None:
-        if not self._manager:
-            return
-        text = json.dumps(self.history)
-        atomic_write(os.path.join(self.checkpoint_dir, "history.json"), lambda f: f.write(text.encode()))
-        self._manager.save(checkpoint_number=int(self.epoch.numpy()))
+        self._state.save(self.history)
 
     # --- steps -------------------------------------------------------------------------------------------------
     def _ce(self, y, logits):

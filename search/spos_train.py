@@ -14,8 +14,6 @@ the same paths as an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 
@@ -23,8 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.weights import atomic_write
 from search import spos as sp
+from search._epoch_state import EpochState
 from search.spos_net import SposSupernet
 
 
@@ -115,9 +113,7 @@ class SposTrainer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="spos_epoch")
         self.history: list[dict] = []
         self.checkpoint_dir = checkpoint_dir
-        self._ckpt = tf.train.Checkpoint(model=model, opt=self.opt, step=self.step, epoch=self.epoch)
-        self._manager = (tf.train.CheckpointManager(self._ckpt, checkpoint_dir, max_to_keep=2)
-                         if checkpoint_dir else None)
+        self._state = EpochState(checkpoint_dir, self.epoch, model=model, opt=self.opt, step=self.step)
         replicas = self.strategy.num_replicas_in_sync
         if config.execution == "eager":
             if replicas > 1:
@@ -162,21 +158,15 @@ class SposTrainer:
 
     # --- state -------------------------------------------------------------------------------------------------
     def restore(self) -> bool:
-        if not self._manager or not self._manager.latest_checkpoint:
+        """Restores the latest checkpoint (and history) if there is one; returns whether it did."""
+        history = self._state.restore()
+        if history is None:
             return False
-        self._ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
-        path = os.path.join(self.checkpoint_dir, "history.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                self.history = json.load(f)[: int(self.epoch.numpy())]
+        self.history = history
         return True
 
     def save(self) -> None:
-        if not self._manager:
-            return
-        text = json.dumps(self.history)
-        atomic_write(os.path.join(self.checkpoint_dir, "history.json"), lambda f: f.write(text.encode()))
-        self._manager.save(checkpoint_number=int(self.epoch.numpy()))
+        self._state.save(self.history)
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def run(self, train_ds, steps_per_epoch: int, writer=None, progress=None, on_epoch=None) -> list[dict]:

@@ -1,0 +1,37 @@
+"""Per-epoch training state shared by the search loops: a ``tf.train.Checkpoint`` of the given objects (kept two
+deep) plus ``history.json`` (one record per finished epoch), written after every epoch and restored on a rerun."""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from models.weights import atomic_write
+
+
+class EpochState:
+    """``objects`` must include the ``epoch`` counter variable; no ``checkpoint_dir`` = nothing is saved."""
+
+    def __init__(self, checkpoint_dir: str | None, epoch: tf.Variable, **objects):
+        self.dir, self.epoch = checkpoint_dir, epoch
+        self._ckpt = tf.train.Checkpoint(epoch=epoch, **objects)
+        self._manager = tf.train.CheckpointManager(self._ckpt, checkpoint_dir, max_to_keep=2) if checkpoint_dir else None
+
+    def restore(self) -> list[dict] | None:
+        """Restores the latest checkpoint; returns the history up to its epoch, or None when there is none."""
+        if not self._manager or not self._manager.latest_checkpoint:
+            return None
+        self._ckpt.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
+        path = os.path.join(self.dir, "history.json")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return json.load(f)[: int(self.epoch.numpy())]
+
+    def save(self, history: list[dict]) -> None:
+        if not self._manager:
+            return
+        text = json.dumps(history)
+        atomic_write(os.path.join(self.dir, "history.json"), lambda f: f.write(text.encode()))
+        self._manager.save(checkpoint_number=int(self.epoch.numpy()))
