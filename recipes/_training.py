@@ -233,3 +233,47 @@ def backup_callback(backup_dir: str, save_every: int, steps_per_epoch: int, anno
 
 def stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def recalibrate_bn(model, batches) -> int:
+    """Precise BatchNorm (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): sets the moving mean and variance of
+    every *trainable* ``BatchNormalization`` layer of the functional ``model`` to the exact average of its
+    training-mode batch statistics over ``batches`` (an iterable of input batches), instead of the exponential average
+    the training steps left behind — which lags far behind the weights in short, high-learning-rate runs.
+
+    Frozen layers (``trainable=False``) run in inference mode during training too and are left alone. Each layer sees
+    what it sees in a training step (upstream layers normalise with batch statistics). The variance is Keras' biased
+    batch variance, averaged. Returns the number of batches used (0: nothing changed).
+    """
+    import keras
+    import tensorflow as tf
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not bns:
+        return 0
+    probe = keras.Model(model.inputs, [layer.input for layer in bns])
+    saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in bns]
+
+    @tf.function
+    def moments(x):
+        outs = probe(x, training=True)  # updates the moving statistics as a side effect: overwritten below
+        res = []
+        for layer, o in zip(bns, outs):
+            axis = layer.axis % len(o.shape)
+            mean, var = tf.nn.moments(tf.cast(o, tf.float32), [a for a in range(len(o.shape)) if a != axis])
+            res.append((mean, var))
+        return res
+
+    sums, n = None, 0
+    for x in batches:
+        stats = [(m.numpy().astype(np.float64), v.numpy().astype(np.float64)) for m, v in moments(x)]
+        sums = stats if sums is None else [(a + m, b + v) for (a, b), (m, v) in zip(sums, stats)]
+        n += 1
+    if n == 0:
+        for layer, (m, v) in zip(bns, saved):
+            layer.moving_mean.assign(m)
+            layer.moving_variance.assign(v)
+        return 0
+    for layer, (m, v) in zip(bns, sums):
+        layer.moving_mean.assign((m / n).astype(np.float32))
+        layer.moving_variance.assign((v / n).astype(np.float32))
+    return n

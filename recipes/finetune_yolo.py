@@ -71,6 +71,11 @@ flags.DEFINE_enum("box_loss", "xywh", ["xywh", "giou"], "Box loss: YOLOv3's 'xyw
                                                          "sizes) or 'giou' (1 - GIoU).")
 flags.DEFINE_integer("head_width", None, "Head width at stride 32 (half at 16, a quarter at 8; default 128), a "
                                          "multiple of 4.", lower_bound=4)
+flags.DEFINE_integer("bn_recal_batches", 10, "Before every evaluation, set the BatchNorm moving statistics of the "
+                     "trainable layers to the exact average over this many batches of training images (letterboxed "
+                     "as for evaluation, in order): 'precise BN'. The exponential averages lag behind the weights in "
+                     "short runs; a from-scratch backbone then scores nothing in inference mode. 0: off.",
+                     lower_bound=0)
 flags.DEFINE_integer("limit", None, "Use only the first N training images (quick runs).", lower_bound=1)
 flags.DEFINE_integer("val_limit", None, "Use only the first N validation images.", lower_bound=1)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy (recipes/distribute.py).")
@@ -89,7 +94,7 @@ flags.DEFINE_string("out_dir", "runs/finetune_yolo", "Directory for every output
 # Settings that must match to resume in an existing --out_dir (strategy, export and progress may change).
 _RESUME_KEYS = ("backbone", "weights", "dataset", "val_split", "input_size", "epochs", "batch_size", "optimizer",
                 "lr", "lr_steps", "warmup_epochs", "freeze_epochs", "weight_decay", "anchors", "box_loss",
-                "head_width", "limit", "val_limit", "seed", "on_error")
+                "head_width", "limit", "val_limit", "seed", "on_error", "bn_recal_batches")
 PARITY_IMAGES = 4
 FIGURE_IMAGES = 8
 FIGURE_SCORE = 0.3
@@ -446,6 +451,12 @@ def main(argv):
             history = json.load(f)[:int(epoch_var.numpy())]
         T.stderr(f"resuming from epoch {int(epoch_var.numpy())} in {FLAGS.out_dir}")
     predictor = _Forward(model)
+    recal_ds = voc.detection_dataset(train_records, class_names, input_size=S, batch_size=FLAGS.batch_size,
+                                     training=False).take(FLAGS.bn_recal_batches)
+
+    def recalibrate():
+        if FLAGS.bn_recal_batches:
+            T.recalibrate_bn(model, (images for images, _, _ in recal_ds))
     writer = tf.summary.create_file_writer(os.path.join(FLAGS.out_dir, "tensorboard"))
     distribute = strategy.experimental_distribute_dataset
 
@@ -471,6 +482,7 @@ def main(argv):
             bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{lr:.2g}")
         bar.close()
         train_s = time.time() - t0
+        recalibrate()
         _, metrics = evaluate(predictor, val_images, val_records, anchors, S, num_classes)
         record = {"epoch": epoch + 1, "lr": lr, "frozen": bool(trainer.frozen),
                   **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},

@@ -51,6 +51,48 @@ def test_lr_schedule_warms_up_then_steps_down():
     assert lr_at(50, total, peak, 0, ()) == peak
 
 
+def test_precise_bn_sets_exact_average_of_batch_statistics():
+    """recalibrate_bn: the moving statistics of trainable BN layers become the mean over the batches of each layer's
+    training-mode batch mean / biased variance (the second layer sees the first one's batch-normalised output);
+    a frozen layer keeps its statistics."""
+    import keras
+
+    from recipes._training import recalibrate_bn
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(5, 1, name="c1")(x_in)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.Conv2D(6, 1, name="c2")(keras.layers.ReLU()(h))
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    out = keras.layers.BatchNormalization(name="bn_frozen")(h)
+    model = keras.Model(x_in, out)
+    model.get_layer("bn_frozen").trainable = False
+    frozen_before = model.get_layer("bn_frozen").moving_mean.numpy().copy()
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(2.0, 3.0, (8, 4, 4, 3)).astype(np.float32) for _ in range(3)]
+    assert recalibrate_bn(model, iter(batches)) == 3
+
+    def stats(x):  # reference by hand: conv → batch norm with batch statistics → relu → conv
+        c1 = model.get_layer("c1")(x).numpy()
+        bn1 = model.get_layer("bn1")
+        m, v = c1.mean((0, 1, 2)), c1.var((0, 1, 2))
+        n1 = (c1 - m) / np.sqrt(v + bn1.epsilon) * bn1.gamma.numpy() + bn1.beta.numpy()
+        c2 = model.get_layer("c2")(np.maximum(n1, 0)).numpy()
+        return (m, v), (c2.mean((0, 1, 2)), c2.var((0, 1, 2)))
+
+    ref = [stats(b) for b in batches]
+    for i, name in enumerate(("bn1", "bn2")):
+        layer = model.get_layer(name)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([r[i][0] for r in ref], 0), rtol=1e-4,
+                                   atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), np.mean([r[i][1] for r in ref], 0), rtol=1e-4,
+                                   atol=1e-5)
+    np.testing.assert_array_equal(model.get_layer("bn_frozen").moving_mean.numpy(), frozen_before)
+    assert recalibrate_bn(model, iter([])) == 0  # no batches: nothing changes
+    np.testing.assert_allclose(model.get_layer("bn1").moving_mean.numpy(), np.mean([r[0][0] for r in ref], 0),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_trainer_freezes_backbone_then_trains_it(spec_path):
     import tensorflow as tf
 
@@ -106,7 +148,8 @@ def test_run_is_killed_resumed_and_writes_everything(spec_path, tmp_path):
     proc.wait()
     assert not (out / "summary.json").exists()
 
-    r = recipe(*args)
+    # Resumed on two logical CPU replicas (mirrored), exporting int8 too: the checkpoint is strategy-independent.
+    r = recipe(*args, "--strategy=mirrored", "--cpu_replicas=2", "--export=int8", "--representative_images=8")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from epoch 1" in r.stderr
     history = json.loads((out / "history.json").read_text())
@@ -119,7 +162,11 @@ def test_run_is_killed_resumed_and_writes_everything(spec_path, tmp_path):
     assert summary["epochs"] == 3 and summary["input_size"] == SIZE and summary["train_minutes"] > 0
     assert np.array(summary["anchors"]).shape == (9, 2) and summary["settings"]["freeze_epochs"] == 1
     assert summary["export"]["float32"]["parity_max_abs"] < 1e-3
-    for name in ("predictions.png", "best_weights.npz", "last_weights.npz", "model_float32.tflite"):
+    assert summary["strategy"] == "mirrored" and summary["replicas"] == 2
+    int8 = summary["export"]["int8"]
+    assert int8["calibration_images"] == 8 and 0.0 <= int8["map50_voc07"] <= 1.0 and int8["bytes"] > 0
+    for name in ("predictions.png", "best_weights.npz", "last_weights.npz", "model_float32.tflite",
+                 "model_int8.tflite"):
         assert (out / name).stat().st_size > 0, name
     assert any((out / "tensorboard").iterdir())
     # The last weights reproduce the final model (loadable into a fresh detector).
