@@ -98,8 +98,10 @@ class SlicedConvBN(keras.layers.Layer):
         if bits is not None:
             x = pact(x, self.alpha, bits[1], self.signed_input)
         k, s = self.kernel_size, self.stride
-        if k > 1:
+        padding = "SAME"  # odd k, stride 1: k // 2 on every side, no copy of the input (the builder's choice too)
+        if k > 1 and s > 1:  # symmetric padding; TF's "SAME" would pad only the bottom/right at stride 2
             x = tf.pad(x, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
+            padding = "VALID"
         cin = tf.shape(x)[-1]
         if self.kind == "dw":
             w = self.kernel[:, :, :cin, :]
@@ -110,9 +112,9 @@ class SlicedConvBN(keras.layers.Layer):
         if bits is not None:
             w = quantize_weights(w, bits[0])
         if self.kind == "dw":
-            y = tf.nn.depthwise_conv2d(x, w, [1, s, s, 1], "VALID")
+            y = tf.nn.depthwise_conv2d(x, w, [1, s, s, 1], padding)
         else:
-            y = tf.nn.conv2d(x, w, s, "VALID")
+            y = tf.nn.conv2d(x, w, s, padding)
         y = self._bn(y, c, mode, recal_count)
         return tf.nn.relu(y) if self.relu else y
 

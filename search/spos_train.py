@@ -42,16 +42,21 @@ class SinglePathSGD(keras.optimizers.Optimizer):
         self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        lr = tf.cast(learning_rate, variable.dtype)
-        g = tf.cast(gradient, variable.dtype)
+        """PyTorch's SGD: ``m ← μ·m + g``, ``w ← w − lr·(g + μ·m)`` (Nesterov) or ``w ← w − lr·m``, with
+        ``g += decay·w`` for kernels — as one fused ``ApplyMomentum`` op. An inactive variable (all-zero gradient)
+        runs the same op with ``lr = 0``, ``μ = 1`` and no decay term, which leaves it and ``m`` bit-for-bit
+        unchanged; this keeps the per-variable op count low (the supernet holds every choice's variables)."""
+        dtype = variable.dtype
+        g = tf.cast(gradient, dtype)
         active = tf.reduce_any(tf.not_equal(g, 0.0))
+        on = tf.cast(active, dtype)
         if len(variable.shape) > 1 and self.decay:
-            g = g + self.decay * variable
+            g = g + (self.decay * on) * variable
         m = self.momentums[self._get_variable_index(variable)]
-        m_new = self.momentum * m + g
-        step = g + self.momentum * m_new if self.nesterov else m_new
-        m.assign(tf.where(active, m_new, m))
-        variable.assign(tf.where(active, variable - lr * step, variable))
+        tf.raw_ops.ResourceApplyMomentum(
+            var=variable.handle, accum=m.handle, lr=tf.cast(learning_rate, dtype) * on, grad=g,
+            momentum=tf.where(active, tf.constant(self.momentum, dtype), tf.constant(1.0, dtype)),
+            use_locking=False, use_nesterov=self.nesterov)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov, "decay": self.decay}
