@@ -165,6 +165,7 @@ def test_run_is_killed_resumed_and_writes_everything(spec_path, tmp_path):
     assert summary["strategy"] == "mirrored" and summary["replicas"] == 2
     int8 = summary["export"]["int8"]
     assert int8["calibration_images"] == 8 and 0.0 <= int8["map50_voc07"] <= 1.0 and int8["bytes"] > 0
+    assert 0.0 < int8["raw_mean_abs_diff"] < int8["raw_keras_mean_abs"]  # quantized, yet close to the float outputs
     for name in ("predictions.png", "best_weights.npz", "last_weights.npz", "model_float32.tflite",
                  "model_int8.tflite"):
         assert (out / name).stat().st_size > 0, name
