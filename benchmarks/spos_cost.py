@@ -8,6 +8,9 @@ per process), round-robin over ``--rounds``:
 
 - ``standalone``: the largest path built by ``models.builder`` (stock Keras layers), one ``tf.function`` training step
   (forward in training mode, cross-entropy, gradients, Nesterov SGD) — the reference;
+- ``fixed_path``: the supernet's ops on the largest path fixed in Python (``SposSupernet.call_path``) in one
+  ``tf.function`` with :class:`SinglePathSGD` over every variable — the trainer's step minus the branch selection,
+  which splits the overhead into "sliced ops + optimizer over all choices" and "selection";
 - ``eager`` / ``graph``: the supernet's training step (``SposTrainer``, the two executions of
   ``search/spos_train.py``) on the same largest path (same arithmetic as the reference, so the ratio is the
   supernet's overhead) and on uniformly sampled paths (reported separately). ``graph`` traces for minutes at full
@@ -94,8 +97,28 @@ def _step_worker(kind, s):
         out["params"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
         return out
     from search.spos_net import build_supernet
-    from search.spos_train import SposConfig, SposTrainer
+    from search.spos_train import SinglePathSGD, SposConfig, SposTrainer
     model = build_supernet(space, seed=s["seed"])
+    if kind == "fixed_path":  # the trainer's step minus the branch selection: the largest path traced as such
+        variables = model.weight_variables()
+        opt = SinglePathSGD(0.01, 0.9, True, 4e-5)
+        opt.build(variables)
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+
+        @tf.function
+        def fixed_step():
+            with tf.GradientTape() as tape:
+                ce = loss(tf.one_hot(y, space.classes), model.call_path(x, big, mode="train"))
+            grads = tape.gradient(ce, variables)
+            opt.apply_gradients(zip([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)],
+                                    variables))
+            return ce
+        for _ in range(s["warmup"]):
+            fixed_step()
+        out["warmup_s"] = time.perf_counter() - t0
+        out["largest_step_s"], out["largest_peak_bytes"] = _timed(tf, lambda: fixed_step().numpy(), s["steps"])
+        out["params"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+        return out
     trainer = SposTrainer(model, SposConfig(epochs=1, lr=0.01, sampling="uniform", execution=kind))
     a_big = tf.constant(big)
     archs = [tf.constant(sp.uniform(space, rng)) for _ in range(s["steps"])]
@@ -194,10 +217,10 @@ def main(argv=None) -> int:
         s.update(depth=[1, 1, 1, 1], batch_size=8, steps=2, warmup=1, recal_images=16, val_images=16, candidates=2)
         a.rounds, a.no_graph = 1, True
     t_all = time.time()
-    runs = {"standalone": [], "eager": [], "graph": []}
+    runs = {"standalone": [], "eager": [], "graph": [], "fixed_path": []}
     with tempfile.TemporaryDirectory(prefix="spos-cost-") as tmp:
         for r in range(a.rounds):
-            kinds = ["standalone", "eager"] + (["graph"] if r == 0 and not a.no_graph else [])
+            kinds = ["standalone", "eager", "fixed_path"] + (["graph"] if r == 0 and not a.no_graph else [])
             for kind in kinds[r % 2:] + kinds[: r % 2]:
                 print(f"round {r + 1}/{a.rounds}: {kind}", file=sys.stderr)
                 runs[kind].append(_launch(kind, s, tmp))
@@ -216,6 +239,9 @@ def main(argv=None) -> int:
             ratios[kind] = {"step_time_ratio_largest": per_round(kind, "largest_step_s"),
                             "step_time_ratio_sampled": per_round(kind, "sampled_step_s"),
                             "peak_mem_ratio_largest": mem(kind), "peak_mem_ratio_sampled": mem(kind, "sampled_peak_bytes")}
+    if runs["fixed_path"]:
+        ratios["fixed_path"] = {"step_time_ratio_largest": per_round("fixed_path", "largest_step_s"),
+                                "peak_mem_ratio_largest": mem("fixed_path")}
     med_cand = _med(evaluation["candidate_s"])
     best_kind = "graph" if "graph" in ratios else "eager"
     result = {
@@ -229,7 +255,8 @@ def main(argv=None) -> int:
         "supernet_step_s": {k: {"largest": [_med(x["largest_step_s"]) for x in v],
                                 "sampled": [_med(x["sampled_step_s"]) for x in v],
                                 "warmup_s": [x["warmup_s"] for x in v]} for k, v in runs.items()
-                            if k != "standalone" and v},
+                            if k not in ("standalone", "fixed_path") and v},
+        "fixed_path_step_s": [_med(x["largest_step_s"]) for x in runs["fixed_path"]],
         "params": {k: v[0]["params"] for k, v in runs.items() if v},
         "evaluation": {"seconds_per_candidate": evaluation["candidate_s"], "warmup_s": evaluation["warmup_s"],
                        "batch": 250},

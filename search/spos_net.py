@@ -208,7 +208,8 @@ class ChoiceBlock(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "space_json": self.space_json, "index": self.index}
 
-    def _run_choice(self, c, x, mid, bits, mode, recal_count):
+    def run_choice(self, c, x, mid, bits, mode, recal_count=None):
+        """Block choice ``c`` (a Python int) at mid width ``mid`` and ``bits`` (tensors; ``bits`` None: float)."""
         if self.stride == 2:
             passthrough, y = x, x
             for i in self._proj_ops[c]:
@@ -229,9 +230,9 @@ class ChoiceBlock(keras.layers.Layer):
             fn = self._compiled.get((c, mode))
             if fn is None:
                 fn = self._compiled[(c, mode)] = tf.function(
-                    lambda x, mid, bits, n, c=c: self._run_choice(c, x, mid, bits, mode, n), reduce_retracing=True)
+                    lambda x, mid, bits, n, c=c: self.run_choice(c, x, mid, bits, mode, n), reduce_retracing=True)
             return fn(x, mid, bits, recal_count)
-        fns = [lambda c=c: self._run_choice(c, x, mid, bits, mode, recal_count) for c in range(len(self.choices))]
+        fns = [lambda c=c: self.run_choice(c, x, mid, bits, mode, recal_count) for c in range(len(self.choices))]
         return tf.switch_case(row[0], fns)
 
     def path_ops(self, row) -> list[tuple["SlicedConvBN", int, int | None]]:
@@ -273,14 +274,29 @@ class SposSupernet(keras.Model):
         return {"space_json": self.space_json, "name": self.name}
 
     def call(self, images, arch, mode="eval"):
+        arch = tf.convert_to_tensor(arch, tf.int32)
+        return self._forward(images, mode, lambda b, x, n: self.blocks[b](x, arch[b], mode=mode, recal_count=n))
+
+    def call_path(self, images, arch, mode="eval"):
+        """The path ``arch`` fixed in Python (a NumPy array): the same ops as ``call`` minus the branch selection.
+        Inside a ``tf.function`` this traces only that path (one trace per architecture) — e.g. to fine-tune one
+        path, or to measure what the selection costs (``benchmarks/spos_cost.py``)."""
+        a = sp.validate_arch(self.space, arch)
+
+        def run(b, x, n):
+            block, (c, r, q) = self.blocks[b], (int(v) for v in a[b])
+            bits = tf.constant(block.bits_table[q], tf.int32) if block.bits_table else None
+            return block.run_choice(c, x, tf.constant(block.mids[r], tf.int32), bits, mode, n)
+        return self._forward(images, mode, run)
+
+    def _forward(self, images, mode, run_block):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        arch = tf.convert_to_tensor(arch, tf.int32)
         n = tf.convert_to_tensor(self.recal_count) if mode == "recal" else None
         x = (tf.cast(images, tf.float32) - self._mean) / self._std
         x = self.stem(x, mode=mode, recal_count=n)
-        for b, block in enumerate(self.blocks):
-            x = block(x, arch[b], mode=mode, recal_count=n)
+        for b in range(len(self.blocks)):
+            x = run_block(b, x, n)
         x = self.head(x, mode=mode, recal_count=n)
         x = tf.reduce_mean(x, [1, 2])
         x = self.dropout(x, training=mode == "train")

@@ -572,6 +572,7 @@ def test_derived_model_matches_the_supernet_path(net, fast):
         want = net(x, arch, mode="eval").numpy()
         got = model(x, training=False).numpy()
         assert np.abs(got - want).max() < 1e-4, sp.key(arch)
+        np.testing.assert_array_equal(net.call_path(x, arch, mode="eval").numpy(), want)  # the fixed-path form
         c = count(spec)
         assert c.params == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         assert c.macs == sp.cost(SPACE, arch)["macs"]
