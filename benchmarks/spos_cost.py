@@ -14,7 +14,7 @@ per process), round-robin over ``--rounds``:
 - ``eager`` / ``graph``: the supernet's training step (``SposTrainer``, the two executions of
   ``search/spos_train.py``) on the same largest path (same arithmetic as the reference, so the ratio is the
   supernet's overhead) and on uniformly sampled paths (reported separately). ``graph`` traces for minutes at full
-  depth, so it runs in the first round only.
+  depth, so it runs in the first ``--graph_rounds`` rounds only.
 
 Memory: TensorFlow's CPU BFC allocator peak during a step (workers run with ``TF_CPU_ALLOCATOR_USE_BFC=true``; stats
 reset before each timed step); it includes the weights of every choice the supernet holds. Throughput: a
@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--val_images", type=int, default=1000)
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--no_graph", action="store_true", help="skip the (slow to trace) graph execution")
+    p.add_argument("--graph_rounds", type=int, default=1, help="rounds that include the graph execution (the first N)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--settings", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -220,7 +221,8 @@ def main(argv=None) -> int:
     runs = {"standalone": [], "eager": [], "graph": [], "fixed_path": []}
     with tempfile.TemporaryDirectory(prefix="spos-cost-") as tmp:
         for r in range(a.rounds):
-            kinds = ["standalone", "eager", "fixed_path"] + (["graph"] if r == 0 and not a.no_graph else [])
+            kinds = ["standalone", "eager", "fixed_path"]
+            kinds += ["graph"] if r < a.graph_rounds and not a.no_graph else []
             for kind in kinds[r % 2:] + kinds[: r % 2]:
                 print(f"round {r + 1}/{a.rounds}: {kind}", file=sys.stderr)
                 runs[kind].append(_launch(kind, s, tmp))
