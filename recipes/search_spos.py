@@ -184,6 +184,7 @@ def main(argv):
     from search.spos_net import SposSupernet, build_supernet
     from search.spos_train import CandidateEvaluator, SposConfig, SposTrainer
 
+    strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)  # before any other TensorFlow work
     latency = None
     if FLAGS.latency_table:
         from search.latency import LatencyTable
@@ -204,7 +205,6 @@ def main(argv):
         sp.sample(space, np.random.default_rng(FLAGS.seed), constraints, latency, max_tries=20_000)
     except sp.ConstraintError as e:
         raise UsageError(str(e)) from None
-    strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():
         model = build_supernet(space, seed=FLAGS.seed)
@@ -222,7 +222,9 @@ def main(argv):
             print(f"resuming supernet training from epoch {int(trainer.epoch.numpy())}", file=sys.stderr)
         steps = FLAGS.steps_per_epoch or max(1, info.num_examples // FLAGS.batch_size)
         history = trainer.run(train_ds, steps, writer=writer, progress=bar("supernet"))
-        summary["supernet"] = {"epochs": FLAGS.epochs, "steps_per_epoch": steps, "last": history[-1]}
+        summary["supernet"] = {"epochs": FLAGS.epochs, "steps_per_epoch": steps, "last": history[-1],
+                               "execution": FLAGS.execution, "strategy": FLAGS.strategy,
+                               "replicas": strategy.num_replicas_in_sync}
     else:
         if not trainer.restore() or int(trainer.epoch.numpy()) < FLAGS.epochs:
             raise UsageError(f"--phase=evolution: the supernet in {FLAGS.out_dir} has not finished training "

@@ -79,10 +79,14 @@ class SlicedConvBN(keras.layers.Layer):
                                       name="kernel")
         self.gamma = self.add_weight(shape=(width,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(width,), initializer="zeros", name="beta")
-        self.moving_mean = self.add_weight(shape=(width,), initializer="zeros", trainable=False,
-                                           name="moving_mean", aggregation="mean")
-        self.moving_variance = self.add_weight(shape=(width,), initializer="ones", trainable=False,
-                                               name="moving_variance", aggregation="mean")
+        # BN statistics are sync-on-read under tf.distribute: each replica updates its own copy inside its
+        # tf.switch_case branch (a mirrored variable would need a merge_call there, which TF cannot do inside control
+        # flow); reads in cross-replica context average them. Layer.add_weight has no `synchronization` argument.
+        with keras.name_scope(self.name, caller=self):
+            self.moving_mean, self.moving_variance = (
+                keras.Variable(initializer=init, shape=(width,), dtype="float32", trainable=False, name=name,
+                               aggregation="mean", synchronization="on_read")
+                for init, name in (("zeros", "moving_mean"), ("ones", "moving_variance")))
         if self.quantized:
             self.alpha = self.add_weight(shape=(), initializer=keras.initializers.Constant(3.0 if signed_input else 6.0),
                                          name="alpha")

@@ -65,6 +65,12 @@ def recipe_runs(request, tmp_path_factory):
         runs["macs1"] = (d / "macs1", d / "macs1.log",
                          *_start([sys.executable, "-m", "recipes.search_spos", *macs1, f"--out_dir={d / 'macs1'}"],
                                  d / "macs1.log"))
+        # graph execution on two logical CPU replicas: BN statistics updated inside tf.switch_case per replica
+        mirrored = RECIPE_ARGS + ["--phase=supernet", "--steps_per_epoch=2", "--strategy=mirrored", "--cpu_replicas=2",
+                                  "--execution=graph"]
+        runs["mirrored"] = (d / "mirrored", d / "mirrored.log",
+                            *_start([sys.executable, "-m", "recipes.search_spos", *mirrored,
+                                     f"--out_dir={d / 'mirrored'}"], d / "mirrored.log"))
     yield runs
     for _, _, proc, f in runs.values():
         if proc.poll() is None:
@@ -684,3 +690,12 @@ def test_recipe_end_to_end(recipe_runs):
     for f in ("evolution.png", "population.png"):
         assert (out / f).read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((out / "supernet" / "history.json").read_text())) == 1
+
+
+def test_recipe_graph_execution_on_two_mirrored_replicas(recipe_runs):
+    out, rc, log = _finish(recipe_runs["mirrored"])
+    assert rc == 0, log[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["supernet"]["strategy"] == "mirrored" and summary["supernet"]["replicas"] == 2
+    assert summary["supernet"]["execution"] == "graph" and np.isfinite(summary["supernet"]["last"]["train_ce"])
+    assert summary["supernet"]["last"]["step"] == 2
