@@ -63,6 +63,17 @@ def _timed(tf, fn, steps):
     return times, [p for p in peaks if p is not None] or None
 
 
+def _time_step(tf, step, model, s, out, t0):
+    """Warm-up steps, then the timed largest-path steps (seconds, peak bytes) and the parameter count into ``out``."""
+    import numpy as np
+    for _ in range(s["warmup"]):
+        step()
+    out["warmup_s"] = time.perf_counter() - t0
+    out["largest_step_s"], out["largest_peak_bytes"] = _timed(tf, lambda: step().numpy(), s["steps"])
+    out["params"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    return out
+
+
 def _step_worker(kind, s):
     import keras
     import numpy as np
@@ -90,12 +101,7 @@ def _step_worker(kind, s):
             g = tape.gradient(ls, model.trainable_variables)
             opt.apply_gradients(zip(g, model.trainable_variables))
             return ls
-        for _ in range(s["warmup"]):
-            step()
-        out["warmup_s"] = time.perf_counter() - t0
-        out["largest_step_s"], out["largest_peak_bytes"] = _timed(tf, lambda: step().numpy(), s["steps"])
-        out["params"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-        return out
+        return _time_step(tf, step, model, s, out, t0)
     from search.spos_net import build_supernet
     from search.spos_train import SinglePathSGD, SposConfig, SposTrainer
     model = build_supernet(space, seed=s["seed"])
@@ -113,12 +119,7 @@ def _step_worker(kind, s):
             opt.apply_gradients(zip([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)],
                                     variables))
             return ce
-        for _ in range(s["warmup"]):
-            fixed_step()
-        out["warmup_s"] = time.perf_counter() - t0
-        out["largest_step_s"], out["largest_peak_bytes"] = _timed(tf, lambda: fixed_step().numpy(), s["steps"])
-        out["params"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-        return out
+        return _time_step(tf, fixed_step, model, s, out, t0)
     trainer = SposTrainer(model, SposConfig(epochs=1, lr=0.01, sampling="uniform", execution=kind))
     a_big = tf.constant(big)
     archs = [tf.constant(sp.uniform(space, rng)) for _ in range(s["steps"])]

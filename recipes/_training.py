@@ -243,37 +243,51 @@ def recalibrate_bn(model, batches) -> int:
 
     Frozen layers (``trainable=False``) run in inference mode during training too and are left alone. Each layer sees
     what it sees in a training step (upstream layers normalise with batch statistics). The variance is Keras' biased
-    batch variance, averaged. Returns the number of batches used (0: nothing changed).
+    batch variance, averaged. Returns the number of batches used (0: nothing changed). Called repeatedly, use
+    :class:`BNRecalibrator` (it builds the probe graph once per set of trainable layers).
     """
-    import keras
-    import tensorflow as tf
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-    if not bns:
-        return 0
-    probe = keras.Model(model.inputs, [layer.input for layer in bns])
-    saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in bns]
+    return BNRecalibrator(model)(batches)
 
-    @tf.function
-    def moments(x):
-        outs = probe(x, training=True)  # updates the moving statistics as a side effect: overwritten below
-        res = []
-        for layer, o in zip(bns, outs):
-            axis = layer.axis % len(o.shape)
-            mean, var = tf.nn.moments(tf.cast(o, tf.float32), [a for a in range(len(o.shape)) if a != axis])
-            res.append((mean, var))
-        return res
 
-    sums, n = None, 0
-    for x in batches:
-        stats = [(m.numpy().astype(np.float64), v.numpy().astype(np.float64)) for m, v in moments(x)]
-        sums = stats if sums is None else [(a + m, b + v) for (a, b), (m, v) in zip(sums, stats)]
-        n += 1
-    if n == 0:
-        for layer, (m, v) in zip(bns, saved):
+class BNRecalibrator:
+    """``recalibrate_bn`` for repeated use: the probe model and its traced function are rebuilt only when the set of
+    trainable BN layers changes (e.g. when the backbone is unfrozen)."""
+
+    def __init__(self, model):
+        self.model, self._key, self._fn = model, None, None
+
+    def _moments_fn(self, bns):
+        import keras
+        import tensorflow as tf
+        probe = keras.Model(self.model.inputs, [layer.input for layer in bns])
+
+        @tf.function
+        def moments(x):
+            outs = probe(x, training=True)  # updates the moving statistics as a side effect: overwritten after
+            res = []
+            for layer, o in zip(bns, outs):
+                axis = layer.axis % len(o.shape)
+                res.append(tf.nn.moments(tf.cast(o, tf.float32), [a for a in range(len(o.shape)) if a != axis]))
+            return res
+        return moments
+
+    def __call__(self, batches) -> int:
+        import keras
+        bns = [layer for layer in self.model.layers
+               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+        if not bns:
+            return 0
+        key = tuple(id(layer) for layer in bns)
+        if key != self._key:
+            self._key, self._fn = key, self._moments_fn(bns)
+        saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in bns]
+        sums, n = None, 0
+        for x in batches:
+            stats = [(m.numpy().astype(np.float64), v.numpy().astype(np.float64)) for m, v in self._fn(x)]
+            sums = stats if sums is None else [(a + m, b + v) for (a, b), (m, v) in zip(sums, stats)]
+            n += 1
+        final = saved if n == 0 else [((m / n).astype(np.float32), (v / n).astype(np.float32)) for m, v in sums]
+        for layer, (m, v) in zip(bns, final):
             layer.moving_mean.assign(m)
             layer.moving_variance.assign(v)
-        return 0
-    for layer, (m, v) in zip(bns, sums):
-        layer.moving_mean.assign((m / n).astype(np.float32))
-        layer.moving_variance.assign((v / n).astype(np.float32))
-    return n
+        return n

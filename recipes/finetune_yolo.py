@@ -460,9 +460,11 @@ def main(argv):
     recal_ds = voc.detection_dataset(train_records, class_names, input_size=S, batch_size=FLAGS.batch_size,
                                      training=False).take(FLAGS.bn_recal_batches)
 
+    recalibrator = T.BNRecalibrator(model)
+
     def recalibrate():
         if FLAGS.bn_recal_batches:
-            T.recalibrate_bn(model, (images for images, _, _ in recal_ds))
+            recalibrator(images for images, _, _ in recal_ds)
     writer = tf.summary.create_file_writer(os.path.join(FLAGS.out_dir, "tensorboard"))
     distribute = strategy.experimental_distribute_dataset
 
