@@ -35,6 +35,9 @@ def _randomize_bn(model, seed=0):
 @pytest.fixture(scope="module", params=NAMES)
 def built(request):
     spec = zoo.get_spec(request.param)
+    # Seeded: an unseeded init depends on which tests ran before, and a rare draw leaves every unit of a small
+    # squeeze-excite reduce ReLU dead on the two test images (CI hit it once for mnasnet_a1), which zeroes its gradients.
+    keras.utils.set_random_seed(NAMES.index(request.param))
     model = build(spec, input_size=SIZE, classes=10)
     _randomize_bn(model)
     return spec, model
