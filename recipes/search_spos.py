@@ -41,6 +41,9 @@ flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet"], "'cifar': paper Table
                                                            "--width and --depth blocks; 'imagenet': Table 2 at 224.")
 flags.DEFINE_float("width", 0.25, "Channel multiplier of the 'cifar' space (1.0 = 64/160/320/640).", lower_bound=0.05)
 flags.DEFINE_list("depth", ["4", "4", "8", "4"], "Choice blocks per stage of the 'cifar' space.")
+flags.DEFINE_list("choices", ["3", "5", "7", "x"], "Block choices searched per block: ShuffleNetV2 units with a "
+                  "3/5/7 depthwise kernel, or 'x' (Xception-like, three 3×3 depthwise separable convs); the paper's "
+                  "four by default.")
 flags.DEFINE_list("channel_ratios", ["1.0"], "Mid-channel multipliers searched per block (paper: 0.2,0.4,…,1.6; "
                                              "'1.0' alone = no channel search).")
 flags.DEFINE_list("bits", [], "Bit-width choices w:a per block, e.g. 1:2,2:2,1:4,2:4,3:4,4:4 (the paper's set); "
@@ -84,7 +87,7 @@ flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a CPU host:
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 
-_SUPERNET_KEYS = ("dataset", "space", "width", "depth", "channel_ratios", "bits", "sampling", "max_macs",
+_SUPERNET_KEYS = ("dataset", "space", "width", "depth", "choices", "channel_ratios", "bits", "sampling", "max_macs",
                   "max_params", "max_bitops", "max_latency_ms", "epochs", "batch_size", "steps_per_epoch", "lr",
                   "weight_decay", "holdout", "limit", "seed")
 
@@ -104,7 +107,11 @@ def _parse_space_flags():
         raise UsageError(f"--bits={','.join(FLAGS.bits)}: each entry is w:a with 1 ≤ w, a ≤ 8")
     if not ratios or min(ratios) <= 0 or len(set(ratios)) != len(ratios):
         raise UsageError(f"--channel_ratios={','.join(FLAGS.channel_ratios)}: distinct positive numbers")
-    return depth, ratios, bits
+    from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
+    choices = FLAGS.choices
+    if not choices or any(c not in SHUFFLE_CHOICES for c in choices) or len(set(choices)) != len(choices):
+        raise UsageError(f"--choices={','.join(choices)}: distinct values of {','.join(SHUFFLE_CHOICES)}")
+    return depth, ratios, bits, tuple(choices)
 
 
 def _check_flags():
@@ -135,6 +142,7 @@ def _check_flags():
             old = json.load(f)
         # the evolution phase may search under other constraints than the supernet was trained with
         keys = [k for k in _SUPERNET_KEYS if FLAGS.phase != "evolution" or k not in _SAMPLING_KEYS]
+        old.setdefault("choices", ["3", "5", "7", "x"])  # settings written before --choices existed
         diff = sorted(k for k in keys if old.get(k) != getattr(FLAGS, k))
         if diff:
             raise UsageError(f"--out_dir={FLAGS.out_dir} holds a supernet trained with other settings "
@@ -165,7 +173,7 @@ def _arrays(ds, n):
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    depth, ratios, bits = _check_flags()
+    depth, ratios, bits, choices = _check_flags()
     os.makedirs(FLAGS.out_dir, exist_ok=True)
 
     import keras
@@ -194,9 +202,9 @@ def main(argv):
     train_ds, info = load(FLAGS.dataset, "train", image_size=size, batch_size=FLAGS.batch_size, training=True,
                           repeat=True, **common)
     if FLAGS.space == "cifar":
-        space = sp.cifar_space(FLAGS.width, depth, info.num_classes, ratios, bits)
+        space = sp.cifar_space(FLAGS.width, depth, info.num_classes, ratios, bits, choices=choices)
     else:
-        space = sp.imagenet_space(ratios, bits)
+        space = sp.imagenet_space(ratios, bits, choices)
         if info.num_classes != space.classes:
             import dataclasses
             space = dataclasses.replace(space, classes=info.num_classes)

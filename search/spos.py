@@ -120,18 +120,18 @@ def _even(x: float) -> int:
     return max(2, int(round(x / 2.0)) * 2)
 
 
-def imagenet_space(channel_ratios=(1.0,), bits=()) -> SposSpace:
+def imagenet_space(channel_ratios=(1.0,), bits=(), choices=CHOICES) -> SposSpace:
     """Paper Table 2 at 224×224: stem 16 (stride 2), 4/4/8/4 blocks of 64/160/320/640, 1×1 conv 1024, 1000 classes."""
-    return SposSpace(224, 16, 2, (4, 4, 8, 4), (64, 160, 320, 640), 1024, 1000,
+    return SposSpace(224, 16, 2, (4, 4, 8, 4), (64, 160, 320, 640), 1024, 1000, choices=tuple(choices),
                      channel_ratios=tuple(channel_ratios), bits=tuple(bits))
 
 
 def cifar_space(width: float = 0.25, depth: tuple[int, ...] = (4, 4, 8, 4), classes: int = 10,
-                channel_ratios=(1.0,), bits=(), input_size: int = 32) -> SposSpace:
+                channel_ratios=(1.0,), bits=(), input_size: int = 32, choices=CHOICES) -> SposSpace:
     """The Table 2 layout at CIFAR scale: stride-1 stem, channels × ``width``, ``depth`` blocks per stage."""
     channels = tuple(_even(c * width) for c in (64, 160, 320, 640))
     stem = min(16, _even(channels[0] / 2))
-    return SposSpace(input_size, stem, 1, tuple(depth), channels, _even(1024 * width), classes,
+    return SposSpace(input_size, stem, 1, tuple(depth), channels, _even(1024 * width), classes, choices=tuple(choices),
                      channel_ratios=tuple(channel_ratios), bits=tuple(bits))
 
 

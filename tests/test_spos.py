@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -65,9 +66,10 @@ def recipe_runs(request, tmp_path_factory):
         runs["macs1"] = (d / "macs1", d / "macs1.log",
                          *_start([sys.executable, "-m", "recipes.search_spos", *macs1, f"--out_dir={d / 'macs1'}"],
                                  d / "macs1.log"))
-        # graph execution on two logical CPU replicas: BN statistics updated inside tf.switch_case per replica
+        # graph execution on two logical CPU replicas: BN statistics updated inside tf.switch_case per replica; two
+        # block choices (one k×k unit, one Xception-like) halve the trace of every case op and its gradient
         mirrored = RECIPE_ARGS + ["--phase=supernet", "--steps_per_epoch=2", "--strategy=mirrored", "--cpu_replicas=2",
-                                  "--execution=graph"]
+                                  "--execution=graph", "--choices=3,x"]
         runs["mirrored"] = (d / "mirrored", d / "mirrored.log",
                             *_start([sys.executable, "-m", "recipes.search_spos", *mirrored,
                                      f"--out_dir={d / 'mirrored'}"], d / "mirrored.log"))
@@ -508,6 +510,45 @@ def test_search_is_reproducible_across_processes_with_tied_accuracies():
 # 6. BN recalibration
 
 
+@pytest.mark.parametrize("kind", ["conv", "dw"])
+def test_sliced_conv_bn_training_mode_matches_keras_batch_normalization(kind):
+    """Training mode (the fused batch-norm op, its Bessel-corrected variance turned back into the biased one) against
+    a stock conv + ``keras.layers.BatchNormalization(training=True)`` on the same sliced weights: output, input and
+    weight gradients, and the moving statistics of the used channels (the unused ones stay as they were)."""
+    rng = np.random.default_rng(3)
+    op = SlicedConvBN(kind, 3, 6, 6, 1, True, "c", "b", eps=1e-5, momentum=0.9, name=f"bn_{kind}")
+    op.gamma.assign(rng.uniform(0.5, 1.5, 6).astype(np.float32))
+    op.beta.assign(rng.normal(0, 0.2, 6).astype(np.float32))
+    op.moving_mean.assign(rng.normal(0, 0.1, 6).astype(np.float32))
+    before_var = rng.uniform(0.5, 1.5, 6).astype(np.float32)
+    op.moving_variance.assign(before_var)
+    before_mean = op.moving_mean.numpy().copy()
+    cin, c = (4, 4) if kind == "dw" else (6, 4)
+    x = tf.constant(rng.normal(1.0, 2.0, (3, 5, 5, cin)).astype(np.float32))
+    bn = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    bn.build((None, 5, 5, c))
+    bn.set_weights([op.gamma.numpy()[:c], op.beta.numpy()[:c], before_mean[:c], before_var[:c]])
+    w = tf.Variable(op.kernel.numpy()[:, :, :cin, :] if kind == "dw" else op.kernel.numpy()[:, :, :cin, :c])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = op(x, cout=tf.constant(c), mode="train")
+        conv = (tf.nn.depthwise_conv2d(x, w, [1, 1, 1, 1], "SAME") if kind == "dw" else tf.nn.conv2d(x, w, 1, "SAME"))
+        ref = tf.nn.relu(bn(conv, training=True))
+        probe = tf.constant(rng.normal(size=(3, 5, 5, c)).astype(np.float32))
+        loss, ref_loss = tf.reduce_sum(y * probe), tf.reduce_sum(ref * probe)
+    np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), tape.gradient(ref_loss, x).numpy(), rtol=1e-4, atol=1e-5)
+    gk = tape.gradient(loss, op.kernel).numpy()
+    gk = gk[:, :, :cin, :] if kind == "dw" else gk[:, :, :cin, :c]
+    np.testing.assert_allclose(gk, tape.gradient(ref_loss, w).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tape.gradient(loss, op.gamma).numpy()[:c], tape.gradient(ref_loss, bn.gamma).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(op.moving_mean.numpy()[:c], bn.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(op.moving_variance.numpy()[:c], bn.moving_variance.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(op.moving_mean.numpy()[c:], before_mean[c:])
+    np.testing.assert_array_equal(op.moving_variance.numpy()[c:], before_var[c:])
+
+
 def test_recalibration_is_the_exact_mean_of_batch_statistics(net, fast):
     arch = np.array([[1, 0, 0], [3, 0, 0], [0, 1, 0]], np.int32)
     recal, val = _images(12, seed=5), _images(8, seed=6)
@@ -649,6 +690,8 @@ def _error_lines(stderr):
 
 @pytest.mark.parametrize("args, needle", [
     (["--bits=9:1"], "--bits"),
+    (["--choices=3,9"], "--choices"),
+    (["--choices=3,3"], "--choices"),
     (["--max_latency_ms=5"], "--latency_table"),
     (["--phase=evolution"], "no trained supernet"),
     (["--max_macs=1"], "smallest path"),
@@ -699,3 +742,4 @@ def test_recipe_graph_execution_on_two_mirrored_replicas(recipe_runs):
     assert summary["supernet"]["strategy"] == "mirrored" and summary["supernet"]["replicas"] == 2
     assert summary["supernet"]["execution"] == "graph" and np.isfinite(summary["supernet"]["last"]["train_ce"])
     assert summary["supernet"]["last"]["step"] == 2
+    assert sp.SposSpace.from_json(summary["space"]).choices == ("3", "x")
