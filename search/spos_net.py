@@ -106,13 +106,15 @@ class SlicedConvBN(keras.layers.Layer):
         if k > 1 and s > 1:  # symmetric padding; TF's "SAME" would pad only the bottom/right at stride 2
             x = tf.pad(x, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
             padding = "VALID"
-        cin = tf.shape(x)[-1]
+        # Slice only what is not statically full: a slice and its gradient each copy the kernel.
+        full_in = x.shape[-1] == self.cin
+        cin = self.cin if full_in else tf.shape(x)[-1]
         if self.kind == "dw":
-            w = self.kernel[:, :, :cin, :]
+            w = self.kernel if full_in else self.kernel[:, :, :cin, :]
             c = cin
         else:
             c = self.cout if cout is None else cout
-            w = self.kernel[:, :, :cin, :c]
+            w = self.kernel if full_in and cout is None else self.kernel[:, :, :cin, :c]
         if bits is not None:
             w = quantize_weights(w, bits[0])
         if self.kind == "dw":
@@ -123,7 +125,8 @@ class SlicedConvBN(keras.layers.Layer):
         return tf.nn.relu(y) if self.relu else y
 
     def _bn(self, y, c, mode, recal_count):
-        gamma, beta = self.gamma[:c], self.beta[:c]
+        full = isinstance(c, int) and c == self.gamma.shape[0]
+        gamma, beta = (self.gamma, self.beta) if full else (self.gamma[:c], self.beta[:c])
         if mode == "eval":
             return tf.nn.batch_normalization(y, self.moving_mean[:c], self.moving_variance[:c], beta, gamma, self.eps)
         # Batch statistics: one fused op forward and one backward. The unfused tf.nn.moments form costs ~10 passes over
@@ -143,8 +146,12 @@ class SlicedConvBN(keras.layers.Layer):
             k = tf.cast(recal_count, tf.float32)
             new_mean = (self.moving_mean[:c] * k + mean) / (k + 1)
             new_var = (self.moving_variance[:c] * k + var) / (k + 1)
-        self.moving_mean.assign(tf.concat([new_mean, self.moving_mean[c:]], 0))
-        self.moving_variance.assign(tf.concat([new_var, self.moving_variance[c:]], 0))
+        if full:
+            self.moving_mean.assign(new_mean)
+            self.moving_variance.assign(new_var)
+        else:
+            self.moving_mean.assign(tf.concat([new_mean, self.moving_mean[c:]], 0))
+            self.moving_variance.assign(tf.concat([new_var, self.moving_variance[c:]], 0))
         return out
 
     def arrays(self, cin: int, cout: int | None) -> dict[str, np.ndarray]:
