@@ -6,7 +6,8 @@ Space: ``search.spos.cifar_space(width, depth)`` at 32×32 with the paper's chan
 path runs every block at 1.6× mid width), batch ``--batch_size``. The steps compared:
 
 - ``standalone``: the largest path built by ``models.builder`` (stock Keras layers), one ``tf.function`` training step
-  (forward in training mode, cross-entropy, gradients, Nesterov SGD) — the reference;
+  (forward in training mode, cross-entropy with label smoothing 0.1, gradients, Nesterov SGD with weight decay 4e-5
+  on kernels: the supernet step's settings) — the reference;
 - ``fixed_path``: the supernet's ops on the largest path fixed in Python (``SposSupernet.call_path``) in one
   ``tf.function`` with :class:`SinglePathSGD` over every variable — the trainer's step minus the branch selection,
   which splits the overhead into "sliced ops + optimizer over all choices" and "selection";
@@ -96,20 +97,22 @@ def _params(model):
 
 
 def _standalone_step(space, x, y):
-    """The largest path built by ``models.builder`` (stock Keras layers): one ``tf.function`` training step."""
+    """The largest path built by ``models.builder`` (stock Keras layers): one ``tf.function`` training step with the
+    supernet step's loss and optimizer settings (label smoothing 0.1; Nesterov SGD, weight decay 4e-5 on kernels)."""
     import keras
     import tensorflow as tf
     from models.builder import build
     from search import spos as sp
     model = build(sp.arch_spec(space, sp.largest(space)))
-    opt = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+    opt = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
     opt.build(model.trainable_variables)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            ls = loss(y, model(x, training=True))
+            ls = loss(tf.one_hot(y, space.classes), model(x, training=True))
         g = tape.gradient(ls, model.trainable_variables)
         opt.apply_gradients(zip(g, model.trainable_variables))
         return ls

@@ -62,9 +62,9 @@ flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pas
 flags.DEFINE_float("lr", 0.1, "Peak learning rate (SGD, Nesterov momentum 0.9, linear decay to 0).", lower_bound=0.0)
 flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay on kernels.", lower_bound=0.0)
 flags.DEFINE_enum("execution", "graph", ["eager", "graph"], "Supernet step form (search/spos_train.py): 'graph' "
-                  "traces once (~2.5 min for 20 blocks on 2 quiet cores), then a step costs ~1.5-1.7x a standalone "
+                  "traces once (~2.5 min for 20 blocks on 2 quiet cores), then a step costs ~1.2x a standalone "
                   "network's, and it runs under any --strategy; 'eager' compiles each branch when first sampled "
-                  "(~1.5 min in all) but a step costs ~2.2-3x (benchmarks/results/spos_cost.json): for tiny runs.")
+                  "(~1.5 min in all) but a step costs ~2.3x (benchmarks/results/spos_cost.json): for tiny runs.")
 flags.DEFINE_float("holdout", 0.2, "Fraction of the training data held out as the search's validation split.",
                    lower_bound=0.01, upper_bound=0.9)
 flags.DEFINE_integer("limit", None, "Use only the first N training examples (quick runs).", lower_bound=2)
