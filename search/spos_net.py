@@ -129,15 +129,16 @@ class SlicedConvBN(keras.layers.Layer):
         gamma, beta = (self.gamma, self.beta) if full else (self.gamma[:c], self.beta[:c])
         if mode == "eval":
             return tf.nn.batch_normalization(y, self.moving_mean[:c], self.moving_variance[:c], beta, gamma, self.eps)
-        # Batch statistics: one fused op forward and one backward. The unfused tf.nn.moments form costs ~10 passes over
-        # the activations, and its gradient is built from dynamic shapes here (the sampled width is a tensor), which
-        # made it the largest part of the supernet's step overhead. The raw op keeps ε exactly (the Python wrapper
-        # raises it to 1.001e-5); its variance output is Bessel-corrected, the normalisation uses the biased one.
+        # Batch statistics: one fused op forward and one backward. The unfused tf.nn.moments form runs several
+        # elementwise passes over the activations, and its gradient is built from dynamic shapes here (the sampled
+        # width is a tensor: BroadcastTo + RealDiv instead of a static Tile). The raw op keeps ε exactly (the Python
+        # wrapper raises it to 1.001e-5); its variance output is Bessel-corrected by n / max(n − 1, 1), which is
+        # undone below (the normalisation itself uses the biased variance).
         out, mean, var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=y, scale=gamma, offset=beta, mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
             epsilon=self.eps, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
         n = tf.cast(tf.reduce_prod(tf.shape(y)[:3]), tf.float32)
-        mean, var = tf.stop_gradient(mean), tf.stop_gradient(var * ((n - 1.0) / n))  # the biased batch variance
+        mean, var = tf.stop_gradient(mean), tf.stop_gradient(var * (tf.maximum(n - 1.0, 1.0) / n))  # biased
         if mode == "train":
             m = self.momentum
             new_mean = self.moving_mean[:c] * m + mean * (1 - m)

@@ -549,6 +549,16 @@ def test_sliced_conv_bn_training_mode_matches_keras_batch_normalization(kind):
     np.testing.assert_array_equal(op.moving_variance.numpy()[c:], before_var[c:])
 
 
+def test_sliced_conv_bn_one_value_per_channel_has_zero_batch_variance():
+    """N·H·W = 1: the fused op skips its Bessel correction there; the moving variance must decay towards 0, not NaN."""
+    op = SlicedConvBN("conv", 1, 4, 4, 1, False, "c", "b", momentum=0.9, name="bn_one")
+    x = np.random.default_rng(0).normal(size=(1, 1, 1, 4)).astype(np.float32)
+    op(tf.constant(x), mode="train")
+    np.testing.assert_allclose(op.moving_variance.numpy(), np.full(4, 0.9, np.float32), rtol=1e-6)
+    np.testing.assert_allclose(op.moving_mean.numpy(), 0.1 * (x.reshape(4) @ op.kernel.numpy()[0, 0]), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_recalibration_is_the_exact_mean_of_batch_statistics(net, fast):
     arch = np.array([[1, 0, 0], [3, 0, 0], [0, 1, 0]], np.int32)
     recal, val = _images(12, seed=5), _images(8, seed=6)
