@@ -172,15 +172,10 @@ def _step_worker(kind, s):
     trainer = _trainer(model, space, x, y, kind)
     a_big = tf.constant(big)
     archs = [tf.constant(sp.uniform(space, rng)) for _ in range(s["steps"])]
-    for _ in range(s["warmup"]):
-        trainer._train_step(x, y, a_big)
-    out["warmup_s"] = time.perf_counter() - t0
-    out["largest_step_s"], out["largest_peak_bytes"] = _timed(
-        tf, lambda: float(trainer._train_step(x, y, a_big)[0]), s["steps"])
+    _time_step(tf, lambda: trainer._train_step(x, y, a_big)[0], model, s, out, t0)
     it = iter(archs)
     out["sampled_step_s"], out["sampled_peak_bytes"] = _timed(
         tf, lambda: float(trainer._train_step(x, y, next(it))[0]), s["steps"])
-    out["params"] = _params(model)
     return out
 
 

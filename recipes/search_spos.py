@@ -30,6 +30,7 @@ import sys
 
 from absl import flags
 
+from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
 from recipes._cli import UsageError, run
 
 FLAGS = flags.FLAGS
@@ -41,7 +42,7 @@ flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet"], "'cifar': paper Table
                                                            "--width and --depth blocks; 'imagenet': Table 2 at 224.")
 flags.DEFINE_float("width", 0.25, "Channel multiplier of the 'cifar' space (1.0 = 64/160/320/640).", lower_bound=0.05)
 flags.DEFINE_list("depth", ["4", "4", "8", "4"], "Choice blocks per stage of the 'cifar' space.")
-flags.DEFINE_list("choices", ["3", "5", "7", "x"], "Block choices searched per block: ShuffleNetV2 units with a "
+flags.DEFINE_list("choices", list(SHUFFLE_CHOICES), "Block choices searched per block: ShuffleNetV2 units with a "
                   "3/5/7 depthwise kernel, or 'x' (Xception-like, three 3×3 depthwise separable convs); the paper's "
                   "four by default.")
 flags.DEFINE_list("channel_ratios", ["1.0"], "Mid-channel multipliers searched per block (paper: 0.2,0.4,…,1.6; "
@@ -107,7 +108,6 @@ def _parse_space_flags():
         raise UsageError(f"--bits={','.join(FLAGS.bits)}: each entry is w:a with 1 ≤ w, a ≤ 8")
     if not ratios or min(ratios) <= 0 or len(set(ratios)) != len(ratios):
         raise UsageError(f"--channel_ratios={','.join(FLAGS.channel_ratios)}: distinct positive numbers")
-    from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
     choices = FLAGS.choices
     if not choices or any(c not in SHUFFLE_CHOICES for c in choices) or len(set(choices)) != len(choices):
         raise UsageError(f"--choices={','.join(choices)}: distinct values of {','.join(SHUFFLE_CHOICES)}")
@@ -142,7 +142,7 @@ def _check_flags():
             old = json.load(f)
         # the evolution phase may search under other constraints than the supernet was trained with
         keys = [k for k in _SUPERNET_KEYS if FLAGS.phase != "evolution" or k not in _SAMPLING_KEYS]
-        old.setdefault("choices", ["3", "5", "7", "x"])  # settings written before --choices existed
+        old.setdefault("choices", list(SHUFFLE_CHOICES))  # settings written before --choices existed
         diff = sorted(k for k in keys if old.get(k) != getattr(FLAGS, k))
         if diff:
             raise UsageError(f"--out_dir={FLAGS.out_dir} holds a supernet trained with other settings "

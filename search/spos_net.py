@@ -127,8 +127,9 @@ class SlicedConvBN(keras.layers.Layer):
     def _bn(self, y, c, mode, recal_count):
         full = isinstance(c, int) and c == self.gamma.shape[0]
         gamma, beta = (self.gamma, self.beta) if full else (self.gamma[:c], self.beta[:c])
+        mm, mv = (self.moving_mean, self.moving_variance) if full else (self.moving_mean[:c], self.moving_variance[:c])
         if mode == "eval":
-            return tf.nn.batch_normalization(y, self.moving_mean[:c], self.moving_variance[:c], beta, gamma, self.eps)
+            return tf.nn.batch_normalization(y, mm, mv, beta, gamma, self.eps)
         # Batch statistics: one fused op forward and one backward. The unfused tf.nn.moments form runs several
         # elementwise passes over the activations, and its gradient is built from dynamic shapes here (the sampled
         # width is a tensor: BroadcastTo + RealDiv instead of a static Tile). The raw op keeps ε exactly (the Python
@@ -141,12 +142,12 @@ class SlicedConvBN(keras.layers.Layer):
         mean, var = tf.stop_gradient(mean), tf.stop_gradient(var * (tf.maximum(n - 1.0, 1.0) / n))  # biased
         if mode == "train":
             m = self.momentum
-            new_mean = self.moving_mean[:c] * m + mean * (1 - m)
-            new_var = self.moving_variance[:c] * m + var * (1 - m)
+            new_mean = mm * m + mean * (1 - m)
+            new_var = mv * m + var * (1 - m)
         else:  # recal: exact running mean of the batch statistics
             k = tf.cast(recal_count, tf.float32)
-            new_mean = (self.moving_mean[:c] * k + mean) / (k + 1)
-            new_var = (self.moving_variance[:c] * k + var) / (k + 1)
+            new_mean = (mm * k + mean) / (k + 1)
+            new_var = (mv * k + var) / (k + 1)
         if full:
             self.moving_mean.assign(new_mean)
             self.moving_variance.assign(new_var)
