@@ -9,8 +9,9 @@ path runs every block at 1.6× mid width), batch ``--batch_size``. The steps com
   (forward in training mode, cross-entropy with label smoothing 0.1, gradients, Nesterov SGD with weight decay 4e-5
   on kernels: the supernet step's settings) — the reference;
 - ``fixed_path``: the supernet's ops on the largest path fixed in Python (``SposSupernet.call_path``) in one
-  ``tf.function`` with :class:`SinglePathSGD` over every variable — the trainer's step minus the branch selection,
-  which splits the overhead into "sliced ops + optimizer over all choices" and "selection";
+  ``tf.function`` with :class:`SinglePathSGD` updating the path's variables — the trainer's step minus the branch
+  selection (and minus the no-op updates of unsampled choices), which splits the overhead into "sliced ops" and
+  "selection";
 - ``graph`` / ``eager``: the supernet's training step (``SposTrainer``, the two executions of
   ``search/spos_train.py``) on the same largest path (same arithmetic as the reference, so the ratio is the
   supernet's overhead) and, in the isolated workers, on uniformly sampled paths (reported separately).
@@ -135,8 +136,10 @@ def _fixed_path_step(model, space, x, y):
     def step():
         with tf.GradientTape() as tape:
             ce = loss(tf.one_hot(y, space.classes), model.call_path(x, big, mode="train"))
-        grads = tape.gradient(ce, variables)
-        opt.apply_gradients(zip([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)], variables))
+        grads = tape.gradient(ce, variables)  # None: off the path, no update op at all
+        with opt.path([g is not None for g in grads]):
+            opt.apply_gradients(zip([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)],
+                                    variables))
         return ce
     return step
 

@@ -138,8 +138,13 @@ class SlicedConvBN(keras.layers.Layer):
         out, mean, var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=y, scale=gamma, offset=beta, mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
             epsilon=self.eps, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
-        n = tf.cast(tf.reduce_prod(tf.shape(y)[:3]), tf.float32)
-        mean, var = tf.stop_gradient(mean), tf.stop_gradient(var * (tf.maximum(n - 1.0, 1.0) / n))  # biased
+        if y.shape[:3].is_fully_defined():  # values per channel, static where the shape is (no shape ops per BN)
+            n = float(np.prod(y.shape[:3]))
+            unbias = max(n - 1.0, 1.0) / n
+        else:
+            n = tf.cast(tf.reduce_prod(tf.shape(y)[:3]), tf.float32)
+            unbias = tf.maximum(n - 1.0, 1.0) / n
+        mean, var = tf.stop_gradient(mean), tf.stop_gradient(var * unbias)  # biased
         if mode == "train":
             m = self.momentum
             new_mean = mm * m + mean * (1 - m)
@@ -329,6 +334,17 @@ class SposSupernet(keras.Model):
 
     def weight_variables(self) -> list:
         return list(self.trainable_variables)
+
+    def variable_choices(self) -> list[tuple[int, int] | None]:
+        """For each of :meth:`weight_variables`: ``(block, choice)`` of the block choice that owns it, or None for
+        the stem, head and classifier, which every path runs."""
+        owner = {}
+        for b, block in enumerate(self.blocks):
+            for c in range(len(block.choices)):
+                for i in block._main_ops[c] + (block._proj_ops[c] if block._proj_ops else ()):
+                    for v in block.ops[i].trainable_variables:
+                        owner[id(v)] = (b, c)
+        return [owner.get(id(v)) for v in self.weight_variables()]
 
     def extract(self, arch) -> dict[str, np.ndarray]:
         """Weights of the path ``arch`` keyed by the builder's layer names (``models.weights.assign`` order)."""

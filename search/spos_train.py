@@ -14,6 +14,7 @@ the same paths as an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -29,11 +30,18 @@ from search.spos_net import SposSupernet
 @keras.saving.register_keras_serializable(package="search")
 class SinglePathSGD(keras.optimizers.Optimizer):
     """SGD (Nesterov momentum, L2 weight decay on kernels) that leaves a variable and its momentum untouched when
-    its gradient is all zero, i.e. when the sampled path did not use it."""
+    the sampled path did not use it.
+
+    Which variables the path used comes from :meth:`path` (the trainer knows it from the architecture: a variable
+    belongs to one block choice, or to the stem/head/classifier that every path runs); outside that context, a
+    variable whose gradient is all zero counts as unused. Inside it, a used variable is updated even when its
+    gradient happens to be zero (a dead ReLU), as PyTorch's SGD updates every parameter that has a gradient tensor.
+    """
 
     def __init__(self, learning_rate=0.1, momentum=0.9, nesterov=True, decay=4e-5, name="single_path_sgd", **kw):
         super().__init__(learning_rate=learning_rate, name=name, **kw)
         self.momentum, self.nesterov, self.decay = float(momentum), bool(nesterov), float(decay)
+        self._active, self._gates = None, {}
 
     def build(self, variables):
         if self.built:
@@ -41,21 +49,55 @@ class SinglePathSGD(keras.optimizers.Optimizer):
         super().build(variables)
         self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
 
+    @contextlib.contextmanager
+    def path(self, active):
+        """``apply_gradients`` inside this context takes variable ``i``'s activity (``i`` in the order given to
+        :meth:`build`) from ``active[i]``: ``True``/``False`` (``False``: no op at all), or a scalar bool tensor
+        (when false, the variable's gradient must be zero, as an unsampled ``tf.switch_case`` branch's is).
+        Variables of one block choice should share one tensor: the gates are then computed once per choice, not per
+        variable (the supernet holds ~1,000 variables; per-variable scalar ops were a measurable part of a step)."""
+        self._active, self._gates = active, {}
+        try:
+            yield self
+        finally:
+            self._active, self._gates = None, {}
+
+    def _gate(self, active, learning_rate, dtype, cache=True):
+        """``(lr, momentum, decay)`` for an active flag: constants when it is ``True``; for a tensor, lr 0,
+        momentum 1 and no decay when it is false, which leaves the variable and its momentum bit-for-bit unchanged.
+        Cached per (flag, learning rate) within one :meth:`path` context."""
+        key = (id(active), id(learning_rate), dtype)
+        if key not in self._gates:
+            lr = tf.cast(learning_rate, dtype)
+            if active is True:
+                gates = (lr, tf.constant(self.momentum, dtype), self.decay)
+            else:
+                on = tf.cast(active, dtype)
+                gates = (lr * on, tf.where(active, tf.constant(self.momentum, dtype), tf.constant(1.0, dtype)),
+                         self.decay * on)
+            if cache:
+                self._gates[key] = gates
+            return gates
+        return self._gates[key]
+
     def update_step(self, gradient, variable, learning_rate):
         """PyTorch's SGD: ``m ← μ·m + g``, ``w ← w − lr·(g + μ·m)`` (Nesterov) or ``w ← w − lr·m``, with
-        ``g += decay·w`` for kernels — as one fused ``ApplyMomentum`` op. An inactive variable (all-zero gradient)
-        runs the same op with ``lr = 0``, ``μ = 1`` and no decay term, which leaves it and ``m`` bit-for-bit
-        unchanged; this keeps the per-variable op count low (the supernet holds every choice's variables)."""
+        ``g += decay·w`` for kernels — as one fused ``ApplyMomentum`` op. An inactive variable (tensor flag) runs
+        the same op with ``lr = 0``, ``μ = 1`` and no decay term, which leaves it and ``m`` unchanged."""
         dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        active = None if self._active is None else self._active[index]
+        if active is False:
+            return
         g = tf.cast(gradient, dtype)
-        active = tf.reduce_any(tf.not_equal(g, 0.0))
-        on = tf.cast(active, dtype)
+        given = active is not None
+        if not given:
+            active = tf.reduce_any(tf.not_equal(g, 0.0))
+        lr, momentum, decay = self._gate(active, learning_rate, dtype, cache=given)
         if len(variable.shape) > 1 and self.decay:
-            g = g + (self.decay * on) * variable
-        m = self.momentums[self._get_variable_index(variable)]
+            g = g + decay * variable
         tf.raw_ops.ResourceApplyMomentum(
-            var=variable.handle, accum=m.handle, lr=tf.cast(learning_rate, dtype) * on, grad=g,
-            momentum=tf.where(active, tf.constant(self.momentum, dtype), tf.constant(1.0, dtype)),
+            var=variable.handle, accum=self.momentums[index].handle, lr=lr, grad=g, momentum=momentum,
             use_locking=False, use_nesterov=self.nesterov)
 
     def get_config(self):
@@ -93,9 +135,10 @@ class SposTrainer:
       sees only the sampled path, so unsampled variables get no gradient at all. Starts in seconds (a branch is
       compiled the first time it is sampled); per step it pays one function dispatch per block. One device only.
     - ``"graph"``: the whole step is one ``tf.function``; blocks select their branch with ``tf.switch_case``
-      (still only the sampled branch executes; unsampled variables get zero gradients and
-      :class:`SinglePathSGD` skips them). Tracing the gradient of every case op costs minutes at full depth, once;
-      after that it is the fastest form, and it runs under any ``tf.distribute`` strategy.
+      (still only the sampled branch executes; unsampled variables get zero gradients, and
+      :class:`SinglePathSGD` skips them, told which block choices were sampled). Tracing the gradient of every case
+      op costs minutes at full depth, once; after that it is the fastest form, and it runs under any
+      ``tf.distribute`` strategy.
 
     Args:
         constraints: used when ``config.sampling == "constraint"``.
@@ -109,6 +152,7 @@ class SposTrainer:
         self.model, self.config, self.space = model, config, model.space
         self.constraints, self.latency = constraints, latency
         self.vars = model.weight_variables()
+        self._owners = model.variable_choices()
         with self.strategy.scope():
             self.lr = tf.Variable(config.lr, trainable=False, dtype=tf.float32, name="lr")
             self.opt = SinglePathSGD(lambda: self.lr, config.momentum, True, config.weight_decay)
@@ -125,14 +169,19 @@ class SposTrainer:
                 raise ValueError("execution='eager' runs on one device; use execution='graph' with a "
                                  f"{replicas}-replica strategy")
             zeros = [tf.zeros(v.shape, v.dtype) for v in self.vars]
-            apply = tf.function(lambda grads: self.opt.apply_gradients(zip(grads, self.vars)))
+
+            @tf.function
+            def apply(grads, used):
+                with self.opt.path(tf.unstack(used)):
+                    self.opt.apply_gradients(zip(grads, self.vars))
 
             def train_step(x, y, arch):
                 with tf.GradientTape() as tape:
                     logits = self.model(x, arch, mode="train")
                     ce = self.loss(tf.one_hot(tf.cast(y, tf.int32), self.space.classes), logits)
-                grads = tape.gradient(ce, self.vars)
-                apply([z if g is None else g for g, z in zip(grads, zeros)])
+                grads = tape.gradient(ce, self.vars)  # None: not on the path
+                used = tf.constant([g is not None for g in grads])
+                apply([z if g is None else g for g, z in zip(grads, zeros)], used)
                 return ce, self._accuracy(y, logits)
         else:
             @tf.function
@@ -153,8 +202,18 @@ class SposTrainer:
             loss = ce / self.strategy.num_replicas_in_sync
         grads = tape.gradient(loss, self.vars)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.vars)]
-        self.opt.apply_gradients(zip(grads, self.vars))
+        with self.opt.path(self._path_flags(arch)):
+            self.opt.apply_gradients(zip(grads, self.vars))
         return ce, self._accuracy(y, logits)
+
+    def _path_flags(self, arch):
+        """Per variable: ``True`` (stem, head, classifier: on every path) or whether ``arch`` samples its block
+        choice — one bool tensor per block choice, shared by that choice's variables."""
+        flags = {}
+        for owner in self._owners:
+            if owner is not None and owner not in flags:
+                flags[owner] = tf.equal(arch[owner[0], 0], owner[1])
+        return [True if owner is None else flags[owner] for owner in self._owners]
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         if self.config.sampling == "constraint" and self.constraints is not None and self.constraints.limits():

@@ -195,6 +195,56 @@ def test_single_path_sgd_matches_pytorch_sgd(nesterov):
     np.testing.assert_array_equal(opt.momentums[0].numpy(), before[1])
 
 
+def test_single_path_sgd_path_flags_decide_what_moves():
+    """Inside ``opt.path(flags)`` the flags, not the gradients, say what the path used: a used kernel with an
+    all-zero gradient still gets its momentum and weight-decay update (PyTorch updates every parameter that has a
+    gradient tensor); ``False`` (any gradient) and a false bool tensor (with the zero gradient an unsampled branch
+    gets) leave variable and momentum bit-for-bit unchanged; a true tensor equals ``True``."""
+    rng = np.random.default_rng(1)
+    w0 = [rng.normal(size=(2, 3)).astype(np.float32) for _ in range(4)]
+    for graph in (False, True):
+        vs = [tf.Variable(w) for w in w0]
+        opt = SinglePathSGD(0.1, momentum=0.9, nesterov=True, decay=0.01)
+        opt.build(vs)
+        for m in opt.momentums:
+            m.assign(tf.ones_like(m))
+        g = [np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32),
+             rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32)]
+
+        def apply(on, off):
+            with opt.path([True, off, on, False]):  # the tensors on/off are shared, as in the trainer
+                opt.apply_gradients(zip([tf.constant(x) for x in g], vs))
+        step = tf.function(apply) if graph else apply
+        step(tf.constant(True), tf.constant(False))
+        assert not opt._gates  # the cache does not outlive the context
+        for i in (1, 3):  # inactive: untouched (3: although its gradient is non-zero)
+            np.testing.assert_array_equal(vs[i].numpy(), w0[i])
+            np.testing.assert_array_equal(opt.momentums[i].numpy(), np.ones((2, 3)))
+        for i in (0, 2):  # active (True, or a true tensor): PyTorch's Nesterov SGD with decay, even for g = 0
+            gi = g[i] + 0.01 * w0[i]
+            m = 0.9 * 1.0 + gi
+            np.testing.assert_allclose(opt.momentums[i].numpy(), m, rtol=1e-6)
+            np.testing.assert_allclose(vs[i].numpy(), w0[i] - 0.1 * (gi + 0.9 * m), rtol=1e-5, atol=1e-6)
+
+
+def test_variable_choices_assigns_every_variable_once(net):
+    """Every trainable variable of a block belongs to exactly one block choice (the one whose ops hold it); the
+    stem, head and classifier belong to every path (None)."""
+    owners = net.variable_choices()
+    variables = net.weight_variables()
+    assert len(owners) == len(variables)
+    by_id = dict(zip(map(id, variables), owners))
+    shared = [v for layer in (net.stem, net.head, net.classifier) for v in layer.trainable_variables]
+    assert {by_id[id(v)] for v in shared} == {None}
+    assert sum(o is None for o in owners) == len(shared)
+    for b, block in enumerate(net.blocks):
+        for c in range(len(block.choices)):
+            row = sp.largest(net.space)[b].copy()
+            row[0] = c
+            for op, _, _ in block.path_ops(row):
+                assert {by_id[id(v)] for v in op.trainable_variables} == {(b, c)}, op.name
+
+
 def test_single_path_sgd_skips_unsampled_variables_and_momentum(net, fast):
     """Two steps on disjoint choices: after step 2 the choices of step 1 keep their values *and* their (non-zero)
     momentum — plain SGD with momentum and weight decay would keep moving them."""
