@@ -20,6 +20,10 @@ Step time (the headline ``step_time_ratio``) is measured **side by side**: each 
 builds standalone, fixed-path and graph steps and runs one step of each in turn (rotating the order) for
 ``--side_steps`` steps, so all three see the same host conditions; ratio of medians per round, median over rounds.
 Timing them in separate processes moved the reference by ~30% between runs on this host (see the note of issue 5).
+The rotation also times the channel split of the stride-1 blocks alone in both forms (the builder's Reshape/Cropping2D
+and the supernet's reshape + unstack, which is cheaper): ``side_by_side.channel_split`` reports both and the graph
+ratio had the supernet paid the builder's split, so the share of the headline that comes from the cheaper split is on
+record.
 
 Memory: **isolated** workers, one kind per fresh process (``--isolated_rounds``), with TensorFlow's CPU BFC allocator
 (``TF_CPU_ALLOCATOR_USE_BFC=true``; stats reset before each timed step) — peak during a step, including the weights
@@ -183,6 +187,43 @@ def _step_worker(kind, s):
 
 
 SIDE_BY_SIDE = ("standalone", "fixed_path", "graph")
+SPLITS = ("split_builder", "split_supernet")
+
+
+def _split_steps(standalone_model, batch):
+    """The channel split of every stride-1 block on the largest path, forward and backward, in the two forms: the
+    builder's stock layers (Reshape → two Cropping2D → two Reshape: the standalone's) and the supernet's
+    (``_split_even_odd``: reshape + unstack). Same inputs and the same trivial consumer (Σ even·a + Σ odd·b), so the
+    difference of the two is what the supernet's split saves against the standalone's."""
+    import numpy as np
+    import tensorflow as tf
+    from search.spos_net import _split_even_odd
+    rng = np.random.default_rng(1)
+    names = [l.name[: -len("_pairs")] for l in standalone_model.layers if l.name.endswith("_pairs")]
+    xs, ws = [], []
+    for p in names:
+        shape = (batch, *standalone_model.get_layer(f"{p}_pairs").input.shape[1:])
+        half = (*shape[:3], shape[3] // 2)
+        xs.append(tf.constant(rng.normal(size=shape).astype(np.float32)))
+        ws.append([tf.constant(rng.normal(size=half).astype(np.float32)) for _ in range(2)])
+
+    def builder(x, p):
+        pairs = standalone_model.get_layer(f"{p}_pairs")(x)
+        return (standalone_model.get_layer(f"{p}_even")(standalone_model.get_layer(f"{p}_even_crop")(pairs)),
+                standalone_model.get_layer(f"{p}_odd")(standalone_model.get_layer(f"{p}_odd_crop")(pairs)))
+
+    def make(split):
+        @tf.function
+        def step():
+            if not xs:  # no stride-1 block (e.g. --quick): nothing to split
+                return tf.constant(0.0)
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                loss = tf.add_n([tf.reduce_sum(e * w[0]) + tf.reduce_sum(o * w[1])
+                                 for x, w, p in zip(xs, ws, names) for e, o in [split(x, p)]])
+            return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, xs)])
+        return step
+    return {"split_builder": make(builder), "split_supernet": make(lambda x, p: _split_even_odd(x))}, len(names)
 
 
 def _side_by_side_worker(s):
@@ -193,19 +234,23 @@ def _side_by_side_worker(s):
     from search.spos_net import build_supernet
     space, _, x, y = _setup(s)
     t0 = time.perf_counter()
-    standalone, _ = _standalone_step(space, x, y)
+    standalone, standalone_model = _standalone_step(space, x, y)
     model = build_supernet(space, seed=s["seed"])
     fixed = _fixed_path_step(model, space, x, y)
     trainer = _trainer(model, space, x, y, "graph")
     a_big = tf.constant(sp.largest(space))
+    splits, n_splits = _split_steps(standalone_model, s["batch_size"])
     steps = {"standalone": lambda: standalone().numpy(), "fixed_path": lambda: fixed().numpy(),
-             "graph": lambda: trainer._train_step(x, y, a_big)[0].numpy()}
+             "graph": lambda: trainer._train_step(x, y, a_big)[0].numpy(),
+             **{k: (lambda f=f: f().numpy()) for k, f in splits.items()}}
     for _ in range(s["warmup"]):
         for fn in steps.values():
             fn()
-    out = {"kind": "side_by_side", "warmup_s": time.perf_counter() - t0, "step_s": {k: [] for k in steps}}
+    out = {"kind": "side_by_side", "warmup_s": time.perf_counter() - t0, "step_s": {k: [] for k in steps},
+           "split_blocks": n_splits}
+    kinds = SIDE_BY_SIDE + SPLITS
     for i in range(s["steps"]):
-        order = SIDE_BY_SIDE[i % 3:] + SIDE_BY_SIDE[:i % 3]
+        order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]
         for k in order:
             t = time.perf_counter()
             steps[k]()
@@ -317,6 +362,10 @@ def main(argv=None) -> int:
     def side_ratio(kind):
         return [_med(x["step_s"][kind]) / _med(x["step_s"]["standalone"]) for x in side]
 
+    def same_split_ratio():  # the graph step had it paid the standalone's (builder's) split instead of its own
+        return [(_med(x["step_s"]["graph"]) - _med(x["step_s"]["split_supernet"]) + _med(x["step_s"]["split_builder"]))
+                / _med(x["step_s"]["standalone"]) for x in side]
+
     def per_round(kind, key, ref="standalone"):
         return [_med(x[key]) / _med(y["largest_step_s"]) for x, y in zip(runs[kind], runs[ref])]
 
@@ -348,7 +397,15 @@ def main(argv=None) -> int:
             "step_s": {k: [_med(x["step_s"][k]) for x in side] for k in SIDE_BY_SIDE},
             "step_s_quartiles": {k: [[_measure.quantile(x["step_s"][k], q) for q in (0.25, 0.75)] for x in side]
                                  for k in SIDE_BY_SIDE},
-            "warmup_s": [x["warmup_s"] for x in side], "steps": a.side_steps, "rounds": a.rounds},
+            "warmup_s": [x["warmup_s"] for x in side], "steps": a.side_steps, "rounds": a.rounds,
+            "channel_split": {
+                "about": "fwd+bwd of the channel split of every stride-1 block on the largest path, timed in the same "
+                         "rotation: the builder's stock layers (standalone) vs the supernet's reshape+unstack; "
+                         "step_time_ratio_same_split = (graph - split_supernet + split_builder) / standalone, an "
+                         "estimate of the ratio had both used the same split",
+                "blocks": side[0]["split_blocks"],
+                "split_s": {k: [_med(x["step_s"][k]) for x in side] for k in SPLITS},
+                "step_time_ratio_same_split": same_split_ratio()}},
         "isolated": {
             "ratios": isolated,
             "standalone_step_s": [_med(x["largest_step_s"]) for x in runs["standalone"]],
