@@ -20,6 +20,13 @@ MACs-affine fit (leave-one-out).
     python -m benchmarks.latency_model --out benchmarks/results/latency_model.json
 
 writes the JSON, a scatter PNG beside it (predicted vs measured, y = x) and the LUT cache.
+
+``--space=spos_imagenet`` (or ``spos_cifar``) does the same for the SPOS ShuffleNetV2 space (paper Table 2 at 224,
+the paper's channel ratios): random paths are uniform samples, and ``--cover`` (default) adds one path per
+(block choice, channel ratio) to the table so it has every block key of the space — the table
+``recipes.search_spos --latency_table`` needs for a latency constraint:
+
+    python -m benchmarks.latency_model --space=spos_imagenet --out benchmarks/results/latency_model_spos.json
 """
 from __future__ import annotations
 
@@ -34,11 +41,12 @@ from absl import flags  # noqa: E402
 from benchmarks import _measure  # noqa: E402
 from recipes._cli import UsageError, run  # noqa: E402
 
-COMMAND = "python -m benchmarks.latency_model --out benchmarks/results/latency_model.json"
 DEFAULT_LUT = os.path.join("benchmarks", "results", "latency_lut.json")
 TARGETS = {"mape_max": 8.0, "spearman_min": 0.95}
 QUICK = dict(space="cifar", width=0.25, input_size=32, n_archs=3, warmup=3, runs=2, rounds=2, isolated=False)
-DEFAULT_SIZE = {"imagenet": 160, "cifar": 64}
+SPACES = ["imagenet", "cifar", "spos_imagenet", "spos_cifar"]
+DEFAULT_SIZE = {"imagenet": 160, "cifar": 64, "spos_imagenet": 224, "spos_cifar": 32}
+SPOS_LUT = os.path.join("benchmarks", "results", "latency_lut_spos.json")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output JSON path (a PNG scatter plot is written beside it unless --plot says "
@@ -48,9 +56,17 @@ flags.DEFINE_string("lut", None, f"LUT cache (default {DEFAULT_LUT}; with --quic
                                  "Entries it has are reused, new ones are added and the file rewritten.")
 flags.DEFINE_boolean("fresh_lut", False, "Ignore an existing --lut file and time every part anew (then overwrite it).")
 flags.DEFINE_integer("n_archs", 30, "Random architectures to predict and measure.")
-flags.DEFINE_enum("space", "imagenet", ["imagenet", "cifar"], "Search space: imagenet_space() or cifar_space(--width).")
-flags.DEFINE_integer("input_size", None, "Square input size (default: 160 imagenet, 64 cifar).")
+flags.DEFINE_enum("space", "imagenet", SPACES,
+                  "Search space: the meta-kernel MBConv space search.supernet.imagenet_space() / cifar_space(--width), "
+                  "or the SPOS ShuffleNetV2 space search.spos.imagenet_space() / cifar_space(--width) with the "
+                  "paper's channel ratios 0.2-1.6 (spos_*: the LUT defaults to " + SPOS_LUT + ").")
+flags.DEFINE_integer("input_size", None, "Square input size (default: 160 imagenet, 64 cifar, 224 spos_imagenet, "
+                                         "32 spos_cifar).")
 flags.DEFINE_float("width", 1.0, "Width multiplier of cifar_space.")
+flags.DEFINE_boolean("cover", True, "spos_* spaces: also put one architecture per (block choice, channel ratio) "
+                                    "into the table (every block at that choice), so that the LUT has every block "
+                                    "key of the space for the search's latency constraint; validation metrics are "
+                                    "over the random architectures only.")
 flags.DEFINE_integer("threads", 1, "Interpreter threads (mobile-style default 1).")
 flags.DEFINE_enum("clock", "auto", ["auto", "cpu", "wall"], "Clock: cpu = the calling thread's CPU time (default with "
                   "1 thread), wall = perf_counter (default with more threads).")
@@ -73,7 +89,8 @@ def _settings() -> dict:
         s["input_size"] = DEFAULT_SIZE[s["space"]]
     lut = FLAGS.lut
     if lut is None:
-        lut = "" if FLAGS.quick else DEFAULT_LUT
+        lut = "" if FLAGS.quick else (SPOS_LUT if s["space"].startswith("spos") else DEFAULT_LUT)
+    s["cover"] = FLAGS.cover and s["space"].startswith("spos")
     s["lut"] = lut
     return s
 
@@ -100,6 +117,13 @@ def _check(s: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------------ architectures
 def make_space(s: dict):
+    if s["space"].startswith("spos"):
+        import dataclasses
+
+        from search import spos as sp
+        if s["space"] == "spos_imagenet":
+            return dataclasses.replace(sp.imagenet_space(sp.PAPER_RATIOS), input_size=s["input_size"])
+        return sp.cifar_space(s["width"], channel_ratios=sp.PAPER_RATIOS, input_size=s["input_size"])
     from search.supernet import cifar_space, imagenet_space
     if s["space"] == "imagenet":
         return imagenet_space().replace(input_size=s["input_size"])
@@ -108,8 +132,13 @@ def make_space(s: dict):
 
 def sample_architecture(space, rng, name: str):
     """A random derived architecture of ``space``: per-block pruning around a per-architecture keep level, and a
-    random kernel-size mix (random subset of the candidates, random split) per block."""
+    random kernel-size mix (random subset of the candidates, random split) per block. For a SPOS space: a uniform
+    path (block choice and channel ratio per block, as the supernet samples them)."""
     import numpy as np
+
+    from search import spos as sp
+    if isinstance(space, sp.SposSpace):
+        return sp.arch_spec(space, sp.uniform(space, rng), name=name)
     cands = list(space.candidates)
     level = rng.uniform(0.15, 1.0)
     stages: dict[int, list] = {}
@@ -126,6 +155,13 @@ def sample_architecture(space, rng, name: str):
             block = slot.spec([int(rng.choice(cands))], [slot.in_ch])
         stages.setdefault(slot.stage, []).append(block)
     return space._spec(tuple(tuple(b) for b in stages.values()), name)
+
+
+def cover_architectures(space) -> list:
+    """SPOS spaces: :func:`search.spos.cover` as specs (``cover_c{choice}_r{ratio}``)."""
+    from search import spos as sp
+    return [sp.arch_spec(space, a, name=f"cover_c{space.choices[a[0, 0]]}_r{space.channel_ratios[a[0, 1]]:g}")
+            for a in sp.cover(space)]
 
 
 # --------------------------------------------------------------------------------------------------------- analysis
@@ -198,14 +234,27 @@ def _plot(path: str, rows: list, res: dict, s: dict, clock: str) -> None:
     plt.close(fig)
 
 
+def _sampling(s: dict) -> str:
+    if s["space"].startswith("spos"):
+        fn = s["space"].split("_", 1)[1]
+        return (f"{s['n_archs']} uniformly sampled paths of search.spos.{fn}_space"
+                f"({'width=%g, ' % s['width'] if fn == 'cifar' else ''}channel_ratios=PAPER_RATIOS) at "
+                f"{s['input_size']}x{s['input_size']} (seed {s['seed']}): per block one of the choices 3/5/7/x and "
+                f"one mid-channel ratio 0.2-1.6 (search.spos.uniform)"
+                + ("; the table also holds one path per (choice, ratio) with every block at it (cover_*), so it has "
+                   "every block key of the space; metrics are over the random paths only" if s["cover"] else "")
+                + ". ")
+    return (f"{s['n_archs']} random architectures of search.supernet.{s['space']}_space"
+            f"{'(width=%g)' % s['width'] if s['space'] == 'cifar' else '()'} at {s['input_size']}x{s['input_size']} "
+            f"(seed {s['seed']}): per architecture a keep level c ~ U(0.15, 1); per block with an expansion conv, "
+            f"round(expanded width * clip(c + U(-0.15, 0.15), 0.05, 1)) filters kept, split over a random non-empty "
+            f"subset of the candidate kernel sizes at random cut points; the block without expansion picks one "
+            f"kernel size. ")
+
+
 def _method(s: dict, clock: str) -> str:
     return (
-        f"{s['n_archs']} random architectures of search.supernet.{s['space']}_space"
-        f"{'(width=%g)' % s['width'] if s['space'] == 'cifar' else '()'} at {s['input_size']}x{s['input_size']} "
-        f"(seed {s['seed']}): per architecture a keep level c ~ U(0.15, 1); per block with an expansion conv, "
-        f"round(expanded width * clip(c + U(-0.15, 0.15), 0.05, 1)) filters kept, split over a random non-empty "
-        f"subset of the candidate kernel sizes at random cut points; the block without expansion picks one kernel "
-        f"size. Each architecture is built (models.builder, random weights), converted once to float32 TFLite "
+        _sampling(s) + f"Each architecture is built (models.builder, random weights), converted once to float32 TFLite "
         f"(frozen concrete function, TFLite builtins) and the flatbuffer cut into stem / block / head models "
         f"(search.latency.split_tflite: the same operators as in the whole model). LUT entries are timed in chain "
         f"context: an architecture's parts run in model order, each output copied into the next part's input "
@@ -254,8 +303,9 @@ def main(argv):
     space = make_space(s)  # imports TensorFlow: after every check of the input
     rng = np.random.default_rng(s["seed"])
     specs = [sample_architecture(space, rng, f"arch{i:02d}") for i in range(s["n_archs"])]
+    cover = cover_architectures(space) if s["cover"] else []
     entries_before = 0 if table is None else len(table)
-    session = lat.profile(specs, table, threads=s["threads"], warmup=s["warmup"], runs=s["runs"],
+    session = lat.profile(specs + cover, table, threads=s["threads"], warmup=s["warmup"], runs=s["runs"],
                           rounds=s["rounds"], seed=s["seed"], clock=clock, context="chain",
                           isolated=s["isolated"], measure_models=True, progress=True)
     table = session.table
@@ -317,9 +367,13 @@ def main(argv):
         "within_8pct": res["within_8pct"],
         "targets": dict(TARGETS, met={"mape": res["mape"] <= TARGETS["mape_max"],
                                       "spearman": res["spearman"] >= TARGETS["spearman_min"]}),
-        "space": {"name": space.name, "kind": s["space"], "input_size": s["input_size"],
-                  "candidates": list(space.candidates), "blocks": len(list(space.blocks())),
-                  "width": s["width"] if s["space"] == "cifar" else None},
+        "space": ({"name": s["space"], "kind": s["space"], "input_size": s["input_size"],
+                   "choices": list(space.choices), "channel_ratios": list(space.channel_ratios),
+                   "blocks": space.n_blocks, "width": s["width"] if s["space"] == "spos_cifar" else None,
+                   "cover_archs": len(cover)} if s["space"].startswith("spos") else
+                  {"name": space.name, "kind": s["space"], "input_size": s["input_size"],
+                   "candidates": list(space.candidates), "blocks": len(list(space.blocks())),
+                   "width": s["width"] if s["space"] == "cifar" else None}),
         "lut": {"path": s["lut"] or None, "reused_from": reused_from, "entries": len(table),
                 "entries_reused": entries_before, "entries_timed_now": len(table) - entries_before,
                 "overhead_ms": table.overhead_ms, "fallback_parts": fallback, "key_format": lat.KEY_FORMAT},
@@ -331,7 +385,7 @@ def main(argv):
         "archs": rows,
         "seed": s["seed"], "quick": bool(FLAGS.quick),
         "method": _method(s, clock),
-        "command": COMMAND,
+        "command": "python -m benchmarks.latency_model " + " ".join(sys.argv[1:]),
         "wall_s": time.time() - started,
     }
     report = _measure.round_floats(report)

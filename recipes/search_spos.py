@@ -12,7 +12,10 @@ part (``--holdout``, the paper's validation split of the training set); ``evolut
 ``--random_search``, the random baseline on the same budget; every candidate is evaluated on ``--val_images`` held-out
 images after recalibrating BatchNorm on ``--recal_images`` training images. Constraints: any of ``--max_macs``,
 ``--max_params``, ``--max_bitops``, ``--max_latency_ms`` (with ``--latency_table``, a table from
-``recipes.benchmark_latency --build_table`` / ``search.latency``). ``both`` runs the two in order. Rerunning the same
+``recipes.benchmark_latency --build_table`` / ``search.latency``; ``benchmarks/results/latency_lut_spos.json`` has
+every block of the ``--space=imagenet`` space with the paper's channel ratios, timed on this host by
+``python -m benchmarks.latency_model --space=spos_imagenet``; parts missing from a table, e.g. a head with another
+class count, fall back to its MACs-affine fit). ``both`` runs the two in order. Rerunning the same
 command after a kill resumes (supernet: last epoch checkpoint; evolution: last evaluated candidate).
 
 Writes under ``--out_dir``: ``supernet/`` (checkpoints, ``history.json``), ``tensorboard/``, ``evolution_state.json``
@@ -55,7 +58,8 @@ flags.DEFINE_float("max_macs", None, "Hard limit on MACs (multiply-accumulates, 
 flags.DEFINE_float("max_params", None, "Hard limit on parameters.")
 flags.DEFINE_float("max_bitops", None, "Hard limit on BitOps (Σ MACs·w·a over quantized blocks).")
 flags.DEFINE_float("max_latency_ms", None, "Hard limit on predicted latency (needs --latency_table).")
-flags.DEFINE_string("latency_table", None, "Latency lookup table JSON (search.latency.LatencyTable).")
+flags.DEFINE_string("latency_table", None, "Latency lookup table JSON (search.latency.LatencyTable), e.g. "
+                                            "benchmarks/results/latency_lut_spos.json for --space=imagenet.")
 flags.DEFINE_integer("epochs", 20, "Supernet training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Supernet training batch size.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the training part).",

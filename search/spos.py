@@ -165,6 +165,19 @@ def uniform(space: SposSpace, rng: np.random.Generator, n: int | None = None) ->
     return (rng.random(shape) * hi).astype(np.int32)
 
 
+def cover(space: SposSpace) -> list[np.ndarray]:
+    """One path per (block choice, channel ratio) with every block at it (bits index 0). A block's latency-table key
+    depends only on its own choice and width, so these paths hold every block configuration of the space: a latency
+    table built from them has an entry for every block of every path."""
+    out = []
+    for c in range(len(space.choices)):
+        for r in range(len(space.channel_ratios)):
+            arch = np.zeros((space.n_blocks, 3), np.int32)
+            arch[:, 0], arch[:, 1] = c, r
+            out.append(arch)
+    return out
+
+
 def largest(space: SposSpace) -> np.ndarray:
     """The path with the most MACs: per block the costliest choice, the widest ratio, the highest bit widths."""
     return _extreme(space, max)

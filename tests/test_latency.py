@@ -260,7 +260,7 @@ def test_benchmark_quick(tmp_path):
     assert report["n_archs"] == 3 and len(report["archs"]) == 3 and report["threads"] == 1 and report["quick"]
     assert 0 <= report["mape"] < 100 and -1 <= report["spearman"] <= 1
     assert report["host"]["cpu_count"] >= 1 and report["host"]["litert"]
-    assert report["command"] == "python -m benchmarks.latency_model --out benchmarks/results/latency_model.json"
+    assert report["command"] == f"python -m benchmarks.latency_model --quick --out={out}"
     for row in report["archs"]:
         assert row["predicted_ms"] > 0 and row["measured_ms"] > 0 and row["macs"] > 0 and row["fallback_parts"] == 0
     assert report["lut"]["path"] is None and report["lut"]["entries"] > 3
@@ -268,6 +268,48 @@ def test_benchmark_quick(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["x.json", "x.png"]
     after = os.path.getmtime(lut) if os.path.exists(lut) else None
     assert before == after  # --quick leaves the committed LUT alone
+
+
+def test_benchmark_quick_spos_space(tmp_path):
+    """The SPOS ShuffleNetV2 space: uniform paths, every part of them in the table (no fallback)."""
+    out = tmp_path / "s.json"
+    r = bench("--quick", "--space=spos_cifar", "--width=0.25", "--nocover", f"--out={out}", "--plot=")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["space"]["kind"] == "spos_cifar" and report["space"]["input_size"] == 32
+    assert report["space"]["choices"] == ["3", "5", "7", "x"] and len(report["space"]["channel_ratios"]) == 8
+    assert report["space"]["cover_archs"] == 0 and len(report["archs"]) == 3
+    for row in report["archs"]:
+        assert row["fallback_parts"] == 0 and row["blocks"] and all(k.startswith("shuffle|") for k, _ in row["blocks"])
+        assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
+    assert "uniformly sampled paths of search.spos.cifar_space" in report["method"]
+
+
+def test_spos_cover_paths_hold_every_block_key():
+    """One path per (choice, ratio), every block at it: any path's block keys are all among theirs."""
+    from search import spos as sp
+    space = sp.cifar_space(0.25, (2, 1, 2, 1), channel_ratios=sp.PAPER_RATIOS)
+    cover = [sp.arch_spec(space, a) for a in sp.cover(space)]
+    assert len(cover) == len(space.choices) * len(space.channel_ratios) == 32
+    keys = {p.key for spec in cover for p in lat.parts(spec)}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        spec = sp.arch_spec(space, sp.uniform(space, rng))
+        assert {p.key for p in lat.parts(spec)} <= keys
+    assert len({p.key for p in lat.parts(cover[0])} & {p.key for p in lat.parts(cover[1])}) == 2  # stem + head
+
+
+def test_committed_spos_lut_covers_the_imagenet_space():
+    """benchmarks/results/latency_lut_spos.json (recipes.search_spos --space=imagenet --latency_table) has every part
+    of every path of the paper's space with channel search: no part of a path falls back to the MACs fit."""
+    from search import spos as sp
+    table = lat.LatencyTable.load(os.path.join(ROOT, "benchmarks", "results", "latency_lut_spos.json"))
+    space = sp.imagenet_space(sp.PAPER_RATIOS)
+    rng = np.random.default_rng(0)
+    for arch in [sp.smallest(space), sp.largest(space), *sp.uniform(space, rng, 50)]:
+        e = table.explain(sp.arch_spec(space, arch))
+        assert e.fallback == 0 and len(e.parts) == space.n_blocks + 2
+        assert e.ms > 0
 
 
 @pytest.mark.parametrize("args, needle", [
