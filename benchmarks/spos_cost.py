@@ -142,8 +142,7 @@ def _fixed_path_step(model, space, x, y):
             ce = loss(tf.one_hot(y, space.classes), model.call_path(x, big, mode="train"))
         grads = tape.gradient(ce, variables)  # None: off the path, no update op at all
         with opt.path([g is not None for g in grads]):
-            opt.apply_gradients(zip([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)],
-                                    variables))
+            opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return ce
     return step
 

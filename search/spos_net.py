@@ -348,12 +348,8 @@ class SposSupernet(keras.Model):
     def variable_choices(self) -> list[tuple[int, int] | None]:
         """For each of :meth:`weight_variables`: ``(block, choice)`` of the block choice that owns it, or None for
         the stem, head and classifier, which every path runs."""
-        owner = {}
-        for b, block in enumerate(self.blocks):
-            for c in range(len(block.choices)):
-                for i in block._main_ops[c] + (block._proj_ops[c] if block._proj_ops else ()):
-                    for v in block.ops[i].trainable_variables:
-                        owner[id(v)] = (b, c)
+        owner = {id(v): (b, c) for b, block in enumerate(self.blocks) for c in range(len(block.choices))
+                 for op, _, _ in block.path_ops((c, 0, 0)) for v in op.trainable_variables}
         return [owner.get(id(v)) for v in self.weight_variables()]
 
     def extract(self, arch) -> dict[str, np.ndarray]:

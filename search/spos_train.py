@@ -67,7 +67,8 @@ class SinglePathSGD(keras.optimizers.Optimizer):
         momentum 1 and no decay when it is false, which leaves the variable and its momentum bit-for-bit unchanged.
         Cached per (flag, learning rate) within one :meth:`path` context."""
         key = (id(active), id(learning_rate), dtype)
-        if key not in self._gates:
+        gates = self._gates.get(key)
+        if gates is None:
             lr = tf.cast(learning_rate, dtype)
             if active is True:
                 gates = (lr, tf.constant(self.momentum, dtype), self.decay)
@@ -77,8 +78,7 @@ class SinglePathSGD(keras.optimizers.Optimizer):
                          self.decay * on)
             if cache:
                 self._gates[key] = gates
-            return gates
-        return self._gates[key]
+        return gates
 
     def update_step(self, gradient, variable, learning_rate):
         """PyTorch's SGD: ``m ← μ·m + g``, ``w ← w − lr·(g + μ·m)`` (Nesterov) or ``w ← w − lr·m``, with
