@@ -28,7 +28,7 @@ flags.DEFINE_string("out", None, "Result JSON path (a PNG is written beside it).
 flags.DEFINE_string("work_dir", "runs/quantization", "Where the trained weights, .tflite files and logs go.")
 flags.DEFINE_string("model", "efficientnet_lite0", "Zoo model name or spec path.")
 flags.DEFINE_string("weights", "imagenet", "Initial weights of the float training (zoo tag, .npz, or '').")
-flags.DEFINE_string("dataset", "folder:../shared/data/cifar10_subset", "Dataset (recipes.data forms).")
+flags.DEFINE_string("dataset", "folder:../shared/data/cifar10_subset", "Dataset (inputs.classification forms).")
 flags.DEFINE_integer("input_size", 64, "Input size of training, export and latency.", lower_bound=16)
 flags.DEFINE_integer("epochs", 8, "Float training epochs.", lower_bound=1)
 flags.DEFINE_integer("qat_epochs", 2, "QAT fine-tuning epochs.", lower_bound=1)
@@ -57,7 +57,7 @@ def _load(path):
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from recipes.data import validate
+    from inputs.classification import validate
     validate(FLAGS.dataset)
     work = FLAGS.work_dir
     os.makedirs(os.path.join(work, "logs"), exist_ok=True)

@@ -88,7 +88,6 @@ def _setup(s):
     import numpy as np
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
-    from search import spos as sp
     space = _space(s)
     rng = np.random.default_rng(s["seed"])
     x = tf.constant(rng.uniform(0, 255, (s["batch_size"], 32, 32, 3)).astype(np.float32))
@@ -106,6 +105,7 @@ def _standalone_step(space, x, y):
     supernet step's loss and optimizer settings (label smoothing 0.1; Nesterov SGD, weight decay 4e-5 on kernels)."""
     import keras
     import tensorflow as tf
+
     from models.builder import build
     from search import spos as sp
     model = build(sp.arch_spec(space, sp.largest(space)))
@@ -128,6 +128,7 @@ def _fixed_path_step(model, space, x, y):
     """The trainer's step minus the branch selection: the largest path traced as such (``call_path``)."""
     import keras
     import tensorflow as tf
+
     from search import spos as sp
     from search.spos_train import SinglePathSGD
     big = sp.largest(space)
@@ -150,6 +151,7 @@ def _fixed_path_step(model, space, x, y):
 def _trainer(model, space, x, y, execution):
     """A ``SposTrainer`` with every branch compiled (eager) / the step traced (graph)."""
     import tensorflow as tf
+
     from search import spos as sp
     from search.spos_train import SposConfig, SposTrainer
     trainer = SposTrainer(model, SposConfig(epochs=1, lr=0.01, sampling="uniform", execution=execution))
@@ -163,6 +165,7 @@ def _trainer(model, space, x, y, execution):
 def _step_worker(kind, s):
     """One kind in a fresh process (BFC allocator): peak memory, and the step time measured alone."""
     import tensorflow as tf
+
     from search import spos as sp
     space, rng, x, y = _setup(s)
     big = sp.largest(space)
@@ -196,6 +199,7 @@ def _split_steps(standalone_model, batch):
     difference of the two is what the supernet's split saves against the standalone's."""
     import numpy as np
     import tensorflow as tf
+
     from search.spos_net import _split_even_odd
     rng = np.random.default_rng(1)
     names = [l.name[: -len("_pairs")] for l in standalone_model.layers if l.name.endswith("_pairs")]
@@ -229,6 +233,7 @@ def _side_by_side_worker(s):
     """Standalone, fixed-path and graph steps in one process, one step of each in turn (rotating the order), so all
     three see the same host conditions; the default allocator. Seconds per step per kind."""
     import tensorflow as tf
+
     from search import spos as sp
     from search.spos_net import build_supernet
     space, _, x, y = _setup(s)

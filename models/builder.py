@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import keras as keras3
 
-from models.weights import assign, read_npz
 from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, SpecError, check_input_size
+from models.weights import assign, read_npz
 
 ENDPOINT_STRIDES = (8, 16, 32)
 

@@ -1,6 +1,6 @@
 """Letterbox resizing for detection: keep the aspect ratio, scale the longer side to ``size``, pad the rest.
 
-One place for the transform shared by the detection data pipeline (``recipes.voc``) and ``models.yolo.predict``,
+One place for the transform shared by the detection data pipeline (``inputs.voc``) and ``models.yolo.predict``,
 so boxes map into the network input and back the same way.
 
 Coordinates are continuous pixels ``(x0, y0, x1, y1)`` with x1/y1 exclusive (a box covering pixel columns 0..9 is

@@ -14,15 +14,17 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
+from common.errors import InputError
+
 SCHEMA_VERSION = 1
 ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
 FAMILIES = ("mbconv", "shufflenet")
 PADDINGS = ("same", "symmetric")
 SHUFFLE_CHOICES = ("3", "5", "7", "x")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")  # model names: lower-case letters, digits, "_", ".", "-"
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A spec is malformed. ``path`` locates the field (``stages[2][0].kernels``)."""
 
     def __init__(self, path: str, message: str):
@@ -327,8 +329,8 @@ def decode(obj: Any) -> ModelSpec:
     if version != SCHEMA_VERSION:
         raise SpecError("schema_version", f"unsupported version {version} (this code reads {SCHEMA_VERSION})")
     name = r.str("name")
-    if not _NAME_RE.match(name):
-        raise SpecError("name", f"must match {_NAME_RE.pattern}, got {name!r}")
+    if not NAME_RE.match(name):
+        raise SpecError("name", f"must match {NAME_RE.pattern}, got {name!r}")
 
     ri = _Reader(obj["input"], "input", ("size", "channels", "mean", "std"), ("size", "mean", "std"))
     channels = ri.int("channels", 1, 16, default=3)

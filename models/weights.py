@@ -12,8 +12,10 @@ import tempfile
 
 import numpy as np
 
+from common.errors import InputError
 
-class WeightsError(ValueError):
+
+class WeightsError(InputError):
     """A weights file does not fit a model (missing key, wrong shape) or is corrupt."""
 
 

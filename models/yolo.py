@@ -1,6 +1,6 @@
 """YOLOv3-style detection on any zoo backbone: head, anchors, targets, loss, decoding, NMS and prediction.
 
-Conventions (shared with ``recipes.voc`` and ``recipes.det_metrics``):
+Conventions (shared with ``inputs.voc`` and ``metrics.detection``):
 
 - Boxes are continuous pixels ``(x0, y0, x1, y1)``, x1/y1 exclusive, in **network-input pixels** (the letterboxed
   ``input_size × input_size`` image) unless a function says "original pixels" (see :mod:`models.letterbox`).
@@ -118,7 +118,7 @@ def _resolve(backbone, weights: str | None) -> tuple[ModelSpec, str | None]:
     """(spec, weights path) from a ModelSpec or a spec ``.json`` path, and None or an ``.npz`` path.
 
     ``models`` never imports ``zoo`` (DESIGN.md's dependency rule): callers resolve zoo names and weight tags
-    themselves (``zoo.get_spec``, ``recipes._training.resolve_weights``).
+    themselves (``zoo.get_spec``, ``training.core.resolve_weights``).
     """
     if isinstance(backbone, ModelSpec):
         spec = backbone

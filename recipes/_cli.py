@@ -1,4 +1,10 @@
-"""Shared command-line plumbing for recipes: absl flags (with ``--flagfile``), one-line errors with exit status 2."""
+"""Shared command-line plumbing for recipes and benchmarks: absl flags (with ``--flagfile``), one-line errors with
+exit status 2, and TensorFlow's start-up noise kept off the terminal.
+
+This is the only place where library errors (`common.errors.InputError` and its subclasses: data, spec, zoo,
+weights, search-state errors) become one line on stderr and exit status 2. Entry points validate their input before
+anything imports TensorFlow; `run` makes that later import quiet (`common.quiet_tf`).
+"""
 from __future__ import annotations
 
 import os
@@ -6,13 +12,14 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
+from common import quiet_tf
+from common.errors import InputError
 
 
-class UsageError(Exception):
-    """Bad input (flag, spec, file, data): reported as one line on stderr, exit status 2."""
+class UsageError(InputError):
+    """A bad flag or flag combination: reported as one line on stderr, exit status 2."""
 
 
 def _parse(argv):
@@ -25,15 +32,13 @@ def _parse(argv):
 
 def run(main) -> None:
     """``app.run`` with a flags parser and error handling that keep bad input to one line and exit status 2."""
-    from models.spec import SpecError
-    from models.weights import WeightsError
-    from zoo import ZooError
+    quiet_tf.install()
 
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # TensorFlow's SavedModel/export INFO lines drown the results
         try:
             return main(argv)
-        except (UsageError, SpecError, ZooError, WeightsError) as e:
+        except InputError as e:
             print(f"{os.path.basename(sys.argv[0])}: {e}", file=sys.stderr)
             sys.exit(2)
 

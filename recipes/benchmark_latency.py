@@ -41,8 +41,7 @@ flags.mark_flag_as_required("model")
 def _resolve(model: str):
     """``(tflite path or None, spec or None)`` after checking the flag (no TensorFlow)."""
     import zoo
-
-    from recipes import litert
+    from export import litert
     if model.endswith(".tflite") or (os.path.isfile(model) and litert.is_tflite(model)):
         litert.check_tflite(model)
         return model, None
@@ -54,7 +53,7 @@ def _resolve(model: str):
 def _check_size(path: str, size: int | None) -> list[int] | None:
     """The input shape to resize a ``.tflite`` to (batch 1) for ``--input_size``, or None to keep the file's;
     refuses a size the file cannot take (read from the flatbuffer, before any interpreter exists)."""
-    from recipes import litert
+    from export import litert
     if size is None:
         return None
     try:
@@ -72,9 +71,9 @@ def _check_size(path: str, size: int | None) -> list[int] | None:
 
 
 def main(argv):
+    from export import litert
     from models.counting import count
     from models.weights import atomic_write
-    from recipes import litert
     from search import tflite_timing
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -42,7 +42,7 @@ def _load_images(paths, size):
     """(N, size, size, 3) float32 0–255 RGB, short side resized then centre-cropped; synthetic if none."""
     import numpy as np
 
-    from recipes.images import list_image_files, load_center_crop
+    from inputs.images import list_image_files, load_center_crop
     try:
         files = list_image_files(paths)
     except FileNotFoundError as e:
@@ -88,8 +88,8 @@ def main(argv):
     import numpy as np
 
     import zoo
+    from export import litert
     from models.counting import count
-    from recipes import litert
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Validate everything the user gave before TensorFlow is imported (its import logs to stderr).

@@ -19,7 +19,7 @@ import time
 from absl import flags
 
 from recipes._cli import UsageError, run
-from recipes.distribute import STRATEGIES
+from training.distribute import STRATEGIES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name (python -m zoo list) or path of a spec .json.")
@@ -34,7 +34,7 @@ flags.DEFINE_integer("input_size", None, "Square input size (default: the spec's
 flags.DEFINE_integer("batch_size", 100, "Batch size (does not change the result).", lower_bound=1)
 flags.DEFINE_integer("limit", None, "Evaluate only the first N examples of the split.", lower_bound=1)
 flags.DEFINE_string("json", None, "Also write the result to this JSON file.")
-flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (recipes/distribute.py).")
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (training/distribute.py).")
 flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a host without GPUs: logical CPU devices to "
                                         "replicate over.", lower_bound=1)
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
@@ -44,9 +44,10 @@ flags.mark_flag_as_required("model")
 def _check_flags():
     """Everything checkable without TensorFlow: (spec, input size, weights path, arrays, classes)."""
     import zoo
+    from inputs import classification as data
+    from inputs.classification import validate
     from models.spec import check_input_size
-    from recipes import _training as T
-    from recipes.data import validate
+    from training import core as T
 
     spec = zoo.get_spec(FLAGS.model)
     size = FLAGS.input_size or spec.input.size
@@ -57,8 +58,8 @@ def _check_flags():
     arrays = T.read_weights(path) if path else None
     validate(FLAGS.dataset, FLAGS.data_dir)
     if FLAGS.split in ("test", "val", "validation"):
-        T.check_eval_split(FLAGS.dataset, "--split=train")
-    data_classes = T.known_classes(FLAGS.dataset)
+        data.check_eval_split(FLAGS.dataset, "--split=train")
+    data_classes = data.known_classes(FLAGS.dataset)
     classes = (T.weights_classes(arrays) or spec.head.classes) if arrays is not None else data_classes
     if data_classes is not None and classes is not None and classes != data_classes:
         raise UsageError(f"--weights={FLAGS.weights}: a {classes}-class classifier, but --dataset={FLAGS.dataset} has "
@@ -76,15 +77,15 @@ def main(argv):
     spec, size, path, arrays, classes = _check_flags()
     started = time.time()
 
-    from recipes.distribute import make_strategy
+    from training.distribute import make_strategy
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)
 
     import keras
 
     import zoo
+    from inputs.classification import load
     from models.weights import assign, sha256
-    from recipes import _training as T
-    from recipes.data import load
+    from training import core as T
 
     if FLAGS.batch_size % strategy.num_replicas_in_sync:
         raise UsageError(f"--batch_size={FLAGS.batch_size} does not split over {strategy.num_replicas_in_sync} "

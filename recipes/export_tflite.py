@@ -5,7 +5,7 @@
         --classes=10 --dataset=folder:../shared/data/cifar10_subset --mode=float16 --output=m16.tflite
 
 The conversion is Keras 3's ``model.export(format="litert", …)`` with converter options per mode (see
-`recipes.litert`); only builtin TFLite ops are allowed. ``int8`` is full-integer quantization calibrated on
+`export.litert`); only builtin TFLite ops are allowed. ``int8`` is full-integer quantization calibrated on
 ``--representative_steps`` images of ``--dataset`` (split ``--representative_split``); its input and output stay
 float32 (QUANTIZE/DEQUANTIZE at the edges) unless ``--int8_io`` asks for int8 tensors (then feed
 ``round(x / scale + zero_point)`` of the raw 0–255 image, with the input's quantization from the report).
@@ -83,7 +83,7 @@ def _arrays(dataset, split, size, limit, flag):
     """(images float32 0–255, labels int32, DataInfo) of the first ``limit`` examples of a split."""
     import numpy as np
 
-    from recipes import data
+    from inputs import classification as data
     try:
         ds, info = data.load(dataset, split, image_size=size, batch_size=32, training=False,
                              data_dir=FLAGS.data_dir, limit=limit)
@@ -97,8 +97,9 @@ def _arrays(dataset, split, size, limit, flag):
 
 def main(argv):
     import zoo
+    from export import litert
+    from inputs import classification as data
     from models.counting import count
-    from recipes import data, litert
     from search import tflite_timing
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -4,7 +4,7 @@
         --dataset=voc:../shared/data/raccoon --input_size=224 --epochs=30 --freeze_epochs=3 --out_dir=runs/raccoon
     python -m recipes.finetune_yolo --dataset=shapes --input_size=128 --epochs=5        # synthetic, no download
 
-Data (recipes/voc.py): ``shapes``, ``voc:PATH`` (train/val split lists) or a prepared tensorflow-datasets name.
+Data (inputs/voc.py): ``shapes``, ``voc:PATH`` (train/val split lists) or a prepared tensorflow-datasets name.
 Training images are augmented (flip, scale jitter); validation images are letterboxed. Anchors: k-means (1 − IoU) on
 the training boxes at the input scale (``--anchors=kmeans``, recommended: YOLOv3's COCO anchors fit few datasets), or
 the COCO anchors scaled to the input size.
@@ -21,7 +21,7 @@ Every epoch: the loss parts, the learning rate and the val mAP (VOC07 11-point a
 ORIGINAL image pixels, through ``models.yolo.predict``) go to ``history.json`` and TensorBoard; a checkpoint (model,
 both optimizers, epoch) is written. Rerunning the same command after a kill resumes after the last finished epoch
 (the data order restarts, not replayed bit-exactly); other settings in the same ``--out_dir`` are refused
-(``settings.json``). Strategies: ``--strategy=default|mirrored`` (recipes/distribute.py; ``--batch_size`` is global).
+(``settings.json``). Strategies: ``--strategy=default|mirrored`` (training/distribute.py; ``--batch_size`` is global).
 
 Writes under ``--out_dir``: ``settings.json``, ``history.json``, ``summary.json`` (final val map50_voc07,
 map50_auc, COCO ap/ap50/ap75, best epoch, anchors, timings, export report), ``last_weights.npz`` and
@@ -79,7 +79,7 @@ flags.DEFINE_integer("bn_recal_batches", 10, "Before every evaluation, set the B
                      lower_bound=0)
 flags.DEFINE_integer("limit", None, "Use only the first N training images (quick runs).", lower_bound=1)
 flags.DEFINE_integer("val_limit", None, "Use only the first N validation images.", lower_bound=1)
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy (recipes/distribute.py).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy (training/distribute.py).")
 flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a host without GPUs: logical CPU devices to "
                                         "replicate over.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation, k-means.")
@@ -131,9 +131,9 @@ def _settings(spec) -> dict:
 def _check_flags():
     """Everything checkable without TensorFlow; returns (spec, weights path or None)."""
     import zoo
+    from inputs.voc import validate_detection
     from models.spec import SpecError, check_input_size
-    from recipes import _training as T
-    from recipes.voc import validate_detection
+    from training import core as T
 
     spec = zoo.get_spec(FLAGS.backbone)
     if FLAGS.input_size % 32:
@@ -304,8 +304,8 @@ def load_images(records) -> list:
 
 def evaluate(model, images, records, anchors, input_size: int, num_classes: int, coco: bool = False):
     """``models.yolo.predict`` on the images → (detections in original pixels, VOC metrics [+ COCO])."""
+    from metrics.detection import evaluate_coco, evaluate_voc
     from models import yolo
-    from recipes.det_metrics import evaluate_coco, evaluate_voc
     dets = yolo.predict(model, images, anchors, input_size)
     gts = [(r.boxes, r.labels, r.difficult) for r in records]
     voc = evaluate_voc(dets, gts, num_classes)
@@ -320,7 +320,7 @@ class TFLiteDetector:
     order (matched by shape: the converter reorders them), one image per ``invoke``."""
 
     def __init__(self, path: str, keras_shapes: list[tuple]):
-        from recipes import litert
+        from export import litert
         self.litert, self.it = litert, litert.interpreter(path)
         details = self.it.get_output_details()
         by_shape = {tuple(int(d) for d in o["shape"][1:]): o for o in details}
@@ -340,7 +340,7 @@ class TFLiteDetector:
 
 def draw_predictions(images, dets, records, class_names, path: str, title: str) -> None:
     """A grid of images with predicted boxes (score ≥ `FIGURE_SCORE`, red, labelled) and ground truth (green)."""
-    from recipes.plots import _pyplot, _save
+    from reports.plots import _pyplot, _save
     plt = _pyplot()
     n = len(images)
     cols = min(4, n)
@@ -369,8 +369,8 @@ def export_and_check(model, out_dir: str, mode: str, val_images, val_records, tr
     """Float32 (and int8) TFLite export; float: raw-output parity with Keras; int8: val mAP of the int8 model."""
     import numpy as np
 
-    from recipes import litert
-    from recipes.voc import eval_arrays
+    from export import litert
+    from inputs.voc import eval_arrays
     shapes = [tuple(int(d) for d in o.shape[1:]) for o in model.outputs]
     report = {}
     path = os.path.join(out_dir, "model_float32.tflite")
@@ -406,7 +406,7 @@ def main(argv):
     fractions = _lr_steps()
     started = time.time()
 
-    from recipes import voc
+    from inputs import voc
     train_records, class_names = voc.load_records(FLAGS.dataset, "train", on_error=FLAGS.on_error,
                                                   data_dir=FLAGS.data_dir)
     val_records, _ = voc.load_records(FLAGS.dataset, FLAGS.val_split, class_names=class_names,
@@ -416,7 +416,7 @@ def main(argv):
         raise UsageError(f"--dataset={FLAGS.dataset}: empty train or {FLAGS.val_split} split")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
 
-    from recipes.distribute import make_strategy
+    from training.distribute import make_strategy
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)  # before any other TensorFlow work
 
     import keras
@@ -426,8 +426,8 @@ def main(argv):
 
     from models import yolo
     from models.weights import save_npz
-    from recipes import _training as T
     from search.tflite_timing import host, versions
+    from training import core as T
 
     T.write_json(os.path.join(FLAGS.out_dir, "settings.json"), _settings(spec))
     keras.utils.set_random_seed(FLAGS.seed)

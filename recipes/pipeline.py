@@ -111,7 +111,7 @@ def _plot(summary: dict, path: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from recipes.data import validate
+    from inputs.classification import validate
     validate(FLAGS.data, FLAGS.data_dir)
     if FLAGS.target_macs <= 0:
         raise UsageError("--target_macs: must be positive")

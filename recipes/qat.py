@@ -15,7 +15,7 @@ tfmot 0.8.1 does not accept Keras 3 models (DESIGN.md §2), so the recipe works 
    asymmetric int8 activations), and start the activation ranges from a float calibration pass
    (``--calibration_batches``; tfmot would otherwise start every range at [-6, 6] and move it by an EMA of decay
    0.999 per step, far too slowly for a short fine-tune);
-4. fine-tune with ``fit`` on the ``recipes.data`` tf.data pipeline (tf_keras SGD or Adam, constant small ``--lr``,
+4. fine-tune with ``fit`` on the ``inputs.classification`` tf.data pipeline (tf_keras SGD or Adam, constant small ``--lr``,
    sparse cross-entropy on logits), then measure the fake-quantized ("float-sim") top-1 on the validation split;
 5. convert with ``tf.lite.TFLiteConverter.from_keras_model`` + ``optimizations=[Optimize.DEFAULT]``: int8 weights and
    activations from the learned ranges, float32 input/output (QUANTIZE/DEQUANTIZE at the edges) unless
@@ -94,8 +94,16 @@ import time
 from absl import flags
 
 from recipes._cli import UsageError, print_rows, run
-from recipes._qat import (
-    build_pair, calibrate, convert, float_weights, init_weight_ranges, max_abs_diff, quantize, tflite_logits)
+from training.qat import (
+    build_pair,
+    calibrate,
+    convert,
+    float_weights,
+    init_weight_ranges,
+    max_abs_diff,
+    quantize,
+    tflite_logits,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name (python -m zoo list) or path of a spec .json (e.g. a search's "
@@ -115,7 +123,7 @@ flags.DEFINE_integer("steps_per_epoch", None, "Optimizer steps per epoch (defaul
 flags.DEFINE_integer("batch_size", 32, "Batch size of fine-tuning, calibration and evaluation.", lower_bound=1)
 flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "tf_keras optimizer: Adam, or SGD with momentum 0.9.")
 flags.DEFINE_float("lr", 1e-4, "Learning rate (constant; QAT fine-tunes, so keep it small).", lower_bound=0.0)
-flags.DEFINE_enum("augment", "standard", ["standard", "paper", "none"], "Training augmentation (recipes.data): "
+flags.DEFINE_enum("augment", "standard", ["standard", "paper", "none"], "Training augmentation (inputs.classification): "
                                                                           "'standard', 'paper' or 'none'.")
 flags.DEFINE_integer("limit", None, "Use only the first N training examples (quick runs).", lower_bound=1)
 flags.DEFINE_integer("val_limit", 1000, "Evaluate on the first N examples of the test split (float, QAT and int8 "
@@ -180,8 +188,9 @@ def _weights_file(spec, value: str, classes: int) -> str | None:
 def _check_flags() -> _Plan:
     """Everything checkable without TensorFlow."""
     import zoo
+    from export import litert
+    from inputs import classification as data
     from models.spec import check_input_size
-    from recipes import data, litert
 
     spec = zoo.get_spec(FLAGS.model)
     spec_file = zoo.spec_path(FLAGS.model)
@@ -236,10 +245,10 @@ def main(argv):
     import numpy as np
     import tf_keras
 
+    from export import litert
+    from inputs.classification import load
     from models.weights import atomic_write
-    from recipes import litert
     from search import tflite_timing
-    from recipes.data import load
 
     keras.utils.set_random_seed(FLAGS.seed)
     tf_keras.utils.set_random_seed(FLAGS.seed)

@@ -65,7 +65,7 @@ flags.DEFINE_string("name", None, "Name of the derived spec (default: mk_<space>
 flags.DEFINE_string("output", None, "Path of the derived spec (default: OUT_DIR/derived.json).")
 flags.DEFINE_string("out_dir", "runs/search_metakernel", "Directory for every output and the resumable state.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy of the supernet training (recipes/distribute.py).")
+                  "tf.distribute strategy of the supernet training (training/distribute.py).")
 flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a host without GPUs: logical CPU devices to "
                                         "replicate over.", lower_bound=1)
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
@@ -83,8 +83,8 @@ def _settings() -> dict:
 
 def _check_flags():
     """Everything checkable without TensorFlow; returns the candidate sizes."""
-    from recipes.data import validate
-    from search.metakernel import check_candidates
+    from inputs.classification import known_classes, validate
+    from search.metakernel_space import check_candidates
     if FLAGS.target_macs is None or FLAGS.target_macs <= 0:
         raise UsageError("--target_macs: required, a positive number of multiply-accumulates (e.g. 8e6)")
     try:
@@ -96,8 +96,8 @@ def _check_flags():
     if FLAGS.warmup_epochs >= FLAGS.epochs:
         raise UsageError(f"--warmup_epochs={FLAGS.warmup_epochs} leaves no epoch for α (--epochs={FLAGS.epochs})")
     if FLAGS.name is not None:
-        from models.spec import _NAME_RE
-        if not _NAME_RE.match(FLAGS.name):
+        from models.spec import NAME_RE
+        if not NAME_RE.match(FLAGS.name):
             raise UsageError(f"--name={FLAGS.name!r}: use lower-case letters, digits, '_', '.', '-'")
     validate(FLAGS.dataset, FLAGS.data_dir)
     saved = os.path.join(FLAGS.out_dir, "search_settings.json")
@@ -108,15 +108,26 @@ def _check_flags():
         if diff:
             raise UsageError(f"--out_dir={FLAGS.out_dir} holds a search with other settings ({', '.join(diff)}); "
                              "rerun with the same flags to resume, or use a new --out_dir")
+    classes = known_classes(FLAGS.dataset)
+    if classes is not None:  # tfds names: checked once the data is loaded
+        _check_target(_space(cands, classes))
     return cands
 
 
 def _space(cands, classes):
-    from search import supernet as sn
+    from search.metakernel_space import cifar_space, imagenet_space
     if FLAGS.space == "cifar":
-        return sn.cifar_space(FLAGS.width, FLAGS.depth, cands, FLAGS.input_size or 32, classes)
-    space = sn.imagenet_space(cands).replace(classes=classes)
+        return cifar_space(FLAGS.width, FLAGS.depth, cands, FLAGS.input_size or 32, classes)
+    space = imagenet_space(cands).replace(classes=classes)
     return space.replace(input_size=FLAGS.input_size) if FLAGS.input_size else space
+
+
+def _check_target(space) -> None:
+    lo, hi = space.macs_range()
+    if not lo < FLAGS.target_macs < hi:
+        size = space.input_size
+        raise UsageError(f"--target_macs={FLAGS.target_macs:.4g} is outside what the space can reach "
+                         f"({lo:.4g} … {hi:.4g} MACs at {size}×{size})")
 
 
 def _write_json(path, obj):
@@ -136,14 +147,14 @@ def main(argv):
     import tensorflow as tf
     from tqdm import tqdm
 
+    from inputs.classification import load
     from models import spec as spec_lib
     from models.counting import count
     from models.weights import atomic_write
-    from recipes import plots
-    from recipes.data import load
+    from reports import plots
     from search import supernet as sn
     from search.differentiable import MetaKernelSearch, SearchConfig
-    from recipes.distribute import make_strategy
+    from training.distribute import make_strategy
 
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
@@ -157,10 +168,7 @@ def main(argv):
         val_ds, _ = load(FLAGS.dataset, "test", image_size=size, batch_size=FLAGS.batch_size, training=False,
                          data_dir=FLAGS.data_dir, limit=FLAGS.val_limit)
     space = _space(cands, info.num_classes)
-    lo, hi = space.macs_range()
-    if not lo < FLAGS.target_macs < hi:
-        raise UsageError(f"--target_macs={FLAGS.target_macs:.4g} is outside what the space can reach "
-                         f"({lo:.4g} … {hi:.4g} MACs at {size}×{size})")
+    _check_target(space)
     steps = FLAGS.steps_per_epoch or max(1, info.num_examples // FLAGS.batch_size)
 
     if FLAGS.batch_size % strategy.num_replicas_in_sync:

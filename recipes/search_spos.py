@@ -119,7 +119,7 @@ def _parse_space_flags():
 
 
 def _check_flags():
-    from recipes.data import validate
+    from inputs.classification import known_classes, validate
     for flag in ("max_macs", "max_params", "max_bitops", "max_latency_ms"):
         v = getattr(FLAGS, flag)
         if v is not None and v <= 0:
@@ -133,13 +133,16 @@ def _check_flags():
     if FLAGS.top_k > FLAGS.population:
         raise UsageError(f"--top_k={FLAGS.top_k} exceeds --population={FLAGS.population}")
     if FLAGS.name is not None:
-        from models.spec import _NAME_RE
-        if not _NAME_RE.match(FLAGS.name):
+        from models.spec import NAME_RE
+        if not NAME_RE.match(FLAGS.name):
             raise UsageError(f"--name={FLAGS.name!r}: use lower-case letters, digits, '_', '.', '-'")
     if FLAGS.execution == "eager" and FLAGS.strategy != "default":
         raise UsageError(f"--strategy={FLAGS.strategy} needs --execution=graph")
     parsed = _parse_space_flags()
     validate(FLAGS.dataset, FLAGS.data_dir)
+    classes = known_classes(FLAGS.dataset)
+    if classes is not None:  # tfds names: checked once the data is loaded
+        _feasible(_space(*parsed, classes), _latency_table())
     saved = os.path.join(FLAGS.out_dir, "supernet_settings.json")
     if os.path.exists(saved):
         with open(saved) as f:
@@ -154,6 +157,37 @@ def _check_flags():
     elif FLAGS.phase == "evolution":
         raise UsageError(f"--phase=evolution: no trained supernet in --out_dir={FLAGS.out_dir} (run --phase=supernet)")
     return parsed
+
+
+def _space(depth, ratios, bits, choices, classes):
+    import dataclasses
+
+    from search import spos as sp
+    if FLAGS.space == "cifar":
+        return sp.cifar_space(FLAGS.width, depth, classes, ratios, bits, choices=choices)
+    space = sp.imagenet_space(ratios, bits, choices)
+    return space if classes == space.classes else dataclasses.replace(space, classes=classes)
+
+
+def _latency_table():
+    if not FLAGS.latency_table:
+        return None
+    from search.latency import LatencyTable
+    return LatencyTable.load(FLAGS.latency_table)
+
+
+def _feasible(space, latency):
+    """The constraints, after checking that uniform sampling (as constraint sampling and evolution draw) can meet
+    them."""
+    import numpy as np
+
+    from search import spos as sp
+    constraints = sp.Constraints(FLAGS.max_macs, FLAGS.max_params, FLAGS.max_bitops, FLAGS.max_latency_ms)
+    try:
+        sp.sample(space, np.random.default_rng(FLAGS.seed), constraints, latency, max_tries=20_000)
+    except sp.ConstraintError as e:
+        raise UsageError(str(e)) from None
+    return constraints
 
 
 def _write_json(path, obj):
@@ -186,37 +220,24 @@ def main(argv):
     from tqdm import tqdm
     tf.get_logger().setLevel("ERROR")  # per-branch functions compile lazily; TF warns about each new trace
 
+    from inputs.classification import load
     from models import spec as spec_lib
     from models.weights import atomic_write
-    from recipes import plots
-    from recipes.data import load
-    from recipes.distribute import make_strategy
+    from reports import plots
     from search import evolution as ev
     from search import spos as sp
     from search.spos_net import SposSupernet, build_supernet
     from search.spos_train import CandidateEvaluator, SposConfig, SposTrainer
+    from training.distribute import make_strategy
 
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)  # before any other TensorFlow work
-    latency = None
-    if FLAGS.latency_table:
-        from search.latency import LatencyTable
-        latency = LatencyTable.load(FLAGS.latency_table)
+    latency = _latency_table()
     common = dict(data_dir=FLAGS.data_dir, seed=FLAGS.seed, holdout=FLAGS.holdout, limit=FLAGS.limit)
     size = 32 if FLAGS.space == "cifar" else 224
     train_ds, info = load(FLAGS.dataset, "train", image_size=size, batch_size=FLAGS.batch_size, training=True,
                           repeat=True, **common)
-    if FLAGS.space == "cifar":
-        space = sp.cifar_space(FLAGS.width, depth, info.num_classes, ratios, bits, choices=choices)
-    else:
-        space = sp.imagenet_space(ratios, bits, choices)
-        if info.num_classes != space.classes:
-            import dataclasses
-            space = dataclasses.replace(space, classes=info.num_classes)
-    constraints = sp.Constraints(FLAGS.max_macs, FLAGS.max_params, FLAGS.max_bitops, FLAGS.max_latency_ms)
-    try:  # feasibility: the same uniform draws constraint sampling and evolution make
-        sp.sample(space, np.random.default_rng(FLAGS.seed), constraints, latency, max_tries=20_000)
-    except sp.ConstraintError as e:
-        raise UsageError(str(e)) from None
+    space = _space(depth, ratios, bits, choices, info.num_classes)
+    constraints = _feasible(space, latency)
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():
         model = build_supernet(space, seed=FLAGS.seed)

@@ -17,12 +17,12 @@ Weights: ``--weights`` is '' (random init), a zoo tag (``imagenet``) or a ``.npz
 zoo format, e.g. a search's ``derived_init.npz``). When the data has another class count than the file's
 classifier, every weight but the classifier is loaded and the classifier starts fresh (recorded in the model card).
 
-Distribution: ``--strategy=default|mirrored|multi_worker|tpu`` (recipes/distribute.py); the model is built and
+Distribution: ``--strategy=default|mirrored|multi_worker|tpu`` (training/distribute.py); the model is built and
 compiled inside ``strategy.scope()`` and ``model.fit`` distributes the batches (``--batch_size`` is global).
 
 Resume: a checkpoint (weights, optimizer state, epoch, history) is written to ``OUT/backup/`` every
 ``--checkpoint_every`` steps and at every epoch end (a ``keras.callbacks.BackupAndRestore`` subclass, see
-recipes/_training.py). Rerunning the same command after a kill continues from it: Keras restores at epoch
+training/core.py). Rerunning the same command after a kill continues from it: Keras restores at epoch
 granularity, so an epoch cut short is replayed from its start with the checkpoint's weights (the optimizer step is
 set back to that epoch's start, keeping the schedule aligned). The data order restarts with the process (not
 replayed bit-exactly). Other settings than the checkpoint's are refused. The checkpoint is deleted after the outputs
@@ -40,9 +40,9 @@ import time
 
 from absl import flags
 
+from inputs.classification import AUGMENTS
 from recipes._cli import UsageError, run
-from recipes.data import AUGMENTS
-from recipes.distribute import STRATEGIES
+from training.distribute import STRATEGIES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name (python -m zoo list) or path of a spec .json (e.g. a search's "
@@ -85,7 +85,7 @@ flags.DEFINE_integer("checkpoint_every", 200, "Write the resumable checkpoint ev
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and augmentation.")
 flags.DEFINE_string("out_dir", "runs/train", "Directory for weights, model card, history, TensorBoard logs and the "
                                              "resumable checkpoint.")
-flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (recipes/distribute.py).")
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (training/distribute.py).")
 flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a host without GPUs: logical CPU devices to "
                                         "replicate over.", lower_bound=1)
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu (empty: the local TPU).")
@@ -116,9 +116,10 @@ def _check_flags() -> _Plan:
     import json
 
     import zoo
+    from inputs import classification as data
+    from inputs.classification import validate
     from models.spec import check_input_size
-    from recipes import _training as T
-    from recipes.data import validate
+    from training import core as T
 
     spec = zoo.get_spec(FLAGS.model)
     spec_file = zoo.spec_path(FLAGS.model)
@@ -137,8 +138,8 @@ def _check_flags() -> _Plan:
     arrays = T.read_weights(weights_path) if weights_path else None
     validate(FLAGS.dataset, FLAGS.data_dir)
     if FLAGS.val_limit != 0:
-        T.check_eval_split(FLAGS.dataset, "--val_limit=0 to train without validation")
-    classes = T.known_classes(FLAGS.dataset)
+        data.check_eval_split(FLAGS.dataset, "--val_limit=0 to train without validation")
+    classes = data.known_classes(FLAGS.dataset)
     if classes is not None and classes < 2:
         raise UsageError(f"--dataset={FLAGS.dataset}: {classes} class; classification needs at least 2")
     if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
@@ -176,7 +177,7 @@ def main(argv):
     plan = _check_flags()
     started = time.time()
 
-    from recipes.distribute import make_strategy
+    from training.distribute import make_strategy
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)  # before any other TensorFlow work
 
     import shutil
@@ -186,10 +187,10 @@ def main(argv):
     import tensorflow as tf
 
     import zoo
+    from inputs.classification import load
     from models.spec import encode
     from models.weights import save_npz, sha256
-    from recipes import _training as T
-    from recipes.data import load
+    from training import core as T
 
     replicas = strategy.num_replicas_in_sync
     if FLAGS.batch_size % replicas:
@@ -255,7 +256,7 @@ def main(argv):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
     model.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
-              shuffle=False,  # tf.data shuffles (seeded) in recipes.data
+              shuffle=False,  # tf.data shuffles (seeded) in inputs.classification
               verbose=1 if FLAGS.progress else 2)
 
     history = backup.history

@@ -25,8 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.epoch_state import EpochState
 from search import supernet as sn
-from search._epoch_state import EpochState
 
 
 def cost_loss(expected, target: float, eta: float = 0.1):

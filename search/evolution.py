@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from common.errors import InputError
 from models.weights import atomic_write
 from search import spos as sp
 
@@ -47,7 +48,7 @@ class EvolutionConfig:
             raise ValueError("mutations + crossovers must not exceed the population")
 
 
-class SearchStateError(ValueError):
+class SearchStateError(InputError):
     """A saved search state belongs to a different search (space, constraints or settings)."""
 
 

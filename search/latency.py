@@ -62,11 +62,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.counting import Cost, _mbconv as _count_mbconv, _shuffle as _count_shuffle
+from models.counting import Cost
+from models.counting import _mbconv as _count_mbconv
+from models.counting import _shuffle as _count_shuffle
 from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, check_input_size
+
 # Conversion, slicing and timing live in search.tflite_timing; re-exported here as the table's public API.
-from search.tflite_timing import (LatencyError, _bar, block_model, host, overhead_tflite,  # noqa: F401
-                                  split_tflite, summarize, time_chains, to_tflite, versions)
+from search.tflite_timing import (  # noqa: F401
+    LatencyError,
+    _bar,
+    block_model,
+    host,
+    overhead_tflite,
+    split_tflite,
+    summarize,
+    time_chains,
+    to_tflite,
+    versions,
+)
 
 TABLE_VERSION = 1
 KINDS = ("stem", "ir", "shuffle", "head")

@@ -25,30 +25,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from search.metakernel_space import check_candidates, kernel_masks
+
 PACKAGE = "nas_zoo"
-
-
-def check_candidates(candidates) -> tuple[int, ...]:
-    """Validates a candidate set and returns it sorted: distinct odd sizes ≥ 1."""
-    cands = tuple(int(k) for k in candidates)
-    if not cands:
-        raise ValueError("candidates: at least one kernel size is needed")
-    if any(k < 1 or k % 2 == 0 for k in cands) or len(set(cands)) != len(cands):
-        raise ValueError(f"candidates: need distinct odd kernel sizes, got {list(candidates)}")
-    return tuple(sorted(cands))
-
-
-def kernel_masks(candidates, allow_none: bool = True) -> np.ndarray:
-    """Centred masks ``M(i)`` of shape ``(choices, k_max, k_max)``; ``M(0)`` is all zeros when ``allow_none``."""
-    cands = check_candidates(candidates)
-    k_max = cands[-1]
-    masks = [np.zeros((k_max, k_max), np.float32)] if allow_none else []
-    for k in cands:
-        m = np.zeros((k_max, k_max), np.float32)
-        o = (k_max - k) // 2
-        m[o:o + k, o:o + k] = 1.0
-        masks.append(m)
-    return np.stack(masks)
 
 
 class _KernelChoice(keras.layers.Layer):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import InputError
 from models import spec as S
 from models.counting import bitops, count
 
@@ -262,7 +263,7 @@ class Constraints:
         return all(c[k] <= v for k, v in self.limits().items())
 
 
-class ConstraintError(ValueError):
+class ConstraintError(InputError):
     """No path satisfying the constraints was found."""
 
 

@@ -22,8 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.epoch_state import EpochState
 from search import spos as sp
-from search._epoch_state import EpochState
 from search.spos_net import SposSupernet
 
 

@@ -23,8 +23,6 @@ slicing the input, so they search one kernel size for the whole layer and never 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -32,144 +30,12 @@ from keras import ops
 
 from models.builder import _Ops
 from models.counting import Cost, _mbconv, count
-from models.spec import (BNSpec, HeadSpec, InputSpec, MBConvSpec, ModelSpec, Provenance, StemSpec, check_input_size,
-                         make_divisible)
-from search.metakernel import PACKAGE, MetaKernelDepthwise, MultiPathDepthwise, check_candidates
-
-DW_MODES = ("meta", "multi", "fixed")
-
-
-class Slot(NamedTuple):
-    """One block position of a search space: its input width and size and its fixed macro settings."""
-    stage: int
-    index: int
-    in_ch: int
-    n_in: int
-    expand: int | None  # expanded width (None: no expansion conv)
-    filters: int
-    stride: int
-    se: int  # squeeze width (0: no SE)
-    act: str
-
-    @property
-    def name(self) -> str:
-        return f"s{self.stage}_b{self.index}"
-
-    def spec(self, kernels, split) -> MBConvSpec:
-        """The block with these kernel sizes and filters per size (pruning shrinks the expanded width)."""
-        return MBConvSpec(kernels=tuple(int(k) for k in kernels), split=tuple(int(c) for c in split),
-                          expand_channels=int(sum(split)) if self.expand else None, filters=self.filters,
-                          stride=self.stride, act=self.act, se_channels=self.se)
-
-
-@dataclass(frozen=True)
-class StageSpace:
-    """``repeats`` blocks of output width ``filters``; the first has ``stride``. ``expand``: expansion ratio of the
-    block input width (1 = no expansion conv); ``se``: squeeze ratio of the block input width (0 = no SE)."""
-    repeats: int
-    filters: int
-    stride: int
-    expand: int
-    se: float = 0.0
-    act: str = "relu"
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    name: str
-    input_size: int
-    stages: tuple[StageSpace, ...]
-    candidates: tuple[int, ...] = (3, 5, 7)
-    stem_filters: int = 16
-    stem_stride: int = 2
-    stem_act: str = "relu"
-    head_filters: int | None = 1280
-    head_act: str = "relu"
-    dropout: float = 0.2
-    classes: int = 1000
-    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    bn: BNSpec = field(default_factory=lambda: BNSpec(eps=1e-3, momentum=0.99))
-
-    def __post_init__(self):
-        object.__setattr__(self, "candidates", check_candidates(self.candidates))
-
-    def replace(self, **changes) -> "SearchSpace":
-        return dataclasses.replace(self, **changes)
-
-    def blocks(self):
-        """Yields one :class:`Slot` per block, in order."""
-        ch, n = self.stem_filters, -(-self.input_size // self.stem_stride)
-        for i, st in enumerate(self.stages):
-            for j in range(st.repeats):
-                stride = st.stride if j == 0 else 1
-                expand = None if st.expand == 1 else ch * st.expand
-                se = max(1, int(ch * st.se)) if st.se > 0 else 0
-                yield Slot(i, j, ch, n, expand, st.filters, stride, se, st.act)
-                ch, n = st.filters, -(-n // stride)
-
-    def skeleton(self, kernel: int | None = None, name: str | None = None) -> ModelSpec:
-        """The space's spec with every filter at one kernel size (default ``k_max``), nothing pruned."""
-        k = self.candidates[-1] if kernel is None else kernel
-        stages: dict[int, list] = {}
-        for b in self.blocks():
-            stages.setdefault(b.stage, []).append(b.spec((k,), (b.expand or b.in_ch,)))
-        return self._spec(tuple(tuple(b) for b in stages.values()), name or f"{self.name}_k{k}")
-
-    def thinnest(self) -> ModelSpec:
-        """The cheapest architecture of the space: one filter per block at the smallest kernel."""
-        k = self.candidates[0]
-        blocks = tuple(b.spec((k,), (1,) if b.expand else (b.in_ch,)) for b in self.blocks())
-        return self._spec((blocks,), f"{self.name}_thinnest")
-
-    def macs_range(self) -> tuple[int, int]:
-        """(cheapest, dearest) MACs any derived architecture can have."""
-        return count(self.thinnest()).macs, count(self.skeleton()).macs
-
-    def _spec(self, stages, name, provenance=None) -> ModelSpec:
-        spec = ModelSpec(name=name, family="mbconv",
-                         input=InputSpec(size=self.input_size, channels=3, mean=self.mean, std=self.std),
-                         stem=StemSpec(filters=self.stem_filters, kernel=3, stride=self.stem_stride,
-                                       act=self.stem_act, pool=False),
-                         stages=stages,
-                         head=HeadSpec(filters=self.head_filters, act=self.head_act, dropout=self.dropout,
-                                       classes=self.classes, bias=True),
-                         bn=self.bn, padding="same",
-                         provenance=provenance or Provenance(method="metakernel", source=f"search space {self.name}"))
-        check_input_size(spec, self.input_size)
-        return spec
-
-
-def cifar_space(width: float = 1.0, depth: int = 1, candidates=(3, 5, 7), input_size: int = 32,
-                classes: int = 10) -> SearchSpace:
-    """A CIFAR-sized MixNet-like space (32×32: strides 1, 2, 2, 2 → 4×4 before the head) for tests and proxy runs.
-
-    ``width`` scales every width (multiples of 8, at least 8); ``depth`` repeats each stage's blocks.
-    """
-    w = lambda c: make_divisible(c * width, 8)  # noqa: E731
-    stages = (StageSpace(1, w(16), 1, 1, 0.0, "relu"),
-              StageSpace(2 * depth, w(24), 2, 3, 0.0, "relu"),
-              StageSpace(2 * depth, w(40), 2, 6, 0.5, "swish"),
-              StageSpace(2 * depth, w(80), 2, 6, 0.25, "swish"),
-              StageSpace(1 * depth, w(120), 1, 3, 0.5, "swish"))
-    return SearchSpace(name=f"cifar_w{width:g}_d{depth}", input_size=input_size, stages=stages,
-                       candidates=tuple(candidates), stem_filters=w(16), stem_stride=1, head_filters=w(320),
-                       dropout=0.1, classes=classes, bn=BNSpec(eps=1e-3, momentum=0.9))
-
-
-def imagenet_space(candidates=(3, 5, 7, 9)) -> SearchSpace:
-    """The 224×224 ImageNet space: MixNet-M's stage widths, strides, SE and activations (expansion 3 or 6, MixNet-M's
-    depth less one block at width 80), every depthwise filter choosing among ``candidates`` or "None". Unpruned it
-    costs 350M MACs with every kernel 3×3 and 507M at 9×9, so the paper's targets (260M and 370M for metaKernel-A/B)
-    need pruning and kernel choice respectively."""
-    stages = (StageSpace(1, 24, 1, 1, 0.0, "relu"),
-              StageSpace(2, 32, 2, 3, 0.0, "relu"),
-              StageSpace(4, 40, 2, 6, 0.5, "swish"),
-              StageSpace(3, 80, 2, 6, 0.25, "swish"),
-              StageSpace(3, 120, 1, 3, 0.5, "swish"),
-              StageSpace(4, 200, 2, 6, 0.5, "swish"))
-    return SearchSpace(name="imagenet_mixnet_m", input_size=224, stages=stages, candidates=tuple(candidates),
-                       stem_filters=24, stem_stride=2, head_filters=1536, dropout=0.25, classes=1000)
+from models.spec import (
+    ModelSpec,
+    Provenance,
+)
+from search.metakernel import PACKAGE, MetaKernelDepthwise, MultiPathDepthwise
+from search.metakernel_space import DW_MODES, SearchSpace, Slot, check_candidates, cifar_space, imagenet_space  # noqa: F401
 
 
 def _activation(x, act):

@@ -15,10 +15,11 @@ import time
 
 import numpy as np
 
+from common.errors import InputError
 from models.spec import MBConvSpec, ModelSpec
 
 
-class LatencyError(ValueError):
+class LatencyError(InputError):
     """A table file is unreadable or incompatible, or a model cannot be cut into its parts."""
 
 # ------------------------------------------------------------------------------------------------------- conversion

@@ -1,5 +1,4 @@
 """Analytic MACs/params: golden numbers, published figures, and a cross-check against TensorFlow's own op registry."""
-import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops

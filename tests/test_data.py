@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import data
-from recipes.data import DataError
+from inputs import classification as data
+from inputs.classification import DataError
 
 ROOT = Path(__file__).parents[1]
 CIFAR_SUBSET = ROOT / ".." / "shared" / "data" / "cifar10_subset"
@@ -194,7 +194,7 @@ def test_tfds_source_holdout_limit_and_grayscale(monkeypatch):
 
 def test_validate_does_not_import_tensorflow(tmp_path):
     root = _make_folder(tmp_path / "d")
-    code = ("import sys; from recipes.data import validate; validate('shapes'); validate('cifar10'); "
+    code = ("import sys; from inputs.classification import validate; validate('shapes'); validate('cifar10'); "
             f"validate('folder:{root}'); assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

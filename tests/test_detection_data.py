@@ -1,4 +1,4 @@
-"""Detection data (recipes.voc: VOC reader, tf.data pipeline) and metrics (recipes.det_metrics: VOC AP, COCO AP)."""
+"""Detection data (inputs.voc: VOC reader, tf.data pipeline) and metrics (metrics.detection: VOC AP, COCO AP)."""
 import logging
 import math
 import os
@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from recipes._cli import UsageError
-from recipes.det_metrics import evaluate_coco, evaluate_voc, voc_ap
-from recipes.voc import detection_dataset, load_records, validate_detection
+from common.errors import InputError
+from inputs.voc import detection_dataset, load_records, validate_detection
+from metrics.detection import evaluate_coco, evaluate_voc, voc_ap
 
 # ---------------------------------------------------------------------------------------------------------------
 # A three-image VOC fixture: (id, file name, width, height, objects (name, xmin, ymin, xmax, ymax, difficult|None))
@@ -59,7 +59,7 @@ def test_voc_reader(tmp_path):
     # Given class names set the ids; a split list that is not there is named.
     records, names = load_records(f"voc:{tmp_path}", "train", class_names=["dog", "cat", "bird", "horse"])
     np.testing.assert_array_equal(records[0].labels, [0, 1])
-    with pytest.raises(UsageError, match=r"ImageSets/Main/val\.txt.*have train"):
+    with pytest.raises(InputError, match=r"ImageSets/Main/val\.txt.*have train"):
         load_records(f"voc:{tmp_path}", "val")
 
 
@@ -80,7 +80,7 @@ def test_voc_errors_name_the_file(tmp_path, case):
     if objects is None:
         xml.write_text("<annotation><size><width>32</width></annotation>")
     class_names = ["bird", "cat", "dog"]  # given: 'cow' is unknown
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(InputError) as info:
         load_records(dataset, "train", class_names=class_names)
     assert str(xml) in str(info.value) and text in str(info.value)
     records, _ = load_records(dataset, "train", class_names=class_names, on_error="skip")
@@ -94,7 +94,7 @@ def test_voc_skip_logs_one_warning_with_counts(tmp_path, caplog):
     fixture = [FIXTURE[0], (*FIXTURE[1][:4], [("cat", 1, 1, 99, 10, 0), ("cat", 1, 1, 10, 10, 0)]), FIXTURE[2]]
     dataset = _write_voc(tmp_path, fixture)
     (tmp_path / "JPEGImages" / "c.png").unlink()  # a missing image drops its file
-    with pytest.raises(UsageError, match=r"b\.xml: object 0: box .* outside"):
+    with pytest.raises(InputError, match=r"b\.xml: object 0: box .* outside"):
         load_records(dataset, "train")
     with caplog.at_level(logging.WARNING):
         records, _ = load_records(dataset, "train", on_error="skip")
@@ -107,10 +107,10 @@ def test_voc_image_must_exist_and_match_its_size(tmp_path):
     dataset = _write_voc(tmp_path)
     xml = tmp_path / "Annotations" / "a.xml"
     xml.write_text(xml.read_text().replace("<width>40</width>", "<width>41</width>"))
-    with pytest.raises(UsageError, match=r"a\.xml: <size> 41x30 disagrees with .*a\.jpg \(40x30\)"):
+    with pytest.raises(InputError, match=r"a\.xml: <size> 41x30 disagrees with .*a\.jpg \(40x30\)"):
         load_records(dataset, "train")
     (tmp_path / "JPEGImages" / "a.jpg").unlink()
-    with pytest.raises(UsageError, match=r"a\.xml: no image a\.jpg in .*JPEGImages"):
+    with pytest.raises(InputError, match=r"a\.xml: no image a\.jpg in .*JPEGImages"):
         load_records(dataset, "train")
 
 
@@ -118,20 +118,20 @@ def test_validate_detection(tmp_path):
     validate_detection("shapes")
     validate_detection("voc/2007")
     validate_detection(_write_voc(tmp_path / "voc"))
-    with pytest.raises(UsageError, match="is not a directory"):
+    with pytest.raises(InputError, match="is not a directory"):
         validate_detection(f"voc:{tmp_path / 'missing'}")
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         os.makedirs(tmp_path / "partial" / sub)
     os.rmdir(tmp_path / "partial" / "Annotations")
-    with pytest.raises(UsageError, match=r"no .*partial/Annotations/"):
+    with pytest.raises(InputError, match=r"no .*partial/Annotations/"):
         validate_detection(f"voc:{tmp_path / 'partial'}")
     for bad in ("voc:", "folder:x", "Not a name!"):
-        with pytest.raises(UsageError):
+        with pytest.raises(InputError):
             validate_detection(bad)
 
 
 def test_tfds_not_prepared_is_one_clear_error(tmp_path):
-    with pytest.raises(UsageError, match=r"voc/2007: not prepared under .*--data_dir"):
+    with pytest.raises(InputError, match=r"voc/2007: not prepared under .*--data_dir"):
         load_records("voc/2007", "train", data_dir=str(tmp_path))
 
 
@@ -149,7 +149,7 @@ def test_shapes_records():
 
 def _rectangle_records(n=6):
     """Black 60×40 images with one white rectangle each (varied, off-centre) and its box; in-memory records."""
-    from recipes.voc import Record
+    from inputs.voc import Record
     rng = np.random.default_rng(0)
     records = []
     for i in range(n):
@@ -194,7 +194,7 @@ def test_training_augmentation_keeps_boxes_on_the_object():
 
 
 def test_training_flips_and_drops_difficult():
-    from recipes.voc import Record
+    from inputs.voc import Record
     image = np.zeros((32, 32, 3), np.uint8)
     image[4:12, 2:10] = 255
     record = Record(image, 32, 32, np.array([[2, 4, 10, 12], [12, 14, 22, 24]], np.float32),
@@ -211,8 +211,8 @@ def test_training_flips_and_drops_difficult():
 
 
 def test_evaluation_pipeline_keeps_order_and_last_batch(tmp_path):
+    from inputs.voc import eval_arrays
     from models.letterbox import letterbox_params, to_input
-    from recipes.voc import eval_arrays
     records, names = load_records(_write_voc(tmp_path), "train")
     batches = list(detection_dataset(records, names, input_size=64, batch_size=2, training=False, max_boxes=3))
     assert [b[0].shape[0] for b in batches] == [2, 1]

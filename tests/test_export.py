@@ -114,7 +114,8 @@ def test_export_sizes(exports):
 def test_int8_io_in_process(tiny, tmp_path):
     """Full-integer export with int8 input/output: the helpers quantize the input and dequantize the output."""
     import zoo
-    from recipes import data, litert
+    from export import litert
+    from inputs import classification as data
     spec, weights = tiny
     model = zoo.build(str(spec), weights=str(weights))
     calib = data.shapes("train", 32)[0][:16].astype(np.float32)

@@ -50,7 +50,7 @@ def test_schema_top_level_keys_match_the_decoder(validator):
     assert validator.schema["properties"]["padding"]["enum"] == list(S.PADDINGS)
     assert validator.schema["$defs"]["activation"]["enum"] == list(S.ACTIVATIONS)
     assert validator.schema["$defs"]["shuffle_block"]["properties"]["choice"]["enum"] == list(S.SHUFFLE_CHOICES)
-    assert validator.schema["properties"]["name"]["pattern"] == S._NAME_RE.pattern
+    assert validator.schema["properties"]["name"]["pattern"] == S.NAME_RE.pattern
 
 
 # An "ir" spec (mobilenet_v2_100: stages[1][0] expands 16 -> 96 -> 24) and a "shuffle" spec.

@@ -9,12 +9,12 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from inputs.classification import SHAPES_CLASSES, shapes_boxes
 from models import spec as S
 from models import yolo
 from models.builder import build
 from models.letterbox import letterbox_params, to_input
 from models.weights import named_weights, read_npz, save_npz
-from recipes.data import SHAPES_CLASSES, shapes_boxes
 
 SIZE = 64
 C = 3

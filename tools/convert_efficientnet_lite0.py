@@ -42,7 +42,7 @@ def parity_inputs(seed: int = PARITY_SEED, n: int = PARITY_N, size: int = 224) -
 
 def load_photos(paths, size=224) -> tuple[np.ndarray, list[str]]:
     """Images resized (short side) and centre-cropped to ``size``, as 0–255 RGB float32."""
-    from recipes.images import list_image_files, load_center_crop
+    from inputs.images import list_image_files, load_center_crop
     files = list_image_files(paths)
     out = [load_center_crop(f, size) for f in files]
     names = [os.path.relpath(f, ROOT) for f in files]

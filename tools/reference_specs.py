@@ -13,7 +13,6 @@ efficientnet_lite_builder), SPOS (Guo et al. 2019; megvii-model/SinglePathOneSho
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 

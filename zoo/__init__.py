@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from common.errors import InputError
 from models import spec as S
 from models.counting import count
 from models.weights import sha256
@@ -23,7 +24,7 @@ WEIGHTS_DIR = os.path.join(ZOO_DIR, "weights")
 CARD_KEYS = ("model", "tag", "file", "sha256", "dataset", "input_size", "metrics", "produced_by", "source", "license")
 
 
-class ZooError(LookupError):
+class ZooError(InputError, LookupError):
     """Unknown model or weights tag, missing file, or a weights file that fails its sha256 check."""
 
 

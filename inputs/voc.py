@@ -2,8 +2,8 @@
 
 A detection dataset is named by one string:
 
-- ``shapes`` — synthetic boxes (`recipes.data.shapes_boxes`) at `SHAPES_IMAGE_SIZE` pixels, `SHAPES_SPLITS` images
-  per split (a different seed per split), classes `recipes.data.SHAPES_CLASSES`; images are held in memory.
+- ``shapes`` — synthetic boxes (`inputs.classification.shapes_boxes`) at `SHAPES_IMAGE_SIZE` pixels, `SHAPES_SPLITS` images
+  per split (a different seed per split), classes `inputs.classification.SHAPES_CLASSES`; images are held in memory.
 - ``voc:PATH`` — PASCAL VOC layout: ``PATH/ImageSets/Main/{split}.txt`` lists image ids, ``Annotations/{id}.xml``
   holds the boxes and ``JPEGImages/`` the image named by the XML's ``<filename>`` (else ``{id}`` + .jpg/.jpeg/.png).
 - a tensorflow-datasets name such as ``voc/2007`` (any dataset with an ``image`` feature and ``objects`` holding
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from absl import logging
 
-from recipes.data import _TFDS_NAME, SHAPES_CLASSES, DataError, shapes_boxes
+from inputs.classification import _TFDS_NAME, SHAPES_CLASSES, DataError, shapes_boxes
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -71,7 +71,7 @@ def validate_detection(dataset: str) -> None:
     """Checks a detection dataset name cheaply, without importing TensorFlow.
 
     Raises:
-        DataError (a UsageError): not ``shapes``, an existing ``voc:PATH`` layout or a tensorflow-datasets name.
+        DataError (an InputError): not ``shapes``, an existing ``voc:PATH`` layout or a tensorflow-datasets name.
     """
     if dataset == "shapes":
         return
@@ -396,6 +396,7 @@ def eval_arrays(records: list[Record], input_size: int) -> tuple[np.ndarray, np.
     predictions back with `models.letterbox.from_input`. Holds every image in memory: for large sets iterate
     `detection_dataset` (training=False) and compute params with `models.letterbox.letterbox_params` instead."""
     import tensorflow as tf
+
     from models.letterbox import letterbox
     if not records:
         return np.zeros((0, input_size, input_size, 3), np.float32), np.zeros((0, 3), np.float32)
@@ -435,6 +436,7 @@ def _letterboxed(image, boxes, labels, size: int, max_boxes: int):
 def _augment(image, boxes, labels, seed, size: int, max_boxes: int):
     """Random flip and scale/placement jitter of one uint8 image and its boxes (original pixels) → input pixels."""
     import tensorflow as tf
+
     from models.letterbox import FILL, letterbox_params
     flip_seed, scale_seed, x_seed, y_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     shape = tf.shape(image)

@@ -245,7 +245,7 @@ def tflite_logits(path: str, images, progress: bool = False):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from recipes import litert
+    from export import litert
     plain = Interpreter(model_path=path, experimental_op_resolver_type=_no_delegate_resolver())
     plain.allocate_tensors()
     floats = float_ops(plain)

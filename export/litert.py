@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from recipes._cli import UsageError
+from common.errors import InputError
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier, bytes 4..8
@@ -47,29 +47,29 @@ def is_tflite(path: str) -> bool:
 
 
 def check_tflite(path: str, flag: str = "--model") -> None:
-    """Raises `UsageError` unless ``path`` is an existing, readable TFLite flatbuffer."""
+    """Raises `InputError` unless ``path`` is an existing, readable TFLite flatbuffer."""
     if not os.path.exists(path):
-        raise UsageError(f"{flag} {path}: no such file")
+        raise InputError(f"{flag} {path}: no such file")
     if not os.path.isfile(path):
-        raise UsageError(f"{flag} {path}: not a file")
+        raise InputError(f"{flag} {path}: not a file")
     if not os.access(path, os.R_OK):
-        raise UsageError(f"{flag} {path}: not readable")
+        raise InputError(f"{flag} {path}: not readable")
     if not is_tflite(path):
-        raise UsageError(f"{flag} {path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
+        raise InputError(f"{flag} {path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
 
 
 def check_writable(path: str, flag: str) -> None:
-    """Raises `UsageError` unless the file ``path`` can be created: not a directory, and its nearest existing
+    """Raises `InputError` unless the file ``path`` can be created: not a directory, and its nearest existing
     ancestor directory is writable (missing directories are created later)."""
     if os.path.isdir(path):
-        raise UsageError(f"{flag} {path}: is a directory")
+        raise InputError(f"{flag} {path}: is a directory")
     d = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(d):
         d = os.path.dirname(d)
     if not os.path.isdir(d):
-        raise UsageError(f"{flag} {path}: {d} is not a directory")
+        raise InputError(f"{flag} {path}: {d} is not a directory")
     if not os.access(d, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: directory {d} is not writable")
+        raise InputError(f"{flag} {path}: directory {d} is not writable")
 
 
 # ---------------------------------------------------------------------------------------------------------------

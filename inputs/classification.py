@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from recipes._cli import UsageError
-from recipes.images import list_image_files
+from common.errors import InputError
+from inputs.images import list_image_files
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -56,7 +56,7 @@ _TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.-]+)?(:[0-9.*]+)?")
 _SHAPES_SPLITS = {"train": "train", "holdout": "train", "test": "test", "val": "test", "validation": "test"}
 
 
-class DataError(UsageError):
+class DataError(InputError):
     """Unusable data: a one-line message naming what is wrong and where (path or dataset name)."""
 
 
@@ -104,6 +104,25 @@ def validate(dataset: str, data_dir: str | None = None) -> None:
         raise DataError(f"dataset {dataset!r}: not 'shapes', 'folder:PATH' or a tensorflow-datasets name")
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise DataError(f"--data_dir {data_dir}: not a directory")
+
+
+def known_classes(dataset: str) -> int | None:
+    """Number of classes of a dataset when it can be known without TensorFlow (shapes, folder:PATH), else None."""
+    if dataset == "shapes":
+        return len(SHAPES_CLASSES)
+    if dataset.startswith("folder:"):
+        root = _folder_root(dataset)
+        return len(_class_names(_folder_layout(root)["train"]))
+    return None
+
+
+def check_eval_split(dataset: str, flag: str) -> None:
+    """A ``folder:PATH`` dataset without ``test/`` (or ``val/``) cannot give validation data: say so before TF."""
+    if dataset.startswith("folder:"):
+        root = _folder_root(dataset)
+        if "test" not in _folder_layout(root):
+            raise InputError(f"--dataset={dataset}: no test split (needs {root}/train and {root}/test or val); "
+                             f"pass {flag}")
 
 
 def load(dataset: str, split: str, *, image_size: int, batch_size: int, training: bool, data_dir: str | None = None,

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from recipes._cli import UsageError
+from common.errors import InputError
 
 CLASSIFIER_PREFIX = "classifier/"
 
@@ -31,14 +31,14 @@ def resolve_weights(spec, weights: str | None) -> str | None:
     """The ``.npz`` path named by ``--weights``: '' → None (random init), a ``.npz`` path, or a zoo tag.
 
     Raises:
-        UsageError: the ``.npz`` file does not exist.
+        InputError: the ``.npz`` file does not exist.
         ZooError: unknown tag for this model, or a zoo weights file that fails its sha256 check.
     """
     if not weights:
         return None
     if weights.endswith(".npz") or os.sep in weights:
         if not os.path.isfile(weights):
-            raise UsageError(f"--weights={weights}: no such file")
+            raise InputError(f"--weights={weights}: no such file")
         return weights
     from zoo import weights_path
     return weights_path(spec.name, weights)
@@ -60,27 +60,6 @@ def weights_classes(arrays: dict[str, np.ndarray]) -> int | None:
     """Output width of the classifier in a weights file, or None when it has no ``classifier/kernel``."""
     kernel = arrays.get(CLASSIFIER_PREFIX + "kernel")
     return None if kernel is None or kernel.ndim != 2 else int(kernel.shape[-1])
-
-
-def known_classes(dataset: str) -> int | None:
-    """Number of classes of a dataset when it can be known without TensorFlow (shapes, folder:PATH), else None."""
-    from recipes import data
-    if dataset == "shapes":
-        return len(data.SHAPES_CLASSES)
-    if dataset.startswith("folder:"):
-        root = data._folder_root(dataset)
-        return len(data._class_names(data._folder_layout(root)["train"]))
-    return None
-
-
-def check_eval_split(dataset: str, flag: str) -> None:
-    """A ``folder:PATH`` dataset without ``test/`` (or ``val/``) cannot give validation data: say so before TF."""
-    from recipes import data
-    if dataset.startswith("folder:"):
-        root = data._folder_root(dataset)
-        if "test" not in data._folder_layout(root):
-            raise UsageError(f"--dataset={dataset}: no test split (needs {root}/train and {root}/test or val); "
-                             f"pass {flag}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
