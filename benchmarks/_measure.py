@@ -102,7 +102,7 @@ def round_floats(x, digits: int = 5):
 # -------------------------------------------------------------------------------------------------------------- output
 def write_json(path: str, obj) -> None:
     """Writes ``obj`` as indented JSON atomically (temp file beside ``path``, then rename)."""
-    from models.weights import atomic_write
+    from common.io import atomic_write
     data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
     atomic_write(path, lambda f: f.write(data))
 

@@ -194,7 +194,7 @@ def _plot(path: str, rows: list, res: dict, s: dict, clock: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from models.weights import atomic_write
+    from common.io import atomic_write
     meas = np.array([r["measured_ms"] for r in rows])
     pred = np.array([r["predicted_ms"] for r in rows])
     macs = np.array([r["macs"] for r in rows]) / 1e6

@@ -126,7 +126,7 @@ def main(argv):
         "command": "python -m benchmarks.quantization " + " ".join(sys.argv[1:]),
         "stage_logs": os.path.join(work, "logs"),
     }
-    from models.weights import atomic_write
+    from common.io import atomic_write
     text = json.dumps(result, indent=1) + "\n"
     atomic_write(FLAGS.out, lambda f: f.write(text.encode()))
     _plot(result, os.path.splitext(FLAGS.out)[0] + ".png")
@@ -139,7 +139,7 @@ def _plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from models.weights import atomic_write
+    from common.io import atomic_write
     names = ["float32", "PTQ int8", "QAT int8"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
     axes[0].bar(names, [result["float_acc"], result["ptq_int8_acc"], result["qat_int8_acc"]], color="tab:green")

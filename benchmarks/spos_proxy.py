@@ -53,8 +53,8 @@ def main(argv=None) -> int:
     if a.dataset.startswith("folder:") and not os.path.isdir(a.dataset[7:]):
         print(f"spos_proxy: --dataset={a.dataset}: no such directory", file=sys.stderr)
         return 2
+    from common.io import atomic_write
     from models import spec as spec_lib
-    from models.weights import atomic_write
     from recipes._cli import run_stage
     from search import spos as sp
 

@@ -473,7 +473,7 @@ def _plot(path: str, results: dict) -> None:
     axes[0].set_title("error bars: min/max of per-round medians", fontsize=9)
     fig.suptitle("Supernet training-step cost: fixed k_max vs meta-kernel vs multi-path (DARTS)")
     fig.tight_layout()
-    from models.weights import atomic_write
+    from common.io import atomic_write
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 

@@ -7,7 +7,7 @@ import os
 
 import tensorflow as tf
 
-from models.weights import atomic_write
+from common.io import atomic_write
 
 
 class EpochState:

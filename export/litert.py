@@ -113,7 +113,7 @@ def export(model, path: str, mode: str = "float32", representative: Callable[[],
 
     The exported signature has a dynamic batch and the model's static height, width and channels.
     """
-    from models.weights import atomic_write
+    from common.io import atomic_write
     options = converter_options(mode, representative, int8_io)
     with tempfile.TemporaryDirectory(prefix="litert-export-") as tmp:
         staged = os.path.join(tmp, "model.tflite")  # Keras requires the .tflite suffix

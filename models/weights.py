@@ -7,12 +7,11 @@ lets the same file load into either framework and survive model surgery that kee
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 
 import numpy as np
 
 from common.errors import InputError
+from common.io import atomic_write
 
 
 class WeightsError(InputError):
@@ -61,22 +60,6 @@ def assign(model, arrays: dict[str, np.ndarray], source: str = "weights") -> Non
 def copy_weights(src, dst) -> None:
     """Copies weights between two builds of the same spec (e.g. Keras 3 → tf_keras twin) by layer name."""
     assign(dst, named_weights(src), source=f"model {src.name!r}")
-
-
-def atomic_write(path: str, write) -> None:
-    """Calls ``write(binary_file)`` on a temp file beside ``path``, then renames it: never a half-written ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1], dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_npz(model, path: str) -> str:

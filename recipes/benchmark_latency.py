@@ -71,9 +71,9 @@ def _check_size(path: str, size: int | None) -> list[int] | None:
 
 
 def main(argv):
+    from common.io import atomic_write
     from export import litert
     from models.counting import count
-    from models.weights import atomic_write
     from search import tflite_timing
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -172,7 +172,7 @@ def main(argv):
         "parity": parity, "export_seconds": round(export_s, 2), "versions": tflite_timing.versions(
             "keras", "tensorflow", "ai-edge-litert"),
     }
-    from models.weights import atomic_write
+    from common.io import atomic_write
     atomic_write(report_path, lambda f: f.write(json.dumps(report, indent=1).encode()))
 
     kind = _MODE_TEXT[mode]

@@ -516,7 +516,7 @@ def main(argv):
     if os.path.exists(best_npz):
         with open(best_npz, "rb") as f:
             data = f.read()
-        from models.weights import atomic_write
+        from common.io import atomic_write
         atomic_write(os.path.join(FLAGS.out_dir, "best_weights.npz"), lambda f: f.write(data))
     for name in os.listdir(ckpt_dir):
         if name.startswith("best_e") and name != os.path.basename(best_npz):

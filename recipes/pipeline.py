@@ -82,7 +82,7 @@ def _plot(summary: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from models.weights import atomic_write
+    from common.io import atomic_write
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     s, m = summary["search"], summary["models"]
     axes[0].bar(["target", "E[MACs]", "derived"], [s["target_macs"] / 1e6, s["expected_macs"] / 1e6, s["macs"] / 1e6],
@@ -147,7 +147,7 @@ def main(argv):
         "models": models, "stage_seconds": seconds,
         "commands": {name: "python -m " + " ".join(args) for name, (args, _) in cmds.items()},
     }
-    from models.weights import atomic_write
+    from common.io import atomic_write
     text = json.dumps(summary, indent=1) + "\n"
     atomic_write(os.path.join(out, "summary.json"), lambda f: f.write(text.encode()))
     _plot(summary, os.path.join(out, "pipeline.png"))

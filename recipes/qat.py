@@ -245,9 +245,9 @@ def main(argv):
     import numpy as np
     import tf_keras
 
+    from common.io import atomic_write
     from export import litert
     from inputs.classification import load
-    from models.weights import atomic_write
     from search import tflite_timing
 
     keras.utils.set_random_seed(FLAGS.seed)

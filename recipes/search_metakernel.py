@@ -131,7 +131,7 @@ def _check_target(space) -> None:
 
 
 def _write_json(path, obj):
-    from models.weights import atomic_write
+    from common.io import atomic_write
     text = json.dumps(obj, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -147,10 +147,10 @@ def main(argv):
     import tensorflow as tf
     from tqdm import tqdm
 
+    from common.io import atomic_write
     from inputs.classification import load
     from models import spec as spec_lib
     from models.counting import count
-    from models.weights import atomic_write
     from reports import plots
     from search import supernet as sn
     from search.differentiable import MetaKernelSearch, SearchConfig

@@ -191,7 +191,7 @@ def _feasible(space, latency):
 
 
 def _write_json(path, obj):
-    from models.weights import atomic_write
+    from common.io import atomic_write
     text = json.dumps(obj, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -220,9 +220,9 @@ def main(argv):
     from tqdm import tqdm
     tf.get_logger().setLevel("ERROR")  # per-branch functions compile lazily; TF warns about each new trace
 
+    from common.io import atomic_write
     from inputs.classification import load
     from models import spec as spec_lib
-    from models.weights import atomic_write
     from reports import plots
     from search import evolution as ev
     from search import spos as sp

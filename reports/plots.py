@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 
-from models.weights import atomic_write
+from common.io import atomic_write
 
 
 def _save(fig, path: str) -> None:

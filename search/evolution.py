@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from common.errors import InputError
-from models.weights import atomic_write
+from common.io import atomic_write
 from search import spos as sp
 
 

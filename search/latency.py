@@ -251,7 +251,7 @@ class LatencyTable:
 
     def save(self, path: str) -> None:
         """Writes the table as JSON atomically (temp file beside ``path``, then rename)."""
-        from models.weights import atomic_write
+        from common.io import atomic_write
         data = (json.dumps(self.to_json(), indent=1) + "\n").encode()
         atomic_write(path, lambda f: f.write(data))
 

@@ -123,8 +123,9 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
     import zoo
+    from common.io import atomic_write
     from models.builder import build
-    from models.weights import assign, atomic_write, sha256
+    from models.weights import assign, sha256
 
     spec = zoo.get_spec(NAME)
     state, run_torch, src_path = torch_reference()

@@ -22,7 +22,7 @@ CLASSIFIER_PREFIX = "classifier/"
 
 def write_json(path: str, obj) -> None:
     """Writes ``obj`` as indented JSON atomically (temp file + rename)."""
-    from models.weights import atomic_write
+    from common.io import atomic_write
     text = json.dumps(obj, indent=1, sort_keys=False) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -122,7 +122,7 @@ def backup_callback(backup_dir: str, save_every: int, steps_per_epoch: int, anno
     """
     import keras
 
-    from models.weights import atomic_write
+    from common.io import atomic_write
 
     class TrainingBackup(keras.callbacks.BackupAndRestore):
         def __init__(self):

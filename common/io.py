@@ -1,0 +1,35 @@
+"""The one file-writing helper: every output is written to a temp file beside its path and renamed into place, so a
+kill never leaves a half-written file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def atomic_write(path: str, write) -> None:
+    """Calls ``write(binary_file)`` on a temp file beside ``path``, then renames it: never a half-written ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1], dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj, indent: int = 1) -> None:
+    """Writes ``obj`` as indented JSON atomically."""
+    data = (json.dumps(obj, indent=indent) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes ``text`` (UTF-8) atomically."""
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data))
