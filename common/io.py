@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 
@@ -33,3 +34,8 @@ def write_text(path: str, text: str) -> None:
     """Writes ``text`` (UTF-8) atomically."""
     data = text.encode()
     atomic_write(path, lambda f: f.write(data))
+
+
+def eprint(message: str) -> None:
+    """A progress or resume note on stderr, flushed (stdout stays for results)."""
+    print(message, file=sys.stderr, flush=True)

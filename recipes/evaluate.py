@@ -47,20 +47,20 @@ def _check_flags():
     from inputs import classification as data
     from inputs.classification import validate
     from models.spec import check_input_size
-    from training import core as T
+    from training import weights as W
 
     spec = zoo.get_spec(FLAGS.model)
     size = FLAGS.input_size or spec.input.size
     check_input_size(spec, size, "--input_size")
     if FLAGS.weights is None:
         raise UsageError("--weights: required (a .npz path, a zoo tag such as 'imagenet', or '' for random init)")
-    path = T.resolve_weights(spec, FLAGS.weights)
-    arrays = T.read_weights(path) if path else None
+    path = W.resolve_weights(spec, FLAGS.weights)
+    arrays = W.read_weights(path) if path else None
     validate(FLAGS.dataset, FLAGS.data_dir)
     if FLAGS.split in ("test", "val", "validation"):
         data.check_eval_split(FLAGS.dataset, "--split=train")
     data_classes = data.known_classes(FLAGS.dataset)
-    classes = (T.weights_classes(arrays) or spec.head.classes) if arrays is not None else data_classes
+    classes = (W.weights_classes(arrays) or spec.head.classes) if arrays is not None else data_classes
     if data_classes is not None and classes is not None and classes != data_classes:
         raise UsageError(f"--weights={FLAGS.weights}: a {classes}-class classifier, but --dataset={FLAGS.dataset} has "
                          f"{data_classes}")
@@ -83,9 +83,9 @@ def main(argv):
     import keras
 
     import zoo
+    from common import io as io_lib
     from inputs.classification import load
     from models.weights import assign, sha256
-    from training import core as T
 
     if FLAGS.batch_size % strategy.num_replicas_in_sync:
         raise UsageError(f"--batch_size={FLAGS.batch_size} does not split over {strategy.num_replicas_in_sync} "
@@ -113,7 +113,7 @@ def main(argv):
         out["top5"] = float(result["top5"])
     out["wall_time_s"] = round(time.time() - started, 3)
     if FLAGS.json:
-        T.write_json(FLAGS.json, out)
+        io_lib.write_json(FLAGS.json, out)
     top5 = f"  top-5 {out['top5']:.4f}" if "top5" in out else ""
     print(f"{spec.name} on {FLAGS.dataset} {FLAGS.split} ({info.num_examples} examples, {size}x{size}): "
           f"top-1 {out['top1']:.4f}{top5}")

@@ -131,9 +131,10 @@ def _settings(spec) -> dict:
 def _check_flags():
     """Everything checkable without TensorFlow; returns (spec, weights path or None)."""
     import zoo
+    from common import io as io_lib
     from inputs.voc import validate_detection
     from models.spec import SpecError, check_input_size
-    from training import core as T
+    from training import weights as W
 
     spec = zoo.get_spec(FLAGS.backbone)
     if FLAGS.input_size % 32:
@@ -155,7 +156,7 @@ def _check_flags():
         raise UsageError(f"--cpu_replicas={FLAGS.cpu_replicas} needs --strategy=mirrored")
     if FLAGS.batch_size % FLAGS.cpu_replicas:
         raise UsageError(f"--batch_size={FLAGS.batch_size} does not split over --cpu_replicas={FLAGS.cpu_replicas}")
-    weights = T.resolve_weights(spec, FLAGS.weights)
+    weights = W.resolve_weights(spec, FLAGS.weights)
     validate_detection(FLAGS.dataset)
     if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
         raise UsageError(f"--out_dir={FLAGS.out_dir}: exists and is not a directory")
@@ -172,7 +173,7 @@ def _check_flags():
             raise UsageError(f"--out_dir={FLAGS.out_dir} holds a run with other settings ({', '.join(diff)}); rerun "
                              "with the same flags to resume, or use a new --out_dir")
     if FLAGS.freeze_epochs and not FLAGS.weights:
-        T.stderr("note: --freeze_epochs with --weights='' freezes a randomly initialised backbone")
+        io_lib.eprint("note: --freeze_epochs with --weights='' freezes a randomly initialised backbone")
     return spec, weights
 
 
@@ -424,12 +425,13 @@ def main(argv):
     import tensorflow as tf
     from tqdm import tqdm
 
+    from common import io as io_lib
     from models import yolo
     from models.weights import save_npz
     from search.tflite_timing import host, versions
-    from training import core as T
+    from training import bn
 
-    T.write_json(os.path.join(FLAGS.out_dir, "settings.json"), _settings(spec))
+    io_lib.write_json(os.path.join(FLAGS.out_dir, "settings.json"), _settings(spec))
     keras.utils.set_random_seed(FLAGS.seed)
     num_classes, S = len(class_names), FLAGS.input_size
     anchors = compute_anchors(train_records, S, FLAGS.anchors, FLAGS.seed)
@@ -455,12 +457,12 @@ def main(argv):
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         with open(os.path.join(ckpt_dir, "history.json")) as f:
             history = json.load(f)[:int(epoch_var.numpy())]
-        T.stderr(f"resuming from epoch {int(epoch_var.numpy())} in {FLAGS.out_dir}")
+        io_lib.eprint(f"resuming from epoch {int(epoch_var.numpy())} in {FLAGS.out_dir}")
     predictor = _Forward(model)
     recal_ds = voc.detection_dataset(train_records, class_names, input_size=S, batch_size=FLAGS.batch_size,
                                      training=False).take(FLAGS.bn_recal_batches)
 
-    recalibrator = T.BNRecalibrator(model)
+    recalibrator = bn.BNRecalibrator(model)
 
     def recalibrate():
         if FLAGS.bn_recal_batches:
@@ -507,7 +509,7 @@ def main(argv):
         if metrics["map50_voc07"] >= max(h["val_map50_voc07"] for h in history):
             save_npz(model, os.path.join(ckpt_dir, f"best_e{epoch + 1}.npz"))
         epoch_var.assign(epoch + 1)
-        T.write_json(os.path.join(ckpt_dir, "history.json"), history)
+        io_lib.write_json(os.path.join(ckpt_dir, "history.json"), history)
         manager.save(checkpoint_number=epoch + 1)
 
     # Outputs (recomputed from the checkpoint when a finished run is rerun).
@@ -522,7 +524,7 @@ def main(argv):
         if name.startswith("best_e") and name != os.path.basename(best_npz):
             os.remove(os.path.join(ckpt_dir, name))
     save_npz(model, os.path.join(FLAGS.out_dir, "last_weights.npz"))
-    T.write_json(os.path.join(FLAGS.out_dir, "history.json"), history)
+    io_lib.write_json(os.path.join(FLAGS.out_dir, "history.json"), history)
     dets, final = evaluate(predictor, val_images, val_records, anchors, S, num_classes, coco=True)
     with writer.as_default(step=FLAGS.epochs):
         tf.summary.scalar("val_coco_ap", final["coco_ap"])
@@ -548,7 +550,7 @@ def main(argv):
                "settings": _settings(spec), "strategy": FLAGS.strategy, "replicas": strategy.num_replicas_in_sync,
                "export": export, "host": host(), "versions": versions("tensorflow", "keras", "ai-edge-litert",
                                                                         "numpy", "pycocotools")}
-    T.write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary)
+    io_lib.write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary)
     line = (f"{spec.name} ({FLAGS.weights or 'scratch'}): val mAP50 VOC07 {final['map50_voc07']:.4f}, AUC "
             f"{final['map50_auc']:.4f}, COCO AP {final['coco_ap']:.4f} / AP50 {final['coco_ap50']:.4f}; "
             f"{train_s / 60:.1f} min")

@@ -119,7 +119,7 @@ def _check_flags() -> _Plan:
     from inputs import classification as data
     from inputs.classification import validate
     from models.spec import check_input_size
-    from training import core as T
+    from training import weights as W
 
     spec = zoo.get_spec(FLAGS.model)
     spec_file = zoo.spec_path(FLAGS.model)
@@ -134,8 +134,8 @@ def _check_flags() -> _Plan:
         raise UsageError(f"--batch_size={FLAGS.batch_size} does not split over --cpu_replicas={FLAGS.cpu_replicas}")
     if FLAGS.strategy != "mirrored" and FLAGS.cpu_replicas > 1:
         raise UsageError(f"--cpu_replicas={FLAGS.cpu_replicas} needs --strategy=mirrored")
-    weights_path = T.resolve_weights(spec, FLAGS.weights)
-    arrays = T.read_weights(weights_path) if weights_path else None
+    weights_path = W.resolve_weights(spec, FLAGS.weights)
+    arrays = W.read_weights(weights_path) if weights_path else None
     validate(FLAGS.dataset, FLAGS.data_dir)
     if FLAGS.val_limit != 0:
         data.check_eval_split(FLAGS.dataset, "--val_limit=0 to train without validation")
@@ -187,10 +187,12 @@ def main(argv):
     import tensorflow as tf
 
     import zoo
+    from common import io as io_lib
     from inputs.classification import load
     from models.spec import encode
     from models.weights import save_npz, sha256
-    from training import core as T
+    from training import weights as W
+    from training.backup import backup_callback
 
     replicas = strategy.num_replicas_in_sync
     if FLAGS.batch_size % replicas:
@@ -220,10 +222,10 @@ def main(argv):
         model = zoo.build(FLAGS.model, weights=None, classes=classes, input_size=plan.size)
         init = {"weights": FLAGS.weights, "path": plan.weights_path, "loaded": 0, "skipped": []}
         if plan.init_arrays is not None:
-            init.update(T.load_init_weights(model, plan.init_arrays, plan.weights_path))
+            init.update(W.load_init_weights(model, plan.init_arrays, plan.weights_path))
             init["sha256"] = sha256(plan.weights_path)
             if init["skipped"]:
-                T.stderr(f"{plan.weights_path}: classifier not loaded (the data has {classes} classes); "
+                io_lib.eprint(f"{plan.weights_path}: classifier not loaded (the data has {classes} classes); "
                          f"{init['loaded']} other weights loaded")
         if warmup_steps:
             schedule = keras.optimizers.schedules.CosineDecay(
@@ -248,9 +250,9 @@ def main(argv):
 
     os.makedirs(out_dir, exist_ok=True)  # only now: bad data or flags above leave no trace
     if chief:
-        T.write_json(os.path.join(FLAGS.out_dir, "train_settings.json"), _settings(plan.spec))
+        io_lib.write_json(os.path.join(FLAGS.out_dir, "train_settings.json"), _settings(plan.spec))
     backup_dir = os.path.join(out_dir, "backup")
-    backup = T.backup_callback(backup_dir, FLAGS.checkpoint_every, steps, announce=T.stderr)
+    backup = backup_callback(backup_dir, FLAGS.checkpoint_every, steps, announce=io_lib.eprint)
     callbacks = [backup]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
@@ -271,7 +273,7 @@ def main(argv):
     final = {new: last[old] for old, new in metric_names.items() if old in last}
     weights_file = os.path.join(out_dir, "weights.npz")
     digest = save_npz(model, weights_file)
-    T.write_json(os.path.join(out_dir, "history.json"), history)
+    io_lib.write_json(os.path.join(out_dir, "history.json"), history)
     opt = {"name": FLAGS.optimizer, "lr": FLAGS.lr, "momentum": FLAGS.momentum,
            "schedule": "linear warm-up from 0 to lr over warmup_steps, then cosine decay to 0 at the last step "
                        "(keras CosineDecay, per optimizer step)",
@@ -300,7 +302,7 @@ def main(argv):
                      "python": sys.version.split()[0]},
         "produced_by": "python -m recipes.train " + " ".join(sys.argv[1:]),
     }
-    T.write_json(os.path.join(out_dir, "model_card.json"), card)
+    io_lib.write_json(os.path.join(out_dir, "model_card.json"), card)
     shutil.rmtree(backup_dir, ignore_errors=True)
     val = (f"val top-1 {final['val_top1']:.4f}" + (f", top-5 {final['val_top5']:.4f}" if "val_top5" in final else "")
            if "val_top1" in final else "no validation")

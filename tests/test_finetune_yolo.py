@@ -57,7 +57,7 @@ def test_precise_bn_sets_exact_average_of_batch_statistics():
     a frozen layer keeps its statistics."""
     import keras
 
-    from training.core import recalibrate_bn
+    from training.bn import recalibrate_bn
     keras.utils.set_random_seed(0)
     x_in = keras.Input((4, 4, 3))
     h = keras.layers.Conv2D(5, 1, name="c1")(x_in)

@@ -1,0 +1,79 @@
+"""Initial weights of a training run: ``--weights`` resolved to a ``.npz`` (path or zoo tag), read and checked, and
+loaded into a built model by layer name (a classifier of another width is left at its initialisation).
+
+Everything but `load_init_weights` runs without TensorFlow (validation happens before TensorFlow is imported)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from common.errors import InputError
+
+CLASSIFIER_PREFIX = "classifier/"
+
+
+def resolve_weights(spec, weights: str | None) -> str | None:
+    """The ``.npz`` path named by ``--weights``: '' → None (random init), a ``.npz`` path, or a zoo tag.
+
+    Raises:
+        InputError: the ``.npz`` file does not exist.
+        ZooError: unknown tag for this model, or a zoo weights file that fails its sha256 check.
+    """
+    if not weights:
+        return None
+    if weights.endswith(".npz") or os.sep in weights:
+        if not os.path.isfile(weights):
+            raise InputError(f"--weights={weights}: no such file")
+        return weights
+    from zoo import weights_path
+    return weights_path(spec.name, weights)
+
+
+def read_weights(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a weights ``.npz`` (WeightsError when unreadable), checked to be keyed ``layer/variable``."""
+    from models.weights import WeightsError, read_npz
+    arrays = read_npz(path)
+    if not arrays:
+        raise WeightsError(f"{path}: holds no arrays")
+    bad = [k for k in arrays if "/" not in k]
+    if bad:
+        raise WeightsError(f"{path}: key {bad[0]!r} is not '<layer>/<variable>' (not a weights file of this zoo)")
+    return arrays
+
+
+def weights_classes(arrays: dict[str, np.ndarray]) -> int | None:
+    """Output width of the classifier in a weights file, or None when it has no ``classifier/kernel``."""
+    kernel = arrays.get(CLASSIFIER_PREFIX + "kernel")
+    return None if kernel is None or kernel.ndim != 2 else int(kernel.shape[-1])
+
+
+def load_init_weights(model, arrays: dict[str, np.ndarray], source: str) -> dict:
+    """Sets ``model``'s weights from ``arrays`` by layer name; skips the classifier when its shape differs.
+
+    Every other weight must be present with the model's shape (nothing is assigned otherwise). The classifier is
+    skipped (left at its fresh initialisation) when the file's classifier shapes differ from the model's (another
+    class count) or the file has none; this is how a zoo checkpoint or a search's ``derived_init.npz`` seeds a run
+    on a dataset with another number of classes.
+
+    Returns:
+        ``{"loaded": number of arrays assigned, "skipped": [keys left at initialisation]}``.
+
+    Raises:
+        WeightsError: a non-classifier weight is missing or has another shape.
+    """
+    from models.weights import assign, named_weights
+    current = named_weights(model)
+    skipped = []
+    merged = dict(arrays)
+    for key, value in current.items():
+        if not key.startswith(CLASSIFIER_PREFIX):
+            continue
+        if key not in arrays or tuple(arrays[key].shape) != tuple(value.shape):
+            merged[key] = value
+            skipped.append(key)
+    if skipped:  # all classifier weights or none: a half-loaded classifier makes no sense
+        skipped = sorted(k for k in current if k.startswith(CLASSIFIER_PREFIX))
+        merged.update({k: current[k] for k in skipped})
+    assign(model, merged, source=source)
+    return {"loaded": len(current) - len(skipped), "skipped": skipped}
