@@ -1,22 +1,33 @@
-# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv from requirements.txt when missing.
+# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv when missing: the pinned runtime
+# (requirements.txt) and test/lint (requirements-test.txt) dependencies, and this project installed editable
+# (`pip install -e .`, so no PYTHONPATH is needed).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
-export PYTHONPATH := $(CURDIR)
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
-.PHONY: test demo venv clean convert-lite0
+.PHONY: test test-fast lint demo venv clean convert-lite0
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-test: venv
+# Everything CI runs (≤ 12 min on a quiet 2-core host): lint, the reference-spec check, every test.
+test: venv lint
 	$(PY) -m tools.reference_specs --check
-	$(PY) -m pytest -q -x -p no:cacheprovider tests
+	$(PYTEST) tests
+
+# In-process unit tests on tiny configs (≤ 3 min on 2 cores): no test marked slow.
+test-fast: venv
+	$(PYTEST) -x -m "not slow" tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 demo: venv
 	$(PY) -m recipes.pipeline --out_dir=runs/demo
@@ -28,4 +39,5 @@ clean:
 convert-lite0:
 	test -x .venv-tools/bin/python || $(PYTHON) -m venv .venv-tools
 	.venv-tools/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r tools/requirements-convert.txt
+	.venv-tools/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	.venv-tools/bin/python -m tools.convert_efficientnet_lite0

@@ -16,7 +16,8 @@ class EpochState:
     def __init__(self, checkpoint_dir: str | None, epoch: tf.Variable, **objects):
         self.dir, self.epoch = checkpoint_dir, epoch
         self._ckpt = tf.train.Checkpoint(epoch=epoch, **objects)
-        self._manager = tf.train.CheckpointManager(self._ckpt, checkpoint_dir, max_to_keep=2) if checkpoint_dir else None
+        self._manager = (tf.train.CheckpointManager(self._ckpt, checkpoint_dir, max_to_keep=2) if checkpoint_dir
+                         else None)
 
     def restore(self) -> list[dict] | None:
         """Restores the latest checkpoint; returns the history up to its epoch, or None when there is none."""

@@ -57,7 +57,8 @@ def torch_reference():
     with contextlib.redirect_stdout(sys.stderr):
         model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
     model.eval()
-    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
 
     def run(x):
         with torch.no_grad():

@@ -45,14 +45,16 @@ def main(argv=None) -> int:
                 print(f"{'name':26s} {'params':>8s} {'MACs':>9s} {'input':>5s}  weights")
                 for r in rows:
                     tags = ",".join(w["tag"] for w in r["weights"]) or "-"
-                    print(f"{r['name']:26s} {_human(r['params']):>8s} {_human(r['macs']):>9s} {r['input_size']:>5d}  {tags}")
+                    print(f"{r['name']:26s} {_human(r['params']):>8s} {_human(r['macs']):>9s} "
+                          f"{r['input_size']:>5d}  {tags}")
         else:
             info = zoo.describe(args.model, args.input_size)
             if args.json:
                 print(json.dumps(info, indent=1))
             else:
                 print(f"{info['name']} ({info['family']}): {info['params']:,} params, {info['macs']:,} MACs at "
-                      f"{info['input_size']}×{info['input_size']}, {info['num_classes']} classes, {info['blocks']} blocks")
+                      f"{info['input_size']}×{info['input_size']}, {info['num_classes']} classes, "
+                      f"{info['blocks']} blocks")
                 for w in info["weights"]:
                     print(f"  weights {w['tag']}: {w['file']} ({w['dataset']}) sha256 {w['sha256'][:16]}…")
     except (zoo.ZooError, SpecError) as e:
