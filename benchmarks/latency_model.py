@@ -4,8 +4,8 @@
 candidates {3, 5, 7, 9}, at ``--input_size`` 160): per architecture a keep level ``c ~ U(0.15, 1)``; per block with an
 expansion conv, ``round(expanded width · clip(c + U(−0.15, 0.15), 0.05, 1))`` filters kept (pruning), split over a
 random non-empty subset of the candidate kernel sizes (random composition); the block without expansion picks one
-kernel size. Each is a full :class:`~models.spec.ModelSpec` (``SearchSpace._spec``), like :func:`search.supernet.derive`
-writes them.
+kernel size. Each is a full :class:`~models.spec.ModelSpec` (``SearchSpace.assemble``), like
+:meth:`search.supernet.MetaKernelSupernet.derive` writes them.
 
 One :func:`search.latency.profile` session then (a) builds the LUT entries the cache ``--lut`` lacks — every
 architecture converted once to float32 TFLite and sliced into stem / block / head models, timed in *chain* context —
@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from benchmarks import _measure  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from recipes._cli import UsageError, run  # noqa: E402
 
 DEFAULT_LUT = os.path.join("benchmarks", "results", "latency_lut.json")
@@ -124,7 +124,7 @@ def make_space(s: dict):
         if s["space"] == "spos_imagenet":
             return dataclasses.replace(sp.imagenet_space(sp.PAPER_RATIOS), input_size=s["input_size"])
         return sp.cifar_space(s["width"], channel_ratios=sp.PAPER_RATIOS, input_size=s["input_size"])
-    from search.supernet import cifar_space, imagenet_space
+    from search.metakernel_space import cifar_space, imagenet_space
     if s["space"] == "imagenet":
         return imagenet_space().replace(input_size=s["input_size"])
     return cifar_space(width=s["width"], input_size=s["input_size"])
@@ -154,7 +154,7 @@ def sample_architecture(space, rng, name: str):
         else:
             block = slot.spec([int(rng.choice(cands))], [slot.in_ch])
         stages.setdefault(slot.stage, []).append(block)
-    return space._spec(tuple(tuple(b) for b in stages.values()), name)
+    return space.assemble(tuple(tuple(b) for b in stages.values()), name)
 
 
 def cover_architectures(space) -> list:
@@ -281,14 +281,14 @@ def main(argv):
     s = _check(_settings())
     plot = os.path.splitext(FLAGS.out)[0] + ".png" if FLAGS.plot is None else FLAGS.plot
     started = time.time()
-    host = _measure.host_info()
+    host = harness.host_info()
 
     import numpy as np
 
     from models.counting import count
     from search import latency as lat
 
-    clock = lat._resolve_clock(s["clock"], s["threads"])
+    clock = lat.resolve_clock(s["clock"], s["threads"])
     table, reused_from = None, None
     if s["lut"] and os.path.exists(s["lut"]) and not FLAGS.fresh_lut:
         try:
@@ -320,16 +320,16 @@ def main(argv):
         m = session.models[spec.name]
         c = count(spec)
         row = {"name": spec.name, "macs": c.macs, "params": c.params, "predicted_ms": e.ms,
-               "measured_ms": m[clock]["ms"], "measured_p10_ms": m[clock]["p10_ms"],
-               "measured_p90_ms": m[clock]["p90_ms"], "measured_wall_ms": m["wall"]["ms"],
-               "ape_pct": abs(e.ms - m[clock]["ms"]) / m[clock]["ms"] * 100.0, "fallback_parts": e.fallback,
-               "parts": len(e.parts),
+               "measured_ms": m[clock]["median_ms"], "measured_p10_ms": m[clock]["p10_ms"],
+               "measured_p90_ms": m[clock]["p90_ms"], "measured_wall_ms": m["wall"]["median_ms"],
+               "ape_pct": abs(e.ms - m[clock]["median_ms"]) / m[clock]["median_ms"] * 100.0,
+               "fallback_parts": e.fallback, "parts": len(e.parts),
                "blocks": [[p["key"], p["ms"]] for p in e.parts if p["kind"] in ("ir", "shuffle")]}
         if iso_table is not None and not iso_table.missing([spec]):
             row["predicted_isolated_ms"] = iso_table.predict(spec)
         rows.append(row)
         macs.append(c.macs)
-        meas.append(m[clock]["ms"])
+        meas.append(m[clock]["median_ms"])
         pred.append(e.ms)
         fallback += e.fallback
 
@@ -388,8 +388,8 @@ def main(argv):
         "command": "python -m benchmarks.latency_model " + " ".join(sys.argv[1:]),
         "wall_s": time.time() - started,
     }
-    report = _measure.round_floats(report)
-    _measure.write_json(FLAGS.out, report)
+    report = harness.round_floats(report)
+    harness.write_json(FLAGS.out, report)
     if plot:
         _plot(plot, rows, report, s, clock)
     print(f"{len(specs)} archs: MAPE {res['mape']:.2f}% (target ≤ {TARGETS['mape_max']:g}), Spearman "

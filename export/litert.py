@@ -4,7 +4,8 @@
   (Keras 3.15 passes converter attributes such as ``optimizations``, ``representative_dataset``, ``target_spec``
   and ``inference_input_type`` straight to the TFLite converter), atomically.
 - `interpreter`, `predict` and `latency` run a file with the ``ai_edge_litert`` interpreter (XNNPACK on CPU),
-  quantizing inputs and dequantizing outputs of integer models.
+  quantizing inputs and dequantizing outputs of integer models; timing and `summarize` are
+  :mod:`search.tflite_timing`'s (the latency table's), re-used here.
 - `op_counts` reads the operators a file holds from its flatbuffer (no interpreter, no delegate rewriting).
 - `check_tflite` needs neither TensorFlow nor LiteRT, so recipes can validate flags before the heavy imports.
   Host and package-version metadata come from `search.tflite_timing.host` / `versions` (no heavy imports either).
@@ -19,14 +20,13 @@ on a phone.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
-import time
 from typing import Callable, Iterable
 
 import numpy as np
 
 from common.errors import InputError
+from search.tflite_timing import summarize  # noqa: F401 — the one latency summary, re-exported for the recipes
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier, bytes 4..8
@@ -234,34 +234,12 @@ def random_input(detail: dict, seed: int = 0) -> np.ndarray:
 def latency(it, runs: int, warmup: int = 20, seed: int = 0, progress: bool = True) -> np.ndarray:
     """Milliseconds of ``runs`` timed ``invoke()`` calls after ``warmup`` untimed ones, on fixed random inputs.
 
-    Every input is set once (``time.perf_counter_ns`` around ``invoke`` only)."""
+    Every input is set once; the timing is :func:`search.tflite_timing.time_invokes` (``time.perf_counter_ns``
+    around ``invoke`` only), summarised by :func:`summarize`."""
+    from search.tflite_timing import time_invokes
     for i, detail in enumerate(it.get_input_details()):
         it.set_tensor(detail["index"], random_input(detail, seed + i))
-    for _ in range(warmup):
-        it.invoke()
-    bar = None
-    if progress and runs >= 50:
-        from tqdm import tqdm
-        bar = tqdm(total=runs, desc="latency", unit="run", leave=False, file=sys.stderr, disable=None)  # TTY only
-    times = np.empty(runs, np.float64)
-    clock = time.perf_counter_ns
-    for i in range(runs):
-        t = clock()
-        it.invoke()
-        times[i] = (clock() - t) / 1e6
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        bar.close()
-    return times
-
-
-def summarize(times_ms: np.ndarray) -> dict:
-    """median/p10/p90/mean/min/max/std of latencies in ms."""
-    t = np.asarray(times_ms, np.float64)
-    p10, med, p90 = np.percentile(t, [10, 50, 90])
-    return {"median_ms": float(med), "p10_ms": float(p10), "p90_ms": float(p90), "mean_ms": float(t.mean()),
-            "min_ms": float(t.min()), "max_ms": float(t.max()), "std_ms": float(t.std())}
+    return time_invokes(it, runs, warmup, progress=progress and runs >= 50)
 
 
 def io_details(it) -> dict:

@@ -16,14 +16,24 @@ from __future__ import annotations
 
 import keras as keras3
 
-from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, SpecError, check_input_size
+from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, SpecError
+from models.walk import ENDPOINT_STRIDES, Site, walk
 from models.weights import assign, read_npz
 
-ENDPOINT_STRIDES = (8, 16, 32)
+__all__ = ["ENDPOINT_STRIDES", "Ops", "build", "build_block", "build_head", "build_preprocess", "build_stem"]
 
 
-class _Ops:
-    """Layer factories bound to one Keras module and one spec's BN/padding conventions."""
+class Ops:
+    """Layer factories bound to one Keras module and one spec's BN and padding conventions.
+
+    Every building piece (:func:`build_preprocess`, :func:`build_stem`, :func:`build_block`, :func:`build_head`)
+    takes one, so a supernet that builds its stem and head with them gets the zoo model's layers and names.
+
+    Args:
+        K: the Keras module (``keras`` or ``tf_keras``).
+        spec: the spec whose ``bn`` (epsilon, momentum), ``padding`` (``same``/``symmetric``), input statistics,
+            stem and head the pieces follow.
+    """
 
     def __init__(self, K, spec: ModelSpec):
         self.K, self.L, self.spec = K, K.layers, spec
@@ -71,7 +81,8 @@ class _Ops:
         return x if act is None else self.act(x, act, f"{name}_act")
 
 
-def _mbconv(o: _Ops, x, b: MBConvSpec, in_ch: int, p: str):
+def _mbconv(o: Ops, x, site: Site):
+    b, p = site.block, site.name
     branches = []
     for g, (k, c) in enumerate(zip(b.kernels, b.split)):
         bp = p if len(b.kernels) == 1 else f"{p}_g{g}"
@@ -89,12 +100,12 @@ def _mbconv(o: _Ops, x, b: MBConvSpec, in_ch: int, p: str):
         s = o.L.Activation("sigmoid", name=f"{p}_se_gate")(s)
         y = o.L.Multiply(name=f"{p}_se_scale")([y, s])
     y = o.conv_bn_act(y, b.filters, 1, 1, f"{p}_project", None, groups=b.project_groups)
-    if b.skip and b.stride == 1 and in_ch == b.filters:
+    if site.residual:
         y = o.L.Add(name=f"{p}_add")([x, y])
     return y
 
 
-def _shuffle_branch(o: _Ops, x, b: ShuffleSpec, out_ch: int, p: str):
+def _shuffle_branch(o: Ops, x, b: ShuffleSpec, out_ch: int, p: str):
     """SPOS main branch: choice_k = 1×1 → dw k → 1×1; choice_x = three (dw 3×3 → 1×1) units."""
     if b.choice == "x":
         y = x
@@ -108,7 +119,8 @@ def _shuffle_branch(o: _Ops, x, b: ShuffleSpec, out_ch: int, p: str):
     return o.conv_bn_act(y, out_ch, 1, 1, f"{p}_pw1", b.act)
 
 
-def _shuffle(o: _Ops, x, b: ShuffleSpec, in_ch: int, size: int, p: str):
+def _shuffle(o: Ops, x, site: Site):
+    b, p, in_ch, size = site.block, site.name, site.in_ch, site.in_size
     if b.stride == 2:
         k = 3 if b.choice == "x" else int(b.choice)
         proj = o.dw_bn(x, k, 2, f"{p}_proj_dw")
@@ -125,6 +137,52 @@ def _shuffle(o: _Ops, x, b: ShuffleSpec, in_ch: int, size: int, p: str):
     odd = o.L.Reshape((size, size, half), name=f"{p}_odd")(odd)
     main = _shuffle_branch(o, odd, b, b.filters - half, p)
     return o.L.Concatenate(name=f"{p}_concat")([even, main])
+
+
+def build_preprocess(o: Ops, x):
+    """The ``preprocess`` layer on raw 0–255 input ``x``: ``(x − mean) / std`` with the spec's input statistics."""
+    inp = o.spec.input
+    return o.L.Rescaling(scale=[1.0 / s for s in inp.std], offset=[-m / s for m, s in zip(inp.mean, inp.std)],
+                         name="preprocess")(x)
+
+
+def build_stem(o: Ops, x):
+    """The spec's stem on ``x``: conv → BN → act (``stem_conv``, ``stem_bn``, ``stem_act``), then the 3×3 stride-2
+    max pool ``stem_pool`` when ``stem.pool``."""
+    s = o.spec.stem
+    x = o.conv_bn_act(x, s.filters, s.kernel, s.stride, "stem", s.act)
+    if s.pool:
+        x, padding = o.pad(x, 3, 2, "stem_pool")
+        x = o.L.MaxPooling2D(3, 2, padding=padding, name="stem_pool")(x)
+    return x
+
+
+def build_block(o: Ops, x, site: Site):
+    """The block of ``site`` (a :class:`models.walk.Site`) on ``x``, its layers named ``{site.name}_*``."""
+    if isinstance(site.block, MBConvSpec):
+        return _mbconv(o, x, site)
+    return _shuffle(o, x, site)
+
+
+def build_head(o: Ops, x, *, include_top: bool = True, classes: int | None = None, pooling: str | None = None,
+               classifier_activation: str | None = None):
+    """The spec's head on the last block's output ``x``: the 1×1 ``head`` conv (when ``head.filters``), then with
+    ``include_top`` ``pool`` → ``dropout`` (when ``head.dropout`` > 0) → ``classifier``, else ``pooling``
+    (``None``, ``"avg"`` or ``"max"``; arguments as in :func:`build`)."""
+    head, L = o.spec.head, o.L
+    if head.filters is not None:
+        x = o.conv_bn_act(x, head.filters, 1, 1, "head", head.act)
+    if include_top:
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+        if head.dropout > 0:
+            x = L.Dropout(head.dropout, name="dropout")(x)
+        num_classes = head.classes if classes is None else classes
+        x = L.Dense(num_classes, use_bias=head.bias, activation=classifier_activation, name="classifier")(x)
+    elif pooling == "avg":
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "max":
+        x = L.GlobalMaxPooling2D(name="pool")(x)
+    return x
 
 
 def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input_size: int | None = None,
@@ -157,55 +215,27 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     K = keras3 if keras_module is None else keras_module
     if input_shape is not None:
         shape = tuple(input_shape)
-        if len(shape) != 3 or shape[0] != shape[1] or shape[2] != spec.input.channels or input_size not in (None, shape[0]):
+        if (len(shape) != 3 or shape[0] != shape[1] or shape[2] != spec.input.channels
+                or input_size not in (None, shape[0])):
             raise SpecError("input_shape", f"must be (size, size, {spec.input.channels}) and agree with input_size, "
                                            f"got {input_shape!r}")
         input_size = shape[0]
-    size = spec.input.size if input_size is None else input_size
-    check_input_size(spec, size)
+    w = walk(spec, input_size)
     if pooling not in (None, "avg", "max"):
         raise SpecError("pooling", f"must be None, 'avg' or 'max', got {pooling!r}")
     num_classes = spec.head.classes if classes is None else classes
-    o = _Ops(K, spec)
-    L = K.layers
+    o = Ops(K, spec)
 
-    inputs = L.Input((size, size, spec.input.channels), name="image")
-    x = L.Rescaling(scale=[1.0 / s for s in spec.input.std],
-                    offset=[-m / s for m, s in zip(spec.input.mean, spec.input.std)], name="preprocess")(inputs)
-    x = o.conv_bn_act(x, spec.stem.filters, spec.stem.kernel, spec.stem.stride, "stem", spec.stem.act)
-    stride, n, ch = spec.stem.stride, -(-size // spec.stem.stride), spec.stem.filters
-    if spec.stem.pool:
-        x, padding = o.pad(x, 3, 2, "stem_pool")
-        x = L.MaxPooling2D(3, 2, padding=padding, name="stem_pool")(x)
-        stride, n = stride * 2, -(-n // 2)
-    endpoints = {}
-    for i, j, b in spec.blocks():
-        p = f"s{i}_b{j}"
-        if isinstance(b, MBConvSpec):
-            x = _mbconv(o, x, b, ch, p)
-        else:
-            x = _shuffle(o, x, b, ch, n, p)
-        stride, n, ch = stride * b.stride, -(-n // b.stride), b.filters
-        endpoints[stride] = x
+    inputs = K.layers.Input((w.input_size, w.input_size, spec.input.channels), name="image")
+    x = build_stem(o, build_preprocess(o, inputs))
+    outputs = {}
+    for site in w.blocks:
+        x = outputs[site.name] = build_block(o, x, site)
     if features:
-        missing = [s for s in ENDPOINT_STRIDES if s not in endpoints]
-        if missing:
-            raise SpecError("stages", f"no feature map at stride(s) {missing} for detection endpoints")
-        outputs = [endpoints[s] for s in ENDPOINT_STRIDES]
-        model = K.Model(inputs, outputs, name=name or f"{spec.name}_features")
+        model = K.Model(inputs, [outputs[s.name] for s in w.endpoints()], name=name or f"{spec.name}_features")
     else:
-        head = spec.head
-        if head.filters is not None:
-            x = o.conv_bn_act(x, head.filters, 1, 1, "head", head.act)
-        if include_top:
-            x = L.GlobalAveragePooling2D(name="pool")(x)
-            if head.dropout > 0:
-                x = L.Dropout(head.dropout, name="dropout")(x)
-            x = L.Dense(num_classes, use_bias=head.bias, activation=classifier_activation, name="classifier")(x)
-        elif pooling == "avg":
-            x = L.GlobalAveragePooling2D(name="pool")(x)
-        elif pooling == "max":
-            x = L.GlobalMaxPooling2D(name="pool")(x)
+        x = build_head(o, x, include_top=include_top, classes=num_classes, pooling=pooling,
+                       classifier_activation=classifier_activation)
         model = K.Model(inputs, x, name=name or spec.name)
     if weights is not None:
         arrays = read_npz(weights)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, check_input_size
+from models.spec import MBConvSpec, ModelSpec, ShuffleSpec
+from models.walk import Site, Walk, out_size, walk
 
 
 @dataclass
 class Cost:
+    """Trainable parameters and MACs; ``conv``/``dw`` add one layer (with its BatchNorm unless ``bn=False``)."""
     params: int = 0
     macs: int = 0
 
@@ -28,83 +30,88 @@ class Cost:
         self.params += k * k * c + (2 * c if bn else 0)
         self.macs += n_out * n_out * k * k * c
 
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.params + other.params, self.macs + other.macs)
 
-def _ceil_div(n, s):
-    return -(-n // s)
 
-
-def _mbconv(c: Cost, b: MBConvSpec, n_in: int, c_in: int):
-    n_out = _ceil_div(n_in, b.stride)
+def mbconv_cost(b: MBConvSpec, in_ch: int, in_size: int) -> Cost:
+    """Params and MACs of an MBConv block on an ``in_ch``-channel ``in_size``×``in_size`` input."""
+    c = Cost()
+    n_out = out_size(in_size, b.stride)
     mid = sum(b.split)
     for k, ch in zip(b.kernels, b.split):
         if b.expand_channels is not None:
-            c.conv(n_in, 1, c_in, ch, groups=b.expand_groups)
+            c.conv(in_size, 1, in_ch, ch, groups=b.expand_groups)
         c.dw(n_out, k, ch)
     if b.se_channels:
         c.conv(1, 1, mid, b.se_channels, bias=True, bn=False)
         c.conv(1, 1, b.se_channels, mid, bias=True, bn=False)
     c.conv(n_out, 1, mid, b.filters, groups=b.project_groups)
-    return n_out
+    return c
 
 
-def _shuffle(c: Cost, b: ShuffleSpec, n_in: int, c_in: int):
-    n_out = _ceil_div(n_in, b.stride)
+def shuffle_cost(b: ShuffleSpec, in_ch: int, in_size: int) -> Cost:
+    """Params and MACs of a ShuffleNetV2 unit on an ``in_ch``-channel ``in_size``×``in_size`` input."""
+    c = Cost()
+    n_out = out_size(in_size, b.stride)
     if b.stride == 2:
         k = 3 if b.choice == "x" else int(b.choice)
-        c.dw(n_out, k, c_in)
-        c.conv(n_out, 1, c_in, c_in)
-        branch_in, branch_out = c_in, b.filters - c_in
+        c.dw(n_out, k, in_ch)
+        c.conv(n_out, 1, in_ch, in_ch)
+        branch_in, branch_out = in_ch, b.filters - in_ch
     else:
-        branch_in = branch_out = c_in // 2
+        branch_in = branch_out = in_ch // 2
     if b.choice == "x":
         widths = [(branch_in, b.mid_channels), (b.mid_channels, b.mid_channels), (b.mid_channels, branch_out)]
         for wi, wo in widths:
             c.dw(n_out, 3, wi)  # the first one carries the stride; n_out is its output size either way
             c.conv(n_out, 1, wi, wo)
     else:
-        c.conv(n_in, 1, branch_in, b.mid_channels)
+        c.conv(in_size, 1, branch_in, b.mid_channels)
         c.dw(n_out, int(b.choice), b.mid_channels)
         c.conv(n_out, 1, b.mid_channels, branch_out)
-    return n_out
+    return c
+
+
+def block_cost(site: Site) -> Cost:
+    """Params and MACs of the block at ``site`` (a :class:`models.walk.Site`)."""
+    if isinstance(site.block, MBConvSpec):
+        return mbconv_cost(site.block, site.in_ch, site.in_size)
+    return shuffle_cost(site.block, site.in_ch, site.in_size)
+
+
+def stem_cost(w: Walk) -> Cost:
+    """Params and MACs of the stem conv (with BN) of a walked spec; preprocessing and the max pool cost none."""
+    c = Cost()
+    c.conv(w.stem.conv_size, w.spec.stem.kernel, w.stem.in_ch, w.stem.out_ch)
+    return c
+
+
+def head_cost(w: Walk, include_top: bool = True, classes: int | None = None) -> Cost:
+    """Params and MACs of the head of a walked spec: the 1×1 head conv (with BN) when there is one, and with
+    ``include_top`` the classifier (``classes`` outputs, default the spec's)."""
+    c, head = Cost(), w.spec.head
+    if head.filters is not None:
+        c.conv(w.head.in_size, 1, w.head.in_ch, head.filters)
+    if include_top:
+        k = head.classes if classes is None else classes
+        c.params += w.head.width * k + (k if head.bias else 0)
+        c.macs += w.head.width * k
+    return c
 
 
 def count(spec: ModelSpec, input_size: int | None = None, include_top: bool = True, classes: int | None = None) -> Cost:
     """Params and MACs of ``spec`` at a square ``input_size`` (default: the spec's), like the builder builds it."""
-    size = spec.input.size if input_size is None else input_size
-    check_input_size(spec, size)
-    c = Cost()
-    n = _ceil_div(size, spec.stem.stride)
-    c.conv(n, spec.stem.kernel, spec.input.channels, spec.stem.filters)
-    if spec.stem.pool:
-        n = _ceil_div(n, 2)
-    ch = spec.stem.filters
-    for _, _, b in spec.blocks():
-        n = (_mbconv if isinstance(b, MBConvSpec) else _shuffle)(c, b, n, ch)
-        ch = b.filters
-    if spec.head.filters is not None:
-        c.conv(n, 1, ch, spec.head.filters)
-        ch = spec.head.filters
-    if include_top:
-        k = spec.head.classes if classes is None else classes
-        c.params += ch * k + (k if spec.head.bias else 0)
-        c.macs += ch * k
-    return c
+    w = walk(spec, input_size)
+    c = stem_cost(w)
+    for site in w.blocks:
+        c = c + block_cost(site)
+    return c + head_cost(w, include_top, classes)
 
 
 def block_macs(spec: ModelSpec, input_size: int | None = None) -> list[int]:
     """MACs of each block of ``spec`` in order (stem, head and classifier excluded)."""
-    size = spec.input.size if input_size is None else input_size
-    check_input_size(spec, size)
-    n = _ceil_div(size, spec.stem.stride)
-    if spec.stem.pool:
-        n = _ceil_div(n, 2)
-    ch, out = spec.stem.filters, []
-    for _, _, b in spec.blocks():
-        c = Cost()
-        n = (_mbconv if isinstance(b, MBConvSpec) else _shuffle)(c, b, n, ch)
-        ch = b.filters
-        out.append(c.macs)
-    return out
+    return [block_cost(site).macs for site in walk(spec, input_size).blocks]
 
 
 def bitops(spec: ModelSpec, input_size: int | None = None) -> tuple[int, int]:
@@ -112,8 +119,10 @@ def bitops(spec: ModelSpec, input_size: int | None = None) -> tuple[int, int]:
     of everything left in full precision (stem, head conv, classifier and blocks without ``bits``)."""
     total = count(spec, input_size).macs
     ops = quantized = 0
-    for (_, _, b), macs in zip(spec.blocks(), block_macs(spec, input_size)):
+    for site in walk(spec, input_size).blocks:
+        b = site.block
         if b.bits is not None:
+            macs = block_cost(site).macs
             ops += macs * b.bits.w * b.bits.a
             quantized += macs
     return ops, total - quantized

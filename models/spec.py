@@ -343,7 +343,8 @@ def decode(obj: Any) -> ModelSpec:
                            for i, x in enumerate(v))
     inp = InputSpec(size=ri.int("size", 8, 4096), channels=channels, mean=stats["mean"], std=stats["std"])
 
-    rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool"), ("filters", "kernel", "stride", "act"))
+    rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool"),
+                 ("filters", "kernel", "stride", "act"))
     stem = StemSpec(filters=rs.int("filters", 1), kernel=rs.int("kernel", 1, 31), stride=rs.int("stride", 1, 2),
                     act=rs.str("act", ACTIVATIONS), pool=rs.bool("pool", default=False))
     if stem.kernel % 2 == 0:
@@ -363,9 +364,11 @@ def decode(obj: Any) -> ModelSpec:
             ch = block.filters
         stages.append(tuple(blocks))
 
-    rh = _Reader(obj["head"], "head", ("filters", "act", "dropout", "classes", "bias"), ("filters", "act", "dropout", "classes"))
+    rh = _Reader(obj["head"], "head", ("filters", "act", "dropout", "classes", "bias"),
+                 ("filters", "act", "dropout", "classes"))
     head = HeadSpec(filters=rh.int("filters", 1, nullable=True), act=rh.str("act", ACTIVATIONS),
-                    dropout=rh.float("dropout", 0.0, 0.99), classes=rh.int("classes", 1), bias=rh.bool("bias", default=True))
+                    dropout=rh.float("dropout", 0.0, 0.99), classes=rh.int("classes", 1),
+                    bias=rh.bool("bias", default=True))
 
     bn = BNSpec()
     if "bn" in obj:
@@ -375,7 +378,8 @@ def decode(obj: Any) -> ModelSpec:
 
     prov = Provenance(method="reference")
     if "provenance" in obj:
-        rp = _Reader(obj["provenance"], "provenance", tuple(f.name for f in dataclasses.fields(Provenance)), ("method",))
+        rp = _Reader(obj["provenance"], "provenance", tuple(f.name for f in dataclasses.fields(Provenance)),
+                     ("method",))
         metrics = rp.obj.get("metrics", {})
         if not isinstance(metrics, dict):
             raise SpecError(rp.p("metrics"), "must be an object of name → number")
@@ -394,27 +398,14 @@ def decode(obj: Any) -> ModelSpec:
     return spec
 
 
-def feature_sizes(spec: ModelSpec, size: int) -> list[int]:
-    """Spatial size after the stem (and its pool) and after every block, at input ``size`` (square).
-
-    Every kernel is odd, so TF "same" and symmetric k//2 padding both give ``ceil(n / stride)``.
-    """
-    n = -(-size // spec.stem.stride)
-    if spec.stem.pool:
-        n = -(-n // 2)
-    sizes = [n]
-    for _, _, b in spec.blocks():
-        n = -(-n // b.stride)
-        sizes.append(n)
-    return sizes
-
-
 def check_input_size(spec: ModelSpec, size: int, path: str = "input_size") -> None:
-    """Raises SpecError when ``size`` collapses a feature map to nothing or is not a usable input size."""
+    """Raises SpecError when ``size`` is not a usable input size.
+
+    Every kernel is odd, so each layer maps ``n`` to ``ceil(n / stride)`` (:mod:`models.walk`), which never reaches
+    0: any size >= 8 runs through every spec.
+    """
     if size < 8:
         raise SpecError(path, f"input size must be >= 8, got {size}")
-    if min(feature_sizes(spec, size)) < 1:
-        raise SpecError(path, f"input size {size} is too small for this network's strides")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

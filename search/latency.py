@@ -1,10 +1,11 @@
 """Latency lookup table (LUT): per-part LiteRT latencies on this host, summed to predict a whole model.
 
-A model is cut into **parts**: the ``stem`` (preprocess Rescaling + stem conv [+ pool]), every block ``s{i}_b{j}``
-and the ``head`` (head conv, pooling, classifier). Each part has a canonical key (:func:`block_key`, :func:`stem_key`,
-:func:`head_key`; format in ``KEY_FORMAT``) naming everything that changes its float32 TFLite graph and nothing else
-(BN statistics, dropout and ``bits`` do not: BN folds into the convs, dropout is gone at inference, bits are QAT
-metadata). Keys hold the part's input width and size, so a table is specific to an input resolution.
+A model is cut into **parts** (:func:`parts`, one per record of :func:`models.walk.walk`): the ``stem`` (preprocess
+Rescaling + stem conv [+ pool]), every block ``s{i}_b{j}`` and the ``head`` (head conv, pooling, classifier). Each
+part has a canonical key (:func:`block_key`, :func:`stem_key`, :func:`head_key`; format in ``KEY_FORMAT``) naming
+everything that changes its float32 TFLite graph and nothing else (BN statistics, dropout and ``bits`` do not: BN
+folds into the convs, dropout is gone at inference, bits are QAT metadata). Keys hold the part's input width and
+size, so a table is specific to an input resolution. A part's MACs are :mod:`models.counting`'s.
 
 **Building** (:func:`build_table` / :func:`profile`): every spec with parts missing from the table is built with
 :func:`models.builder.build` (random weights; latency does not depend on the values), converted once to float32
@@ -12,39 +13,35 @@ TFLite (:func:`to_tflite`: frozen concrete function → ``TFLiteConverter.from_c
 as ``from_keras_model`` without its SavedModel round trip) and the flatbuffer is **sliced** into one small model per
 part (:func:`split_tflite`: the part's operators, tensors and weight buffers; its input the tensor entering the part,
 its output the one leaving it). Each entry therefore runs exactly the operators the part has inside the whole model
-(BN folded, activations fused), and a spec costs one conversion (seconds) instead of one per block. ``method="block"``
-times one-block Keras models instead (:func:`block_model`: Input of the block's input shape → the block built by
-:func:`models.builder._mbconv` / ``_shuffle``; same operators, a test), one conversion per distinct block.
+(BN folded, activations fused), and a spec costs one conversion instead of one per block. ``method="block"`` times
+one-block Keras models instead (:func:`block_model`: Input of the block's input shape → the block built by
+:func:`models.builder.build_block`; same operators, a test), one conversion per distinct block.
 
 **Timing** (:func:`time_chains`): ``ai_edge_litert.interpreter.Interpreter(num_threads=threads)`` (default XNNPACK
 delegate), ``allocate_tensors``, ``warmup`` untimed invocations per model; then ``rounds`` rounds over all units in a
 new random order, each unit one untimed pass and ``runs`` timed passes, every ``invoke()`` timed on its own. An entry
-is the median of all its timed calls. Two choices, measured by ``benchmarks/latency_model.py`` (30 random ImageNet-space
-architectures at 160×160, 1 thread, on a 2-core host shared with other jobs, load average 3–6):
+is the median of all its timed calls (:func:`search.tflite_timing.summarize`). Two choices, both compared by
+``benchmarks/latency_model.py`` (its committed results hold the numbers):
 
 - **chain context** (default): a spec's parts run in model order, each part's output copied into the next part's
   input outside the timed region, so the other parts' weights and activations pass through the caches in between,
   as inside the whole model. Parts timed alone, back to back (``context="isolated"``), keep their weights in cache
-  and under-predict whole models: MAPE 5.4–5.5% (bias −5.4%) against 2.0–2.2% in chain context.
+  and under-predict whole models.
 - **CPU clock** (default with one thread): the calling thread's CPU time (``time.thread_time_ns``; with one
-  interpreter thread all work runs on it). On a loaded host a 20 ms invocation is often descheduled while a 0.3 ms
-  part rarely is, so wall-clock medians of whole models exceed the sum of their parts' medians: wall-clock MAPE was
-  5.2% in one run and 24.8% in another under heavier load, against 2.0–2.2% in CPU time. ``clock="wall"``
+  interpreter thread all work runs on it). On a loaded host a long invocation is often descheduled while a short
+  part rarely is, so wall-clock medians of whole models exceed the sum of their parts' medians. ``clock="wall"``
   (``perf_counter_ns``) is the default with more threads (the calling thread's CPU time would miss the pool's work).
 
 **Invocation overhead.** Each one-part model pays the fixed cost of an ``invoke()`` that a whole model pays once.
 Each session times a trivial model (one RELU on 8 floats); entries store ``ms = raw_ms − overhead_ms`` and
-:meth:`LatencyTable.predict` returns ``overhead_ms + Σ part ms``. On this host that overhead is 1–2 µs, small next to
-parts of 0.1–1 ms; but a part pays somewhat more fixed cost than the trivial model shows (about 10 µs: the 160×160
-benchmark over-predicts by +0.5–1.9% on average, and 0.2 ms CIFAR models of 10 parts by about 6%).
+:meth:`LatencyTable.predict` returns ``overhead_ms + Σ part ms``. A part pays somewhat more fixed cost than the
+trivial model shows, so predictions of models with many short parts lean high.
 
 **Fallback** for a part whose key is not in the table (FGNAS-style, affine in MACs): ``ms ≈ a·MACs + b``, least
 squares over the table's entries of the finest group with at least two distinct MAC values: the part's **slot group**
 (:func:`slot_group`: same kind, input width and size, output width, stride, activation, SE, residual, padding — the
 same position of a search space, any kernel mix or pruning), else its kind (``stem``, ``ir``, ``shuffle``, ``head``),
-else all entries. :meth:`LatencyTable.explain` reports per part the key, the ms and the fit used. (Benchmark,
-30 ImageNet-space architectures, each with all its own block entries removed: MAPE ≈ 10% with slot groups, ≈ 19% with
-one fit per kind, against ≈ 2% with the exact entries.)
+else all entries. :meth:`LatencyTable.explain` reports per part the key, the ms and the fit used.
 
 The table (:meth:`LatencyTable.save` / :meth:`LatencyTable.load`) is JSON written atomically with the host (platform,
 CPU model, cores, load average), the LiteRT/TensorFlow/Keras versions, threads, clock, context, warm-up, runs, rounds,
@@ -62,18 +59,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.counting import Cost
-from models.counting import _mbconv as _count_mbconv
-from models.counting import _shuffle as _count_shuffle
-from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, check_input_size
+from models.counting import block_cost, head_cost, stem_cost
+from models.spec import MBConvSpec, ModelSpec, ShuffleSpec
+from models.walk import Site, block_site, walk
 
 # Conversion, slicing and timing live in search.tflite_timing; re-exported here as the table's public API.
 from search.tflite_timing import (  # noqa: F401
     LatencyError,
-    _bar,
     block_model,
     host,
     overhead_tflite,
+    progress_bar,
     split_tflite,
     summarize,
     time_chains,
@@ -96,10 +92,6 @@ KEY_FORMAT = ("stem|c{channels}|n{size}|o{filters}|k{kernel}|s{stride}|a{act}|po
 
 
 # --------------------------------------------------------------------------------------------------------------- keys
-def _ceil_div(n: int, s: int) -> int:
-    return -(-n // s)
-
-
 def _pad(padding: str) -> str:
     return "sym" if padding == "symmetric" else "same"
 
@@ -116,7 +108,7 @@ def block_key(block, in_ch: int, in_size: int, padding: str = "same") -> str:
     if isinstance(block, MBConvSpec):
         branches = "+".join(f"k{k}x{c}" for k, c in zip(block.kernels, block.split))
         expand = "-" if block.expand_channels is None else str(block.expand_channels)
-        residual = int(bool(block.skip and block.stride == 1 and in_ch == block.filters))
+        residual = int(block_site(block, in_ch, in_size).residual)
         return (f"ir|i{in_ch}|n{in_size}|{branches}|e{expand}|o{block.filters}|s{block.stride}|a{block.act}|"
                 f"se{block.se_channels}|g{block.expand_groups}.{block.project_groups}|r{residual}|p{pad}")
     if isinstance(block, ShuffleSpec):
@@ -160,37 +152,24 @@ class Part:
     macs: int
     in_ch: int
     in_size: int
-    block: object = None  # the block spec for ``ir``/``shuffle`` parts
+    site: Site | None = None  # where the block sits (:func:`models.walk.walk`), for ``ir``/``shuffle`` parts
+
+    @property
+    def block(self):
+        """The block spec of an ``ir``/``shuffle`` part (None for the stem and the head)."""
+        return None if self.site is None else self.site.block
 
 
 def parts(spec: ModelSpec, input_size: int | None = None) -> list[Part]:
     """The stem, every block and the head of ``spec`` at ``input_size`` (default: the spec's), with keys and MACs
     (the :mod:`models.counting` convention: the parts' MACs sum to ``count(spec).macs``)."""
-    size = spec.input.size if input_size is None else input_size
-    check_input_size(spec, size)
-    n = _ceil_div(size, spec.stem.stride)
-    stem_macs = n * n * spec.stem.kernel ** 2 * spec.input.channels * spec.stem.filters
-    if spec.stem.pool:
-        n = _ceil_div(n, 2)
-    out = [Part("stem", "stem", stem_key(spec, size), stem_macs, spec.input.channels, size)]
-    ch = spec.stem.filters
-    for i, j, b in spec.blocks():
-        c = Cost()
-        if isinstance(b, MBConvSpec):
-            n_out = _count_mbconv(c, b, n, ch)
-            kind = "ir"
-        else:
-            n_out = _count_shuffle(c, b, n, ch)
-            kind = "shuffle"
-        out.append(Part(f"s{i}_b{j}", kind, block_key(b, ch, n, spec.padding), c.macs, ch, n, b))
-        n, ch = n_out, b.filters
-    head_macs = 0
-    width = ch
-    if spec.head.filters is not None:
-        head_macs += n * n * ch * spec.head.filters
-        width = spec.head.filters
-    head_macs += width * spec.head.classes
-    out.append(Part("head", "head", head_key(spec, ch, n), head_macs, ch, n))
+    w = walk(spec, input_size)
+    out = [Part("stem", "stem", stem_key(spec, w.input_size), stem_cost(w).macs, w.stem.in_ch, w.input_size)]
+    for site in w.blocks:
+        out.append(Part(site.name, site.kind, block_key(site.block, site.in_ch, site.in_size, spec.padding),
+                        block_cost(site).macs, site.in_ch, site.in_size, site))
+    out.append(Part("head", "head", head_key(spec, w.head.in_ch, w.head.in_size), head_cost(w).macs,
+                    w.head.in_ch, w.head.in_size))
     return out
 
 
@@ -237,8 +216,8 @@ class LatencyTable:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         s = summarize(ms)
-        self.entries[key] = {"kind": kind, "macs": int(macs), "ms": max(0.0, s["ms"] - overhead_ms),
-                             "raw_ms": s["ms"], "overhead_ms": float(overhead_ms), "p10_ms": s["p10_ms"],
+        self.entries[key] = {"kind": kind, "macs": int(macs), "ms": max(0.0, s["median_ms"] - overhead_ms),
+                             "raw_ms": s["median_ms"], "overhead_ms": float(overhead_ms), "p10_ms": s["p10_ms"],
                              "p90_ms": s["p90_ms"], "n": s["n"], **(extra or {})}
         self._fit_cache = None
 
@@ -394,8 +373,8 @@ class LatencyTable:
 @dataclass
 class Session:
     """What :func:`profile` timed: ``table`` (extended), ``models`` (whole-model ``{name: {"cpu": summary,
-    "wall": summary}}``), ``samples`` (``{context: {key: {clock: ms array}}}`` of the parts timed now),
-    ``overhead`` (``{clock: ms}``), ``kinds``/``macs`` of the timed keys, ``wall_s``."""
+    "wall": summary}}``, :func:`summarize` dicts), ``samples`` (``{context: {key: {clock: ms array}}}`` of the
+    parts timed now), ``overhead`` (``{clock: ms}``), ``kinds``/``macs`` of the timed keys, ``wall_s``."""
     table: LatencyTable
     models: dict
     samples: dict
@@ -412,7 +391,7 @@ class Session:
         return t
 
 
-def _resolve_clock(clock: str, threads: int) -> str:
+def resolve_clock(clock: str, threads: int) -> str:
     if clock == "auto":
         return "cpu" if threads == 1 else "wall"
     if clock not in CLOCKS:
@@ -453,7 +432,7 @@ def profile(specs, table: LatencyTable | None = None, threads: int = 1, warmup: 
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
-    clock = _resolve_clock(clock, threads)
+    clock = resolve_clock(clock, threads)
     specs = list(specs)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -467,7 +446,7 @@ def profile(specs, table: LatencyTable | None = None, threads: int = 1, warmup: 
     flat: dict[str, bytes] = {OVERHEAD: overhead_tflite()}
     chains: dict[str, list[str]] = {f"part:{OVERHEAD}": [OVERHEAD]}
     keras.utils.set_random_seed(seed)
-    bar = _bar(progress, len(specs), "converting")
+    bar = progress_bar(progress, len(specs), "converting")
     for s in specs:
         ps = parts(s, input_size)
         new = [p for p in ps if p.key in todo]
@@ -485,7 +464,7 @@ def profile(specs, table: LatencyTable | None = None, threads: int = 1, warmup: 
                         continue
                     if method == "block" and p.kind in ("ir", "shuffle"):
                         keras.backend.clear_session()
-                        flat[p.key] = to_tflite(block_model(p.block, p.in_ch, p.in_size, s))
+                        flat[p.key] = to_tflite(block_model(p.site, s))
                     else:
                         flat[p.key] = pieces[p.name]
                 if context == "chain":

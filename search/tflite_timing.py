@@ -1,5 +1,6 @@
-"""TFLite conversion, slicing and LiteRT timing for the latency table (:mod:`search.latency`), plus host/version
-metadata that recipes and benchmarks share.
+"""TFLite conversion, slicing and LiteRT timing for the latency table (:mod:`search.latency`), plus what recipes,
+benchmarks and :mod:`export.litert` share: the one latency summary (:func:`summarize`), timed interpreter calls
+(:func:`time_invokes`), a progress bar and host/version metadata.
 
 Only numpy and the standard library are imported at module level: `host` and `versions` work without TensorFlow, and
 the conversion/timing functions import TensorFlow and LiteRT when called.
@@ -16,7 +17,7 @@ import time
 import numpy as np
 
 from common.errors import InputError
-from models.spec import MBConvSpec, ModelSpec
+from models.spec import ModelSpec
 
 
 class LatencyError(InputError):
@@ -226,20 +227,16 @@ def split_tflite(buf: bytes, names: list[str]) -> dict[str, bytes]:
     return out
 
 
-def block_model(block, in_ch: int, in_size: int, spec: ModelSpec, keras_module=None):
-    """A one-block Keras model (Input ``in_size²×in_ch`` → the block as :func:`models.builder.build` builds it), with
-    the layer names it has in a model (prefix ``s0_b0``), for ``method="block"`` tables and cross-checks."""
+def block_model(site, spec: ModelSpec, keras_module=None):
+    """A one-block Keras model: Input ``site.in_size²×site.in_ch`` → the block of ``site`` (a
+    :class:`models.walk.Site`) as :func:`models.builder.build` builds it, with the same layer names, for
+    ``method="block"`` tables and cross-checks."""
     import keras as keras3
 
-    from models.builder import _mbconv, _Ops, _shuffle
+    from models.builder import Ops, build_block
     K = keras3 if keras_module is None else keras_module
-    o = _Ops(K, spec)
-    inp = K.layers.Input((in_size, in_size, in_ch), name="x")
-    if isinstance(block, MBConvSpec):
-        y = _mbconv(o, inp, block, in_ch, "s0_b0")
-    else:
-        y = _shuffle(o, inp, block, in_ch, in_size, "s0_b0")
-    return K.Model(inp, y, name="block")
+    inp = K.layers.Input((site.in_size, site.in_size, site.in_ch), name="x")
+    return K.Model(inp, build_block(Ops(K, spec), inp, site), name="block")
 
 
 # ---------------------------------------------------------------------------------------------------------- timing
@@ -280,11 +277,29 @@ def host() -> dict:
 
 
 def summarize(ms) -> dict:
-    """``{"ms": median, "p10_ms", "p90_ms", "min_ms", "n"}`` of latencies in milliseconds."""
-    ms = np.asarray(ms, np.float64)
-    p10, med, p90 = np.percentile(ms, [10, 50, 90])
-    return {"ms": float(med), "p10_ms": float(p10), "p90_ms": float(p90), "min_ms": float(ms.min()),
-            "n": int(ms.size)}
+    """``{"median_ms", "p10_ms", "p90_ms", "mean_ms", "min_ms", "max_ms", "std_ms", "n"}`` of latencies in
+    milliseconds: the one latency summary of the latency table, the export recipes and the benchmarks."""
+    t = np.asarray(ms, np.float64)
+    p10, med, p90 = np.percentile(t, [10, 50, 90])
+    return {"median_ms": float(med), "p10_ms": float(p10), "p90_ms": float(p90), "mean_ms": float(t.mean()),
+            "min_ms": float(t.min()), "max_ms": float(t.max()), "std_ms": float(t.std()), "n": int(t.size)}
+
+
+def time_invokes(it, runs: int, warmup: int = 20, progress: bool = False) -> np.ndarray:
+    """Milliseconds (wall clock, ``time.perf_counter_ns`` around ``invoke()`` only) of ``runs`` timed calls of a
+    LiteRT interpreter whose inputs are set, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        it.invoke()
+    bar = progress_bar(progress, runs, "latency", unit="run")
+    times = np.empty(runs, np.float64)
+    clock = time.perf_counter_ns
+    for i in range(runs):
+        t = clock()
+        it.invoke()
+        times[i] = (clock() - t) / 1e6
+        bar.update()
+    bar.close()
+    return times
 
 
 def time_chains(flatbuffers: dict[str, bytes], chains: dict[str, list[str]], threads: int = 1, warmup: int = 20,
@@ -306,7 +321,7 @@ def time_chains(flatbuffers: dict[str, bytes], chains: dict[str, list[str]], thr
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(seed)
-    bar = _bar(progress, len(flatbuffers) + rounds * len(chains), "timing")
+    bar = progress_bar(progress, len(flatbuffers) + rounds * len(chains), "timing")
     its = {}
     for key, buf in flatbuffers.items():
         it = Interpreter(model_content=buf, num_threads=threads)
@@ -358,10 +373,9 @@ class _NoBar:
         pass
 
 
-def _bar(progress: bool, total: int, desc: str):
+def progress_bar(progress: bool, total: int, desc: str, unit: str = "it"):
+    """A tqdm bar on stderr (shown on a terminal only) with ``update()``/``close()``; a no-op when not ``progress``."""
     if not progress:
         return _NoBar()
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=None)
-
-
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None)

@@ -8,8 +8,10 @@ import tensorflow as tf
 import tf_keras
 
 import zoo
-from models.builder import build
+from models import spec as S
+from models.builder import Ops, build, build_block, build_head, build_preprocess, build_stem
 from models.counting import count
+from models.walk import walk
 from models.weights import copy_weights, named_weights
 
 SIZE = 64
@@ -36,7 +38,8 @@ def _randomize_bn(model, seed=0):
 def built(request):
     spec = zoo.get_spec(request.param)
     # Seeded: an unseeded init depends on which tests ran before, and a rare draw leaves every unit of a small
-    # squeeze-excite reduce ReLU dead on the two test images (CI hit it once for mnasnet_a1), which zeroes its gradients.
+    # squeeze-excite reduce ReLU dead on the two test images (CI hit it once for mnasnet_a1), which zeroes its
+    # gradients.
     keras.utils.set_random_seed(NAMES.index(request.param))
     model = build(spec, input_size=SIZE, classes=10)
     _randomize_bn(model)
@@ -124,10 +127,71 @@ def test_include_top_false_and_pooling():
     np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, rtol=1e-5)
 
 
+def _last_layer(model, prefix):
+    """The last layer named ``{prefix}_*`` (a block's or the stem's output layer)."""
+    return [l for l in model.layers if l.name.startswith(f"{prefix}_")][-1]
+
+
+def _assert_walk_matches(model, w):
+    assert tuple(model.get_layer("stem_conv").output.shape[1:]) == (w.stem.conv_size, w.stem.conv_size, w.stem.out_ch)
+    assert tuple(_last_layer(model, "stem").output.shape[1:]) == (w.stem.out_size, w.stem.out_size, w.stem.out_ch)
+    for site in w.blocks:
+        assert tuple(_last_layer(model, site.name).output.shape[1:]) == (site.out_size, site.out_size, site.out_ch)
+        assert any(l.name == f"{site.name}_add" for l in model.layers) == site.residual
+    if w.spec.head.filters is not None:
+        assert tuple(model.get_layer("head_conv").input.shape[1:]) == (w.head.in_size, w.head.in_size, w.head.in_ch)
+    assert tuple(model.get_layer("pool").output.shape[1:]) == (w.head.width,)
+
+
+def test_walk_matches_the_built_layers(built):
+    spec, model = built
+    _assert_walk_matches(model, walk(spec, SIZE))
+
+
+def test_walk_matches_a_stem_pool_build():
+    spec = S.decode({
+        "schema_version": 1, "name": "pooled", "family": "shufflenet", "padding": "symmetric",
+        "input": {"size": 37, "mean": [127.5] * 3, "std": [127.5] * 3},
+        "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu", "pool": True},
+        "stages": [[{"block": "shuffle", "choice": "x", "filters": 24, "mid_channels": 8, "stride": 2},
+                    {"block": "shuffle", "choice": "5", "filters": 24, "mid_channels": 8, "stride": 1}],
+                   [{"block": "ir", "kernels": [3], "expand_channels": 48, "filters": 24, "stride": 1, "act": "relu"}]],
+        "head": {"filters": None, "act": "relu", "dropout": 0.0, "classes": 3}})
+    w = walk(spec)
+    assert (w.stem.conv_size, w.stem.out_size, w.blocks[-1].out_size, w.blocks[-1].reduction) == (19, 10, 5, 8)
+    model = build(spec)
+    _assert_walk_matches(model, w)
+    assert trainable_count(model) == count(spec).params
+
+
+def trainable_count(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "spos_shufflenetv2"])
 def test_detection_endpoints(name):
-    model = build(zoo.get_spec(name), features=True, input_size=SIZE)
+    spec = zoo.get_spec(name)
+    model = build(spec, features=True, input_size=SIZE)
     assert [tuple(o.shape[1:3]) for o in model.outputs] == [(8, 8), (4, 4), (2, 2)]
+    ends = walk(spec, SIZE).endpoints()
+    assert [tuple(o.shape[1:]) for o in model.outputs] == [(e.out_size, e.out_size, e.out_ch) for e in ends]
+    assert [o.name for o in model.outputs] == [_last_layer(model, e.name).output.name for e in ends]
+
+
+def test_building_pieces_assemble_the_same_model():
+    """Stem, blocks and head built piece by piece (as supernets do) give build()'s layers and weights."""
+    spec = zoo.get_spec("mixnet_s")
+    w = walk(spec, 32)
+    o = Ops(keras, spec)
+    inputs = keras.layers.Input((32, 32, 3), name="image")
+    x = build_stem(o, build_preprocess(o, inputs))
+    for site in w.blocks:
+        x = build_block(o, x, site)
+    pieces = keras.Model(inputs, build_head(o, x, classes=10), name=spec.name)
+    whole = build(spec, input_size=32, classes=10)
+    assert [l.name for l in pieces.layers] == [l.name for l in whole.layers]
+    shapes = [{k: v.shape for k, v in named_weights(m).items()} for m in (pieces, whole)]
+    assert shapes[0] == shapes[1]
 
 
 def test_preprocessing_is_inside_the_model():

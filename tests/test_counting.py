@@ -7,7 +7,8 @@ from tensorflow.python.framework.function_def_to_graph import function_def_to_gr
 
 import zoo
 from models.builder import build
-from models.counting import count
+from models.counting import block_cost, block_macs, count, head_cost, mbconv_cost, shuffle_cost, stem_cost
+from models.walk import walk
 
 # Exact counts at 224×224, 1000 classes (trainable params; conv+dense MACs). Independently reproduced: the params and
 # MACs of timm's mobilenetv2_100 / semnasnet_100 / mixnet_s / mixnet_m / efficientnet_lite0 and of the official SPOS
@@ -58,6 +59,30 @@ def test_published_counts(name):
 
 def test_lite0_params_exact():
     assert count(zoo.get_spec("efficientnet_lite0")).params == 4_652_008
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_count_is_the_sum_of_the_walked_parts(name):
+    spec = zoo.get_spec(name)
+    w = walk(spec, 96)
+    total = stem_cost(w)
+    for site in w.blocks:
+        total = total + block_cost(site)
+    assert total + head_cost(w, classes=10) == count(spec, 96, classes=10)
+    assert total + head_cost(w, include_top=False) == count(spec, 96, include_top=False)
+    assert block_macs(spec, 96) == [block_cost(s).macs for s in w.blocks]
+
+
+def test_public_block_costs_by_hand():
+    first = zoo.get_spec("spos_shufflenetv2").stages[0][0]  # choice "7", 16 → 64, mid 32, stride 2, on 112×112
+    assert (first.choice, first.filters, first.mid_channels, first.stride) == ("7", 64, 32, 2)
+    proj = 56 * 56 * 49 * 16 + 56 * 56 * 16 * 16  # dw 7×7/2 + 1×1 on the whole input
+    main = 112 * 112 * 16 * 32 + 56 * 56 * 49 * 32 + 56 * 56 * 32 * 48  # 1×1 → dw 7×7/2 → 1×1 to 64 − 16
+    assert shuffle_cost(first, 16, 112).macs == proj + main
+    lite = zoo.get_spec("efficientnet_lite0").stages[1][0]  # 16 → 96 → 24, 3×3, stride 2, no SE
+    c = mbconv_cost(lite, 16, 112)
+    assert c.macs == 112 * 112 * 16 * 96 + 56 * 56 * 9 * 96 + 56 * 56 * 96 * 24
+    assert c.params == 16 * 96 + 2 * 96 + 9 * 96 + 2 * 96 + 96 * 24 + 2 * 24
 
 
 def tf_registry_macs(model, size):

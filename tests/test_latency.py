@@ -77,6 +77,26 @@ def test_parts_cover_the_model_and_sum_to_its_macs():
     assert kinds == {"stem", "shuffle", "head"}
 
 
+def test_parts_follow_the_walk():
+    import zoo
+    from models.walk import walk
+    spec = zoo.get_spec("mixnet_s")
+    w = walk(spec, 160)
+    ps = lat.parts(spec, 160)
+    assert [p.site for p in ps[1:-1]] == list(w.blocks) and ps[0].site is None and ps[-1].site is None
+    assert [(p.in_ch, p.in_size, p.block) for p in ps[1:-1]] == [(s.in_ch, s.in_size, s.block) for s in w.blocks]
+    assert (ps[0].in_ch, ps[0].in_size) == (3, 160) and (ps[-1].in_ch, ps[-1].in_size) == (w.head.in_ch, w.head.in_size)
+    assert ps[-1].key == lat.head_key(spec, w.head.in_ch, w.head.in_size)
+
+
+def test_one_latency_summary():
+    from export import litert
+    s = lat.summarize([3.0, 1.0, 2.0, 4.0, 5.0])
+    assert litert.summarize is lat.summarize
+    assert s == {"median_ms": 3.0, "p10_ms": pytest.approx(1.4), "p90_ms": pytest.approx(4.6), "mean_ms": 3.0,
+                 "min_ms": 1.0, "max_ms": 5.0, "std_ms": pytest.approx(np.std([1, 2, 3, 4, 5])), "n": 5}
+
+
 # ----------------------------------------------------------------------------------------------------------- tables
 def hand_table(spec, skip=()):
     """Entries ms = 1e-5·MACs + 0.01 for every part of ``spec`` except the names in ``skip``; overhead 0.05 ms."""
@@ -223,7 +243,7 @@ def test_tiny_real_build_table_and_slicing(tmp_path):
         y = run(pieces[p.name], y)
     np.testing.assert_allclose(y, run(whole, x), atol=1e-5)
     p = lat.parts(spec)[1]
-    one = lat.to_tflite(lat.block_model(p.block, p.in_ch, p.in_size, spec))
+    one = lat.to_tflite(lat.block_model(p.site, spec))
     assert op_counts(one) == op_counts(pieces["s0_b0"]) and len(op_counts(one)) >= 4
     with pytest.raises(lat.LatencyError):
         lat.split_tflite(whole, ["stem", "s0_b1", "s0_b0", "head"])

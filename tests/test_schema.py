@@ -1,4 +1,5 @@
-"""zoo/spec.schema.json: a valid draft 2020-12 schema that accepts every zoo spec and rejects what the decoder rejects."""
+"""zoo/spec.schema.json: a valid draft 2020-12 schema that accepts every zoo spec and rejects what the decoder
+rejects."""
 import copy
 import json
 import os

@@ -14,7 +14,8 @@ def tiny(**over):
     d = {"schema_version": 1, "name": "tiny", "family": "mbconv",
          "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
          "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
-         "stages": [[{"block": "ir", "kernels": [3], "expand_channels": None, "filters": 8, "stride": 1, "act": "relu"}],
+         "stages": [[{"block": "ir", "kernels": [3], "expand_channels": None, "filters": 8, "stride": 1,
+                      "act": "relu"}],
                     [{"block": "ir", "kernels": [3, 5], "split": [8, 8], "expand_channels": 16, "filters": 16,
                       "stride": 2, "act": "swish", "se_channels": 4}]],
          "head": {"filters": 32, "act": "relu", "dropout": 0.0, "classes": 5}}

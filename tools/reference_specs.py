@@ -32,7 +32,8 @@ def split_channels(total: int, n: int) -> list[int]:
 def decode_block_string(text: str, in_ch: int, default_act: str) -> list[dict]:
     """One timm-style block string → the explicit block dicts of all its repeats."""
     kind, *opts = text.split("_")
-    o = {"r": 1, "k": "3", "s": 1, "e": 1.0, "c": None, "se": 0.0, "a": None, "p": None, "noskip": False, "act": default_act}
+    o = {"r": 1, "k": "3", "s": 1, "e": 1.0, "c": None, "se": 0.0, "a": None, "p": None, "noskip": False,
+         "act": default_act}
     for op in opts:
         if op == "noskip":
             o["noskip"] = True
@@ -145,7 +146,8 @@ def references() -> dict[str, dict]:
         "mixnet_s": mbconv_spec("mixnet_s", MIXNET_S, 16, 1536, "relu",
                                 "MixNet-S (Tan & Le 2019) Fig. 8; tensorflow/tpu mixnet_builder.mixnet_s"),
         "mixnet_m": mbconv_spec("mixnet_m", MIXNET_M, 24, 1536, "relu",
-                                "MixNet-M (Tan & Le 2019) Fig. 8; tensorflow/tpu mixnet_builder.mixnet_m", dropout=0.25),
+                                "MixNet-M (Tan & Le 2019) Fig. 8; tensorflow/tpu mixnet_builder.mixnet_m",
+                                dropout=0.25),
         "efficientnet_lite0": mbconv_spec(
             "efficientnet_lite0",
             [["ds_r1_k3_s1_e1_c16"], ["ir_r2_k3_s2_e6_c24"], ["ir_r2_k5_s2_e6_c40"], ["ir_r3_k3_s2_e6_c80"],
