@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import _measure
+from benchmarks import harness
 
 TARGETS = {"step_time_ratio": {"max": 1.10}, "peak_mem_ratio": {"max": 1.15}, "candidates_per_min": {"min": 5.0}}
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -158,7 +158,7 @@ def _trainer(model, space, x, y, execution):
     for c in range(len(space.choices)):
         a = sp.largest(space)
         a[:, 0] = c
-        trainer._train_step(x, y, tf.constant(a))
+        trainer.train_step(x, y, tf.constant(a))
     return trainer
 
 
@@ -181,10 +181,10 @@ def _step_worker(kind, s):
     trainer = _trainer(model, space, x, y, kind)
     a_big = tf.constant(big)
     archs = [tf.constant(sp.uniform(space, rng)) for _ in range(s["steps"])]
-    _time_step(tf, lambda: trainer._train_step(x, y, a_big)[0], model, s, out, t0)
+    _time_step(tf, lambda: trainer.train_step(x, y, a_big)[0], model, s, out, t0)
     it = iter(archs)
     out["sampled_step_s"], out["sampled_peak_bytes"] = _timed(
-        tf, lambda: float(trainer._train_step(x, y, next(it))[0]), s["steps"])
+        tf, lambda: float(trainer.train_step(x, y, next(it))[0]), s["steps"])
     return out
 
 
@@ -195,12 +195,12 @@ SPLITS = ("split_builder", "split_supernet")
 def _split_steps(standalone_model, batch):
     """The channel split of every stride-1 block on the largest path, forward and backward, in the two forms: the
     builder's stock layers (Reshape → two Cropping2D → two Reshape: the standalone's) and the supernet's
-    (``_split_even_odd``: reshape + unstack). Same inputs and the same trivial consumer (Σ even·a + Σ odd·b), so the
+    (``split_even_odd``: reshape + unstack). Same inputs and the same trivial consumer (Σ even·a + Σ odd·b), so the
     difference of the two is what the supernet's split saves against the standalone's."""
     import numpy as np
     import tensorflow as tf
 
-    from search.spos_net import _split_even_odd
+    from search.spos_net import split_even_odd
     rng = np.random.default_rng(1)
     names = [l.name[: -len("_pairs")] for l in standalone_model.layers if l.name.endswith("_pairs")]
     xs, ws = [], []
@@ -226,7 +226,7 @@ def _split_steps(standalone_model, batch):
                                  for x, w, p in zip(xs, ws, names) for e, o in [split(x, p)]])
             return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, xs)])
         return step
-    return {"split_builder": make(builder), "split_supernet": make(lambda x, p: _split_even_odd(x))}, len(names)
+    return {"split_builder": make(builder), "split_supernet": make(lambda x, p: split_even_odd(x))}, len(names)
 
 
 def _side_by_side_worker(s):
@@ -245,7 +245,7 @@ def _side_by_side_worker(s):
     a_big = tf.constant(sp.largest(space))
     splits, n_splits = _split_steps(standalone_model, s["batch_size"])
     steps = {"standalone": lambda: standalone().numpy(), "fixed_path": lambda: fixed().numpy(),
-             "graph": lambda: trainer._train_step(x, y, a_big)[0].numpy(),
+             "graph": lambda: trainer.train_step(x, y, a_big)[0].numpy(),
              **{k: (lambda f=f: f().numpy()) for k, f in splits.items()}}
     for _ in range(s["warmup"]):
         for fn in steps.values():
@@ -293,7 +293,7 @@ def _eval_worker(s):
 
 def _launch(kind, s, tmp, env):
     out = os.path.join(tmp, f"{kind}_{time.monotonic_ns()}.json")
-    r = _measure.run_worker("benchmarks.spos_cost", ["--worker", kind, "--settings", json.dumps(s), "--out", out],
+    r = harness.run_worker("benchmarks.spos_cost", ["--worker", kind, "--settings", json.dumps(s), "--out", out],
                             env=env)
     if r.returncode or not os.path.exists(out):
         tail = [l for l in r.stderr.splitlines() if l.strip()][-3:]
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
             res = _side_by_side_worker(s)
         else:
             res = _step_worker(a.worker, s)
-        _measure.write_json(a.out, res)
+        harness.write_json(a.out, res)
         return 0
     try:
         depth = [int(d) for d in a.depth.split(",")]
@@ -399,7 +399,7 @@ def main(argv=None) -> int:
         "side_by_side": {
             "step_time_ratio": {k: side_ratio(k) for k in ("graph", "fixed_path")},
             "step_s": {k: [_med(x["step_s"][k]) for x in side] for k in SIDE_BY_SIDE},
-            "step_s_quartiles": {k: [[_measure.quantile(x["step_s"][k], q) for q in (0.25, 0.75)] for x in side]
+            "step_s_quartiles": {k: [[harness.quantile(x["step_s"][k], q) for q in (0.25, 0.75)] for x in side]
                                  for k in SIDE_BY_SIDE},
             "warmup_s": [x["warmup_s"] for x in side], "steps": a.side_steps, "rounds": a.rounds,
             "channel_split": {
@@ -423,10 +423,10 @@ def main(argv=None) -> int:
         "evaluation": {"seconds_per_candidate": evaluation["candidate_s"], "warmup_s": evaluation["warmup_s"],
                        "batch": 250},
         "settings": s, "targets": TARGETS, "quick": a.quick,
-        "host": _measure.host_info(), "wall_s": time.time() - t_all,
+        "host": harness.host_info(), "wall_s": time.time() - t_all,
         "command": "python -m benchmarks.spos_cost " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    _measure.write_json(a.out, _measure.round_floats(result))
+    harness.write_json(a.out, harness.round_floats(result))
     print(json.dumps({k: result[k] for k in ("step_time_ratio", "step_time_ratio_execution", "peak_mem_ratio",
                                              "candidates_per_min")}, indent=1))
     return 0

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from benchmarks._measure import host_info, round_floats, write_json
+from benchmarks.harness import host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10_subset"
 
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         for tag, spec in (("searched", os.path.join(search_dir, "derived.json")), ("choice3", c3_spec)):
             stages.append((f"train_{tag}", ["recipes.train", f"--model={spec}", "--weights=", f"--dataset={a.dataset}",
                                             f"--epochs={1 if a.quick else a.train_epochs}", "--optimizer=sgd",
-                                            "--lr=0.1", f"--warmup_epochs={0 if a.quick else 1}", "--batch_size=64", f"--seed={seed}",
+                                            "--lr=0.1", f"--warmup_epochs={0 if a.quick else 1}", "--batch_size=64",
+                                            f"--seed={seed}",
                                             "--noprogress", f"--out_dir={os.path.join(root, 'train_' + tag)}",
                                             *extra],
                            os.path.join(root, f"train_{tag}", "model_card.json")))

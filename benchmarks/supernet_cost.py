@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from benchmarks import _measure  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from recipes._cli import UsageError, run  # noqa: E402
 
 MODES = ("fixed", "meta", "multi")
@@ -135,7 +135,8 @@ def _train_step_worker(mode: str, n: int, s: dict) -> dict:
     import keras
     import numpy as np
 
-    from search.supernet import arch_variables, build_supernet, cifar_space, weight_variables
+    from search.metakernel_space import cifar_space
+    from search.supernet import arch_variables, build_supernet, weight_variables
 
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     keras.utils.set_random_seed(s["seed"])
@@ -171,8 +172,8 @@ def _train_step_worker(mode: str, n: int, s: dict) -> dict:
     trace_s = time.perf_counter() - t0
 
     # Baseline: model, optimizer slots, batch and traced graph exist; no training step has run yet.
-    rss0 = _measure.rss_bytes()
-    hwm_reset = _measure.reset_hwm()
+    rss0 = harness.rss_bytes()
+    hwm_reset = harness.reset_hwm()
     first = None
     for i in range(s["warmup"]):
         t0 = time.perf_counter()
@@ -191,7 +192,7 @@ def _train_step_worker(mode: str, n: int, s: dict) -> dict:
         cpu_times.append(time.process_time() - c0)
         if info is not None:
             peaks.append(int(_memory_info(tf)["peak"]))
-    hwm, maxrss = _measure.hwm_bytes(), _measure.maxrss_bytes()
+    hwm, maxrss = harness.hwm_bytes(), harness.maxrss_bytes()
     count = lambda vs: int(sum(int(np.prod(v.shape)) for v in vs))  # noqa: E731
     return {
         "mode": mode, "n": n, "candidates": list(candidates_for(n)), "step_s": times, "step_cpu_s": cpu_times,
@@ -213,7 +214,7 @@ def _op_cost_worker(s: dict) -> dict:
     import keras
     import numpy as np
 
-    from search.supernet import cifar_space
+    from search.metakernel_space import cifar_space
 
     n_max = max(s["ns"])
     space = cifar_space(width=s["width"], depth=s["depth"], candidates=candidates_for(n_max),
@@ -280,7 +281,7 @@ def _worker_main(s: dict) -> None:
         result = _train_step_worker(FLAGS.worker, FLAGS.worker_n, s)
     else:
         raise UsageError(f"--worker: one of {MODES + ('ops',)}, got {FLAGS.worker!r}")
-    _measure.write_json(FLAGS.out, result)
+    harness.write_json(FLAGS.out, result)
 
 
 # ---------------------------------------------------------------------------------------------------------- the parent
@@ -296,7 +297,7 @@ WORKER_ENV = {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 def _launch(s: dict, worker: str, n: int, tmpdir: str) -> dict:
     out = os.path.join(tmpdir, f"{worker}_{n}_{time.monotonic_ns()}.json")
-    r = _measure.run_worker("benchmarks.supernet_cost", _worker_args(s, worker, n, out), env=WORKER_ENV,
+    r = harness.run_worker("benchmarks.supernet_cost", _worker_args(s, worker, n, out), env=WORKER_ENV,
                             timeout=FLAGS.worker_timeout)
     if r.returncode != 0 or not os.path.exists(out):
         tail = [l for l in r.stderr.splitlines() if l.strip()][-1:] or ["(no stderr)"]
@@ -327,9 +328,9 @@ def _summarize(s: dict, runs: dict) -> dict:
                 "step_ms": 1e3 * statistics.median(pooled),
                 "step_ms_per_round_median": [1e3 * t for t in per_round],
                 "step_ms_round_spread": {k: (1e3 * v if k != "n" else v)
-                                         for k, v in _measure.spread(per_round).items()},
-                "step_ms_p10_p90_all_steps": [1e3 * _measure.quantile(pooled, 0.1),
-                                              1e3 * _measure.quantile(pooled, 0.9)],
+                                         for k, v in harness.spread(per_round).items()},
+                "step_ms_p10_p90_all_steps": [1e3 * harness.quantile(pooled, 0.1),
+                                              1e3 * harness.quantile(pooled, 0.9)],
                 "step_cpu_ms": 1e3 * statistics.median(t for r in rs for t in r["step_cpu_s"]),
                 "loadavg_1min_at_start": [r["loadavg_at_start"][0] if r["loadavg_at_start"] else None for r in rs],
                 "alloc_peak_mib": statistics.median(peaks) / 2**20 if peaks else None,
@@ -348,7 +349,7 @@ def _summarize(s: dict, runs: dict) -> dict:
         def paired(num, den, key="step_s"):  # ratio of the two configurations' medians within each round
             rr = [statistics.median(a[key]) / statistics.median(b[key])
                   for a, b in zip(runs[(n, num)], runs[(n, den)]) if a[key] and b[key]]
-            return _measure.spread(rr) if rr else None
+            return harness.spread(rr) if rr else None
 
         primary_mem = "alloc_peak_mib" if all(x["alloc_peak_mib"] for x in (f, m, d)) else "rss_hwm_growth_mib"
         out[str(n)] = {
@@ -490,7 +491,7 @@ def _report(s: dict, runs: dict, op_costs: dict | None, host: dict, wall_s: floa
     first = next(iter(runs.values()))[0]
     host = dict(host, run={"settings": dict(s, quick=quick), "wall_s": round(wall_s, 1), "worker_env": WORKER_ENV,
                            "tf_threads": first.get("threads")})
-    return _measure.round_floats({"N": results, "host": host, "method": _method(s),
+    return harness.round_floats({"N": results, "host": host, "method": _method(s),
                    "targets": {"bounds": TARGETS, "verdict": _check_targets(results)}, "command": COMMAND})
 
 
@@ -509,7 +510,7 @@ def main(argv):
 
     configs = [(n, mode) for n in s["ns"] for mode in MODES]
     runs = {c: [] for c in configs}
-    host = _measure.host_info()
+    host = harness.host_info()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="supernet_cost_") as tmpdir:
         with tqdm(total=s["rounds"] * len(configs) + int(s["op_costs"]), file=sys.stderr, desc="workers",
@@ -528,7 +529,7 @@ def main(argv):
                 bar.update()
     report = _report(s, runs, op_costs, host, time.time() - started, bool(FLAGS.quick))
     results = report["N"]
-    _measure.write_json(FLAGS.out, report)
+    harness.write_json(FLAGS.out, report)
     if plot:
         _plot(plot, results)
     for n, r in results.items():

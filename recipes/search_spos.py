@@ -27,14 +27,14 @@ and ``random_state.json`` (resumable search states), ``derived.json`` (the best 
 """
 from __future__ import annotations
 
-import json
-import os
-import sys
+import dataclasses
 
 from absl import flags
 
 from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
 from recipes._cli import UsageError, run
+from workflows.search_spos import SearchSposConfig
+from workflows.search_spos import run as run_spos
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("phase", "both", ["supernet", "evolution", "both"], "What to run.")
@@ -92,231 +92,30 @@ flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a CPU host:
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 
-_SUPERNET_KEYS = ("dataset", "space", "width", "depth", "choices", "channel_ratios", "bits", "sampling", "max_macs",
-                  "max_params", "max_bitops", "max_latency_ms", "epochs", "batch_size", "steps_per_epoch", "lr",
-                  "weight_decay", "holdout", "limit", "seed")
 
-_SAMPLING_KEYS = ("sampling", "max_macs", "max_params", "max_bitops", "max_latency_ms")
-
-
-def _parse_space_flags():
+def config_from_flags() -> SearchSposConfig:
+    """The flags as a config (every field of the config is a flag of the same name)."""
     try:
         depth = tuple(int(d) for d in FLAGS.depth)
         ratios = tuple(float(r) for r in FLAGS.channel_ratios)
         bits = tuple(tuple(int(v) for v in b.split(":")) for b in FLAGS.bits)
     except ValueError:
         raise UsageError("--depth, --channel_ratios and --bits take integers, numbers and w:a pairs") from None
-    if not depth or min(depth) < 1:
-        raise UsageError(f"--depth={','.join(FLAGS.depth)}: every stage needs at least one block")
-    if any(len(b) != 2 or not (1 <= b[0] <= 8 and 1 <= b[1] <= 8) for b in bits):
-        raise UsageError(f"--bits={','.join(FLAGS.bits)}: each entry is w:a with 1 ≤ w, a ≤ 8")
-    if not ratios or min(ratios) <= 0 or len(set(ratios)) != len(ratios):
-        raise UsageError(f"--channel_ratios={','.join(FLAGS.channel_ratios)}: distinct positive numbers")
-    choices = FLAGS.choices
-    if not choices or any(c not in SHUFFLE_CHOICES for c in choices) or len(set(choices)) != len(choices):
-        raise UsageError(f"--choices={','.join(choices)}: distinct values of {','.join(SHUFFLE_CHOICES)}")
-    return depth, ratios, bits, tuple(choices)
-
-
-def _check_flags():
-    from inputs.classification import known_classes, validate
-    for flag in ("max_macs", "max_params", "max_bitops", "max_latency_ms"):
-        v = getattr(FLAGS, flag)
-        if v is not None and v <= 0:
-            raise UsageError(f"--{flag}={v}: must be positive")
-    if FLAGS.max_latency_ms is not None and not FLAGS.latency_table:
-        raise UsageError("--max_latency_ms needs --latency_table")
-    if FLAGS.latency_table and not os.path.isfile(FLAGS.latency_table):
-        raise UsageError(f"--latency_table={FLAGS.latency_table}: no such file")
-    if FLAGS.max_bitops is not None and not FLAGS.bits:
-        raise UsageError("--max_bitops needs --bits (a full-precision space has no BitOps)")
-    if FLAGS.top_k > FLAGS.population:
-        raise UsageError(f"--top_k={FLAGS.top_k} exceeds --population={FLAGS.population}")
-    if FLAGS.name is not None:
-        from models.spec import NAME_RE
-        if not NAME_RE.match(FLAGS.name):
-            raise UsageError(f"--name={FLAGS.name!r}: use lower-case letters, digits, '_', '.', '-'")
-    if FLAGS.execution == "eager" and FLAGS.strategy != "default":
-        raise UsageError(f"--strategy={FLAGS.strategy} needs --execution=graph")
-    parsed = _parse_space_flags()
-    validate(FLAGS.dataset, FLAGS.data_dir)
-    classes = known_classes(FLAGS.dataset)
-    if classes is not None:  # tfds names: checked once the data is loaded
-        _feasible(_space(*parsed, classes), _latency_table())
-    saved = os.path.join(FLAGS.out_dir, "supernet_settings.json")
-    if os.path.exists(saved):
-        with open(saved) as f:
-            old = json.load(f)
-        # the evolution phase may search under other constraints than the supernet was trained with
-        keys = [k for k in _SUPERNET_KEYS if FLAGS.phase != "evolution" or k not in _SAMPLING_KEYS]
-        old.setdefault("choices", list(SHUFFLE_CHOICES))  # settings written before --choices existed
-        diff = sorted(k for k in keys if old.get(k) != getattr(FLAGS, k))
-        if diff:
-            raise UsageError(f"--out_dir={FLAGS.out_dir} holds a supernet trained with other settings "
-                             f"({', '.join(diff)}); rerun with the same flags, or use a new --out_dir")
-    elif FLAGS.phase == "evolution":
-        raise UsageError(f"--phase=evolution: no trained supernet in --out_dir={FLAGS.out_dir} (run --phase=supernet)")
-    return parsed
-
-
-def _space(depth, ratios, bits, choices, classes):
-    import dataclasses
-
-    from search import spos as sp
-    if FLAGS.space == "cifar":
-        return sp.cifar_space(FLAGS.width, depth, classes, ratios, bits, choices=choices)
-    space = sp.imagenet_space(ratios, bits, choices)
-    return space if classes == space.classes else dataclasses.replace(space, classes=classes)
-
-
-def _latency_table():
-    if not FLAGS.latency_table:
-        return None
-    from search.latency import LatencyTable
-    return LatencyTable.load(FLAGS.latency_table)
-
-
-def _feasible(space, latency):
-    """The constraints, after checking that uniform sampling (as constraint sampling and evolution draw) can meet
-    them."""
-    import numpy as np
-
-    from search import spos as sp
-    constraints = sp.Constraints(FLAGS.max_macs, FLAGS.max_params, FLAGS.max_bitops, FLAGS.max_latency_ms)
-    try:
-        sp.sample(space, np.random.default_rng(FLAGS.seed), constraints, latency, max_tries=20_000)
-    except sp.ConstraintError as e:
-        raise UsageError(str(e)) from None
-    return constraints
-
-
-def _write_json(path, obj):
-    from common.io import atomic_write
-    text = json.dumps(obj, indent=1) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _arrays(ds, n):
-    import numpy as np
-    xs, ys, have = [], [], 0
-    for x, y in ds:
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-        have += len(xs[-1])
-        if have >= n:
-            break
-    return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
+    parsed = dict(depth=depth, channel_ratios=ratios, bits=bits, choices=tuple(FLAGS.choices))
+    fields = {f.name for f in dataclasses.fields(SearchSposConfig)} - set(parsed)
+    return SearchSposConfig(**parsed, **{k: getattr(FLAGS, k) for k in fields})
 
 
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    depth, ratios, bits, choices = _check_flags()
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
-
-    import keras
-    import numpy as np
-    import tensorflow as tf
-    from tqdm import tqdm
-    tf.get_logger().setLevel("ERROR")  # per-branch functions compile lazily; TF warns about each new trace
-
-    from common.io import atomic_write
-    from inputs.classification import load
-    from models import spec as spec_lib
-    from reports import plots
-    from search import evolution as ev
-    from search import spos as sp
-    from search.spos_net import SposSupernet, build_supernet
-    from search.spos_train import CandidateEvaluator, SposConfig, SposTrainer
-    from training.distribute import make_strategy
-
-    strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)  # before any other TensorFlow work
-    latency = _latency_table()
-    common = dict(data_dir=FLAGS.data_dir, seed=FLAGS.seed, holdout=FLAGS.holdout, limit=FLAGS.limit)
-    size = 32 if FLAGS.space == "cifar" else 224
-    train_ds, info = load(FLAGS.dataset, "train", image_size=size, batch_size=FLAGS.batch_size, training=True,
-                          repeat=True, **common)
-    space = _space(depth, ratios, bits, choices, info.num_classes)
-    constraints = _feasible(space, latency)
-    keras.utils.set_random_seed(FLAGS.seed)
-    with strategy.scope():
-        model = build_supernet(space, seed=FLAGS.seed)
-    config = SposConfig(epochs=FLAGS.epochs, lr=FLAGS.lr, weight_decay=FLAGS.weight_decay, sampling=FLAGS.sampling,
-                        execution=FLAGS.execution, seed=FLAGS.seed)
-    trainer = SposTrainer(model, config, constraints, latency, os.path.join(FLAGS.out_dir, "supernet"), strategy)
-    writer = tf.summary.create_file_writer(os.path.join(FLAGS.out_dir, "tensorboard"))
-    bar = ((lambda what: lambda total: tqdm(total=total, desc=what, file=sys.stderr)) if FLAGS.progress
-           else (lambda what: None))
-    summary = {"space": space.to_json(), "constraints": constraints.limits(), "train_examples": info.num_examples}
-    if FLAGS.phase in ("supernet", "both"):
-        _write_json(os.path.join(FLAGS.out_dir, "supernet_settings.json"),
-                    {k: getattr(FLAGS, k) for k in _SUPERNET_KEYS})
-        if trainer.restore():
-            print(f"resuming supernet training from epoch {int(trainer.epoch.numpy())}", file=sys.stderr)
-        steps = FLAGS.steps_per_epoch or max(1, info.num_examples // FLAGS.batch_size)
-        history = trainer.run(train_ds, steps, writer=writer, progress=bar("supernet"))
-        summary["supernet"] = {"epochs": FLAGS.epochs, "steps_per_epoch": steps, "last": history[-1],
-                               "execution": FLAGS.execution, "strategy": FLAGS.strategy,
-                               "replicas": strategy.num_replicas_in_sync}
-    else:
-        if not trainer.restore() or int(trainer.epoch.numpy()) < FLAGS.epochs:
-            raise UsageError(f"--phase=evolution: the supernet in {FLAGS.out_dir} has not finished training "
-                             "(rerun --phase=supernet with the same flags)")
-    if FLAGS.phase == "supernet":
-        _write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary)
-        return
-
-    # --- evolution ---------------------------------------------------------------------------------------------
-    recal_ds, _ = load(FLAGS.dataset, "train", image_size=size, batch_size=FLAGS.eval_batch, training=False,
-                       **common)
-    val_ds, val_info = load(FLAGS.dataset, "holdout", image_size=size, batch_size=FLAGS.eval_batch, training=False,
-                            **common)
-    recal_x, _ = _arrays(recal_ds.shuffle(64, seed=FLAGS.seed), FLAGS.recal_images)
-    val_x, val_y = _arrays(val_ds, FLAGS.val_images)
-    evaluator = CandidateEvaluator(model, recal_x, val_x, val_y, FLAGS.eval_batch)
-    ecfg = ev.EvolutionConfig(population=FLAGS.population, iterations=FLAGS.iterations, top_k=FLAGS.top_k,
-                              mutation_prob=FLAGS.mutation_prob, mutations=FLAGS.population // 2,
-                              crossovers=FLAGS.population // 2, seed=FLAGS.seed)
-    results = {}
-    for kind in ("evolution", "random") if FLAGS.random_search else ("evolution",):
-        try:
-            search = ev.EvolutionSearch(space, evaluator, constraints, ecfg,
-                                        os.path.join(FLAGS.out_dir, f"{kind}_state.json"), kind, latency)
-        except ev.SearchStateError as e:
-            raise UsageError(str(e)) from None
-
-        def log(s, record, kind=kind):
-            with writer.as_default(step=record["iteration"]):
-                tf.summary.scalar(f"{kind}/best_acc", record["best_acc"])
-                tf.summary.scalar(f"{kind}/topk_mean_acc", record["topk_mean_acc"])
-        results[kind] = search.run(progress=bar(kind), on_iteration=log)
-    best = results["evolution"]
-    arch = sp.from_key(best["best"])
-    name = FLAGS.name or f"spos_{FLAGS.space}_s{FLAGS.seed}"
-    cost = sp.cost(space, arch, latency)
-    metrics = {"supernet_val_acc": best["best_acc"], **{k: float(v) for k, v in cost.items()}}
-    notes = (f"SPOS: supernet {FLAGS.epochs} epochs ({FLAGS.sampling} sampling), evolution P={FLAGS.population} "
-             f"T={FLAGS.iterations} top-k={FLAGS.top_k}, BN recalibrated on {len(recal_x)} images, evaluated on "
-             f"{len(val_x)} held-out images; constraints {constraints.limits()}; arch {best['best']}")
-    prov = spec_lib.Provenance(method="spos", source="search space " + ("cifar" if FLAGS.space == "cifar" else
-                                                                         "imagenet") + " (SPOS Table 2)",
-                               target=FLAGS.max_macs, target_macs=int(FLAGS.max_macs) if FLAGS.max_macs else None,
-                               seed=FLAGS.seed, data=FLAGS.dataset, notes=notes,
-                               metrics=tuple(sorted(metrics.items())))
-    derived = sp.arch_spec(space, arch, name, prov)
-    text = spec_lib.dumps(derived)
-    atomic_write(os.path.join(FLAGS.out_dir, "derived.json"), lambda f: f.write(text.encode()))
-    weights = SposSupernet.extract(model, arch)
-    atomic_write(os.path.join(FLAGS.out_dir, "derived_init.npz"), lambda f: np.savez(f, **weights))
-    plots.evolution_curve(results, os.path.join(FLAGS.out_dir, "evolution.png"))
-    plots.population(space, results, FLAGS.max_macs, os.path.join(FLAGS.out_dir, "population.png"))
-    summary.update({"best": best["best"], "best_acc": best["best_acc"], "best_cost": cost, "spec": name,
-                    "recal_images": len(recal_x), "val_images": len(val_x), "holdout_examples": val_info.num_examples,
-                    "evolution": {k: {"best_acc": r["best_acc"], "evaluated": r["evaluated"],
-                                      "history": r["history"]} for k, r in results.items()}})
-    _write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary)
-    line = ", ".join(f"{k} best {r['best_acc']:.4f} ({r['evaluated']} evaluated)" for k, r in results.items())
-    print(f"{name}: {cost['macs']:,} MACs, {cost['params']:,} params; {line} -> {FLAGS.out_dir}/derived.json")
+    config = config_from_flags()
+    s = run_spos(config)
+    if config.phase != "supernet":
+        cost = s["best_cost"]
+        line = ", ".join(f"{k} best {r['best_acc']:.4f} ({r['evaluated']} evaluated)"
+                         for k, r in s["evolution"].items())
+        print(f"{s['spec']}: {cost['macs']:,} MACs, {cost['params']:,} params; {line} -> {config.out_dir}/derived.json")
 
 
 if __name__ == "__main__":

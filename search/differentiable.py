@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from common.epoch_state import EpochState
 from search import supernet as sn
+from search.metakernel_space import SearchSpace
 
 
 def cost_loss(expected, target: float, eta: float = 0.1):
@@ -73,10 +74,11 @@ class MetaKernelSearch:
             replicas of per-replica means divided by the replica count (the global-batch mean).
     """
 
-    def __init__(self, model: keras.Model, space: sn.SearchSpace, config: SearchConfig, cost_fn=None,
+    def __init__(self, model: keras.Model, space: SearchSpace, config: SearchConfig, cost_fn=None,
                  checkpoint_dir: str | None = None, strategy=None):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model, self.space, self.config = model, space, config
+        self.supernet = sn.MetaKernelSupernet(model, space)
         self.cost_fn = cost_fn or self.expected_macs
         self.w_vars, self.a_vars = sn.weight_variables(model), sn.arch_variables(model)
         if not self.a_vars:
@@ -221,12 +223,10 @@ class MetaKernelSearch:
     def _record(self, epoch, sums, seconds, val_ds) -> dict:
         n = max(sums[4], 1)
         expected, params = sn.expected_cost(self.model, self.space)
-        spec = sn.derive(self.model, self.space, "probe")
-        from models.counting import count
         rec = {"epoch": epoch + 1, "step": int(self.step.numpy()), "tau": float(self.model_tau()),
                "train_ce": sums[0] / n, "train_acc": sums[1] / n, "cost_loss": sums[2] / n,
                "expected_macs": float(expected), "expected_params": float(params),
-               "argmax_macs": count(spec).macs, "seconds": seconds,
+               "argmax_macs": self.supernet.macs(), "seconds": seconds,
                "probs": [np.asarray(b.dw.probabilities()).mean(0).round(5).tolist()
                          for b in sn.search_blocks(self.model) if b.searchable]}
         if val_ds is not None:

@@ -135,7 +135,8 @@ class EvolutionSearch:
     def _next_population(self) -> list[str]:
         cfg, taken = self.config, set()
         if self.kind == "evolution" and self.top:
-            pop = self._generate(cfg.mutations, self._mutant, taken) + self._generate(cfg.crossovers, self._child, taken)
+            pop = (self._generate(cfg.mutations, self._mutant, taken)
+                   + self._generate(cfg.crossovers, self._child, taken))
         else:
             pop = []
         pop += self._generate(cfg.population - len(pop), self._random, taken)

@@ -25,9 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from search import PACKAGE
 from search.metakernel_space import check_candidates, kernel_masks
-
-PACKAGE = "nas_zoo"
 
 
 class _KernelChoice(keras.layers.Layer):

@@ -128,19 +128,20 @@ class SearchSpace:
         stages: dict[int, list] = {}
         for b in self.blocks():
             stages.setdefault(b.stage, []).append(b.spec((k,), (b.expand or b.in_ch,)))
-        return self._spec(tuple(tuple(b) for b in stages.values()), name or f"{self.name}_k{k}")
+        return self.assemble(tuple(tuple(b) for b in stages.values()), name or f"{self.name}_k{k}")
 
     def thinnest(self) -> ModelSpec:
         """The cheapest architecture of the space: one filter per block at the smallest kernel."""
         k = self.candidates[0]
         blocks = tuple(b.spec((k,), (1,) if b.expand else (b.in_ch,)) for b in self.blocks())
-        return self._spec((blocks,), f"{self.name}_thinnest")
+        return self.assemble((blocks,), f"{self.name}_thinnest")
 
     def macs_range(self) -> tuple[int, int]:
         """(cheapest, dearest) MACs any derived architecture can have."""
         return count(self.thinnest()).macs, count(self.skeleton()).macs
 
-    def _spec(self, stages, name, provenance=None) -> ModelSpec:
+    def assemble(self, stages, name, provenance=None) -> ModelSpec:
+        """The space's zoo spec around ``stages`` (tuples of block specs): its input, stem, head and BN settings."""
         spec = ModelSpec(name=name, family="mbconv",
                          input=InputSpec(size=self.input_size, channels=3, mean=self.mean, std=self.std),
                          stem=StemSpec(filters=self.stem_filters, kernel=3, stride=self.stem_stride,

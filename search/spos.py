@@ -20,8 +20,9 @@ same way; ``mode="recal"`` replaces them by the exact mean over the batches seen
 (the paper's BN recalibration before evaluating a candidate).
 
 Padding follows PyTorch (``padding: symmetric`` in the spec): every k×k conv pads k//2 on each side. The derived
-model (:func:`arch_spec` → ``models.builder``) is plain stock layers; :func:`extract_weights` slices the supernet's
-weights into it by the builder's layer names.
+model (:func:`arch_spec` → ``models.builder``) is plain stock layers; the supernet
+(:class:`search.spos_net.SposSupernet`, a :class:`search.protocol.Supernet`) slices its weights into it by the
+builder's layer names.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ class SposSpace:
         prev = self.stem_filters
         for c in self.stage_channels:
             if c % 2 or c <= prev:
-                raise ValueError(f"stage channels must be even and grow (stride-2 shuffle units widen): {c} after {prev}")
+                raise ValueError(f"stage channels must be even and grow (stride-2 shuffle units widen): {c} after "
+                                 f"{prev}")
             prev = c
 
     @property
@@ -204,22 +206,24 @@ def _extreme(space: SposSpace, pick) -> np.ndarray:
     return arch
 
 
-def arch_spec(space: SposSpace, arch, name: str = "spos_derived",
-              provenance: S.Provenance | None = None) -> S.ModelSpec:
-    """The zoo spec of one path (family ``shufflenet``; bit widths recorded per block when the space has them)."""
-    a = validate_arch(space, arch)
-    stages, k = [], 0
-    for i, n in enumerate(space.stage_blocks):
-        stage = []
-        for j in range(n):
-            c, r, q = (int(v) for v in a[k])
-            out = space.stage_channels[i]
-            bits = S.BitsSpec(*space.bits[q]) if space.bits else None
-            stage.append(S.ShuffleSpec(choice=space.choices[c], filters=out,
-                                       mid_channels=space.mid_channels(out, space.channel_ratios[r]),
-                                       stride=2 if j == 0 else 1, act="relu", bits=bits))
-            k += 1
-        stages.append(tuple(stage))
+def block_spec(space: SposSpace, site: tuple[int, int, int, int, int], row) -> S.ShuffleSpec:
+    """The zoo block spec of one choice row ``(choice, ratio index, bits index)`` at ``site`` (an entry of
+    :meth:`SposSpace.blocks`); bit widths recorded when the space has them."""
+    _, _, _, out, stride = site
+    c, r, q = (int(v) for v in row)
+    bits = S.BitsSpec(*space.bits[q]) if space.bits else None
+    return S.ShuffleSpec(choice=space.choices[c], filters=out,
+                         mid_channels=space.mid_channels(out, space.channel_ratios[r]), stride=stride, act="relu",
+                         bits=bits)
+
+
+def assemble(space: SposSpace, blocks, name: str = "spos_derived",
+             provenance: S.Provenance | None = None) -> S.ModelSpec:
+    """The space's zoo spec (family ``shufflenet``) around ``blocks`` (one block spec per choice block, in order)."""
+    blocks, stages = list(blocks), []
+    for n in space.stage_blocks:
+        stages.append(tuple(blocks[:n]))
+        blocks = blocks[n:]
     return S.ModelSpec(
         name=name, family="shufflenet",
         input=S.InputSpec(space.input_size, 3, tuple(space.mean), tuple(space.std)),
@@ -228,6 +232,13 @@ def arch_spec(space: SposSpace, arch, name: str = "spos_derived",
         head=S.HeadSpec(space.head_filters, "relu", space.dropout, space.classes, bias=False),
         bn=S.BNSpec(eps=space.bn_eps, momentum=space.bn_momentum), padding="symmetric",
         provenance=provenance or S.Provenance(method="spos"))
+
+
+def arch_spec(space: SposSpace, arch, name: str = "spos_derived",
+              provenance: S.Provenance | None = None) -> S.ModelSpec:
+    """The zoo spec of one path (TensorFlow-free; the supernet's ``derive`` gives the same spec)."""
+    a = validate_arch(space, arch)
+    return assemble(space, (block_spec(space, site, row) for site, row in zip(space.blocks(), a)), name, provenance)
 
 
 @functools.lru_cache(maxsize=200_000)

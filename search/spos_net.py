@@ -10,6 +10,10 @@
 Each block picks its branch with ``tf.switch_case`` (only that branch executes) and slices its weights to the
 sampled width; with ``space.bits`` every conv of the block runs on DoReFa-quantized weights and PACT-quantized inputs.
 Layers are Keras 3 layers registered serializable (DESIGN.md §2); the derived model never contains them.
+
+The supernet is a :class:`search.protocol.Supernet`: :meth:`SposSupernet.derive` (the path's zoo spec, equal to
+:func:`search.spos.arch_spec`), :meth:`SposSupernet.extract` (its weights sliced to the path's widths) and
+:meth:`SposSupernet.derived_model`; each :class:`ChoiceBlock` derives and extracts its own block.
 """
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.spec import ModelSpec, Provenance, ShuffleSpec
+from search import PACKAGE
 from search import spos as sp
+from search.protocol import block_specs, build_derived
 
 MODES = ("train", "eval", "recal")
 
@@ -56,7 +63,7 @@ def pact(x, alpha, bits, signed: bool):
     return _ste(y, tf.round(y * n / alpha) * alpha / n)
 
 
-@keras.saving.register_keras_serializable(package="search")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SlicedConvBN(keras.layers.Layer):
     """k×k conv (``kind="conv"``) or depthwise conv (``"dw"``) + BatchNorm (+ ReLU), weights at the largest width,
     sliced per call: input channels follow the input, output channels ``cout`` (dynamic) or all.
@@ -88,8 +95,8 @@ class SlicedConvBN(keras.layers.Layer):
                                aggregation="mean", synchronization="on_read")
                 for init, name in (("zeros", "moving_mean"), ("ones", "moving_variance")))
         if self.quantized:
-            self.alpha = self.add_weight(shape=(), initializer=keras.initializers.Constant(3.0 if signed_input else 6.0),
-                                         name="alpha")
+            clip = keras.initializers.Constant(3.0 if signed_input else 6.0)
+            self.alpha = self.add_weight(shape=(), initializer=clip, name="alpha")
         self.built = True
 
     def get_config(self):
@@ -175,7 +182,7 @@ class SlicedConvBN(keras.layers.Layer):
         return out
 
 
-def _split_even_odd(x):
+def split_even_odd(x):
     """Even and odd channels (ShuffleNetV2's channel split after the shuffle, as the builder's Reshape/Cropping2D):
     one reshape to channel pairs and one unstack, so forward and backward each make one pass (two strided slices
     took two passes each way plus an AddN of their gradients: ~2.5x slower fwd+bwd on this CPU)."""
@@ -201,7 +208,7 @@ def _branch_ops(choice: str, p: str, cin: int, mid: int, cout: int, stride: int)
             ("conv", 1, mid, cout, 1, True, f"{p}_pw1_conv", f"{p}_pw1_bn", False)]
 
 
-@keras.saving.register_keras_serializable(package="search")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ChoiceBlock(keras.layers.Layer):
     """One SPOS choice block: a ShuffleNetV2 unit per block choice (own weights each), mid width and bit widths
     chosen per call from the architecture row ``(choice, ratio index, bits index)``."""
@@ -209,8 +216,9 @@ class ChoiceBlock(keras.layers.Layer):
     def __init__(self, space_json: dict, index: int, **kw):
         super().__init__(**kw)
         self.space_json, self.index = space_json, int(index)
-        space = sp.SposSpace.from_json(space_json)
-        i, j, cin, cout, stride = space.blocks()[self.index]
+        self.space = space = sp.SposSpace.from_json(space_json)
+        self.site = space.blocks()[self.index]
+        i, j, cin, cout, stride = self.site
         self.prefix, self.cin, self.cout, self.stride = f"s{i}_b{j}", cin, cout, stride
         self.mids = [space.mid_channels(cout, r) for r in space.channel_ratios]
         self.bits_table = [list(b) for b in space.bits]
@@ -250,7 +258,7 @@ class ChoiceBlock(keras.layers.Layer):
             for i in self._proj_ops[c]:
                 passthrough = self.ops[i](passthrough, mode=mode, bits=bits, recal_count=recal_count)
         else:
-            passthrough, y = _split_even_odd(x)
+            passthrough, y = split_even_odd(x)
         for i, dyn in zip(self._main_ops[c], self._dyn_out[c]):
             y = self.ops[i](y, cout=mid if dyn else None, mode=mode, bits=bits, recal_count=recal_count)
         return tf.concat([passthrough, y], -1)
@@ -283,8 +291,21 @@ class ChoiceBlock(keras.layers.Layer):
             ch = ch if op.kind == "dw" else (mid if dyn else op.cout)
         return out
 
+    def derive_block(self, row) -> ShuffleSpec:
+        """The zoo block spec of the choice row ``(choice, ratio index, bits index)``."""
+        return sp.block_spec(self.space, self.site, row)
 
-@keras.saving.register_keras_serializable(package="search")
+    def extract_block(self, row, spec: ShuffleSpec | None = None) -> dict[str, np.ndarray]:
+        """The derived block's weights for ``row``, sliced to its widths and keyed by the builder's layer names."""
+        if spec is not None and spec != self.derive_block(row):
+            raise ValueError(f"{self.prefix}: spec block {spec} does not match the choice {tuple(int(v) for v in row)}")
+        out = {}
+        for op, cin, cout in self.path_ops(row):
+            out.update(op.arrays(cin, cout))
+        return out
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SposSupernet(keras.Model):
     """Stem (3×3 conv) → choice blocks → 1×1 head conv → GAP → dropout → classifier (no bias), as paper Table 2."""
 
@@ -352,16 +373,25 @@ class SposSupernet(keras.Model):
                  for op, _, _ in block.path_ops((c, 0, 0)) for v in op.trainable_variables}
         return [owner.get(id(v)) for v in self.weight_variables()]
 
-    def extract(self, arch) -> dict[str, np.ndarray]:
+    # --- search.protocol.Supernet ---------------------------------------------------------------------------------
+    def derive(self, arch, *, name: str = "spos_derived", provenance: Provenance | None = None) -> ModelSpec:
+        """The zoo spec of the path ``arch`` (family ``shufflenet``), composed from the blocks' ``derive_block``."""
+        a = sp.validate_arch(self.space, arch)
+        return sp.assemble(self.space, (b.derive_block(row) for b, row in zip(self.blocks, a)), name, provenance)
+
+    def extract(self, arch, spec: ModelSpec | None = None) -> dict[str, np.ndarray]:
         """Weights of the path ``arch`` keyed by the builder's layer names (``models.weights.assign`` order)."""
         a = sp.validate_arch(self.space, arch)
         out = self.stem.arrays(3, None)
-        for block, row in zip(self.blocks, a):
-            for op, cin, cout in block.path_ops(row):
-                out.update(op.arrays(cin, cout))
+        for block, row, b in zip(self.blocks, a, block_specs(spec, len(self.blocks))):
+            out.update(block.extract_block(row, b))
         out.update(self.head.arrays(self.space.stage_channels[-1], None))
         out["classifier/kernel"] = self.classifier.kernel.numpy()
         return out
+
+    def derived_model(self, arch, keras_module=None, *, name: str = "spos_derived"):
+        """The stock-layer model of the path ``arch`` with the supernet's (sliced) weights."""
+        return build_derived(self, arch, keras_module, self.derive(arch, name=name))
 
 
 def build_supernet(space: sp.SposSpace, seed: int | None = None) -> SposSupernet:
@@ -372,13 +402,3 @@ def build_supernet(space: sp.SposSpace, seed: int | None = None) -> SposSupernet
     size = space.input_size
     model(tf.zeros((1, size, size, 3)), sp.largest(space), mode="eval")
     return model
-
-
-def derived_model(model: SposSupernet, arch, name: str = "spos_derived", keras_module=None):
-    """The stock-layer model of the path ``arch`` with the supernet's (sliced) weights."""
-    from models.builder import build
-    from models.weights import assign
-    spec = sp.arch_spec(model.space, arch, name=name)
-    derived = build(spec, keras_module)
-    assign(derived, model.extract(arch), source="supernet")
-    return derived

@@ -23,11 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from common.epoch_state import EpochState
+from search import PACKAGE
 from search import spos as sp
 from search.spos_net import SposSupernet
 
 
-@keras.saving.register_keras_serializable(package="search")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SinglePathSGD(keras.optimizers.Optimizer):
     """SGD (Nesterov momentum, L2 weight decay on kernels) that leaves a variable and its momentum untouched when
     the sampled path did not use it.
@@ -188,7 +189,7 @@ class SposTrainer:
             def train_step(x, y, arch):
                 outs = self.strategy.run(self._step_fn, (x, y, arch))
                 return [self.strategy.reduce("SUM", o, axis=None) / replicas for o in outs]
-        self._train_step = train_step
+        self.train_step = train_step
 
     @staticmethod
     def _accuracy(y, logits):
@@ -251,7 +252,7 @@ class SposTrainer:
                 self.lr.assign(cfg.lr * (1.0 - int(self.step.numpy()) / total))
                 arch = self.sample(rng)
                 sampled += np.bincount(arch[:, 0], minlength=len(self.space.choices))
-                ce, acc = self._train_step(*next(it), tf.constant(arch))
+                ce, acc = self.train_step(*next(it), tf.constant(arch))
                 sums += [float(ce), float(acc), 1]
                 self.step.assign_add(1)
                 if bar is not None:

@@ -1,17 +1,20 @@
 """MBConv macro search space in which every depthwise conv is a meta-kernel layer (the paper's §4.3, MixNet-like).
 
-A :class:`SearchSpace` fixes the macro architecture (stage widths, strides, expansion ratios, SE) and the candidate
-kernel sizes; the search decides, per depthwise *filter*, its kernel size or "None" (pruned). From it:
+A :class:`~search.metakernel_space.SearchSpace` fixes the macro architecture (stage widths, strides, expansion ratios,
+SE) and the candidate kernel sizes; the search decides, per depthwise *filter*, its kernel size or "None" (pruned).
+From it:
 
-- :func:`build_supernet` makes a Keras 3 Functional model: stock stem/head layers (same names as
-  :mod:`models.builder`) and one :class:`SearchMBConv` layer per block, named ``s{stage}_b{block}``;
+- :func:`build_supernet` makes a Keras 3 Functional model: preprocessing, stem and head from :mod:`models.builder`
+  (the derived model's layers and names) and one :class:`SearchMBConv` layer per block, named ``s{stage}_b{block}``;
   ``dw_mode`` picks the depthwise form: ``"meta"`` (the method), ``"multi"`` (DARTS baseline) or ``"fixed"``
   (a plain ``k_max`` DepthwiseConv2D, no search: the cost reference).
 - :func:`expected_cost` is E[MACs] and E[params] differentiable in α (softmax probabilities, Eq. 8), counting what a
   kept or pruned filter costs in its expansion conv, depthwise conv, squeeze-excite and projection.
-- :func:`derive` turns the argmax choices into a zoo spec (``kernels`` + ``split``; pruned filters leave
-  ``expand_channels``), and :func:`extract_weights` fills the derived Functional model: filters permuted into the
-  per-kernel-size branches of DESIGN.md §3, depthwise kernels cropped from the meta kernel.
+- :class:`MetaKernelSupernet` (the model and its space) is the :class:`search.protocol.Supernet`: an architecture
+  (one choice array per block, e.g. :meth:`~MetaKernelSupernet.choices`, the argmax) in, a zoo spec out
+  (``kernels`` + ``split``; pruned filters leave ``expand_channels``), and the derived Functional model's weights
+  out: filters permuted into the per-kernel-size branches of DESIGN.md §3, depthwise kernels cropped from the meta
+  kernel. Each :class:`SearchMBConv` derives and extracts its own block (``derive_block``/``extract_block``).
 
 With one-hot α, ``expected_cost`` equals :func:`models.counting.count` of the derived spec, and the supernet in
 inference mode computes the same function as the derived model (tests).
@@ -28,14 +31,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.builder import _Ops
-from models.counting import Cost, _mbconv, count
-from models.spec import (
-    ModelSpec,
-    Provenance,
-)
-from search.metakernel import PACKAGE, MetaKernelDepthwise, MultiPathDepthwise
-from search.metakernel_space import DW_MODES, SearchSpace, Slot, check_candidates, cifar_space, imagenet_space  # noqa: F401
+from models.builder import Ops, build_head, build_preprocess, build_stem
+from models.counting import count, head_cost, stem_cost
+from models.spec import MBConvSpec, ModelSpec, Provenance
+from models.walk import walk
+from search import PACKAGE
+from search.metakernel import MetaKernelDepthwise, MultiPathDepthwise
+from search.metakernel_space import DW_MODES, SearchSpace, Slot, check_candidates
+from search.protocol import block_specs, build_derived
+
+BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
 def _activation(x, act):
@@ -57,6 +62,9 @@ class SearchMBConv(keras.layers.Layer):
     expand 1×1 → BN → act → searchable dw → BN → act → × keep (1 − p_None) → [SE] → project 1×1 → BN → [+ input].
     Sub-layers are stock Keras layers except the depthwise (``dw``): a :class:`MetaKernelDepthwise`,
     a :class:`MultiPathDepthwise`, or, with ``dw_mode="fixed"``, a plain ``k_max`` ``DepthwiseConv2D``.
+
+    A :class:`search.protocol.SearchBlock`: for a choice array (one entry per α row) :meth:`derive_block` gives the
+    derived block's spec and :meth:`extract_block` its weights, named like the builder's ``{name}_*`` layers.
     """
 
     def __init__(self, filters, expand_channels=None, strides=1, act="relu", se_channels=0, candidates=(3, 5, 7),
@@ -172,30 +180,105 @@ class SearchMBConv(keras.layers.Layer):
             params = params + 2 * mid * se + se + mid
         return macs, params
 
+    # --- the derived block (search.protocol.SearchBlock) ----------------------------------------------------------
+    def argmax_choice(self, alpha=None) -> np.ndarray:
+        """The argmax choice index of every α row (0 = "None" where the block may prune); ``alpha`` overrides the
+        layer's logits. A block keeps at least one filter."""
+        if not self.searchable:
+            return np.full((1,), len(self.candidates) - 1)  # k_max, no None
+        a = np.asarray(self.dw.alpha) if alpha is None else alpha
+        c = np.argmax(np.asarray(self.dw.tie_broken(a)), axis=-1)
+        if self.dw.allow_none and np.all(c == 0):
+            # Every filter pruned: keep the filter most likely to be kept, at its best kernel (a block needs ≥ 1).
+            best = int(np.argmax(np.max(a[:, 1:], axis=-1) - a[:, 0]))
+            c[best] = 1 + int(np.argmax(a[best, 1:]))
+        return c
+
+    def groups(self, choice) -> list[tuple[int, np.ndarray]]:
+        """``[(kernel, filter indices)]`` of ``choice`` in ascending kernel order, pruned filters dropped."""
+        if not self.searchable:
+            return [(self.candidates[-1], np.arange(self.mid_channels))]
+        offset = 1 if self.dw.allow_none else 0
+        if not self.dw.per_filter:  # one choice for the layer
+            return [(self.candidates[int(choice[0]) - offset], np.arange(self.mid_channels))]
+        out = []
+        for i, k in enumerate(self.candidates):
+            idx = np.flatnonzero(np.asarray(choice) == i + offset)
+            if idx.size:
+                out.append((k, idx))
+        return out
+
+    def derive_block(self, choice) -> MBConvSpec:
+        """The block of ``choice`` as a zoo block spec: ``kernels`` + ``split`` (filters per kernel size); pruned
+        filters shrink ``expand_channels``."""
+        groups = self.groups(choice)
+        split = tuple(len(i) for _, i in groups)
+        return MBConvSpec(kernels=tuple(int(k) for k, _ in groups), split=split,
+                          expand_channels=sum(split) if self.expand_channels is not None else None,
+                          filters=self.filters, stride=self.strides, act=self.act, se_channels=self.se_channels,
+                          skip=self.skip)
+
+    def extract_block(self, choice, spec: MBConvSpec | None = None) -> dict[str, np.ndarray]:
+        """Weights of the derived block (``{"layer/var": array}``, the builder's names): filters partitioned into
+        the kernel-size branches, depthwise kernels cropped from the meta kernel, SE and projection weights
+        restricted to the kept filters in branch order."""
+        groups, p, out = self.groups(choice), self.name, {}
+        if spec is not None and (tuple(k for k, _ in groups) != spec.kernels
+                                 or tuple(len(i) for _, i in groups) != spec.split):
+            raise ValueError(f"{p}: spec block {spec.kernels}/{spec.split} does not match the supernet choice")
+
+        def bn(dst, src, idx=None):
+            for var, value in zip(BN_VARIABLES, (src.gamma, src.beta, src.moving_mean, src.moving_variance)):
+                a = np.asarray(value)
+                out[f"{dst}/{var}"] = a if idx is None else a[idx]
+
+        expanded = self.expand_channels is not None
+        for g, (k, idx) in enumerate(groups):
+            bp = p if len(groups) == 1 else f"{p}_g{g}"
+            if expanded:
+                out[f"{bp}_expand_conv/kernel"] = np.asarray(self.expand_conv.kernel)[..., idx]
+                bn(f"{bp}_expand_bn", self.expand_bn, idx)
+            dw = self.dw.kernel.numpy() if not self.searchable else self.dw.crop(k)
+            out[f"{bp}_dw/kernel"] = dw[..., idx, :] if expanded else dw
+            bn(f"{bp}_dw_bn", self.dw_bn, idx if expanded else None)
+        kept = np.concatenate([idx for _, idx in groups])
+        if self.se_channels:
+            out[f"{p}_se_reduce/kernel"] = np.asarray(self.se_reduce.kernel)[:, :, kept, :]
+            out[f"{p}_se_reduce/bias"] = np.asarray(self.se_reduce.bias)
+            out[f"{p}_se_expand/kernel"] = np.asarray(self.se_expand.kernel)[..., kept]
+            out[f"{p}_se_expand/bias"] = np.asarray(self.se_expand.bias)[kept]
+        out[f"{p}_project_conv/kernel"] = np.asarray(self.project_conv.kernel)[:, :, kept, :]
+        bn(f"{p}_project_bn", self.project_bn)
+        return out
+
+    def choice_macs(self, n_in: int) -> np.ndarray:
+        """MACs each choice of each α row adds to the block on an ``n_in``×``n_in`` input (row × choice)."""
+        n_out = -(-n_in // self.strides)
+        areas = np.array([k * k for k in self.candidates], np.float64) * n_out * n_out
+        if not self.dw.per_filter:  # one row for the whole layer
+            return (areas * self.mid_channels)[None, :]
+        per_filter = n_in * n_in * self.in_channels + n_out * n_out * self.filters + 2 * self.se_channels
+        row = np.concatenate([[0.0], per_filter + areas]) if self.dw.allow_none else per_filter + areas
+        return np.tile(row, (self.mid_channels, 1))
+
 
 def build_supernet(space: SearchSpace, dw_mode: str = "meta", *, tau: float = 1.0, alpha_init_std: float = 0.0,
                    seed: int | None = None, classes: int | None = None, name: str | None = None) -> keras.Model:
-    """The supernet of ``space`` as a Keras 3 Functional model taking raw 0–255 RGB (``preprocess`` inside)."""
+    """The supernet of ``space`` as a Keras 3 Functional model taking raw 0–255 RGB (``preprocess`` inside).
+
+    Preprocessing, stem and head are the builder's (:mod:`models.builder`) for the space's skeleton spec, so their
+    layers and names are the derived model's."""
     skeleton = space.skeleton()
     if classes is not None:
         skeleton = dataclasses.replace(skeleton, head=dataclasses.replace(skeleton.head, classes=classes))
-    o = _Ops(keras, skeleton)
-    L = keras.layers
-    inputs = L.Input((space.input_size, space.input_size, 3), name="image")
-    x = L.Rescaling(scale=[1.0 / s for s in space.std], offset=[-m / s for m, s in zip(space.mean, space.std)],
-                    name="preprocess")(inputs)
-    x = o.conv_bn_act(x, space.stem_filters, 3, space.stem_stride, "stem", space.stem_act)
+    o = Ops(keras, skeleton)
+    inputs = keras.layers.Input((space.input_size, space.input_size, 3), name="image")
+    x = build_stem(o, build_preprocess(o, inputs))
     for n, b in enumerate(space.blocks()):
         x = SearchMBConv(b.filters, b.expand, b.stride, b.act, b.se, space.candidates, dw_mode,
                          bn_epsilon=space.bn.eps, bn_momentum=space.bn.momentum, tau=tau,
                          alpha_init_std=alpha_init_std, seed=None if seed is None else seed + n, name=b.name)(x)
-    head = skeleton.head
-    if head.filters is not None:
-        x = o.conv_bn_act(x, head.filters, 1, 1, "head", head.act)
-    x = L.GlobalAveragePooling2D(name="pool")(x)
-    if head.dropout > 0:
-        x = L.Dropout(head.dropout, name="dropout")(x)
-    x = L.Dense(head.classes, name="classifier")(x)
+    x = build_head(o, x)
     return keras.Model(inputs, x, name=name or f"{space.name}_{dw_mode}_supernet")
 
 
@@ -221,17 +304,10 @@ def set_temperature(model: keras.Model, tau: float) -> None:
 
 
 def _fixed_cost(space: SearchSpace, classes: int) -> tuple[int, int]:
-    """MACs and params outside the searchable blocks (stem, head conv, classifier) as exact integers: the
-    skeleton's count minus each of its blocks."""
-    skeleton = space.skeleton()
-    total = count(skeleton, classes=classes)
-    macs, params = total.macs, total.params
-    for slot, (_, _, b) in zip(space.blocks(), skeleton.blocks()):
-        c = Cost()
-        _mbconv(c, b, slot.n_in, slot.in_ch)
-        macs, params = macs - c.macs, params - c.params
-    return macs, params
-
+    """MACs and params outside the searchable blocks (stem, head conv, classifier) as exact integers."""
+    w = walk(space.skeleton())
+    c = stem_cost(w) + head_cost(w, classes=classes)
+    return c.macs, c.params
 
 
 def expected_cost(model: keras.Model, space: SearchSpace, probs=None):
@@ -249,160 +325,132 @@ def expected_cost(model: keras.Model, space: SearchSpace, probs=None):
     return macs, params
 
 
-def choices(model: keras.Model, logits: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Per block, the argmax choice index of every α row (0 = "None" where the block may prune).
+class MetaKernelSupernet:
+    """The meta-kernel supernet (a :func:`build_supernet` model and its space) as a
+    :class:`search.protocol.Supernet`.
 
-    ``logits`` overrides the model's α (used by :func:`project_to_target`).
+    An architecture is one int array per :class:`SearchMBConv` block, one entry per α row: the choice index
+    (0 = "None" where the block may prune, else the candidate's index; :meth:`choices` gives the argmax). Every
+    method taking ``arch`` uses the argmax when it is None.
     """
-    out = []
-    for n, block in enumerate(search_blocks(model)):
-        if not block.searchable:
-            out.append(np.full((1,), len(block.candidates) - 1))  # k_max, no None
-            continue
-        a = np.asarray(block.dw.alpha) if logits is None else logits[n]
-        c = np.argmax(np.asarray(block.dw.tie_broken(a)), axis=-1)
-        if block.dw.allow_none and np.all(c == 0):
-            # Every filter pruned: keep the filter most likely to be kept, at its best kernel (a block needs ≥ 1).
-            best = int(np.argmax(np.max(a[:, 1:], axis=-1) - a[:, 0]))
-            c[best] = 1 + int(np.argmax(a[best, 1:]))
-        out.append(c)
-    return out
 
+    def __init__(self, model: keras.Model, space: SearchSpace):
+        self.model, self.space = model, space
+        self.blocks = search_blocks(model)
+        self.slots: list[Slot] = list(space.blocks())
+        if [b.name for b in self.blocks] != [s.name for s in self.slots]:
+            raise ValueError(f"model {model.name!r} is not a supernet of space {space.name!r}")
 
-def _groups(block: SearchMBConv, choice: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """``[(kernel, filter indices)]`` in ascending kernel order, pruned filters dropped."""
-    offset = 1 if block.searchable and block.dw.allow_none else 0
-    if not block.searchable:
-        return [(block.candidates[-1], np.arange(block.mid_channels))]
-    if not block.dw.per_filter:  # one choice for the layer
-        return [(block.candidates[int(choice[0]) - offset], np.arange(block.mid_channels))]
-    groups = []
-    for i, k in enumerate(block.candidates):
-        idx = np.flatnonzero(choice == i + offset)
-        if idx.size:
-            groups.append((k, idx))
-    return groups
+    @property
+    def classes(self) -> int:
+        return int(self.model.get_layer("classifier").units)
 
+    def choices(self, logits: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Per block, the argmax choice of every α row (``logits`` overrides the model's α)."""
+        return [b.argmax_choice(None if logits is None else logits[n]) for n, b in enumerate(self.blocks)]
 
-def derive(model: keras.Model, space: SearchSpace, name: str, provenance: Provenance | None = None,
-           choice: list[np.ndarray] | None = None) -> ModelSpec:
-    """The argmax architecture (or ``choice``) as a zoo spec: ``kernels`` + ``split`` per block."""
-    choice = choices(model) if choice is None else choice
-    classes = int(model.get_layer("classifier").units)
-    stages: dict[int, list] = {}
-    for block, slot, c in zip(search_blocks(model), space.blocks(), choice):
-        groups = _groups(block, c)
-        stages.setdefault(slot.stage, []).append(slot.spec([k for k, _ in groups], [len(i) for _, i in groups]))
-    spec = space._spec(tuple(tuple(b) for b in stages.values()), name, provenance)
-    return dataclasses.replace(spec, head=dataclasses.replace(spec.head, classes=classes))
+    # --- search.protocol.Supernet ---------------------------------------------------------------------------------
+    def derive(self, arch=None, *, name: str = "derived", provenance: Provenance | None = None) -> ModelSpec:
+        """``arch`` (default: the argmax) as a zoo spec: ``kernels`` + ``split`` per block."""
+        arch = self.choices() if arch is None else arch
+        stages: dict[int, list] = {}
+        for block, slot, c in zip(self.blocks, self.slots, arch):
+            stages.setdefault(slot.stage, []).append(block.derive_block(c))
+        spec = self.space.assemble(tuple(tuple(b) for b in stages.values()), name, provenance)
+        return dataclasses.replace(spec, head=dataclasses.replace(spec.head, classes=self.classes))
 
+    def extract(self, arch=None, spec: ModelSpec | None = None) -> dict[str, np.ndarray]:
+        """Weights of ``arch``'s derived model (``{"layer/var": array}``, :mod:`models.weights` names): stem and
+        head copied (the builder's layers), every block's from :meth:`SearchMBConv.extract_block`."""
+        arch = self.choices() if arch is None else arch
+        out = {}
+        for layer in self.model.layers:
+            if not isinstance(layer, SearchMBConv):
+                for v in layer.weights:
+                    out[f"{layer.name}/{v.name.split('/')[-1]}"] = np.asarray(v)
+        for block, c, b in zip(self.blocks, arch, block_specs(spec, len(self.blocks))):
+            out.update(block.extract_block(c, b))
+        return out
 
-def extract_weights(model: keras.Model, space: SearchSpace, spec: ModelSpec,
-                    choice: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Weights of the derived model ``spec`` (``{"layer/var": array}``, :mod:`models.weights` names) from the
-    supernet: stem/head copied, each block's filters partitioned into its kernel-size branches, depthwise kernels
-    cropped from the meta kernel, SE and projection weights restricted to the kept filters in branch order."""
-    choice = choices(model) if choice is None else choice
-    out = {}
-    for layer in model.layers:
-        if not isinstance(layer, SearchMBConv):
-            for v in layer.weights:
-                out[f"{layer.name}/{v.name.split('/')[-1]}"] = np.asarray(v)
-    bn_vars = ("gamma", "beta", "moving_mean", "moving_variance")
+    def derived_model(self, arch=None, keras_module=None, *, spec: ModelSpec | None = None):
+        """``arch``'s derived model (stock layers of ``keras_module``) carrying the extracted weights."""
+        arch = self.choices() if arch is None else arch
+        return build_derived(self, arch, keras_module, spec)
 
-    def bn(dst, src_bn, idx=None):
-        for var, value in zip(bn_vars, (src_bn.gamma, src_bn.beta, src_bn.moving_mean, src_bn.moving_variance)):
-            a = np.asarray(value)
-            out[f"{dst}/{var}"] = a if idx is None else a[idx]
+    # --- costs -----------------------------------------------------------------------------------------------------
+    def expected_cost(self, probs=None):
+        """:func:`expected_cost` of this supernet."""
+        return expected_cost(self.model, self.space, probs)
 
-    for block, slot, c, (_, _, b) in zip(search_blocks(model), space.blocks(), choice, spec.blocks()):
-        groups = _groups(block, c)
-        if tuple(k for k, _ in groups) != b.kernels or tuple(len(i) for _, i in groups) != b.split:
-            raise ValueError(f"{slot.name}: spec block {b.kernels}/{b.split} does not match the supernet choice")
-        p = slot.name
-        for g, (k, idx) in enumerate(groups):
-            bp = p if len(groups) == 1 else f"{p}_g{g}"
-            if block.expand_channels is not None:
-                out[f"{bp}_expand_conv/kernel"] = np.asarray(block.expand_conv.kernel)[..., idx]
-                bn(f"{bp}_expand_bn", block.expand_bn, idx)
-            dw = block.dw.kernel.numpy() if not block.searchable else block.dw.crop(k)
-            out[f"{bp}_dw/kernel"] = dw[..., idx, :] if block.expand_channels is not None else dw
-            bn(f"{bp}_dw_bn", block.dw_bn, idx if block.expand_channels is not None else None)
-        kept = np.concatenate([idx for _, idx in groups])
-        if block.se_channels:
-            out[f"{p}_se_reduce/kernel"] = np.asarray(block.se_reduce.kernel)[:, :, kept, :]
-            out[f"{p}_se_reduce/bias"] = np.asarray(block.se_reduce.bias)
-            out[f"{p}_se_expand/kernel"] = np.asarray(block.se_expand.kernel)[..., kept]
-            out[f"{p}_se_expand/bias"] = np.asarray(block.se_expand.bias)[kept]
-        out[f"{p}_project_conv/kernel"] = np.asarray(block.project_conv.kernel)[:, :, kept, :]
-        bn(f"{p}_project_bn", block.project_bn)
-    return out
+    def macs(self, arch=None) -> int:
+        """Exact MACs of ``arch``'s derived model."""
+        return count(self.derive(arch, name="probe")).macs
 
+    def project_to_target(self, target: float, tol: float = 0.03,
+                          max_moves: int = 100_000) -> tuple[list[np.ndarray], int, int]:
+        """Moves the argmax architecture onto the MACs budget with the least loss of α preference.
 
-def build_derived(model: keras.Model, space: SearchSpace, spec: ModelSpec, choice=None, keras_module=None):
-    """The derived spec as a stock-layer Functional model carrying the supernet's extracted weights."""
-    from models.builder import build
-    from models.weights import assign
-    derived = build(spec, keras_module)
-    assign(derived, extract_weights(model, space, spec, choice), source="supernet extraction")
-    return derived
+        MACs are additive over α rows (each filter's expansion, depthwise, SE and projection share; a layer-wise
+        row's whole layer), so a move (one row to another choice) changes MACs by a known amount. Greedily, the move
+        with the smallest ``(α_current − α_new) / |ΔMACs|`` toward the target is applied — a move that does not cross
+        the target when one exists, else one that crosses it but ends closer — until no move gets closer. A block
+        always keeps one filter. Nothing moves when the argmax is already within ``tol``. Returns
+        ``(choice, moves, macs)``.
 
+        Why: the cost loss steers *expected* MACs; per-filter α of one layer receive nearly the same cost gradient,
+        so the argmax of a not-fully-converged α can flip whole layers at once and sit far from the target.
+        """
+        blocks = self.blocks
+        logits = [np.asarray(b.dw.tie_broken(np.asarray(b.dw.alpha)), np.float64) for b in blocks]
+        costs = [b.choice_macs(s.n_in) for b, s in zip(blocks, self.slots)]
+        choice = [c.copy() for c in self.choices()]
+        macs = self.macs(choice)
+        if abs(macs - target) <= tol * target:
+            return choice, 0, macs
+        moves = 0
+        while moves < max_moves and macs != target:
+            direction, gap = np.sign(target - macs), abs(target - macs)
+            best = None
+            for overshoot in (False, True):  # moves that stay on this side of the target first
+                for n, (a, c, cur) in enumerate(zip(logits, costs, choice)):
+                    rows = np.arange(len(cur))
+                    delta = c - c[rows, cur][:, None]
+                    regret = a[rows, cur][:, None] - a
+                    reach = np.abs(macs + delta - target) < gap if overshoot else np.abs(delta) <= gap
+                    valid = (direction * delta > 0) & reach
+                    if blocks[n].dw.allow_none and np.count_nonzero(cur) == 1:
+                        valid[:, 0] = False  # the last kept filter of a block stays
+                    ratio = np.where(valid, regret / np.where(valid, np.abs(delta), 1.0), np.inf)
+                    r, j = np.unravel_index(np.argmin(ratio), ratio.shape)
+                    if np.isfinite(ratio[r, j]) and (best is None or ratio[r, j] < best[0]):
+                        best = (ratio[r, j], n, r, j, delta[r, j])
+                if best is not None:
+                    break
+            if best is None:
+                break  # no move gets closer (or the target is out of reach)
+            _, n, r, j, d = best
+            choice[n][r] = j
+            macs += int(round(d))
+            moves += 1
+        return choice, moves, self.macs(choice)
 
-def _choice_costs(block: SearchMBConv, slot: Slot) -> np.ndarray:
-    """MACs each choice of each α row adds to the block (row × choice), for :func:`project_to_target`."""
-    n_out = -(-slot.n_in // slot.stride)
-    areas = np.array([k * k for k in block.candidates], np.float64) * n_out * n_out
-    if not block.dw.per_filter:  # one row for the whole layer
-        return (areas * block.mid_channels)[None, :]
-    per_filter = slot.n_in * slot.n_in * slot.in_ch + n_out * n_out * slot.filters + 2 * slot.se
-    row = np.concatenate([[0.0], per_filter + areas]) if block.dw.allow_none else per_filter + areas
-    return np.tile(row, (block.mid_channels, 1))
-
-
-def project_to_target(model: keras.Model, space: SearchSpace, target: float, tol: float = 0.03,
-                      max_moves: int = 100_000) -> tuple[list[np.ndarray], int, int]:
-    """Moves the argmax architecture onto the MACs budget with the least loss of α preference.
-
-    MACs are additive over α rows (each filter's expansion, depthwise, SE and projection share; a layer-wise row's
-    whole layer), so a move (one row to another choice) changes MACs by a known amount. Greedily, the move with the
-    smallest ``(α_current − α_new) / |ΔMACs|`` toward the target is applied — a move that does not cross the target
-    when one exists, else one that crosses it but ends closer — until no move gets closer. A block always keeps one filter. Nothing moves when the
-    argmax is already within ``tol``. Returns ``(choice, moves, macs)``.
-
-    Why: the cost loss steers *expected* MACs; per-filter α of one layer receive nearly the same cost gradient, so
-    the argmax of a not-fully-converged α can flip whole layers at once and sit far from the target.
-    """
-    blocks = search_blocks(model)
-    logits = [np.asarray(b.dw.tie_broken(np.asarray(b.dw.alpha)), np.float64) for b in blocks]
-    costs = [_choice_costs(b, s) for b, s in zip(blocks, space.blocks())]
-    choice = [c.copy() for c in choices(model)]
-    macs = count(derive(model, space, "probe", choice=choice)).macs
-    if abs(macs - target) <= tol * target:
-        return choice, 0, macs
-    direction = -1.0 if macs > target else 1.0
-    moves = 0
-    while moves < max_moves and macs != target:
-        direction, gap = np.sign(target - macs), abs(target - macs)
-        best = None
-        for overshoot in (False, True):  # moves that stay on this side of the target first
-            for n, (a, c, cur) in enumerate(zip(logits, costs, choice)):
-                rows = np.arange(len(cur))
-                delta = c - c[rows, cur][:, None]
-                regret = a[rows, cur][:, None] - a
-                reach = np.abs(macs + delta - target) < gap if overshoot else np.abs(delta) <= gap
-                valid = (direction * delta > 0) & reach
-                if blocks[n].dw.allow_none and np.count_nonzero(cur) == 1:
-                    valid[:, 0] = False  # the last kept filter of a block stays
-                ratio = np.where(valid, regret / np.where(valid, np.abs(delta), 1.0), np.inf)
-                r, j = np.unravel_index(np.argmin(ratio), ratio.shape)
-                if np.isfinite(ratio[r, j]) and (best is None or ratio[r, j] < best[0]):
-                    best = (ratio[r, j], n, r, j, delta[r, j])
-            if best is not None:
-                break
-        if best is None:
-            break  # no move gets closer (or the target is out of reach)
-        _, n, r, j, d = best
-        choice[n][r] = j
-        macs += int(round(d))
-        moves += 1
-    return choice, moves, count(derive(model, space, "probe", choice=choice)).macs
+    def kernel_distribution(self, arch=None) -> tuple[list[str], np.ndarray, list[str]]:
+        """Filters per kernel size per searchable layer (the paper's Fig. 6): ``(layer names, counts (layers ×
+        labels), labels)``, labels ``["pruned", "3×3", …]`` ("pruned" only when a layer may prune)."""
+        arch = self.choices() if arch is None else arch
+        cands = self.space.candidates
+        searchable = [b for b in self.blocks if b.searchable]
+        labels = (["pruned"] if any(b.dw.allow_none for b in searchable) else []) + [f"{k}×{k}" for k in cands]
+        off = len(labels) - len(cands)
+        names, counts = [], []
+        for block, c in zip(self.blocks, arch):
+            if not block.searchable:
+                continue
+            row = np.zeros(len(labels))
+            if block.dw.per_filter:
+                np.add.at(row, c + (0 if block.dw.allow_none else off), 1)
+            else:
+                row[off + int(c[0])] = block.mid_channels
+            names.append(block.name)
+            counts.append(row)
+        return names, np.array(counts), labels

@@ -8,10 +8,13 @@ import tensorflow as tf
 
 from models.counting import count
 from models.spec import decode, encode
+from search import PACKAGE
 from search import supernet as sn
 from search.metakernel import MetaKernelDepthwise, MultiPathDepthwise, kernel_masks
+from search.metakernel_space import cifar_space, imagenet_space
+from search.protocol import SearchBlock, Supernet
 
-SPACE = sn.cifar_space(width=0.25, candidates=(3, 5, 7))
+SPACE = cifar_space(width=0.25, candidates=(3, 5, 7))
 
 
 def test_masks_are_centred_and_none_is_zero():
@@ -141,10 +144,11 @@ def _randomise_bn(model, rng):
 
 def test_expected_cost_equals_exact_count_of_derived_spec_when_one_hot():
     model = sn.build_supernet(SPACE, seed=0)
+    net = sn.MetaKernelSupernet(model, SPACE)
     rng = np.random.default_rng(1)
     for _ in range(3):
         _one_hot_logits(model, rng)
-        spec = sn.derive(model, SPACE, "derived")
+        spec = net.derive(name="derived")
         # softmax of ±10 logits is one-hot to ~1e-8 relative: compare with the exact one-hot probabilities
         probs = [np.eye(b.dw.num_choices, dtype=np.float32)[np.argmax(np.asarray(b.dw.alpha), -1)]
                  for b in sn.search_blocks(model)]
@@ -169,13 +173,14 @@ def test_derive_and_extract_match_the_supernet_with_hard_choices():
     rng = np.random.default_rng(2)
     choice = _one_hot_logits(model, rng, p_none=0.4)
     _randomise_bn(model, rng)
-    spec = sn.derive(model, SPACE, "derived")
+    net = sn.MetaKernelSupernet(model, SPACE)
+    spec = net.derive(name="derived")
     assert decode(encode(spec)) == spec
     mixed = [b for _, _, b in spec.blocks() if len(b.kernels) > 1]
     assert mixed, "the random choice should give mixed-kernel blocks"
     pruned = [b for (_, _, b), s in zip(spec.blocks(), SPACE.blocks()) if s.expand and b.expand_channels < s.expand]
     assert pruned, "the random choice should prune filters"
-    derived = sn.build_derived(model, SPACE, spec)
+    derived = net.derived_model(spec=spec)
     assert not any(isinstance(layer, (sn.SearchMBConv,)) for layer in derived.layers)
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     y_super = np.asarray(model(x, training=False))
@@ -191,7 +196,7 @@ def test_all_pruned_block_keeps_one_filter():
     a[:, 0] = 5.0
     a[2, 2] = 4.0
     block.dw.alpha.assign(a)
-    spec = sn.derive(model, SPACE, "d")
+    spec = sn.MetaKernelSupernet(model, SPACE).derive(name="d")
     b = spec.stages[1][0]
     assert b.expand_channels == 1 and b.kernels == (5,)
 
@@ -200,28 +205,64 @@ def test_multi_path_supernet_derives_and_extracts_too():
     model = sn.build_supernet(SPACE, dw_mode="multi", seed=0)
     rng = np.random.default_rng(3)
     _one_hot_logits(model, rng)
-    spec = sn.derive(model, SPACE, "d")
-    derived = sn.build_derived(model, SPACE, spec)
+    derived = sn.MetaKernelSupernet(model, SPACE).derived_model()
     x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     assert np.abs(np.asarray(model(x, training=False)) - np.asarray(derived(x, training=False))).max() <= 1e-4
 
 
 def test_imagenet_space_brackets_the_papers_targets():
-    space = sn.imagenet_space()
+    space = imagenet_space()
     thinnest, widest = space.macs_range()
     assert thinnest < 260e6 < 370e6 < widest
     assert dataclasses.replace(space.skeleton(), name="x").input.size == 224
 
 
 def test_projection_lands_on_reachable_targets_and_leaves_a_close_argmax_alone():
-    model = sn.build_supernet(SPACE, seed=0, alpha_init_std=1.0)
+    net = sn.MetaKernelSupernet(sn.build_supernet(SPACE, seed=0, alpha_init_std=1.0), SPACE)
     lo, hi = SPACE.macs_range()
-    argmax = count(sn.derive(model, SPACE, "d")).macs
-    choice, moves, macs = sn.project_to_target(model, SPACE, argmax * 1.01)
+    argmax = count(net.derive(name="d")).macs
+    choice, moves, macs = net.project_to_target(argmax * 1.01)
     assert moves == 0 and macs == argmax
     for frac in (0.15, 0.4, 0.8):
         target = lo + frac * (hi - lo)
-        choice, moves, macs = sn.project_to_target(model, SPACE, target)
-        spec = sn.derive(model, SPACE, "p", choice=choice)
+        choice, moves, macs = net.project_to_target(target)
+        spec = net.derive(choice, name="p")
         assert count(spec).macs == macs and abs(macs / target - 1) < 0.01, (frac, macs, target)
         assert all(b.expand_channels is None or b.expand_channels >= 1 for _, _, b in spec.blocks())
+
+
+@pytest.mark.parametrize("dw_mode", ["meta", "multi"])
+def test_protocol_derived_model_equals_the_supernet_at_that_architecture(dw_mode):
+    model = sn.build_supernet(SPACE, dw_mode=dw_mode, seed=0)
+    net = sn.MetaKernelSupernet(model, SPACE)
+    assert isinstance(net, Supernet) and all(isinstance(b, SearchBlock) for b in net.blocks)
+    rng = np.random.default_rng(4)
+    arch = _one_hot_logits(model, rng, p_none=0.3)  # the supernet now runs exactly ``arch`` at inference
+    _randomise_bn(model, rng)
+    derived = net.derived_model(arch)
+    x = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    assert np.abs(np.asarray(model(x, training=False)) - np.asarray(derived(x, training=False))).max() <= 1e-4
+
+
+def test_protocol_derive_extract_round_trip():
+    model = sn.build_supernet(SPACE, seed=0)
+    net = sn.MetaKernelSupernet(model, SPACE)
+    arch = _one_hot_logits(model, np.random.default_rng(5), p_none=0.3)
+    spec = net.derive(arch, name="round_trip")
+    assert decode(encode(spec)) == spec and spec.name == "round_trip"
+    assert [b for _, _, b in spec.blocks()] == [blk.derive_block(c) for blk, c in zip(net.blocks, arch)]
+    weights = net.extract(arch)
+    np.testing.assert_equal(weights, net.extract(arch, spec))
+    from models.builder import build
+    derived = build(spec)
+    shapes = {f"{layer.name}/{v.name.split('/')[-1]}": tuple(v.shape) for layer in derived.layers
+              for v in layer.weights}
+    assert {k: w.shape for k, w in weights.items()} == shapes
+    other = net.derive([np.full_like(c, 1) for c in arch], name="other")  # every filter at 3×3
+    with pytest.raises(ValueError, match="does not match"):
+        net.extract(arch, other)
+
+
+def test_search_layers_register_under_one_package():
+    for cls in (sn.SearchMBConv, MetaKernelDepthwise, MultiPathDepthwise):
+        assert keras.saving.get_registered_name(cls) == f"{PACKAGE}>{cls.__name__}"

@@ -23,9 +23,11 @@ import tensorflow as tf
 from models import spec as S
 from models.builder import build
 from models.counting import bitops, block_macs, count
+from search import PACKAGE
 from search import evolution as ev
 from search import spos as sp
-from search.spos_net import SlicedConvBN, build_supernet, derived_model, pact, quantize_weights
+from search.protocol import SearchBlock, Supernet
+from search.spos_net import ChoiceBlock, SlicedConvBN, SposSupernet, build_supernet, pact, quantize_weights
 from search.spos_train import CandidateEvaluator, SinglePathSGD, SposConfig, SposTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -314,7 +316,7 @@ def test_channel_ratios_share_leading_channels(net, fast):
     assert smaller > 0
     for arch in (narrow, wide):
         spec = sp.arch_spec(SPACE, arch)
-        model = derived_model(net, arch)
+        model = net.derived_model(arch)
         for (i, j, blk), row in zip(spec.blocks(), arch):
             p, mid = f"s{i}_b{j}", blk.mid_channels
             assert mid == SPACE.mid_channels(blk.filters, SPACE.channel_ratios[row[1]])
@@ -661,6 +663,8 @@ def test_recalibration_is_the_exact_mean_of_batch_statistics(net, fast):
 
 
 def test_derived_model_matches_the_supernet_path(net, fast):
+    """The protocol's ``derived_model(arch)`` computes what the supernet computes on the path ``arch``."""
+    assert isinstance(net, Supernet) and all(isinstance(b, SearchBlock) for b in net.blocks)
     rng = np.random.default_rng(7)
     for op in _sliced_layers(net):
         w = op.moving_mean.shape[0]
@@ -672,9 +676,10 @@ def test_derived_model_matches_the_supernet_path(net, fast):
     archs = [[[3, 0, 0], [0, 1, 0], [2, 0, 0]],  # choices x/3/7, stride 2/1/2
              [[0, 1, 0], [3, 0, 0], [1, 1, 0]]]  # 3/x/5
     for arch in np.array(archs, np.int32):
-        spec = sp.arch_spec(SPACE, arch)
+        spec = net.derive(arch)
+        assert spec == sp.arch_spec(SPACE, arch)  # the TF-free form (costs, evolution) gives the same spec
         assert S.decode(S.encode(spec)) == spec and spec.provenance.method == "spos"
-        model = derived_model(net, arch)
+        model = net.derived_model(arch)
         assert not any(isinstance(layer, SlicedConvBN) for layer in model.layers)
         want = net(x, arch, mode="eval").numpy()
         got = model(x, training=False).numpy()
@@ -683,6 +688,26 @@ def test_derived_model_matches_the_supernet_path(net, fast):
         c = count(spec)
         assert c.params == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         assert c.macs == sp.cost(SPACE, arch)["macs"]
+
+
+def test_protocol_derive_extract_round_trip(net, fast):
+    arch = np.array([[2, 1, 0], [3, 0, 0], [0, 0, 0]], np.int32)
+    prov = S.Provenance(method="spos", seed=3)
+    spec = net.derive(arch, name="round_trip", provenance=prov)
+    assert spec.name == "round_trip" and spec.provenance == prov and S.decode(S.encode(spec)) == spec
+    assert [b for _, _, b in spec.blocks()] == [blk.derive_block(row) for blk, row in zip(net.blocks, arch)]
+    weights = net.extract(arch)
+    np.testing.assert_equal(weights, net.extract(arch, spec))
+    shapes = {f"{layer.name}/{v.name.split('/')[-1]}": tuple(v.shape) for layer in build(spec).layers
+              for v in layer.weights}
+    assert {k: w.shape for k, w in weights.items()} == shapes
+    with pytest.raises(ValueError, match="does not match"):
+        net.extract(arch, net.derive(np.zeros_like(arch)))
+
+
+def test_search_layers_register_under_one_package():
+    for cls in (SposSupernet, ChoiceBlock, SlicedConvBN, SinglePathSGD):
+        assert keras.saving.get_registered_name(cls) == f"{PACKAGE}>{cls.__name__}"
 
 
 def test_arch_spec_records_bits():
@@ -728,7 +753,7 @@ def test_graph_step_equals_eager_step():
         for v, s in zip(variables, start):
             v.assign(s)
         trainer = SposTrainer(m, SposConfig(epochs=1, lr=0.5, execution=execution))
-        trainer._train_step(x, y, arch)  # both compiled: per-branch functions, and one traced step
+        trainer.train_step(x, y, arch)  # both compiled: per-branch functions, and one traced step
         results.append(_state(variables))
     path = {id(op) for op, _, _ in m.blocks[0].path_ops([1, 0, 0])}
     unsampled = {id(v) for op in m.blocks[0].ops if id(op) not in path for v in op.variables}

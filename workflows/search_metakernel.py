@@ -1,0 +1,244 @@
+"""Meta-kernel search (Chen et al. 2019) to a MACs budget (``python -m recipes.search_metakernel``): the config, its
+TensorFlow-free validation, and the run.
+
+The run trains the supernet of :mod:`search.supernet` with :class:`search.differentiable.MetaKernelSearch` (weights
+on the training split, α on a held-out part of it), optionally projects the argmax architecture onto the target
+(:meth:`search.supernet.MetaKernelSupernet.project_to_target`), and writes under ``out_dir``: ``derived.json`` (or
+``output``; the zoo spec, provenance ``metakernel``), ``derived_init.npz`` (its weights extracted from the supernet),
+``kernel_distribution.png`` (the paper's Fig. 6), ``alpha_trajectories.png``, ``history.json``, ``summary.json``,
+``tensorboard/``, ``checkpoints/`` (resumed by a rerun) and ``search_settings.json`` (`common.rundir.RunDir`: a rerun
+with other settings is refused before TensorFlow is imported).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from common.rundir import RunDir
+from workflows._checks import ConfigError, check_at_least
+
+SETTINGS_FILE = "search_settings.json"
+# Settings that must match to resume a search in an existing out_dir.
+RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
+               "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
+               "limit", "w_lr", "a_lr", "seed")
+SPACES = ("cifar", "imagenet")
+DW_MODES = ("meta", "multi")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchMetakernelConfig:
+    """One search; the fields are the flags of ``recipes.search_metakernel`` (see its ``--help``)."""
+
+    target_macs: float | None = None
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    space: str = "cifar"
+    width: float = 1.0
+    depth: int = 1
+    input_size: int | None = None
+    candidates: tuple[int, ...] = (3, 5, 7)
+    dw_mode: str = "meta"
+    lam: float = 2.0
+    eta: float = 0.1
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    epochs: int = 10
+    warmup_epochs: int = 0
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    holdout: float = 0.2
+    limit: int | None = None
+    val_limit: int = 1000
+    w_lr: float = 0.05
+    a_lr: float = 3e-3
+    project: bool = True
+    tolerance: float = 0.03
+    seed: int = 0
+    name: str | None = None
+    output: str | None = None
+    out_dir: str = "runs/search_metakernel"
+    strategy: str = "default"
+    cpu_replicas: int = 1
+    tpu: str = ""
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchMetakernelPlan:
+    """What a config resolves to before TensorFlow is imported."""
+
+    candidates: tuple[int, ...]  # sorted
+    run_dir: RunDir
+
+
+def settings(config: SearchMetakernelConfig) -> dict:
+    """The identity of a search (``search_settings.json``). Candidates are kept as the strings the flag list gave
+    before configs existed, so older run directories still resume."""
+    out = {k: getattr(config, k) for k in RESUME_KEYS}
+    out["candidates"] = [str(c) for c in config.candidates]
+    return out
+
+
+def make_space(config: SearchMetakernelConfig, candidates, classes: int):
+    """The search space of ``config`` (TensorFlow-free)."""
+    from search.metakernel_space import cifar_space, imagenet_space
+    if config.space == "cifar":
+        return cifar_space(config.width, config.depth, candidates, config.input_size or 32, classes)
+    space = imagenet_space(candidates).replace(classes=classes)
+    return space.replace(input_size=config.input_size) if config.input_size else space
+
+
+def check_target(config: SearchMetakernelConfig, space) -> None:
+    """``target_macs`` must lie strictly between the space's cheapest and dearest architecture."""
+    lo, hi = space.macs_range()
+    if not lo < config.target_macs < hi:
+        size = space.input_size
+        raise ConfigError(f"--target_macs={config.target_macs:.4g} is outside what the space can reach "
+                          f"({lo:.4g} … {hi:.4g} MACs at {size}×{size})")
+
+
+def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
+    """Everything checkable without TensorFlow: values, candidates, the dataset, the run directory's settings and,
+    when the class count is known without loading the data, whether the space can reach the target.
+
+    Raises:
+        InputError (subclasses): a bad value, named by its flag; `common.rundir.SettingsMismatch` when ``out_dir``
+        holds a search with other settings.
+    """
+    from inputs.classification import known_classes
+    from inputs.classification import validate as validate_dataset
+    from search.metakernel_space import check_candidates
+
+    if config.target_macs is None or config.target_macs <= 0:
+        raise ConfigError("--target_macs: required, a positive number of multiply-accumulates (e.g. 8e6)")
+    try:
+        cands = check_candidates(config.candidates)
+    except ValueError as e:
+        raise ConfigError(f"--candidates={','.join(str(c) for c in config.candidates)}: {e}") from None
+    for name, value, allowed in (("space", config.space, SPACES), ("dw_mode", config.dw_mode, DW_MODES)):
+        if value not in allowed:
+            raise ConfigError(f"--{name}={value}: one of {', '.join(allowed)}")
+    check_at_least(epochs=(config.epochs, 1), warmup_epochs=(config.warmup_epochs, 0),
+                   batch_size=(config.batch_size, 1), steps_per_epoch=(config.steps_per_epoch, 1),
+                   depth=(config.depth, 1), input_size=(config.input_size, 16), limit=(config.limit, 2),
+                   val_limit=(config.val_limit, 0), cpu_replicas=(config.cpu_replicas, 1))
+    if config.tau_end > config.tau_start:
+        raise ConfigError(f"--tau_end={config.tau_end} is above --tau_start={config.tau_start}")
+    if config.warmup_epochs >= config.epochs:
+        raise ConfigError(f"--warmup_epochs={config.warmup_epochs} leaves no epoch for α (--epochs={config.epochs})")
+    if config.name is not None:
+        from models.spec import NAME_RE
+        if not NAME_RE.match(config.name):
+            raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
+    validate_dataset(config.dataset, config.data_dir)
+    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE)
+    run_dir.check(what="a search")
+    classes = known_classes(config.dataset)
+    if classes is not None:  # tfds names: checked once the data is loaded
+        check_target(config, make_space(config, cands, classes))
+    return SearchMetakernelPlan(cands, run_dir)
+
+
+def _notes(config: SearchMetakernelConfig, cands, steps: int, moves: int) -> str:
+    return (f"meta-kernel search ({config.dw_mode}), candidates {list(cands)}, lambda={config.lam}, eta={config.eta}, "
+            f"tau {config.tau_start}->{config.tau_end}, {config.epochs} epochs x {steps} steps, batch "
+            f"{config.batch_size}, holdout {config.holdout}; projection moves={moves}")
+
+
+def run(config: SearchMetakernelConfig) -> dict:
+    """Validates, searches (resuming from ``out_dir``), writes every output; returns ``summary.json``'s content."""
+    plan = validate(config)
+    cands, run_dir = plan.candidates, plan.run_dir
+    os.makedirs(config.out_dir, exist_ok=True)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from common.io import atomic_write, eprint, write_json, write_text
+    from inputs.classification import load
+    from models import spec as spec_lib
+    from models.counting import count
+    from reports import plots
+    from search import supernet as sn
+    from search.differentiable import MetaKernelSearch, SearchConfig
+    from training.distribute import make_strategy
+
+    strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
+    keras.utils.set_random_seed(config.seed)
+    common = dict(batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed, holdout=config.holdout,
+                  limit=config.limit)
+    size = config.input_size or (32 if config.space == "cifar" else 224)
+    train_ds, info = load(config.dataset, "train", image_size=size, training=True, repeat=True, **common)
+    arch_ds, arch_info = load(config.dataset, "holdout", image_size=size, training=True, repeat=True, **common)
+    val_ds = None
+    if config.val_limit:
+        val_ds, _ = load(config.dataset, "test", image_size=size, batch_size=config.batch_size, training=False,
+                         data_dir=config.data_dir, limit=config.val_limit)
+    space = make_space(config, cands, info.num_classes)
+    check_target(config, space)
+    steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(f"--batch_size={config.batch_size} does not split over {strategy.num_replicas_in_sync} "
+                          "replicas")
+
+    with strategy.scope():
+        model = sn.build_supernet(space, config.dw_mode, tau=config.tau_start, seed=config.seed)
+    net = sn.MetaKernelSupernet(model, space)
+    search_config = SearchConfig(target=config.target_macs, epochs=config.epochs, lam=config.lam, eta=config.eta,
+                                 tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
+                                 a_lr=config.a_lr, warmup_epochs=config.warmup_epochs, seed=config.seed)
+    initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
+    search = MetaKernelSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
+                              strategy=strategy)
+    run_dir.start()
+    resumed = search.restore()
+    if resumed:
+        eprint(f"resuming from epoch {int(search.epoch.numpy())} in {config.out_dir}")
+    writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
+    bar = ((lambda total: tqdm(total=total, desc="search", unit="step", file=sys.stderr)) if config.progress
+           else None)
+    history = search.run(train_ds, arch_ds, steps, val_ds=val_ds, writer=writer, progress=bar)
+
+    run_dir.write_json("history.json", history)
+    expected = float(net.expected_cost()[0])
+    argmax_macs = net.macs()
+    choice, moves = net.choices(), 0
+    if config.project:
+        choice, moves, _ = net.project_to_target(config.target_macs, config.tolerance)
+    name = config.name or f"mk_{config.space}_{config.target_macs / 1e6:g}m".replace(".", "p")
+    last = history[-1] if history else {}
+    metrics = {"expected_macs": expected, "argmax_macs": float(argmax_macs), "projection_moves": float(moves),
+               "supernet_val_acc_argmax": last.get("val_acc_argmax", float("nan"))}
+    prov = spec_lib.Provenance(method="metakernel", source=f"search space {space.name}", target=config.target_macs,
+                               target_macs=int(round(config.target_macs)), seed=config.seed, data=config.dataset,
+                               notes=_notes(config, cands, steps, moves), metrics=())
+    derived = net.derive(choice, name=name, provenance=prov)
+    exact = count(derived)
+    metrics["macs"] = float(exact.macs)
+    metrics["params"] = float(exact.params)
+    metrics = {k: v for k, v in metrics.items() if v == v}  # drop NaN (no validation split)
+    derived = dataclasses.replace(derived, provenance=dataclasses.replace(
+        prov, metrics=tuple(sorted(metrics.items()))))
+    output = config.output or run_dir.file("derived.json")
+    write_text(output, spec_lib.dumps(derived))
+    weights = net.extract(choice, derived)
+    atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
+
+    layer_names, counts, labels = net.kernel_distribution(choice)
+    plots.kernel_distribution(layer_names, counts, labels, run_dir.file("kernel_distribution.png"),
+                              f"{name}: {exact.macs / 1e6:.2f}M MACs (target {config.target_macs / 1e6:.2f}M)")
+    if history:
+        plots.alpha_trajectories(history, layer_names, labels, run_dir.file("alpha_trajectories.png"),
+                                 config.target_macs)
+    summary = {"spec": output, "name": name, "target_macs": config.target_macs, "macs": exact.macs,
+               "params": exact.params, "macs_vs_target": exact.macs / config.target_macs - 1,
+               "initial_expected_macs": initial_expected, "expected_macs": expected, "argmax_macs": argmax_macs,
+               "projection_moves": float(moves), "epochs": config.epochs, "steps_per_epoch": steps,
+               "train_examples": info.num_examples, "holdout_examples": arch_info.num_examples, "resumed": resumed,
+               "history": history[-1:] or None}
+    write_json(run_dir.file("summary.json"), summary)
+    return summary

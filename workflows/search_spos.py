@@ -1,0 +1,309 @@
+"""Single Path One-Shot NAS (Guo et al. 2019; ``python -m recipes.search_spos``): the config, its TensorFlow-free
+validation, and the run — supernet training by uniform (constraint) single-path sampling, then evolutionary search
+under hard constraints, with random search as the baseline.
+
+Phases: ``supernet`` trains the weight-sharing supernet (:class:`search.spos_train.SposTrainer`, checkpoints under
+``out_dir/supernet/``); ``evolution`` runs Algorithm 1 (:class:`search.evolution.EvolutionSearch`) and, with
+``random_search``, the random baseline on the same budget, every candidate evaluated after BatchNorm recalibration
+(:class:`search.spos_train.CandidateEvaluator`); ``both`` runs the two in order. The run directory's identity is
+``supernet_settings.json`` (`common.rundir.RunDir`); the evolution phase may search under other constraints than the
+supernet was sampled with (:data:`SAMPLING_KEYS` are not compared then). Outputs: ``derived.json`` (the best
+candidate's zoo spec from the supernet's ``derive``), ``derived_init.npz`` (its weights from ``extract``),
+``evolution.png``, ``population.png``, ``evolution_state.json``/``random_state.json`` (resumable), ``tensorboard/``
+and ``summary.json``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+
+from common.rundir import RunDir
+from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
+from workflows._checks import ConfigError, check_at_least
+
+SETTINGS_FILE = "supernet_settings.json"
+SUPERNET_KEYS = ("dataset", "space", "width", "depth", "choices", "channel_ratios", "bits", "sampling", "max_macs",
+                 "max_params", "max_bitops", "max_latency_ms", "epochs", "batch_size", "steps_per_epoch", "lr",
+                 "weight_decay", "holdout", "limit", "seed")
+SAMPLING_KEYS = ("sampling", "max_macs", "max_params", "max_bitops", "max_latency_ms")
+PHASES = ("supernet", "evolution", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSposConfig:
+    """One SPOS run; the fields are the flags of ``recipes.search_spos`` (see its ``--help``)."""
+
+    phase: str = "both"
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    space: str = "cifar"
+    width: float = 0.25
+    depth: tuple[int, ...] = (4, 4, 8, 4)
+    choices: tuple[str, ...] = SHUFFLE_CHOICES
+    channel_ratios: tuple[float, ...] = (1.0,)
+    bits: tuple[tuple[int, int], ...] = ()
+    sampling: str = "constraint"
+    max_macs: float | None = None
+    max_params: float | None = None
+    max_bitops: float | None = None
+    max_latency_ms: float | None = None
+    latency_table: str | None = None
+    epochs: int = 20
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    lr: float = 0.1
+    weight_decay: float = 4e-5
+    execution: str = "graph"
+    holdout: float = 0.2
+    limit: int | None = None
+    population: int = 50
+    iterations: int = 20
+    top_k: int = 10
+    mutation_prob: float = 0.1
+    random_search: bool = True
+    recal_images: int = 1024
+    val_images: int = 1000
+    eval_batch: int = 256
+    seed: int = 0
+    name: str | None = None
+    out_dir: str = "runs/search_spos"
+    strategy: str = "default"
+    cpu_replicas: int = 1
+    tpu: str = ""
+    progress: bool = True
+
+
+def settings(config: SearchSposConfig) -> dict:
+    """The supernet's identity (``supernet_settings.json``). List values are the strings the flag lists gave before
+    configs existed, so older run directories still resume."""
+    out = {k: getattr(config, k) for k in SUPERNET_KEYS}
+    out.update(depth=[str(d) for d in config.depth], choices=list(config.choices),
+               channel_ratios=[str(float(r)) for r in config.channel_ratios],
+               bits=[f"{w}:{a}" for w, a in config.bits])
+    return out
+
+
+class _SupernetDir(RunDir):
+    """Reads the channel ratios of a settings file as numbers (``1`` and ``1.0`` name the same ratio)."""
+
+    def saved_settings(self):
+        saved = super().saved_settings()
+        ratios = saved.get("channel_ratios") if saved else None
+        if isinstance(ratios, list):
+            with contextlib.suppress(TypeError, ValueError):
+                saved["channel_ratios"] = [str(float(r)) for r in ratios]
+        return saved
+
+
+def _check_space(config: SearchSposConfig) -> None:
+    depth, ratios, bits, choices = config.depth, config.channel_ratios, config.bits, config.choices
+    if not depth or min(depth) < 1:
+        raise ConfigError(f"--depth={','.join(str(d) for d in depth)}: every stage needs at least one block")
+    if any(len(b) != 2 or not (1 <= b[0] <= 8 and 1 <= b[1] <= 8) for b in bits):
+        raise ConfigError(f"--bits={','.join(':'.join(str(v) for v in b) for b in bits)}: each entry is w:a with "
+                          "1 ≤ w, a ≤ 8")
+    if not ratios or min(ratios) <= 0 or len(set(ratios)) != len(ratios):
+        raise ConfigError(f"--channel_ratios={','.join(str(r) for r in ratios)}: distinct positive numbers")
+    if not choices or any(c not in SHUFFLE_CHOICES for c in choices) or len(set(choices)) != len(choices):
+        raise ConfigError(f"--choices={','.join(choices)}: distinct values of {','.join(SHUFFLE_CHOICES)}")
+
+
+def make_space(config: SearchSposConfig, classes: int):
+    """The search space of ``config`` (TensorFlow-free)."""
+    from search import spos as sp
+    if config.space == "cifar":
+        return sp.cifar_space(config.width, config.depth, classes, config.channel_ratios, config.bits,
+                              choices=config.choices)
+    space = sp.imagenet_space(config.channel_ratios, config.bits, config.choices)
+    return space if classes == space.classes else dataclasses.replace(space, classes=classes)
+
+
+def load_latency(config: SearchSposConfig):
+    """The latency table of ``--latency_table``, or None."""
+    if not config.latency_table:
+        return None
+    from search.latency import LatencyTable
+    return LatencyTable.load(config.latency_table)
+
+
+def feasible_constraints(config: SearchSposConfig, space, latency):
+    """The constraints, after checking that uniform sampling (as constraint sampling and evolution draw) can meet
+    them (`search.spos.ConstraintError`, an input error, when it cannot)."""
+    import numpy as np
+
+    from search import spos as sp
+    constraints = sp.Constraints(config.max_macs, config.max_params, config.max_bitops, config.max_latency_ms)
+    sp.sample(space, np.random.default_rng(config.seed), constraints, latency, max_tries=20_000)
+    return constraints
+
+
+def validate(config: SearchSposConfig) -> RunDir:
+    """Everything checkable without TensorFlow: values, the space, the dataset, the feasibility of the constraints
+    (when the class count is known without loading the data) and the run directory; returns the run directory.
+
+    Raises:
+        InputError (subclasses): a bad value, named by its flag; `common.rundir.SettingsMismatch` when ``out_dir``
+        holds a supernet trained with other settings.
+    """
+    from inputs.classification import known_classes
+    from inputs.classification import validate as validate_dataset
+
+    for name, value, allowed in (("phase", config.phase, PHASES), ("space", config.space, ("cifar", "imagenet")),
+                                 ("sampling", config.sampling, ("constraint", "uniform")),
+                                 ("execution", config.execution, ("eager", "graph"))):
+        if value not in allowed:
+            raise ConfigError(f"--{name}={value}: one of {', '.join(allowed)}")
+    check_at_least(epochs=(config.epochs, 1), batch_size=(config.batch_size, 1),
+                   steps_per_epoch=(config.steps_per_epoch, 1), limit=(config.limit, 2),
+                   population=(config.population, 2), iterations=(config.iterations, 1), top_k=(config.top_k, 1),
+                   recal_images=(config.recal_images, 1), val_images=(config.val_images, 1),
+                   eval_batch=(config.eval_batch, 1), cpu_replicas=(config.cpu_replicas, 1))
+    for flag in ("max_macs", "max_params", "max_bitops", "max_latency_ms"):
+        v = getattr(config, flag)
+        if v is not None and v <= 0:
+            raise ConfigError(f"--{flag}={v}: must be positive")
+    if config.max_latency_ms is not None and not config.latency_table:
+        raise ConfigError("--max_latency_ms needs --latency_table")
+    if config.latency_table and not os.path.isfile(config.latency_table):
+        raise ConfigError(f"--latency_table={config.latency_table}: no such file")
+    if config.max_bitops is not None and not config.bits:
+        raise ConfigError("--max_bitops needs --bits (a full-precision space has no BitOps)")
+    if config.top_k > config.population:
+        raise ConfigError(f"--top_k={config.top_k} exceeds --population={config.population}")
+    if config.name is not None:
+        from models.spec import NAME_RE
+        if not NAME_RE.match(config.name):
+            raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
+    if config.execution == "eager" and config.strategy != "default":
+        raise ConfigError(f"--strategy={config.strategy} needs --execution=graph")
+    _check_space(config)
+    validate_dataset(config.dataset, config.data_dir)
+    classes = known_classes(config.dataset)
+    if classes is not None:  # tfds names: checked once the data is loaded
+        feasible_constraints(config, make_space(config, classes), load_latency(config))
+    run_dir = _SupernetDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE,
+                           defaults={"choices": list(SHUFFLE_CHOICES)})  # files written before --choices existed
+    if run_dir.exists():
+        keys = [k for k in SUPERNET_KEYS if config.phase != "evolution" or k not in SAMPLING_KEYS]
+        run_dir.check(keys=keys, what="a supernet trained")
+    elif config.phase == "evolution":
+        raise ConfigError(f"--phase=evolution: no trained supernet in --out_dir={config.out_dir} "
+                          "(run --phase=supernet)")
+    return run_dir
+
+
+def _arrays(ds, n):
+    import numpy as np
+    xs, ys, have = [], [], 0
+    for x, y in ds:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+        have += len(xs[-1])
+        if have >= n:
+            break
+    return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
+
+
+def run(config: SearchSposConfig) -> dict:
+    """Validates, runs the phases of ``config`` (resuming from ``out_dir``), writes every output; returns
+    ``summary.json``'s content."""
+    run_dir = validate(config)
+    os.makedirs(config.out_dir, exist_ok=True)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from tqdm import tqdm
+    tf.get_logger().setLevel("ERROR")  # per-branch functions compile lazily; TF warns about each new trace
+
+    from common.io import atomic_write, eprint, write_json, write_text
+    from inputs.classification import load
+    from models import spec as spec_lib
+    from reports import plots
+    from search import evolution as ev
+    from search import spos as sp
+    from search.spos_net import build_supernet
+    from search.spos_train import CandidateEvaluator, SposConfig, SposTrainer
+    from training.distribute import make_strategy
+
+    strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)  # before any other TensorFlow work
+    latency = load_latency(config)
+    common = dict(data_dir=config.data_dir, seed=config.seed, holdout=config.holdout, limit=config.limit)
+    size = 32 if config.space == "cifar" else 224
+    train_ds, info = load(config.dataset, "train", image_size=size, batch_size=config.batch_size, training=True,
+                          repeat=True, **common)
+    space = make_space(config, info.num_classes)
+    constraints = feasible_constraints(config, space, latency)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_supernet(space, seed=config.seed)
+    spos_config = SposConfig(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                             sampling=config.sampling, execution=config.execution, seed=config.seed)
+    trainer = SposTrainer(model, spos_config, constraints, latency, run_dir.file("supernet"), strategy)
+    writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
+    bar = ((lambda what: lambda total: tqdm(total=total, desc=what, file=sys.stderr)) if config.progress
+           else (lambda what: None))
+    summary = {"space": space.to_json(), "constraints": constraints.limits(), "train_examples": info.num_examples}
+    if config.phase in ("supernet", "both"):
+        run_dir.start()
+        if trainer.restore():
+            eprint(f"resuming supernet training from epoch {int(trainer.epoch.numpy())}")
+        steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
+        history = trainer.run(train_ds, steps, writer=writer, progress=bar("supernet"))
+        summary["supernet"] = {"epochs": config.epochs, "steps_per_epoch": steps, "last": history[-1],
+                               "execution": config.execution, "strategy": config.strategy,
+                               "replicas": strategy.num_replicas_in_sync}
+    elif not trainer.restore() or int(trainer.epoch.numpy()) < config.epochs:
+        raise ConfigError(f"--phase=evolution: the supernet in {config.out_dir} has not finished training "
+                          "(rerun --phase=supernet with the same flags)")
+    if config.phase == "supernet":
+        write_json(run_dir.file("summary.json"), summary)
+        return summary
+
+    # --- evolution ---------------------------------------------------------------------------------------------
+    recal_ds, _ = load(config.dataset, "train", image_size=size, batch_size=config.eval_batch, training=False,
+                       **common)
+    val_ds, val_info = load(config.dataset, "holdout", image_size=size, batch_size=config.eval_batch,
+                            training=False, **common)
+    recal_x, _ = _arrays(recal_ds.shuffle(64, seed=config.seed), config.recal_images)
+    val_x, val_y = _arrays(val_ds, config.val_images)
+    evaluator = CandidateEvaluator(model, recal_x, val_x, val_y, config.eval_batch)
+    ecfg = ev.EvolutionConfig(population=config.population, iterations=config.iterations, top_k=config.top_k,
+                              mutation_prob=config.mutation_prob, mutations=config.population // 2,
+                              crossovers=config.population // 2, seed=config.seed)
+    results = {}
+    for kind in ("evolution", "random") if config.random_search else ("evolution",):
+        search = ev.EvolutionSearch(space, evaluator, constraints, ecfg, run_dir.file(f"{kind}_state.json"), kind,
+                                    latency)
+
+        def log(s, record, kind=kind):
+            with writer.as_default(step=record["iteration"]):
+                tf.summary.scalar(f"{kind}/best_acc", record["best_acc"])
+                tf.summary.scalar(f"{kind}/topk_mean_acc", record["topk_mean_acc"])
+        results[kind] = search.run(progress=bar(kind), on_iteration=log)
+    best = results["evolution"]
+    arch = sp.from_key(best["best"])
+    name = config.name or f"spos_{config.space}_s{config.seed}"
+    cost = sp.cost(space, arch, latency)
+    metrics = {"supernet_val_acc": best["best_acc"], **{k: float(v) for k, v in cost.items()}}
+    notes = (f"SPOS: supernet {config.epochs} epochs ({config.sampling} sampling), evolution P={config.population} "
+             f"T={config.iterations} top-k={config.top_k}, BN recalibrated on {len(recal_x)} images, evaluated on "
+             f"{len(val_x)} held-out images; constraints {constraints.limits()}; arch {best['best']}")
+    prov = spec_lib.Provenance(method="spos", source=f"search space {config.space} (SPOS Table 2)",
+                               target=config.max_macs, target_macs=int(config.max_macs) if config.max_macs else None,
+                               seed=config.seed, data=config.dataset, notes=notes,
+                               metrics=tuple(sorted(metrics.items())))
+    derived = model.derive(arch, name=name, provenance=prov)
+    write_text(run_dir.file("derived.json"), spec_lib.dumps(derived))
+    weights = model.extract(arch, derived)
+    atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
+    plots.evolution_curve(results, run_dir.file("evolution.png"))
+    plots.population(space, results, config.max_macs, run_dir.file("population.png"))
+    summary.update({"best": best["best"], "best_acc": best["best_acc"], "best_cost": cost, "spec": name,
+                    "recal_images": len(recal_x), "val_images": len(val_x), "holdout_examples": val_info.num_examples,
+                    "evolution": {k: {"best_acc": r["best_acc"], "evaluated": r["evaluated"],
+                                      "history": r["history"]} for k, r in results.items()}})
+    write_json(run_dir.file("summary.json"), summary)
+    return summary
