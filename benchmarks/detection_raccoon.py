@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 
-from benchmarks._measure import host_info, round_floats, write_json
+from benchmarks.harness import host_info, round_floats, write_json
 
 DATA = "voc:../shared/data/raccoon"
 
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
                 f"{a.backbone} + YOLOv3 head, {a.dataset} at {a.input_size}\nImageNet weights vs scratch, "
                 f"{a.epochs} epochs")
     shutil.copyfile(os.path.join(a.work_dir, "pretrained", "predictions.png"), stem + "_predictions.png")
-    s_pre, s_scr = summaries["pretrained"], summaries["scratch"]
+    s_pre = summaries["pretrained"]
     result = {
         "task": f"YOLOv3-style detector (models/yolo.py head) on {a.backbone}, {a.dataset}, ImageNet-pretrained vs "
                 "scratch backbone, same schedule; metrics on the val images in original pixels, last-epoch weights",

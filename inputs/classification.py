@@ -52,7 +52,7 @@ SATURATION_RANGE = (0.6, 1.4)
 HUE_DELTA = 0.05
 
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a")
-_TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.-]+)?(:[0-9.*]+)?")
+TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.-]+)?(:[0-9.*]+)?")
 _SHAPES_SPLITS = {"train": "train", "holdout": "train", "test": "test", "val": "test", "validation": "test"}
 
 
@@ -100,7 +100,7 @@ def validate(dataset: str, data_dir: str | None = None) -> None:
         for split in {directory: split for split, directory in layout.items()}.values():
             _folder_examples(root, layout, split)
         return
-    if not _TFDS_NAME.fullmatch(dataset):
+    if not TFDS_NAME.fullmatch(dataset):
         raise DataError(f"dataset {dataset!r}: not 'shapes', 'folder:PATH' or a tensorflow-datasets name")
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise DataError(f"--data_dir {data_dir}: not a directory")
@@ -116,13 +116,14 @@ def known_classes(dataset: str) -> int | None:
     return None
 
 
-def check_eval_split(dataset: str, flag: str) -> None:
-    """A ``folder:PATH`` dataset without ``test/`` (or ``val/``) cannot give validation data: say so before TF."""
+def check_eval_split(dataset: str, hint: str) -> None:
+    """A ``folder:PATH`` dataset without ``test/`` (or ``val/``) cannot give validation data: say so (ending with
+    ``hint``, what the user can do) before TensorFlow is imported."""
     if dataset.startswith("folder:"):
         root = _folder_root(dataset)
         if "test" not in _folder_layout(root):
             raise InputError(f"--dataset={dataset}: no test split (needs {root}/train and {root}/test or val); "
-                             f"pass {flag}")
+                             f"{hint}")
 
 
 def load(dataset: str, split: str, *, image_size: int, batch_size: int, training: bool, data_dir: str | None = None,

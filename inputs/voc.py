@@ -2,8 +2,9 @@
 
 A detection dataset is named by one string:
 
-- ``shapes`` — synthetic boxes (`inputs.classification.shapes_boxes`) at `SHAPES_IMAGE_SIZE` pixels, `SHAPES_SPLITS` images
-  per split (a different seed per split), classes `inputs.classification.SHAPES_CLASSES`; images are held in memory.
+- ``shapes`` — synthetic boxes (`inputs.classification.shapes_boxes`) at `SHAPES_IMAGE_SIZE` pixels, `SHAPES_SPLITS`
+  images per split (a different seed per split), classes `inputs.classification.SHAPES_CLASSES`; images are held in
+  memory.
 - ``voc:PATH`` — PASCAL VOC layout: ``PATH/ImageSets/Main/{split}.txt`` lists image ids, ``Annotations/{id}.xml``
   holds the boxes and ``JPEGImages/`` the image named by the XML's ``<filename>`` (else ``{id}`` + .jpg/.jpeg/.png).
 - a tensorflow-datasets name such as ``voc/2007`` (any dataset with an ``image`` feature and ``objects`` holding
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from absl import logging
 
-from inputs.classification import _TFDS_NAME, SHAPES_CLASSES, DataError, shapes_boxes
+from inputs.classification import SHAPES_CLASSES, TFDS_NAME, DataError, shapes_boxes
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -78,7 +79,7 @@ def validate_detection(dataset: str) -> None:
     if dataset.startswith("voc:"):
         _voc_root(dataset)
         return
-    if not _TFDS_NAME.fullmatch(dataset):
+    if not TFDS_NAME.fullmatch(dataset):
         raise DataError(f"dataset {dataset!r}: not 'shapes', 'voc:PATH' or a tensorflow-datasets name "
                         f"(such as 'voc/2007')")
 

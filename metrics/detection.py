@@ -6,7 +6,8 @@ Inputs, per image in the same order for both:
 - ground truths: ``(boxes (N, 4), labels (N,), difficult (N,) bool)``;
 
 boxes ``x0, y0, x1, y1`` in the same pixel frame for both (original image pixels, normally), classes/labels in
-``0 .. num_classes − 1``. IoU is computed on continuous coordinates (area = (x1 − x0)(y1 − y0), no VOC "+1").
+``0 .. num_classes − 1``. IoU (`detection.iou.iou_matrix`) is computed on continuous coordinates (area =
+(x1 − x0)(y1 − y0), no VOC "+1").
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import contextlib
 import io
 
 import numpy as np
+
+from detection.iou import iou_matrix
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
@@ -36,18 +39,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     i = np.where(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU (len(a), len(b)) of x0y0x1y1 boxes, continuous coordinates; 0 where the union is empty."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None]
-    b = np.asarray(b, np.float64).reshape(-1, 4)[None]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
-    inter = iw * ih
-    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-             - inter)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def evaluate_voc(detections: list, ground_truths: list, num_classes: int, iou_threshold: float = 0.5) -> dict:

@@ -1,7 +1,7 @@
 """Letterbox resizing for detection: keep the aspect ratio, scale the longer side to ``size``, pad the rest.
 
-One place for the transform shared by the detection data pipeline (``inputs.voc``) and ``models.yolo.predict``,
-so boxes map into the network input and back the same way.
+One place for the transform shared by the detection data pipeline (``inputs.voc``) and
+``detection.predict.predict``, so boxes map into the network input and back the same way.
 
 Coordinates are continuous pixels ``(x0, y0, x1, y1)`` with x1/y1 exclusive (a box covering pixel columns 0..9 is
 ``x0 = 0, x1 = 10``). ``params = (scale, pad_x, pad_y)``: ``x_input = x · scale + pad_x``.

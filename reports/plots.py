@@ -8,13 +8,15 @@ import numpy as np
 from common.io import atomic_write
 
 
-def _save(fig, path: str) -> None:
+def save_figure(fig, path: str) -> None:
+    """Writes a Matplotlib figure as a PNG (110 dpi, tight bounding box) atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -29,7 +31,7 @@ def kernel_distribution(layers: list[str], counts: np.ndarray, labels: list[str]
         counts: ``(layers, choices)`` filter counts.
         labels: choice names, e.g. ``["pruned", "3×3", "5×5", "7×7"]``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2), 4))
     bottom = np.zeros(len(layers))
     colors = plt.cm.viridis(np.linspace(0.15, 0.95, counts.shape[1]))
@@ -42,14 +44,14 @@ def kernel_distribution(layers: list[str], counts: np.ndarray, labels: list[str]
     ax.set_ylabel("depthwise filters")
     ax.set_title(title)
     ax.legend(fontsize=8, ncols=min(len(labels), 6))
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
 def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str], path: str,
                        target: float | None = None) -> None:
     """Mean choice probabilities per layer over the search epochs (one panel per layer), plus E[MACs] vs target."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     n = len(layers) + 1
     cols = min(6, n)
@@ -75,13 +77,13 @@ def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str]
     widest = max(range(len(layers)), key=lambda i: len(history[0]["probs"][i]))
     axes[widest // cols][widest % cols].legend(fontsize=6)
     fig.suptitle("mean choice probability per layer (softmax α) over epochs", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
 def evolution_curve(results: dict, path: str) -> None:
     """SPOS Fig. 3: best and top-k mean validation top-1 per iteration, one line pair per search kind."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     colours = {"evolution": "tab:red", "random": "tab:blue"}
     for kind, r in results.items():
@@ -93,13 +95,13 @@ def evolution_curve(results: dict, path: str) -> None:
     ax.set_ylabel("validation top-1 (supernet weights, BN recalibrated)")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
 def population(space, results: dict, max_macs: float | None, path: str) -> None:
     """Every evaluated candidate on the accuracy-vs-MACs plane, the final top-k marked, the MACs limit drawn."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     markers = {"evolution": ("tab:red", "o"), "random": ("tab:blue", "x")}
     for kind, r in results.items():
@@ -115,5 +117,5 @@ def population(space, results: dict, max_macs: float | None, path: str) -> None:
     ax.set_ylabel("validation top-1")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)

@@ -1,4 +1,5 @@
-"""Detection data (inputs.voc: VOC reader, tf.data pipeline) and metrics (metrics.detection: VOC AP, COCO AP)."""
+"""Detection data (inputs.voc: VOC reader, tf.data pipeline), anchors from records (detection.anchors) and metrics
+(metrics.detection: VOC AP, COCO AP)."""
 import logging
 import math
 import os
@@ -160,6 +161,20 @@ def _rectangle_records(n=6):
         records.append(Record(image, 60, 40, np.array([[x0, y0, x1, y1]], np.float32), np.array([0], np.int32),
                               np.array([False]), str(i)))
     return records
+
+
+def test_compute_anchors_from_records_scales_boxes_and_refuses_too_few_shapes():
+    from detection.anchors import AnchorError, compute_anchors, default_anchors
+    records = _rectangle_records(12)  # 60×40 images: letterboxed into 48 at scale 0.8
+    anchors = compute_anchors(records, 48, "kmeans", seed=0)
+    assert anchors.shape == (9, 2) and anchors.dtype == np.float32 and np.all(np.diff(anchors.prod(1)) >= 0)
+    wh = np.concatenate([r.boxes[:, 2:] - r.boxes[:, :2] for r in records]) * 0.8
+    assert wh.min() - 1e-4 <= anchors.min() and anchors.max() <= wh.max() + 1e-4
+    np.testing.assert_array_equal(anchors, compute_anchors(records, 48, "kmeans", seed=0))
+    np.testing.assert_array_equal(compute_anchors(records[:2], 48, "default", seed=0), default_anchors(48))
+    with pytest.raises(AnchorError, match="use --anchors=default") as e:
+        compute_anchors(records[:2], 48, "kmeans", seed=0)
+    assert isinstance(e.value, InputError)
 
 
 def test_training_augmentation_keeps_boxes_on_the_object():

@@ -1,8 +1,11 @@
-"""recipes.finetune_yolo: the learning-rate schedule, freezing/unfreezing with the optimizers covering the backbone,
-an end-to-end run on the synthetic boxes that is SIGKILLed and resumed (outputs, TFLite parity), refusal of changed
+"""detection.finetune / detection.trainer and their command line recipes.finetune_yolo: the learning-rate schedule,
+freezing/unfreezing with the optimizers covering the backbone, validation in-process without TensorFlow, an
+end-to-end run on the synthetic boxes that is SIGKILLed and resumed (outputs, TFLite parity), refusal of changed
 settings and of bad flags (one line, exit 2). A tiny backbone at 64×64 keeps it fast."""
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from recipes.finetune_yolo import lr_at
+from common.errors import InputError
+from common.rundir import SettingsMismatch
+from detection import finetune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -42,6 +47,7 @@ def recipe(*args, wait=True):
 
 
 def test_lr_schedule_warms_up_then_steps_down():
+    from detection.trainer import lr_at
     total, peak = 100, 1e-3
     lrs = [lr_at(s, total, peak, 10, (0.8, 0.9)) for s in range(total)]
     np.testing.assert_allclose(lrs[:10], peak * np.arange(1, 11) / 10)
@@ -96,12 +102,14 @@ def test_precise_bn_sets_exact_average_of_batch_statistics():
 def test_trainer_freezes_backbone_then_trains_it(spec_path):
     import tensorflow as tf
 
+    from detection.anchors import default_anchors
+    from detection.targets import encode_targets
+    from detection.trainer import Trainer
     from models import yolo
     from models.weights import named_weights
-    from recipes.finetune_yolo import Trainer
     tf.keras.utils.set_random_seed(0)
     model = yolo.build_detector(spec_path, 2, SIZE, head_width=8)
-    anchors = yolo.default_anchors(SIZE)
+    anchors = default_anchors(SIZE)
     trainer = Trainer(model, anchors, SIZE, weight_decay=5e-4)
     # Both optimizers are built before any step, the backbone's over every non-head variable.
     assert trainer.head_opt.built and trainer.backbone_opt.built
@@ -111,7 +119,7 @@ def test_trainer_freezes_backbone_then_trains_it(spec_path):
     images = tf.constant(rng.uniform(0, 255, (2, SIZE, SIZE, 3)), tf.float32)
     boxes = tf.constant([[[4, 6, 40, 30]], [[20, 10, 60, 62]]], tf.float32)
     labels = tf.constant([[0], [1]], tf.int32)
-    targets = [tf.stack(t) for t in zip(*(yolo.encode_targets(b, l, anchors, SIZE, 2) for b, l in zip(boxes, labels)))]
+    targets = [tf.stack(t) for t in zip(*(encode_targets(b, l, anchors, SIZE, 2) for b, l in zip(boxes, labels)))]
     batch = (images, boxes, *targets)
     trainer.set_lr(1e-2)
     before = named_weights(model)
@@ -195,3 +203,51 @@ def test_bad_flags_one_line_exit_2(args, needle, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"dataset": "voc:/nonexistent/voc"}, "/nonexistent/voc"),
+    ({"input_size": 80}, "multiple of 32"),
+    ({"backbone": "no_such_net"}, "no_such_net"),
+    ({"anchors": "fancy"}, "--anchors=fancy"),
+    ({"lr_steps": ("0.9", "0.5")}, "--lr_steps=0.9,0.5: fractions must be increasing"),
+    ({"lr_steps": ("x",)}, "--lr_steps=x: not a list of numbers"),
+    ({"freeze_epochs": 5, "epochs": 2}, "--freeze_epochs=5 is above --epochs=2"),
+    ({"head_width": 6}, "--head_width=6"),
+    ({"cpu_replicas": 2}, "needs --strategy=mirrored"),
+    ({"strategy": "mirrored", "cpu_replicas": 3}, "does not split"),
+    ({"epochs": 0}, "--epochs=0: must be >= 1"),
+    ({"weights": "/nonexistent/w.npz"}, "/nonexistent/w.npz"),
+])
+def test_validate_in_process_raises_input_errors(fields, needle, tmp_path):
+    config = finetune.FinetuneConfig(**{"weights": "", "out_dir": str(tmp_path / "x"), **fields})
+    with pytest.raises(InputError, match=re.escape(needle)):
+        finetune.validate(config)
+    assert not (tmp_path / "x").exists()
+
+
+def test_validate_refuses_other_settings_and_imports_no_tensorflow(spec_path, tmp_path):
+    config = finetune.FinetuneConfig(backbone=spec_path, weights="", input_size=SIZE, out_dir=str(tmp_path / "run"))
+    spec, weights = finetune.validate(config)
+    assert spec.name == "tiny_det_backbone" and weights is None and not (tmp_path / "run").exists()
+    finetune.run_dir(config, spec).start()  # what run() writes first
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert saved["lr_steps"] == ["0.8", "0.9"] and set(saved) == set(finetune.RESUME_KEYS) | {"spec"}
+    finetune.validate(config)  # the same settings: a resume
+    finetune.validate(dataclasses.replace(config, export="none", progress=False, strategy="mirrored"))
+    with pytest.raises(SettingsMismatch, match=r"other settings \(lr\)"):
+        finetune.validate(dataclasses.replace(config, lr=1e-2))
+    code = ("import sys; from detection import finetune as F; "
+            f"F.validate(F.FinetuneConfig(backbone={spec_path!r}, weights='', input_size={SIZE}, "
+            f"out_dir={str(tmp_path / 'other')!r})); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_config_choices_match_the_library():
+    from detection.loss import BOX_LOSSES
+    assert finetune.CHOICES["box_loss"] == BOX_LOSSES
+    fields = {f.name for f in dataclasses.fields(finetune.FinetuneConfig)}
+    assert set(finetune.LOWER_BOUNDS) | set(finetune.CHOICES) | set(finetune.RESUME_KEYS) <= fields
