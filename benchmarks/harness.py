@@ -4,7 +4,6 @@ Nothing here imports TensorFlow, so a parent process that only schedules workers
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import statistics
@@ -101,10 +100,9 @@ def round_floats(x, digits: int = 5):
 
 # -------------------------------------------------------------------------------------------------------------- output
 def write_json(path: str, obj) -> None:
-    """Writes ``obj`` as indented JSON atomically (temp file beside ``path``, then rename)."""
-    from common.io import atomic_write
-    data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data))
+    """Writes ``obj`` as JSON indented by 2 atomically (`common.io.write_json`)."""
+    from common.io import write_json as _write_json
+    _write_json(path, obj, indent=2)
 
 
 def run_worker(module: str, args: list[str], env: dict | None = None, timeout: float | None = None):

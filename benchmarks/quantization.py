@@ -126,9 +126,8 @@ def main(argv):
         "command": "python -m benchmarks.quantization " + " ".join(sys.argv[1:]),
         "stage_logs": os.path.join(work, "logs"),
     }
-    from common.io import atomic_write
-    text = json.dumps(result, indent=1) + "\n"
-    atomic_write(FLAGS.out, lambda f: f.write(text.encode()))
+    from common.io import write_json
+    write_json(FLAGS.out, result)
     _plot(result, os.path.splitext(FLAGS.out)[0] + ".png")
     print(f"top-1 float {acc['float32']:.3f}, PTQ int8 {acc['ptq_int8']:.3f}, QAT int8 {acc['qat_int8']:.3f}; "
           f"size {result['size_ratio']:.2f}× smaller; int8/float latency {result['latency_ratio']:.2f}")

@@ -14,14 +14,13 @@ A zoo name or spec path is built with random initial weights (latency does not d
 """
 from __future__ import annotations
 
-import datetime
-import json
-import os
-import tempfile
+import dataclasses
 
 from absl import flags
 
 from recipes._cli import UsageError, run
+from workflows import benchmark_latency
+from workflows.benchmark_latency import LatencyConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A .tflite file, or a zoo model name / spec .json path (exported float32 to a "
@@ -38,91 +37,20 @@ flags.DEFINE_integer("seed", 0, "Seed of the random input.")
 flags.mark_flag_as_required("model")
 
 
-def _resolve(model: str):
-    """``(tflite path or None, spec or None)`` after checking the flag (no TensorFlow)."""
-    import zoo
-    from export import litert
-    if model.endswith(".tflite") or (os.path.isfile(model) and litert.is_tflite(model)):
-        litert.check_tflite(model)
-        return model, None
-    if os.path.isfile(model) and not model.endswith(".json"):
-        raise UsageError(f"--model {model}: neither a .tflite file nor a spec .json")
-    return None, zoo.get_spec(model)
-
-
-def _check_size(path: str, size: int | None) -> list[int] | None:
-    """The input shape to resize a ``.tflite`` to (batch 1) for ``--input_size``, or None to keep the file's;
-    refuses a size the file cannot take (read from the flatbuffer, before any interpreter exists)."""
-    from export import litert
-    if size is None:
-        return None
-    try:
-        inputs = litert.input_shapes(path)
-    except Exception as e:  # a corrupt flatbuffer behind a valid identifier
-        raise UsageError(f"--model {path}: unreadable TFLite file ({e})") from None
-    if len(inputs) != 1 or len(inputs[0]["shape"]) != 4:
-        raise UsageError(f"--input_size: {path} does not have one image input (NHWC)")
-    shape, signature = inputs[0]["shape"], inputs[0]["shape_signature"]
-    if shape[1:3] == [size, size]:
-        return None
-    if signature[1] != -1 or signature[2] != -1:
-        raise UsageError(f"--input_size {size}: {path} has a fixed input size of {shape[1]}×{shape[2]}")
-    return [1, size, size, shape[3]]
-
-
 def main(argv):
-    from common.io import atomic_write
-    from export import litert
-    from models.counting import count
-    from search import tflite_timing
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    path, spec = _resolve(FLAGS.model)
-    if spec is not None:
-        count(spec, FLAGS.input_size)  # SpecError if the input size does not fit the network
-    resize = _check_size(path, FLAGS.input_size) if path else None
-    stem = os.path.splitext(os.path.basename(path))[0] if path else spec.name
-    out = FLAGS.json or os.path.join("runs", "latency", f"{stem}-t{FLAGS.threads}.json")
-    litert.check_writable(out, "--json")
-
-    source = None
-    with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
-        if spec is not None:
-            from models.builder import build
-            size = FLAGS.input_size or spec.input.size
-            path = os.path.join(tmp, f"{spec.name}.tflite")
-            print(f"exporting {spec.name} at {size}×{size} (float32, random init) …", flush=True)
-            litert.export(build(spec, input_size=size), path, "float32")
-            source = {"zoo_model": spec.name, "spec": FLAGS.model, "input_size": size, "mode": "float32",
-                      "weights": None}
-        nbytes = os.path.getsize(path)
-        try:
-            it = litert.interpreter(path, FLAGS.threads)
-        except (ValueError, RuntimeError) as e:
-            raise UsageError(f"--model {path}: LiteRT cannot load it: {str(e).splitlines()[0]}") from None
-        if resize:
-            it.resize_tensor_input(it.get_input_details()[0]["index"], resize)
-            it.allocate_tensors()
-        ops = litert.op_counts(path)
-        io = litert.io_details(it)
-        times = litert.latency(it, FLAGS.runs, FLAGS.warmup, seed=FLAGS.seed)
-    stats = litert.summarize(times)
-    host = tflite_timing.host()
-    result = {**stats, "runs": FLAGS.runs, "warmup": FLAGS.warmup, "threads": FLAGS.threads,
-              "model": FLAGS.model, "tflite": None if source else os.path.abspath(path), "exported_from": source,
-              "file_bytes": nbytes, "input_shape": io["input"]["shape"], "input_dtype": io["input"]["dtype"],
-              "io": io, "ops": sorted(ops), "delegate": "XNNPACK (interpreter default)", "seed": FLAGS.seed,
-              "host": host, "litert_version": tflite_timing.versions("ai-edge-litert")["ai-edge-litert"],
-              "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "times_ms": [round(float(t), 5) for t in times]}
-    atomic_write(out, lambda f: f.write(json.dumps(result, indent=1).encode()))
-
-    print(f"{'model':8s} {FLAGS.model} ({nbytes / 1e3:,.1f} kB), input {io['input']['dtype']} {io['input']['shape']}")
-    print(f"{'host':8s} {host['cpu_model']}, {host['usable_cores']} cores; LiteRT {result['litert_version']}, "
-          f"{FLAGS.threads} thread{'s' if FLAGS.threads > 1 else ''}")
-    print(f"{'latency':8s} median {stats['median_ms']:.3f} ms, p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}, "
-          f"mean {stats['mean_ms']:.3f}, min {stats['min_ms']:.3f} ({FLAGS.runs} runs after {FLAGS.warmup} warm-up)")
-    print(f"wrote {out}")
+    config = LatencyConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(LatencyConfig)})
+    result = benchmark_latency.run(config)
+    r, threads = result.report, config.threads
+    io, host = r["io"], r["host"]
+    print(f"{'model':8s} {config.model} ({r['file_bytes'] / 1e3:,.1f} kB), input {io['input']['dtype']} "
+          f"{io['input']['shape']}")
+    print(f"{'host':8s} {host['cpu_model']}, {host['usable_cores']} cores; LiteRT {r['litert_version']}, "
+          f"{threads} thread{'s' if threads > 1 else ''}")
+    print(f"{'latency':8s} median {r['median_ms']:.3f} ms, p10 {r['p10_ms']:.3f}, p90 {r['p90_ms']:.3f}, "
+          f"mean {r['mean_ms']:.3f}, min {r['min_ms']:.3f} ({config.runs} runs after {config.warmup} warm-up)")
+    print(f"wrote {result.json}")
     return 0
 
 

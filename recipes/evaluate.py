@@ -12,14 +12,15 @@ the same Keras metrics ``recipes.train`` reports for validation, so the same spl
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 import sys
-import time
 
 from absl import flags
 
 from recipes._cli import UsageError, run
 from training.distribute import STRATEGIES
+from workflows import evaluate
+from workflows.evaluate import EvaluateConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name (python -m zoo list) or path of a spec .json.")
@@ -41,81 +42,14 @@ flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 flags.mark_flag_as_required("model")
 
 
-def _check_flags():
-    """Everything checkable without TensorFlow: (spec, input size, weights path, arrays, classes)."""
-    import zoo
-    from inputs import classification as data
-    from inputs.classification import validate
-    from models.spec import check_input_size
-    from training import weights as W
-
-    spec = zoo.get_spec(FLAGS.model)
-    size = FLAGS.input_size or spec.input.size
-    check_input_size(spec, size, "--input_size")
-    if FLAGS.weights is None:
-        raise UsageError("--weights: required (a .npz path, a zoo tag such as 'imagenet', or '' for random init)")
-    path = W.resolve_weights(spec, FLAGS.weights)
-    arrays = W.read_weights(path) if path else None
-    validate(FLAGS.dataset, FLAGS.data_dir)
-    if FLAGS.split in ("test", "val", "validation"):
-        data.check_eval_split(FLAGS.dataset, "--split=train")
-    data_classes = data.known_classes(FLAGS.dataset)
-    classes = (W.weights_classes(arrays) or spec.head.classes) if arrays is not None else data_classes
-    if data_classes is not None and classes is not None and classes != data_classes:
-        raise UsageError(f"--weights={FLAGS.weights}: a {classes}-class classifier, but --dataset={FLAGS.dataset} has "
-                         f"{data_classes}")
-    if FLAGS.strategy == "mirrored" and FLAGS.cpu_replicas > 1 and FLAGS.batch_size % FLAGS.cpu_replicas:
-        raise UsageError(f"--batch_size={FLAGS.batch_size} does not split over --cpu_replicas={FLAGS.cpu_replicas}")
-    if FLAGS.json is not None and os.path.isdir(FLAGS.json):
-        raise UsageError(f"--json={FLAGS.json}: is a directory")
-    return spec, size, path, arrays, classes
-
-
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    spec, size, path, arrays, classes = _check_flags()
-    started = time.time()
-
-    from training.distribute import make_strategy
-    strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, FLAGS.tpu)
-
-    import keras
-
-    import zoo
-    from common import io as io_lib
-    from inputs.classification import load
-    from models.weights import assign, sha256
-
-    if FLAGS.batch_size % strategy.num_replicas_in_sync:
-        raise UsageError(f"--batch_size={FLAGS.batch_size} does not split over {strategy.num_replicas_in_sync} "
-                         "replicas")
-    ds, info = load(FLAGS.dataset, FLAGS.split, image_size=size, batch_size=FLAGS.batch_size, training=False,
-                    data_dir=FLAGS.data_dir, limit=FLAGS.limit)
-    classes = classes or info.num_classes
-    if classes != info.num_classes:
-        raise UsageError(f"--weights={FLAGS.weights}: a {classes}-class classifier, but --dataset={FLAGS.dataset} has "
-                         f"{info.num_classes}")
-    with strategy.scope():
-        model = zoo.build(FLAGS.model, weights=None, classes=classes, input_size=size)
-        if arrays is not None:
-            assign(model, arrays, source=path)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1")]
-        if classes >= 5:
-            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
-    result = model.evaluate(ds, verbose=0, return_dict=True)
-    out = {"model": spec.name, "weights": FLAGS.weights, "weights_path": path,
-           "weights_sha256": sha256(path) if path else None, "dataset": FLAGS.dataset, "split": FLAGS.split,
-           "limit": FLAGS.limit, "examples": info.num_examples, "input_size": size, "classes": classes,
-           "top1": float(result["top1"]), "loss": float(result["loss"])}
-    if "top5" in result:
-        out["top5"] = float(result["top5"])
-    out["wall_time_s"] = round(time.time() - started, 3)
-    if FLAGS.json:
-        io_lib.write_json(FLAGS.json, out)
+    config = EvaluateConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(EvaluateConfig)})
+    out = evaluate.run(config)
+    size = out["input_size"]
     top5 = f"  top-5 {out['top5']:.4f}" if "top5" in out else ""
-    print(f"{spec.name} on {FLAGS.dataset} {FLAGS.split} ({info.num_examples} examples, {size}x{size}): "
+    print(f"{out['model']} on {config.dataset} {config.split} ({out['examples']} examples, {size}x{size}): "
           f"top-1 {out['top1']:.4f}{top5}")
     sys.stdout.flush()
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, error_line, module_env, run_module
 
 PROBE = """
@@ -27,7 +26,9 @@ CASES = [
     ("recipes.train", ["--model=no_such_model", "--out_dir={out}"], "no_such_model"),
     ("recipes.train", ["--model=mixnet_s", "--dataset=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("recipes.train", ["--model=mixnet_s", "--weights=/nonexistent.npz", "--out_dir={out}"], "/nonexistent.npz"),
-    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--dataset=folder:/nonexistent/dir", "--json={out}/eval.json"], "/nonexistent/dir"),
+    ("recipes.evaluate",
+     ["--model=mixnet_s", "--weights=", "--dataset=folder:/nonexistent/dir", "--json={out}/eval.json"],
+     "/nonexistent/dir"),
     ("recipes.export_tflite", ["--model=no_such_model", "--output={out}/model.tflite"], "no_such_model"),
     ("recipes.benchmark_latency", ["--model=/nonexistent/model.tflite"], "/nonexistent/model.tflite"),
     ("recipes.qat", ["--model=no_such_model", "--out_dir={out}"], "no_such_model"),
@@ -36,14 +37,17 @@ CASES = [
     ("recipes.finetune_yolo", ["--dataset=voc:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("recipes.search_metakernel", ["--out_dir={out}"], "--target_macs"),
     ("recipes.search_metakernel", ["--target_macs=1e6", "--candidates=3,4", "--out_dir={out}"], "--candidates"),
-    ("recipes.search_metakernel", ["--target_macs=1e6", "--dataset=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
-    ("recipes.search_metakernel", ["--target_macs=1e6", "--tau_start=0.5", "--tau_end=2", "--out_dir={out}"], "--tau_end"),
-    ("recipes.search_metakernel", ["--target_macs=1e12", "--width=0.25", "--out_dir={out}"], "outside what the space can reach"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--dataset=folder:/nonexistent/dir", "--out_dir={out}"],
+     "/nonexistent/dir"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--tau_start=0.5", "--tau_end=2", "--out_dir={out}"],
+     "--tau_end"),
+    ("recipes.search_metakernel", ["--target_macs=1e12", "--width=0.25", "--out_dir={out}"],
+     "outside what the space can reach"),
     ("recipes.search_spos", ["--max_macs=1", "--out_dir={out}"], "smallest path"),
     ("recipes.search_spos", ["--choices=3,9", "--out_dir={out}"], "--choices"),
     ("recipes.search_spos", ["--dataset=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("benchmarks.supernet_cost", ["--ns=0", "--out={out}/result.json"], "--ns"),
-    ("benchmarks.latency_model", ["--lut=/nonexistent/lut.json", "--out={out}/result.json"], "/nonexistent/lut.json"),
+    ("benchmarks.latency_model", ["--lut={tmp}", "--out={out}/result.json"], "is a directory"),
     ("benchmarks.quantization", ["--dataset=folder:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
     ("benchmarks.spos_cost", ["--rounds=0", "--out={out}/result.json"], "rounds"),
     ("benchmarks.spos_proxy", ["--dataset=folder:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
@@ -51,9 +55,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("module,args,needle", CASES, ids=[f"{m}:{' '.join(a) or 'no flags'}" for m, a, _ in CASES])
+@pytest.mark.parametrize("module,args,needle", CASES,
+                         ids=[f"{m}:{' '.join(a[:2]) or 'no flags'}" for m, a, _ in CASES])
 def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, needle):
-    args = [a.format(out=tmp_path / "out") for a in args]
+    args = [a.format(out=tmp_path / "out", tmp=tmp_path) for a in args]
     r = subprocess.run([sys.executable, "-c", PROBE.format(module=module, args=args)], capture_output=True,
                        text=True, cwd=ROOT, env=module_env(), timeout=120)
     line = error_line(r, module)
@@ -65,7 +70,8 @@ def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, 
 def test_tensorflow_start_up_noise_does_not_reach_the_user():
     """A command that does import TensorFlow (here: a bad dataset found only when loading) still prints only its own
     line: the oneDNN / cudart / cuInit notices of a CPU machine are filtered (common.quiet_tf)."""
-    r = run_module("recipes.evaluate", "--model=mixnet_s", "--weights=", "--dataset=no_such_tfds_dataset_name", timeout=300)
+    r = run_module("recipes.evaluate", "--model=mixnet_s", "--weights=", "--dataset=no_such_tfds_dataset_name",
+                   timeout=300)
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("evaluate.py:"), r.stderr

@@ -109,7 +109,7 @@ def test_twin_matches_keras3_efficientnet_lite0():
     """The tf_keras twin built by the recipe equals the Keras 3 model (ImageNet weights, 64×64)."""
     res = python(
         "import json, numpy as np, zoo\n"
-        "from recipes.qat import build_pair, max_abs_diff\n"
+        "from training.qat import build_pair, max_abs_diff\n"
         "spec = zoo.get_spec('efficientnet_lite0')\n"
         "m, twin = build_pair(spec, 64, None, zoo.weights_path('efficientnet_lite0', 'imagenet'))\n"
         "x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)\n"

@@ -1,6 +1,7 @@
-"""Quantization-aware training building blocks for :mod:`recipes.qat` (the command line and the QAT support table
-live there): the Keras 3 model and its tf_keras twin, tfmot annotation with per-layer configs, range
-initialisation, int8 conversion and LiteRT checks. TensorFlow, tf_keras and tfmot are imported inside the functions.
+"""Quantization-aware training building blocks for :mod:`workflows.qat` (the run; the command line and the QAT
+support table live in :mod:`recipes.qat`): the Keras 3 model and its tf_keras twin, tfmot annotation with per-layer
+configs, range initialisation, int8 conversion and LiteRT checks. TensorFlow, tf_keras and tfmot are imported inside
+the functions.
 """
 from __future__ import annotations
 

@@ -1,0 +1,140 @@
+"""workflows/: each command's config is validated without TensorFlow (bad input raises an `InputError` naming the
+flag), and `workflows.train.run` trains a tiny spec in-process."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.errors import InputError
+from common.rundir import SettingsMismatch
+from workflows import benchmark_latency, demo, evaluate, export_tflite, pipeline, qat, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"schema_version": 1, "name": "tiny_wf", "family": "mbconv",
+        "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
+        "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
+        "stages": [[{"block": "ir", "kernels": [3], "expand_channels": 16, "filters": 8, "stride": 2,
+                     "act": "relu"}]],
+        "head": {"filters": 16, "act": "relu", "dropout": 0.0, "classes": 10}}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wf") / "tiny_wf.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A corrupt .npz, a text file posing as a model, a fake .tflite and a folder dataset without test/."""
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip file")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "fake.tflite").write_bytes(b"\0" * 16)
+    for c in ("a", "b"):
+        (tmp_path / "flat" / c).mkdir(parents=True)
+        (tmp_path / "flat" / c / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    return tmp_path
+
+
+CASES = [
+    (train.TrainConfig, {"model": "not_a_model"}, "unknown model"),
+    (train.TrainConfig, {"weights": "/nonexistent/w.npz"}, "--weights=/nonexistent/w.npz: no such file"),
+    (train.TrainConfig, {"weights": "{tmp}/corrupt.npz"}, "not a readable weights file"),
+    (train.TrainConfig, {"dataset": "folder:{tmp}/flat"}, "no test split"),
+    (train.TrainConfig, {"epochs": 2, "warmup_epochs": 2}, "--warmup_epochs"),
+    (train.TrainConfig, {"epochs": 0}, "--epochs=0"),
+    (train.TrainConfig, {"lr": 0.0}, "--lr"),
+    (train.TrainConfig, {"cpu_replicas": 2}, "needs --strategy=mirrored"),
+    (train.TrainConfig, {"input_size": 4}, "input_size"),
+    (train.TrainConfig, {"out_dir": "{tmp}/notes.txt"}, "not a directory"),
+    (evaluate.EvaluateConfig, {"weights": None}, "--weights: required"),
+    (evaluate.EvaluateConfig, {"weights": "", "json": "{tmp}"}, "is a directory"),
+    (evaluate.EvaluateConfig, {"weights": "", "dataset": "Not A Dataset!"}, "not 'shapes'"),
+    (qat.QatConfig, {"classes": 4}, "--classes=10"),
+    (qat.QatConfig, {"output": "{tmp}/model.bin"}, "must end with .tflite"),
+    (qat.QatConfig, {"dataset": "folder:{tmp}/flat"}, "no test split"),
+    (qat.QatConfig, {"optimizer": "lion"}, "--optimizer"),
+    (export_tflite.ExportConfig, {"weights": "", "mode": "int4"}, "--mode"),
+    (export_tflite.ExportConfig, {"weights": "", "int8_io": True}, "--int8_io needs --mode=int8"),
+    (export_tflite.ExportConfig, {"weights": "imagenet"}, "no weights 'imagenet'"),
+    (export_tflite.ExportConfig, {"weights": "", "output": "{tmp}/notes.txt/m.tflite"}, "not a directory"),
+    (benchmark_latency.LatencyConfig, {"model": "{tmp}/fake.tflite"}, "not a TFLite flatbuffer"),
+    (benchmark_latency.LatencyConfig, {"model": "{tmp}/notes.txt"}, "neither a .tflite file nor a spec .json"),
+    (benchmark_latency.LatencyConfig, {"runs": 0}, "--runs"),
+    (demo.DemoConfig, {"weights": "", "images": ("/nonexistent/x.jpg",)}, "no such file"),
+    (demo.DemoConfig, {"weights": "imagenet"}, "no weights 'imagenet'"),
+    (pipeline.PipelineConfig, {"data": "folder:/nonexistent"}, "/nonexistent"),
+    (pipeline.PipelineConfig, {"target_macs": 0.0}, "--target_macs"),
+]
+
+
+@pytest.mark.parametrize("cls, changes, needle", CASES,
+                         ids=[f"{c.__module__.split('.')[-1]}-{'-'.join(ch)}" for c, ch, _ in CASES])
+def test_validate_refuses_bad_input(cls, changes, needle, spec, files):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {"model": spec} if "model" in fields else {}
+    values.update({k: v.replace("{tmp}", str(files)) if isinstance(v, str) else v for k, v in changes.items()})
+    if "out_dir" in fields and "out_dir" not in changes:
+        values["out_dir"] = str(files / "out")
+    with pytest.raises(InputError) as e:
+        sys.modules[cls.__module__].validate(cls(**values))
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert not (files / "out").exists()
+
+
+def test_train_refuses_other_settings_of_an_unfinished_run(spec, tmp_path):
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    config = train.TrainConfig(model=spec, epochs=1, warmup_epochs=0, out_dir=str(out))
+    (out / train.SETTINGS_FILE).write_text(json.dumps(train.settings(config, train.validate(config).spec)))
+    train.validate(config)  # the same settings: resumable
+    with pytest.raises(SettingsMismatch, match=r"other settings \(lr\)"):
+        train.validate(dataclasses.replace(config, lr=0.3))
+    (tmp_path / "done").mkdir()  # a finished run (no backup/) binds nothing
+    (tmp_path / "done" / train.SETTINGS_FILE).write_text("{}")
+    train.validate(dataclasses.replace(config, out_dir=str(tmp_path / "done"), lr=0.3))
+
+
+def test_validate_does_not_import_tensorflow(spec, tmp_path):
+    code = (
+        "import sys\n"
+        "from workflows import benchmark_latency, demo, evaluate, export_tflite, pipeline, qat, train\n"
+        f"spec, out = {spec!r}, {str(tmp_path)!r}\n"
+        "train.validate(train.TrainConfig(model=spec, epochs=1, warmup_epochs=0, out_dir=out + '/t'))\n"
+        "evaluate.validate(evaluate.EvaluateConfig(model=spec, weights=''))\n"
+        "qat.validate(qat.QatConfig(model=spec, out_dir=out + '/q'))\n"
+        "export_tflite.validate(export_tflite.ExportConfig(model=spec, weights='', out_dir=out + '/e'))\n"
+        "benchmark_latency.validate(benchmark_latency.LatencyConfig(model=spec, json=out + '/l.json'))\n"
+        "demo.validate(demo.DemoConfig(model=spec, weights='', out_dir=out + '/d'))\n"
+        "pipeline.validate(pipeline.PipelineConfig(out_dir=out + '/p'))\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules)\n"
+        "assert not heavy, heavy\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not os.listdir(tmp_path)  # validation writes nothing
+
+
+@pytest.mark.slow
+def test_train_run_in_process(spec, tmp_path):
+    """One epoch of 2 steps on 64 shapes images: outputs, card and history written, backup removed."""
+    out = tmp_path / "run"
+    config = train.TrainConfig(model=spec, dataset="shapes", limit=64, epochs=1, steps_per_epoch=2, batch_size=32,
+                               warmup_epochs=0, val_limit=32, augment="none", out_dir=str(out), progress=False,
+                               produced_by="test")
+    result = train.run(config)
+    card = result.card
+    assert result.weights_file == str(out / "weights.npz") and os.path.isfile(result.weights_file)
+    assert card["steps"] == 2 and card["classes"] == 10 and card["data"]["val_examples"] == 32
+    assert card["produced_by"] == "test" and card["resumed"] is None
+    assert json.loads((out / "model_card.json").read_text()) == card
+    assert [h["epoch"] for h in result.history] == [0]
+    assert json.loads((out / train.SETTINGS_FILE).read_text()) == train.settings(config, train.validate(config).spec)
+    assert not (out / "backup").exists()
+    with np.load(result.weights_file) as w:
+        assert w["classifier/kernel"].shape == (16, 10)

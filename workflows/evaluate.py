@@ -1,0 +1,119 @@
+"""Top-1 / top-5 accuracy of a spec with weights on one split of a dataset (``python -m recipes.evaluate``): the
+config, its TensorFlow-free validation, and the run (the same Keras metrics ``workflows.train`` reports for
+validation, under a tf.distribute strategy)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from workflows._checks import ConfigError, check_at_least, check_replicas
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """One evaluation; the fields are the flags of ``recipes.evaluate``. ``weights`` None is refused (required)."""
+
+    model: str
+    weights: str | None = None
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    split: str = "test"
+    input_size: int | None = None
+    batch_size: int = 100
+    limit: int | None = None
+    json: str | None = None
+    strategy: str = "default"
+    cpu_replicas: int = 1
+    tpu: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatePlan:
+    spec: object
+    size: int
+    weights_path: str | None
+    arrays: dict | None
+    classes: int | None
+
+
+def validate(config: EvaluateConfig) -> EvaluatePlan:
+    """Everything checkable without TensorFlow.
+
+    Raises:
+        InputError (subclasses): a bad value, named by its flag.
+    """
+    import zoo
+    from inputs import classification as data
+    from models.spec import check_input_size
+    from training import weights as W
+
+    check_at_least(input_size=(config.input_size, 8), batch_size=(config.batch_size, 1), limit=(config.limit, 1),
+                   cpu_replicas=(config.cpu_replicas, 1))
+    spec = zoo.get_spec(config.model)
+    size = config.input_size or spec.input.size
+    check_input_size(spec, size, "--input_size")
+    if config.weights is None:
+        raise ConfigError("--weights: required (a .npz path, a zoo tag such as 'imagenet', or '' for random init)")
+    path = W.resolve_weights(spec, config.weights)
+    arrays = W.read_weights(path) if path else None
+    data.validate(config.dataset, config.data_dir)
+    if config.split in data.EVAL_SPLITS:
+        data.check_eval_split(config.dataset, "pass --split=train")
+    data_classes = data.known_classes(config.dataset)
+    classes = (W.weights_classes(arrays) or spec.head.classes) if arrays is not None else data_classes
+    if data_classes is not None and classes is not None and classes != data_classes:
+        raise ConfigError(f"--weights={config.weights}: a {classes}-class classifier, but --dataset={config.dataset} "
+                          f"has {data_classes}")
+    check_replicas(config.strategy, config.cpu_replicas, config.batch_size)
+    if config.json is not None and os.path.isdir(config.json):
+        raise ConfigError(f"--json={config.json}: is a directory")
+    return EvaluatePlan(spec, size, path, arrays, classes)
+
+
+def run(config: EvaluateConfig) -> dict:
+    """Validates ``config`` (before TensorFlow is imported) and evaluates; returns the result (also written to
+    ``config.json`` when set): model, weights and their sha256, data, ``examples``, ``top1``, ``loss``, ``top5``
+    (5 or more classes)."""
+    plan = validate(config)
+    started = time.time()
+
+    from training.distribute import make_strategy
+    strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
+
+    import keras
+
+    import zoo
+    from common.io import write_json
+    from inputs.classification import load
+    from models.weights import assign, sha256
+
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(f"--batch_size={config.batch_size} does not split over {strategy.num_replicas_in_sync} "
+                          "replicas")
+    ds, info = load(config.dataset, config.split, image_size=plan.size, batch_size=config.batch_size,
+                    training=False, data_dir=config.data_dir, limit=config.limit)
+    classes = plan.classes or info.num_classes
+    if classes != info.num_classes:
+        raise ConfigError(f"--weights={config.weights}: a {classes}-class classifier, but --dataset={config.dataset} "
+                          f"has {info.num_classes}")
+    with strategy.scope():
+        model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
+        if plan.arrays is not None:
+            assign(model, plan.arrays, source=plan.weights_path)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1")]
+        if classes >= 5:
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
+    result = model.evaluate(ds, verbose=0, return_dict=True)
+    path = plan.weights_path
+    out = {"model": plan.spec.name, "weights": config.weights, "weights_path": path,
+           "weights_sha256": sha256(path) if path else None, "dataset": config.dataset, "split": config.split,
+           "limit": config.limit, "examples": info.num_examples, "input_size": plan.size, "classes": classes,
+           "top1": float(result["top1"]), "loss": float(result["loss"])}
+    if "top5" in result:
+        out["top5"] = float(result["top5"])
+    out["wall_time_s"] = round(time.time() - started, 3)
+    if config.json:
+        write_json(config.json, out)
+    return out

@@ -1,0 +1,198 @@
+"""Export of a zoo model to TFLite (float32, float16, dynamic-range or full-integer int8) and its LiteRT check
+(``python -m recipes.export_tflite``): the config, its TensorFlow-free validation, and the run (conversion in
+`export.litert`). Writes the ``.tflite`` and its report ``<output>.json``, both atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from workflows._checks import ConfigError, check_at_least
+
+MODE_TEXT = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
+             "int8": "full-integer int8"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """One export; the fields are the flags of ``recipes.export_tflite`` (see its ``--help``)."""
+
+    model: str
+    weights: str = "imagenet"
+    mode: str = "float32"
+    int8_io: bool = False
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    representative_split: str = "train"
+    representative_steps: int = 100
+    check_split: str = "test"
+    check_examples: int = 100
+    input_size: int | None = None
+    classes: int | None = None
+    output: str | None = None
+    out_dir: str = "runs/export"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportPlan:
+    spec: object
+    size: int
+    classes: int
+    cost: object
+    weights: str | None
+    output: str
+    report_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    report: dict
+    output: str
+    report_path: str
+    export_seconds: float  # unrounded (the report holds it rounded)
+
+
+def weights_file(spec, value: str, classes: int) -> str | None:
+    """The weights file to load (verified; its classifier width checked against ``classes``), or None."""
+    import numpy as np
+
+    import zoo
+    if not value:
+        return None
+    if value.endswith(".npz"):
+        if not os.path.isfile(value):
+            raise ConfigError(f"--weights {value}: no such file")
+        path = value
+    else:
+        path = zoo.weights_path(spec.name, value)
+    try:  # an .npz reads lazily: only the classifier kernel is loaded here
+        with np.load(path, allow_pickle=False) as f:
+            shape = f["classifier/kernel"].shape if "classifier/kernel" in f.files else None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--weights {value}: not a readable weights file ({e})") from None
+    if shape is not None and shape[-1] != classes:
+        raise ConfigError(f"--weights {value}: its classifier has {shape[-1]} classes, the model {classes}; "
+                          f"pass --classes={shape[-1]}")
+    return path
+
+
+def validate(config: ExportConfig) -> ExportPlan:
+    """Everything checkable without TensorFlow.
+
+    Raises:
+        InputError (subclasses): a bad value, named by its flag.
+    """
+    import zoo
+    from export import litert
+    from inputs import classification as data
+    from models.counting import count
+
+    check_at_least(representative_steps=(config.representative_steps, 1), check_examples=(config.check_examples, 0),
+                   input_size=(config.input_size, 8), classes=(config.classes, 1))
+    if config.mode not in litert.MODES:
+        raise ConfigError(f"--mode={config.mode}: one of {', '.join(litert.MODES)}")
+    spec = zoo.get_spec(config.model)
+    size = config.input_size or spec.input.size
+    classes = config.classes or spec.head.classes
+    cost = count(spec, size, classes=classes)  # SpecError if the input size does not fit the network
+    weights = weights_file(spec, config.weights, classes)
+    data.validate(config.dataset, config.data_dir)
+    mode = config.mode
+    if config.int8_io and mode != "int8":
+        raise ConfigError(f"--int8_io needs --mode=int8 (got --mode={mode})")
+    output = config.output or os.path.join(config.out_dir,
+                                           f"{spec.name}-{mode}{'_io' if config.int8_io else ''}.tflite")
+    if not output.endswith(".tflite"):
+        raise ConfigError(f"--output {output}: must end with .tflite")
+    report_path = output + ".json"
+    litert.check_writable(output, "--output")
+    litert.check_writable(report_path, "--output")
+    return ExportPlan(spec, size, classes, cost, weights, output, report_path)
+
+
+def _arrays(config: ExportConfig, split, size, limit, flag):
+    """(images float32 0–255, labels int32, DataInfo) of the first ``limit`` examples of a split."""
+    import numpy as np
+
+    from inputs import classification as data
+    try:
+        ds, info = data.load(config.dataset, split, image_size=size, batch_size=32, training=False,
+                             data_dir=config.data_dir, limit=limit)
+        batches = list(ds.as_numpy_iterator())
+    except data.DataError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+    if not batches:
+        raise ConfigError(f"{flag}: {config.dataset} split {split!r} is empty")
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), info
+
+
+def _parity(config: ExportConfig, model, it, check, classes: int) -> dict:
+    """LiteRT vs Keras on the check images: max|Δ| of the logits, top-1 agreement, and both accuracies when the
+    labels match the classifier."""
+    import numpy as np
+
+    from export import litert
+    images, labels, info = check
+    ref = model.predict(images, batch_size=32, verbose=0)
+    got = litert.predict(it, images)
+    diff = float(np.abs(got - ref).max())
+    scale = float(np.abs(ref).max())
+    parity = {"dataset": config.dataset, "split": config.check_split, "examples": int(len(images)),
+              "max_abs_diff": diff, "max_abs_keras_logit": scale,
+              "relative_max_abs_diff": diff / scale if scale > 0 else None,
+              "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+              "accuracy": None}
+    if info.num_classes == classes:  # labels are comparable with the classifier's outputs
+        parity["accuracy"] = {"keras": float((ref.argmax(-1) == labels).mean()),
+                              "litert": float((got.argmax(-1) == labels).mean())}
+    return parity
+
+
+def run(config: ExportConfig) -> ExportResult:
+    """Validates ``config`` (before TensorFlow is imported), exports, checks the file with LiteRT, writes the
+    report."""
+    plan = validate(config)
+    import zoo
+    from common.io import write_json
+    from export import litert
+    from models.builder import build
+    from search import tflite_timing
+
+    mode, size = config.mode, plan.size
+    t0 = time.perf_counter()
+    model = build(plan.spec, weights=plan.weights, input_size=size, classes=plan.classes)
+
+    representative = None
+    if mode == "int8":
+        calib, _, _ = _arrays(config, config.representative_split, size, config.representative_steps,
+                              "--representative_split")
+
+        def representative():
+            for x in calib:
+                yield [x[None]]
+    check = None
+    if config.check_examples:
+        check = _arrays(config, config.check_split, size, config.check_examples, "--check_split")
+
+    nbytes = litert.export(model, plan.output, mode, representative, config.int8_io)
+    export_s = time.perf_counter() - t0
+    ops = litert.op_counts(plan.output)
+    it = litert.interpreter(plan.output)
+    io = litert.io_details(it)
+    parity = _parity(config, model, it, check, plan.classes) if check is not None else None
+
+    report = {
+        "model": plan.spec.name, "spec": zoo.spec_path(config.model), "weights": config.weights or None,
+        "weights_file": plan.weights, "input_size": size,
+        "classes": plan.classes, "params": plan.cost.params, "macs": plan.cost.macs,
+        "mode": mode, "int8_io": config.int8_io, "tflite": plan.output, "file_bytes": nbytes,
+        "ops": sorted(ops), "op_counts": ops,
+        "input_dtype": io["input"]["dtype"], "output_dtype": io["output"]["dtype"], "io": io,
+        "representative": ({"dataset": config.dataset, "split": config.representative_split,
+                            "steps": config.representative_steps} if mode == "int8" else None),
+        "parity": parity, "export_seconds": round(export_s, 2), "versions": tflite_timing.versions(
+            "keras", "tensorflow", "ai-edge-litert"),
+    }
+    write_json(plan.report_path, report)
+    return ExportResult(report, plan.output, plan.report_path, export_s)

@@ -1,0 +1,292 @@
+"""Retraining a spec under a tf.distribute strategy (``python -m recipes.train``): the config, its TensorFlow-free
+validation, and the run — tf.data input, optimizer and schedule, ``model.fit`` with a resumable backup, and the
+outputs (``weights.npz``, ``model_card.json``, ``history.json``, ``train_settings.json``, ``tensorboard/``).
+
+The learning rate rises linearly from 0 to ``lr`` over ``warmup_epochs`` and then follows a cosine decay to 0 at the
+last step (E-DNAS Eq. 16; Keras' ``CosineDecay`` with ``warmup_target``). Weight decay is decoupled (the optimizer's
+``weight_decay``) and applies to convolution and dense kernels only. Resume: ``training.backup.backup_callback``
+under ``OUT/backup/``; a rerun into a directory holding an unfinished run (``backup/``) with other settings is refused
+(`common.rundir.RunDir`, settings file ``train_settings.json``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+from common.rundir import RunDir
+from workflows._checks import ConfigError, check_at_least, check_out_dir, check_replicas
+
+SETTINGS_FILE = "train_settings.json"
+# Settings that must match to resume from the checkpoint in out_dir (the spec is compared by content).
+RESUME_KEYS = ("model", "weights", "dataset", "input_size", "epochs", "batch_size", "steps_per_epoch", "limit",
+               "augment", "optimizer", "lr", "momentum", "nesterov", "rho", "epsilon", "warmup_epochs",
+               "weight_decay", "label_smoothing", "seed")
+_METRIC_NAMES = {"loss": "train_loss", "top1": "train_top1", "top5": "train_top5", "val_loss": "val_loss",
+                 "val_top1": "val_top1", "val_top5": "val_top5"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run; the fields are the flags of ``recipes.train`` (see its ``--help``)."""
+
+    model: str
+    weights: str = ""
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    input_size: int | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    limit: int | None = None
+    val_limit: int | None = None
+    augment: str = "standard"
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    rho: float = 0.9
+    epsilon: float = 1e-3
+    warmup_epochs: float = 1.0
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    checkpoint_every: int = 200
+    seed: int = 0
+    out_dir: str = "runs/train"
+    strategy: str = "default"
+    cpu_replicas: int = 1
+    tpu: str = ""
+    progress: bool = True
+    produced_by: str = ""  # the command line recorded in the model card
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """What a config resolves to before TensorFlow is imported."""
+
+    spec: object
+    spec_file: str
+    size: int
+    weights_path: str | None
+    init_arrays: dict | None
+    classes: int | None
+    run_dir: RunDir
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """``card`` and ``history`` as written; ``weights_file`` is None on a non-chief worker (which keeps nothing)."""
+
+    weights_file: str | None
+    card: dict | None
+    history: list
+
+
+def settings(config: TrainConfig, spec) -> dict:
+    """The identity of a run (``train_settings.json``)."""
+    from models.spec import encode
+    return {**{k: getattr(config, k) for k in RESUME_KEYS}, "spec": encode(spec)}
+
+
+def validate(config: TrainConfig) -> TrainPlan:
+    """Everything checkable without TensorFlow.
+
+    Raises:
+        InputError (subclasses): a bad value, named by its flag; `SettingsMismatch` when ``out_dir`` holds an
+        unfinished run with other settings.
+    """
+    import zoo
+    from inputs import classification as data
+    from inputs.classification import AUGMENTS
+    from models.spec import check_input_size
+    from training import weights as W
+    from training.distribute import STRATEGIES
+
+    check_at_least(epochs=(config.epochs, 1), batch_size=(config.batch_size, 1), input_size=(config.input_size, 8),
+                   steps_per_epoch=(config.steps_per_epoch, 1), limit=(config.limit, 1),
+                   val_limit=(config.val_limit, 0), checkpoint_every=(config.checkpoint_every, 1),
+                   cpu_replicas=(config.cpu_replicas, 1), warmup_epochs=(config.warmup_epochs, 0.0),
+                   weight_decay=(config.weight_decay, 0.0), label_smoothing=(config.label_smoothing, 0.0))
+    for name, value, allowed in (("augment", config.augment, AUGMENTS), ("optimizer", config.optimizer,
+                                 ("sgd", "rmsprop")), ("strategy", config.strategy, STRATEGIES)):
+        if value not in allowed:
+            raise ConfigError(f"--{name}={value}: one of {', '.join(allowed)}")
+    spec = zoo.get_spec(config.model)
+    spec_file = zoo.spec_path(config.model)
+    size = config.input_size or spec.input.size
+    check_input_size(spec, size, "--input_size")
+    if config.lr <= 0:
+        raise ConfigError(f"--lr={config.lr}: must be positive")
+    if config.warmup_epochs >= config.epochs:
+        raise ConfigError(f"--warmup_epochs={config.warmup_epochs:g} must be below --epochs={config.epochs} "
+                          "(--warmup_epochs=0 for no warm-up)")
+    check_replicas(config.strategy, config.cpu_replicas, config.batch_size)
+    if config.strategy != "mirrored" and config.cpu_replicas > 1:
+        raise ConfigError(f"--cpu_replicas={config.cpu_replicas} needs --strategy=mirrored")
+    weights_path = W.resolve_weights(spec, config.weights)
+    arrays = W.read_weights(weights_path) if weights_path else None
+    data.validate(config.dataset, config.data_dir)
+    if config.val_limit != 0:
+        data.check_eval_split(config.dataset, "pass --val_limit=0 to train without validation")
+    classes = data.known_classes(config.dataset)
+    if classes is not None and classes < 2:
+        raise ConfigError(f"--dataset={config.dataset}: {classes} class; classification needs at least 2")
+    check_out_dir(config.out_dir)
+    run_dir = RunDir(config.out_dir, settings(config, spec), settings_file=SETTINGS_FILE)
+    if os.path.isdir(run_dir.file("backup")):  # only an unfinished run binds the directory to its settings
+        run_dir.check(what="an unfinished run")
+    return TrainPlan(spec, spec_file, size, weights_path, arrays, classes, run_dir)
+
+
+def _chief_dir(strategy, config: TrainConfig) -> tuple[str, bool]:
+    """Where this worker writes: ``out_dir`` for the chief (every strategy but multi-worker has only a chief),
+    a scratch folder inside it for the other workers of a multi-worker cluster (deleted at the end)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if config.strategy != "multi_worker" or resolver is None or not resolver.task_type:
+        return config.out_dir, True
+    cluster = resolver.cluster_spec().as_dict()
+    chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                              and "chief" not in cluster)
+    return (config.out_dir, True) if chief else (os.path.join(config.out_dir, f".worker{resolver.task_id}"), False)
+
+
+def _optimizer(config: TrainConfig, total_steps: int, warmup_steps: int):
+    """SGD or RMSProp with linear warm-up then cosine decay to 0, decoupled weight decay (``None`` when 0)."""
+    import keras
+    if warmup_steps:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, total_steps - warmup_steps, alpha=0.0, warmup_target=config.lr, warmup_steps=warmup_steps)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(config.lr, total_steps, alpha=0.0)
+    wd = config.weight_decay or None
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd)
+    return keras.optimizers.RMSprop(schedule, rho=config.rho, momentum=config.momentum, epsilon=config.epsilon,
+                                    weight_decay=wd)
+
+
+def _optimizer_card(config: TrainConfig, warmup_steps: int) -> dict:
+    opt = {"name": config.optimizer, "lr": config.lr, "momentum": config.momentum,
+           "schedule": "linear warm-up from 0 to lr over warmup_steps, then cosine decay to 0 at the last step "
+                       "(keras CosineDecay, per optimizer step)",
+           "warmup_epochs": config.warmup_epochs, "warmup_steps": warmup_steps, "weight_decay": config.weight_decay,
+           "weight_decay_mode": "decoupled (w -= lr * weight_decay * w per step), kernels only",
+           "label_smoothing": config.label_smoothing}
+    if config.optimizer == "sgd":
+        opt["nesterov"] = config.nesterov
+    else:
+        opt.update(rho=config.rho, epsilon=config.epsilon)
+    return opt
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """Validates ``config`` (before TensorFlow is imported), trains, writes the outputs and deletes the backup."""
+    plan = validate(config)
+    started = time.time()
+
+    from training.distribute import make_strategy
+    strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)  # before any other TensorFlow work
+
+    import shutil
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import zoo
+    from common.io import eprint, write_json
+    from inputs.classification import load
+    from models.spec import encode
+    from models.weights import save_npz, sha256
+    from training import weights as W
+    from training.backup import backup_callback
+
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"--batch_size={config.batch_size} does not split over {replicas} replicas")
+    keras.utils.set_random_seed(config.seed)
+    out_dir, chief = _chief_dir(strategy, config)
+
+    train_ds, info = load(config.dataset, "train", image_size=plan.size, batch_size=config.batch_size, training=True,
+                          data_dir=config.data_dir, seed=config.seed, augment=config.augment, repeat=True,
+                          limit=config.limit)
+    classes = info.num_classes
+    if classes < 2:
+        raise ConfigError(f"--dataset={config.dataset}: {classes} class; classification needs at least 2")
+    val_ds = val_info = None
+    if config.val_limit != 0:
+        val_ds, val_info = load(config.dataset, "test", image_size=plan.size, batch_size=config.batch_size,
+                                training=False, data_dir=config.data_dir, limit=config.val_limit)
+    one_hot = lambda x, y: (x, tf.one_hot(y, classes))  # noqa: E731 — label smoothing needs dense targets
+    train_ds = train_ds.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    if val_ds is not None:
+        val_ds = val_ds.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
+    total_steps = config.epochs * steps
+    warmup_steps = int(round(config.warmup_epochs * steps))
+
+    with strategy.scope():
+        model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
+        init = {"weights": config.weights, "path": plan.weights_path, "loaded": 0, "skipped": []}
+        if plan.init_arrays is not None:
+            init.update(W.load_init_weights(model, plan.init_arrays, plan.weights_path))
+            init["sha256"] = sha256(plan.weights_path)
+            if init["skipped"]:
+                eprint(f"{plan.weights_path}: classifier not loaded (the data has {classes} classes); "
+                       f"{init['loaded']} other weights loaded")
+        optimizer = _optimizer(config, total_steps, warmup_steps)
+        if config.weight_decay:  # decay kernels only: BatchNorm gamma/beta and biases are the 1-D variables
+            optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
+        metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
+        if classes >= 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+        model.compile(optimizer=optimizer, metrics=metrics,
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                                label_smoothing=config.label_smoothing))
+
+    os.makedirs(out_dir, exist_ok=True)  # only now: bad data or flags above leave no trace
+    if chief:
+        plan.run_dir.start()
+    backup_dir = os.path.join(out_dir, "backup")
+    backup = backup_callback(backup_dir, config.checkpoint_every, steps, announce=eprint)
+    callbacks = [backup]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
+                                                     profile_batch=0))
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+              shuffle=False,  # tf.data shuffles (seeded) in inputs.classification
+              verbose=1 if config.progress else 2)
+
+    history = backup.history
+    if len(history) != config.epochs:
+        raise RuntimeError(f"history has {len(history)} epochs, expected {config.epochs}")
+    if not chief:  # non-chief workers of a multi-worker cluster: nothing to keep
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return TrainResult(None, None, history)
+    last = history[-1]
+    final = {new: last[old] for old, new in _METRIC_NAMES.items() if old in last}
+    weights_file = os.path.join(out_dir, "weights.npz")
+    digest = save_npz(model, weights_file)
+    write_json(os.path.join(out_dir, "history.json"), history)
+    card = {
+        "model": plan.spec.name, "file": "weights.npz", "sha256": digest,
+        "spec_path": os.path.abspath(plan.spec_file), "spec": encode(plan.spec),
+        "dataset": config.dataset, "input_size": plan.size, "classes": classes,
+        "class_names": list(info.class_names),
+        "data": {"train_split": "train", "train_examples": info.num_examples, "limit": config.limit,
+                 "augment": config.augment, "val_split": "test" if val_info else None,
+                 "val_examples": val_info.num_examples if val_info else 0, "val_limit": config.val_limit},
+        "epochs": config.epochs, "steps_per_epoch": steps, "steps": total_steps, "batch_size": config.batch_size,
+        "optimizer": _optimizer_card(config, warmup_steps), "init": init, "seed": config.seed,
+        "metrics": final,
+        "strategy": config.strategy, "replicas": replicas,
+        "resumed": backup.restored,
+        "wall_time_s": round(time.time() - started, 3), "train_time_s": round(backup.elapsed(), 3),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+                     "python": sys.version.split()[0]},
+        "produced_by": config.produced_by,
+    }
+    write_json(os.path.join(out_dir, "model_card.json"), card)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return TrainResult(weights_file, card, history)
