@@ -19,7 +19,7 @@ path runs every block at 1.6× mid width), batch ``--batch_size``. The steps com
 Step time (the headline ``step_time_ratio``) is measured **side by side**: each of ``--rounds`` fresh processes
 builds standalone, fixed-path and graph steps and runs one step of each in turn (rotating the order) for
 ``--side_steps`` steps, so all three see the same host conditions; ratio of medians per round, median over rounds.
-Timing them in separate processes moved the reference by ~30% between runs on this host (see the note of issue 5).
+Timed in separate processes, the reference moved between runs by more than the effect measured (issue 5).
 The rotation also times the channel split of the stride-1 blocks alone in both forms (the builder's Reshape/Cropping2D
 and the supernet's reshape + unstack, which is cheaper): ``side_by_side.channel_split`` reports both and the graph
 ratio had the supernet paid the builder's split, so the share of the headline that comes from the cheaper split is on

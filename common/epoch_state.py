@@ -36,3 +36,22 @@ class EpochState:
         text = json.dumps(history)
         atomic_write(os.path.join(self.dir, "history.json"), lambda f: f.write(text.encode()))
         self._manager.save(checkpoint_number=int(self.epoch.numpy()))
+
+
+class ResumableLoop:
+    """Mixin of custom training loops that keep their `EpochState` in ``self._state`` and the per-epoch records in
+    ``self.history``: `restore` after building, `save` after every epoch."""
+
+    _state: EpochState
+    history: list
+
+    def restore(self) -> bool:
+        """Restores the latest checkpoint (and history) if there is one; returns whether it did."""
+        history = self._state.restore()
+        if history is None:
+            return False
+        self.history = history
+        return True
+
+    def save(self) -> None:
+        self._state.save(self.history)

@@ -36,7 +36,7 @@ import os
 import sys
 import time
 
-from common.errors import InputError
+from common.checks import ConfigError, check_at_least, check_one_of
 from common.io import atomic_write, eprint
 from common.rundir import RunDir
 from detection.anchors import MODES as ANCHOR_MODES
@@ -55,8 +55,6 @@ RESUME_KEYS = ("backbone", "weights", "dataset", "val_split", "input_size", "epo
 FIGURE_IMAGES = 8  # val images in predictions.png
 
 
-class ConfigError(InputError):
-    """A configuration value or combination that cannot run."""
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -131,13 +129,8 @@ def run_dir(config: FinetuneConfig, spec) -> RunDir:
 
 def _check_fields(config: FinetuneConfig) -> None:
     # The command line enforces these already (absl enums and lower bounds); in-process configs get the same checks.
-    for name, choices in CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise ConfigError(f"--{name}={getattr(config, name)}: expected one of {', '.join(choices)}")
-    for name, low in LOWER_BOUNDS.items():
-        value = getattr(config, name)
-        if value is not None and value < low:
-            raise ConfigError(f"--{name}={value}: must be >= {low}")
+    check_one_of(**{name: (getattr(config, name), choices) for name, choices in CHOICES.items()})
+    check_at_least(**{name: (getattr(config, name), low) for name, low in LOWER_BOUNDS.items()})
 
 
 def validate(config: FinetuneConfig):

@@ -114,10 +114,12 @@ def export(model, path: str, mode: str = "float32", representative: Callable[[],
     The exported signature has a dynamic batch and the model's static height, width and channels.
     """
     from common.io import atomic_write
+    from common.quiet_tf import filtered_stderr
     options = converter_options(mode, representative, int8_io)
     with tempfile.TemporaryDirectory(prefix="litert-export-") as tmp:
         staged = os.path.join(tmp, "model.tflite")  # Keras requires the .tflite suffix
-        model.export(staged, format="litert", verbose=False, **options)
+        with filtered_stderr():  # the converter's C++ notices (e.g. "NodeDef mentions attribute Truncate")
+            model.export(staged, format="litert", verbose=False, **options)
         with open(staged, "rb") as f:
             data = f.read()
     atomic_write(path, lambda f: f.write(data))

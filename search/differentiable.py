@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.epoch_state import EpochState
+from common.epoch_state import EpochState, ResumableLoop
 from search import supernet as sn
 from search.metakernel_space import SearchSpace
 
@@ -60,7 +60,7 @@ class SearchConfig:
         return self.tau_start * (self.tau_end / self.tau_start) ** p
 
 
-class MetaKernelSearch:
+class MetaKernelSearch(ResumableLoop):
     """Runs the bilevel search on a supernet built by :func:`search.supernet.build_supernet`.
 
     Args:
@@ -113,18 +113,6 @@ class MetaKernelSearch:
     def expected_macs(self, model):
         """The default cost: E[MACs] of the supernet (differentiable in α)."""
         return sn.expected_cost(model, self.space)[0]
-
-    # --- state -------------------------------------------------------------------------------------------------
-    def restore(self) -> bool:
-        """Restores the latest checkpoint (and history) if there is one; returns whether it did."""
-        history = self._state.restore()
-        if history is None:
-            return False
-        self.history = history
-        return True
-
-    def save(self) -> None:
-        self._state.save(self.history)
 
     # --- steps -------------------------------------------------------------------------------------------------
     def _ce(self, y, logits):

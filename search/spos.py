@@ -1,5 +1,6 @@
-"""Single Path One-Shot (Guo et al. 2019): the search space, architectures as data, costs and constraints, and the
-weight-sharing supernet that runs exactly one path per step.
+"""Single Path One-Shot (Guo et al. 2019): the search space, architectures as data, costs and constraints (this
+module, TensorFlow-free); the weight-sharing supernet that runs exactly one path per step is
+:mod:`search.spos_net`, its training and candidate evaluation :mod:`search.spos_train`.
 
 Search space (paper Table 2): stem conv 3×3 → stages of ShuffleNetV2 choice blocks (first block of each stage stride
 2) → 1×1 conv → GAP → FC. Every choice block has three independent choices:
@@ -16,7 +17,8 @@ An architecture is an int array ``(n_blocks, 3)`` of ``(choice index, ratio inde
 hashable string. The supernet takes the architecture as a *tensor* input: one traced graph serves every path, each
 block selects its branch with ``tf.switch_case`` (only that branch executes, so only its variables get gradients)
 and slices its weights to the sampled width. BatchNorm statistics are kept per branch at full width and sliced the
-same way; ``mode="recal"`` replaces them by the exact mean over the batches seen since :func:`reset_bn_counter`
+same way; ``mode="recal"`` replaces them by the exact mean over the batches seen since
+:meth:`search.spos_net.SposSupernet.reset_recal`
 (the paper's BN recalibration before evaluating a candidate).
 
 Padding follows PyTorch (``padding: symmetric`` in the spec): every k×k conv pads k//2 on each side. The derived

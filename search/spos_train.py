@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.epoch_state import EpochState
+from common.epoch_state import EpochState, ResumableLoop
 from search import PACKAGE
 from search import spos as sp
 from search.spos_net import SposSupernet
@@ -127,7 +127,7 @@ class SposConfig:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
 
 
-class SposTrainer:
+class SposTrainer(ResumableLoop):
     """Trains ``model`` (a :class:`SposSupernet`) by single-path sampling under ``strategy``.
 
     Two executions of the same step (``config.execution``):
@@ -220,18 +220,6 @@ class SposTrainer:
         if self.config.sampling == "constraint" and self.constraints is not None and self.constraints.limits():
             return sp.sample(self.space, rng, self.constraints, self.latency)
         return sp.uniform(self.space, rng)
-
-    # --- state -------------------------------------------------------------------------------------------------
-    def restore(self) -> bool:
-        """Restores the latest checkpoint (and history) if there is one; returns whether it did."""
-        history = self._state.restore()
-        if history is None:
-            return False
-        self.history = history
-        return True
-
-    def save(self) -> None:
-        self._state.save(self.history)
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def run(self, train_ds, steps_per_epoch: int, writer=None, progress=None, on_epoch=None) -> list[dict]:

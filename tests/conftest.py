@@ -3,10 +3,20 @@
 Tiers: ``make test-fast`` runs ``-m "not slow"`` (in-process unit tests on tiny configs); ``make test`` runs
 everything CI runs. A test that takes more than ~10 s on 2 cores is marked ``@pytest.mark.slow``. Every test has a
 timeout (pytest.ini; override with ``@pytest.mark.timeout(N)``).
+
+Helpers (``from conftest import ...``; pytest puts tests/ on ``sys.path``): `run_module` / `run_python` run a command
+under test in a fresh process, `error_line` checks the one-line bad-input contract, `kill_once_exists` kills a run
+mid-way for the resume tests, `randomized_weights` gives parity checks non-vacuous logits, `tiny_spec_dict` /
+`tiny_backbone` / `write_spec` are small specs shared by several files.
 """
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -22,24 +32,114 @@ def module_env(**extra) -> dict:
                 **extra)
 
 
-def run_module(module: str, *args, timeout: float = 600, wait: bool = True, **env):
-    """Runs ``python -m module *args`` from the repository root; returns the CompletedProcess (text output), or the
-    Popen (own session, pipes) with ``wait=False``."""
-    cmd = [sys.executable, "-m", module, *map(str, args)]
+def _run(cmd, timeout, wait, log, env):
     if not wait:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                env=module_env(**env), start_new_session=True)
+        if log is None:
+            return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                    env=module_env(**env), start_new_session=True)
+        with open(log, "w") as f:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=module_env(**env),
+                                    start_new_session=True)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=module_env(**env), timeout=timeout)
+
+
+def run_module(module: str, *args, timeout: float = 600, wait: bool = True, log=None, **env):
+    """Runs ``python -m module *args`` from the repository root; returns the CompletedProcess (text output), or the
+    Popen (own session, pipes) with ``wait=False`` — stdout and stderr both to the file ``log`` where given."""
+    return _run([sys.executable, "-m", module, *map(str, args)], timeout, wait, log, env)
+
+
+def run_python(code: str, *args, timeout: float = 600, wait: bool = True, log=None, **env):
+    """``python -c code *args`` as `run_module` runs a module (same environment, working directory and returns)."""
+    return _run([sys.executable, "-c", code, *map(str, args)], timeout, wait, log, env)
+
+
+def python_json(code: str, timeout: float = 600):
+    """Runs ``code`` (`run_python`), asserts it succeeded and returns the JSON of its last stdout line."""
+    r = run_python(code, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def kill_once_exists(proc, path, timeout: float, poll: float = 0.05, what: str = "run") -> None:
+    """SIGKILLs the session of ``proc`` (a `run_module` ``wait=False`` Popen) as soon as ``path`` exists (waiting up
+    to ``timeout`` s, checking every ``poll`` s); asserts the process was still running then."""
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(poll)
+    assert proc.poll() is None, f"the {what} finished before it could be killed: " + proc.stderr.read()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def error_line(result, module: str) -> str:
     """The command's own one-line error: exit status 2, no traceback, and exactly one stderr line that starts with
-    the program's name (``recipes.train`` → ``train.py:``; argparse benchmarks: ``spos_cost:``). Robust to anything
-    else a library prints."""
+    the program's name (``recipes.train`` → ``train.py:``; argparse benchmarks: ``spos_cost:``; the zoo CLI:
+    ``python -m zoo describe:``). Robust to anything else a library prints."""
     name = module.rsplit(".", 1)[-1]
-    prog = (name + ".py:", name + ":")
+    prog = (name + ".py:", name + ":", f"python -m {module}:", f"python -m {module} ")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     own = [line for line in result.stderr.splitlines() if line.startswith(prog)]
     assert len(own) == 1, result.stderr[-3000:]
     return own[0]
+
+
+def randomized_weights(model, seed: int = 0, shift_std: float = 0.1, kernel_scale=None) -> dict:
+    """``{name: float32 array}`` for ``model`` with O(1) logits (a fresh Keras init gives logits ~1e-4..1e-2, which
+    would make parity checks vacuous): BN variance U(0.5, 2), γ U(0.5, 1.5), β / moving mean / bias N(0, shift_std),
+    other kernels He-normal (``kernel_scale=None``) or the model's own values × ``kernel_scale``."""
+    from models.weights import named_weights
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in named_weights(model).items():
+        if k.endswith("moving_variance"):
+            a = rng.uniform(0.5, 2.0, v.shape)
+        elif k.endswith("gamma"):
+            a = rng.uniform(0.5, 1.5, v.shape)
+        elif k.endswith(("beta", "moving_mean", "bias")):
+            a = rng.normal(0.0, shift_std, v.shape)
+        elif kernel_scale is None:
+            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(v.shape[:-1])), v.shape)
+        else:
+            a = v * kernel_scale
+        out[k] = a.astype(np.float32)
+    return out
+
+
+def tiny_spec_dict(**over) -> dict:
+    """A two-block 32×32 MBConv spec dict (a plain block with a residual, a mixed-kernel strided one with SE);
+    top-level keys replaced by ``over``."""
+    d = {"schema_version": 1, "name": "tiny", "family": "mbconv",
+         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
+         "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
+         "stages": [[{"block": "ir", "kernels": [3], "expand_channels": None, "filters": 8, "stride": 1,
+                      "act": "relu"}],
+                    [{"block": "ir", "kernels": [3, 5], "split": [8, 8], "expand_channels": 16, "filters": 16,
+                      "stride": 2, "act": "swish", "se_channels": 4}]],
+         "head": {"filters": 32, "act": "relu", "dropout": 0.0, "classes": 5}}
+    d.update(over)
+    return d
+
+
+def tiny_backbone(name: str, size: int = 64) -> dict:
+    """A tiny detection backbone spec dict: four stride-2 stages (endpoints at strides 8, 16, 32), no head conv."""
+    return {"schema_version": 1, "name": name, "family": "mbconv",
+            "input": {"size": size, "mean": [127.5] * 3, "std": [127.5] * 3},
+            "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
+            "stages": [[{"block": "ir", "kernels": [3], "expand_channels": 16, "filters": 8, "stride": 2,
+                         "act": "relu"}],
+                       [{"block": "ir", "kernels": [3], "expand_channels": 24, "filters": 12, "stride": 2,
+                         "act": "relu"}],
+                       [{"block": "ir", "kernels": [3], "expand_channels": 32, "filters": 16, "stride": 2,
+                         "act": "relu"}],
+                       [{"block": "ir", "kernels": [3], "expand_channels": 48, "filters": 24, "stride": 2,
+                         "act": "relu"}]],
+            "head": {"filters": None, "act": "relu", "dropout": 0.0, "classes": 10}}
+
+
+def write_spec(directory, spec: dict):
+    """Writes ``spec`` (a dict) to ``directory/<its name>.json``; returns that path (a ``pathlib.Path``)."""
+    path = directory / f"{spec['name']}.json"
+    path.write_text(json.dumps(spec))
+    return path

@@ -2,23 +2,15 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def bench(name, *args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
+from conftest import error_line, run_module
 
 
+@pytest.mark.slow
 def test_supernet_cost_quick(tmp_path):
     out = tmp_path / "x.json"
-    r = bench("supernet_cost", "--quick", f"--out={out}")
+    r = run_module("benchmarks.supernet_cost", "--quick", f"--out={out}", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
     assert set(report) == {"N", "host", "method", "targets", "command"}
@@ -50,28 +42,17 @@ def test_supernet_cost_quick(tmp_path):
 ])
 def test_supernet_cost_bad_flags(args, needle, tmp_path):
     out = tmp_path / "x.json"
-    r = bench("supernet_cost", f"--out={out}", *args, timeout=120)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = run_module("benchmarks.supernet_cost", f"--out={out}", *args, timeout=120)
+    assert needle in error_line(r, "benchmarks.supernet_cost"), r.stderr
     assert not out.exists()
 
 
 def test_supernet_cost_needs_out():
-    r = bench("supernet_cost", "--quick", timeout=120)
-    assert r.returncode == 2
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and "out" in lines[0], r.stderr
+    r = run_module("benchmarks.supernet_cost", "--quick", timeout=120)
+    assert "out" in error_line(r, "benchmarks.supernet_cost"), r.stderr
 
 
 def test_quantization_benchmark_refuses_bad_flags(tmp_path):
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
     for args in ([], [f"--out={tmp_path / 'q.json'}", "--dataset=folder:/nonexistent"]):
-        r = subprocess.run([sys.executable, "-m", "benchmarks.quantization", *args], capture_output=True, text=True,
-                           cwd=root, env=env, timeout=120)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        error_line(run_module("benchmarks.quantization", *args, timeout=120), "benchmarks.quantization")
     assert not (tmp_path / "q.json").exists()

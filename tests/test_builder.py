@@ -34,7 +34,11 @@ def _randomize_bn(model, seed=0):
             layer.beta.assign(rng.normal(0, 0.1, c).astype("float32"))
 
 
-@pytest.fixture(scope="module", params=NAMES)
+# Building and differentiating the MixNets (grouped convs) and the SPOS nets takes seconds each: slow tier.
+HEAVY = ("mixnet_s", "mixnet_m", "spos_shufflenetv2", "spos_shufflenetv2_channel")
+
+
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in NAMES])
 def built(request):
     spec = zoo.get_spec(request.param)
     # Seeded: an unseeded init depends on which tests ran before, and a rare draw leaves every unit of a small
@@ -99,19 +103,42 @@ def test_keras_save_load_round_trip(built, tmp_path):
     np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6, rtol=0)
 
 
-def test_float_tflite_matches_keras(built, tmp_path):
+# Every layer kind the builder emits, small enough to convert in seconds: mixed-kernel branches with a grouped
+# expansion and projection, SE, hswish, relu6, swish, a residual add, a stem max pool, shuffle units (choice k and x,
+# stride 2 and 1: the Reshape/Cropping2D channel split), symmetric padding and a head conv. The full-width zoo models
+# are checked the same way by `python -m benchmarks.zoo_tflite_parity` (minutes per MixNet: Keras compiles grouped
+# convs with XLA on CPU).
+ALL_KINDS = {
+    "schema_version": 1, "name": "all_kinds", "family": "mbconv", "padding": "symmetric",
+    "input": {"size": 32, "mean": [127.0] * 3, "std": [128.0] * 3},
+    "stem": {"filters": 16, "kernel": 3, "stride": 1, "act": "relu6", "pool": True},
+    "stages": [[{"block": "ir", "kernels": [3, 5], "split": [16, 16], "expand_channels": 32, "filters": 16,
+                 "stride": 1, "act": "hswish", "se_channels": 4, "expand_groups": 2, "project_groups": 2},
+                {"block": "ir", "kernels": [3], "expand_channels": None, "filters": 16, "stride": 1,
+                 "act": "swish"}],
+               [{"block": "shuffle", "choice": "x", "filters": 32, "mid_channels": 8, "stride": 2},
+                {"block": "shuffle", "choice": "5", "filters": 32, "mid_channels": 8, "stride": 1}]],
+    "head": {"filters": 64, "act": "relu", "dropout": 0.1, "classes": 10}}
+
+
+@pytest.mark.slow
+def test_float_tflite_matches_keras_on_every_layer_kind(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
-    _, model = built
+    spec = S.decode(ALL_KINDS)
+    keras.utils.set_random_seed(0)
+    model = build(spec)
+    _randomize_bn(model)
     path = str(tmp_path / "m.tflite")
     model.export(path, format="litert", verbose=False)
     it = Interpreter(model_path=path)
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    x = _images(1)
+    x = _images(1, size=32)
     it.set_tensor(inp["index"], x)
     it.invoke()
     got = it.get_tensor(out["index"])
     want = model(x, training=False).numpy()
+    assert np.abs(want).max() > 1e-3  # not a vacuous comparison
     assert np.abs(got - want).max() <= 1e-4
 
 
@@ -178,6 +205,7 @@ def test_detection_endpoints(name):
     assert [o.name for o in model.outputs] == [_last_layer(model, e.name).output.name for e in ends]
 
 
+@pytest.mark.slow
 def test_building_pieces_assemble_the_same_model():
     """Stem, blocks and head built piece by piece (as supernets do) give build()'s layers and weights."""
     spec = zoo.get_spec("mixnet_s")
@@ -203,6 +231,7 @@ def test_preprocessing_is_inside_the_model():
     np.testing.assert_allclose(pre(x), want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_npz_weights_move_between_frameworks(tmp_path):
     from models.weights import load_npz, save_npz, sha256
     spec = zoo.get_spec("mixnet_s")

@@ -3,11 +3,9 @@ what is wrong, exit status 2, no traceback — and it is found *before* TensorFl
 line of TensorFlow can ever precede it, whatever the host's CPU. Each case runs the entry point in a fresh process
 and reports whether ``tensorflow`` was in ``sys.modules`` when it exited."""
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, error_line, module_env, run_module
+from conftest import error_line, run_module, run_python
 
 PROBE = """
 import runpy, sys
@@ -43,7 +41,8 @@ CASES = [
      "--tau_end"),
     ("recipes.search_metakernel", ["--target_macs=1e12", "--width=0.25", "--out_dir={out}"],
      "outside what the space can reach"),
-    ("recipes.search_spos", ["--max_macs=1", "--out_dir={out}"], "smallest path"),
+    pytest.param("recipes.search_spos", ["--max_macs=1", "--out_dir={out}"], "smallest path",
+                 marks=pytest.mark.slow),  # 20,000 uniform draws before it gives up
     ("recipes.search_spos", ["--choices=3,9", "--out_dir={out}"], "--choices"),
     ("recipes.search_spos", ["--dataset=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("benchmarks.supernet_cost", ["--ns=0", "--out={out}/result.json"], "--ns"),
@@ -56,17 +55,19 @@ CASES = [
 
 
 @pytest.mark.parametrize("module,args,needle", CASES,
-                         ids=[f"{m}:{' '.join(a[:2]) or 'no flags'}" for m, a, _ in CASES])
+                         ids=[f"{c.values[0] if hasattr(c, 'values') else c[0]}:"
+                              f"{' '.join((c.values if hasattr(c, 'values') else c)[1][:2]) or 'no flags'}"
+                              for c in CASES])
 def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, needle):
     args = [a.format(out=tmp_path / "out", tmp=tmp_path) for a in args]
-    r = subprocess.run([sys.executable, "-c", PROBE.format(module=module, args=args)], capture_output=True,
-                       text=True, cwd=ROOT, env=module_env(), timeout=120)
+    r = run_python(PROBE.format(module=module, args=args), timeout=120)
     line = error_line(r, module)
     assert needle in line, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
     assert not os.path.exists(tmp_path / "out") or not any(os.scandir(tmp_path / "out")), "nothing written"
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_noise_does_not_reach_the_user():
     """A command that does import TensorFlow (here: a bad dataset found only when loading) still prints only its own
     line: the oneDNN / cudart / cuInit notices of a CPU machine are filtered (common.quiet_tf)."""

@@ -109,7 +109,8 @@ def tf_registry_macs(model, size):
         return walk(g) / 2
 
 
-@pytest.mark.parametrize("name", ["mixnet_s", "spos_shufflenetv2", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", [pytest.param("mixnet_s", marks=pytest.mark.slow),
+                                  pytest.param("spos_shufflenetv2", marks=pytest.mark.slow), "efficientnet_lite0"])
 def test_matches_tensorflow_op_registry(name):
     spec = zoo.get_spec(name)
     size = 96

@@ -1,19 +1,16 @@
 """Input pipelines: the shapes set, class folders, splits and holdout, augmentation, errors, validate without TF."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ROOT, run_python
 
 from inputs import classification as data
 from inputs.classification import DataError
 
-ROOT = Path(__file__).parents[1]
-CIFAR_SUBSET = ROOT / ".." / "shared" / "data" / "cifar10_subset"
+CIFAR_SUBSET = Path(ROOT) / ".." / "shared" / "data" / "cifar10_subset"
 
 
 def _write_png(path: Path, value: int, shape=(12, 10)) -> None:
@@ -196,8 +193,7 @@ def test_validate_does_not_import_tensorflow(tmp_path):
     root = _make_folder(tmp_path / "d")
     code = ("import sys; from inputs.classification import validate; validate('shapes'); validate('cifar10'); "
             f"validate('folder:{root}'); assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    result = run_python(code, timeout=60)
     assert result.returncode == 0, result.stderr
 
 

@@ -1,13 +1,11 @@
 """recipes.export_tflite (four modes, LiteRT parity, ops) and recipes.benchmark_latency on a small 32×32 spec."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import error_line, randomized_weights, run_module, write_spec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small, but weight-heavy enough (≈0.4M params, most of them in wide 1×1 convs and the classifier) that int8 storage
 # dominates the flatbuffer's per-channel quantization parameters: int8 ≥ 3× smaller than float32.
 SPEC = {"schema_version": 1, "name": "tiny_export", "family": "mbconv",
@@ -22,38 +20,13 @@ MODES = ("float32", "float16", "dynamic", "int8")
 CHECK = 40
 
 
-def cli(module, *args):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", f"recipes.{module}", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)
-
-
-def randomized_weights(model, seed=0):
-    """Weights with O(1) logits (fresh Keras init gives logits ~1e-4, which would make parity checks vacuous)."""
-    from models.weights import named_weights
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, v in named_weights(model).items():
-        if k.endswith("moving_variance"):
-            a = rng.uniform(0.5, 2.0, v.shape)
-        elif k.endswith("gamma"):
-            a = rng.uniform(0.5, 1.5, v.shape)
-        elif k.endswith(("beta", "moving_mean", "bias")):
-            a = rng.normal(0.0, 0.1, v.shape)
-        else:
-            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(v.shape[:-1])), v.shape)
-        out[k] = a.astype(np.float32)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(spec path, weights .npz path) in a module temp dir."""
     import zoo
     from models.weights import assign, save_npz
     d = tmp_path_factory.mktemp("tiny")
-    spec = d / "tiny_export.json"
-    spec.write_text(json.dumps(SPEC))
+    spec = write_spec(d, SPEC)
     model = zoo.build(str(spec))
     assign(model, randomized_weights(model))
     save_npz(model, str(d / "tiny.npz"))
@@ -68,14 +41,15 @@ def exports(tiny, tmp_path_factory):
     results = {}
     for mode in MODES:
         path = out / f"tiny-{mode}.tflite"
-        r = cli("export_tflite", f"--model={spec}", f"--weights={weights}", f"--mode={mode}", f"--output={path}",
-                f"--check_examples={CHECK}", "--representative_steps=16")
+        r = run_module("recipes.export_tflite", f"--model={spec}", f"--weights={weights}", f"--mode={mode}",
+                       f"--output={path}", f"--check_examples={CHECK}", "--representative_steps=16")
         assert r.returncode == 0, r.stderr[-3000:]
         assert "top-1 agreement" in r.stdout and mode in r.stdout
         results[mode] = (path, json.loads((out / f"tiny-{mode}.tflite.json").read_text()))
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_export_mode(exports, mode):
     path, report = exports[mode]
@@ -104,6 +78,7 @@ def test_export_mode(exports, mode):
         assert report["int8_io"] is False and p["relative_max_abs_diff"] <= 0.25
 
 
+@pytest.mark.slow
 def test_export_sizes(exports):
     size = {m: exports[m][1]["file_bytes"] for m in MODES}
     assert size["int8"] * 3 <= size["float32"], size
@@ -111,6 +86,7 @@ def test_export_sizes(exports):
     assert size["float16"] * 1.8 <= size["float32"], size
 
 
+@pytest.mark.slow
 def test_int8_io_in_process(tiny, tmp_path):
     """Full-integer export with int8 input/output: the helpers quantize the input and dequantize the output."""
     import zoo
@@ -131,10 +107,11 @@ def test_int8_io_in_process(tiny, tmp_path):
     assert np.abs(got - ref).max() <= 0.25 * np.abs(ref).max()
 
 
+@pytest.mark.slow
 def test_latency_tflite(exports, tmp_path):
     path, _ = exports["float32"]
     out = tmp_path / "lat" / "float32.json"
-    r = cli("benchmark_latency", f"--model={path}", "--runs=20", "--warmup=5", f"--json={out}")
+    r = run_module("recipes.benchmark_latency", f"--model={path}", "--runs=20", "--warmup=5", f"--json={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["p10_ms"] <= res["median_ms"] <= res["p90_ms"] and res["min_ms"] > 0
@@ -145,11 +122,13 @@ def test_latency_tflite(exports, tmp_path):
     assert "median" in r.stdout
 
 
+@pytest.mark.slow
 def test_latency_spec_path(tiny, tmp_path):
     """A spec path is exported float32 to a temporary file first (removed afterwards)."""
     spec, _ = tiny
     out = tmp_path / "spec.json"
-    r = cli("benchmark_latency", f"--model={spec}", "--runs=10", "--warmup=2", "--threads=2", f"--json={out}")
+    r = run_module("recipes.benchmark_latency", f"--model={spec}", "--runs=10", "--warmup=2", "--threads=2",
+                   f"--json={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["exported_from"]["zoo_model"] == "tiny_export" and res["exported_from"]["mode"] == "float32"
@@ -187,17 +166,14 @@ def test_export_bad_input(tiny, junk, args, needle):
     spec, weights = tiny
     before = sorted(os.listdir(junk))
     args = [a.format(d=junk, w=weights) for a in args]
-    r = cli("export_tflite", f"--model={spec}", "--weights=", f"--out_dir={junk}", *args)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = run_module("recipes.export_tflite", f"--model={spec}", "--weights=", f"--out_dir={junk}", *args)
+    assert needle in error_line(r, "recipes.export_tflite"), r.stderr
     assert sorted(os.listdir(junk)) == before
 
 
 def test_export_needs_model(junk):
-    r = cli("export_tflite", f"--out_dir={junk}")
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "--model" in lines[0], r.stderr
+    r = run_module("recipes.export_tflite", f"--out_dir={junk}")
+    assert "--model" in error_line(r, "recipes.export_tflite"), r.stderr
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -212,12 +188,12 @@ def test_export_needs_model(junk):
     (("--model={f32}", "--input_size=64"), "fixed input size of 32×32"),
     (("--model={f32}", "extra"), "unexpected arguments"),
 ])
+@pytest.mark.slow
 def test_latency_bad_input(exports, junk, args, needle):
     before = sorted(os.listdir(junk))
     args = [a.format(d=junk, f32=exports["float32"][0]) for a in args]
-    r = cli("benchmark_latency", *args, f"--json={junk}/out.json") if not any("--json" in a for a in args) else \
-        cli("benchmark_latency", *args)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    if not any("--json" in a for a in args):
+        args.append(f"--json={junk}/out.json")
+    r = run_module("recipes.benchmark_latency", *args)
+    assert needle in error_line(r, "recipes.benchmark_latency"), r.stderr
     assert sorted(os.listdir(junk)) == before

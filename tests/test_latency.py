@@ -3,17 +3,14 @@ and the benchmark's command line."""
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, error_line, run_module
 
 from models.counting import count
 from models.spec import MBConvSpec, ShuffleSpec, decode
 from search import latency as lat
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BLOCK = MBConvSpec(kernels=(3, 5), split=(24, 12), expand_channels=36, filters=16, stride=1, act="swish",
                    se_channels=4)
@@ -203,6 +200,7 @@ def test_rank_statistics():
 
 
 # ----------------------------------------------------------------------------------------------------- real timing
+@pytest.mark.slow
 def test_tiny_real_build_table_and_slicing(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -261,17 +259,12 @@ def op_counts(buf):
 
 
 # -------------------------------------------------------------------------------------------------------- benchmark
-def bench(*args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "benchmarks.latency_model", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
-
-
+@pytest.mark.slow
 def test_benchmark_quick(tmp_path):
     lut = os.path.join(ROOT, "benchmarks", "results", "latency_lut.json")
     before = os.path.getmtime(lut) if os.path.exists(lut) else None
     out = tmp_path / "x.json"
-    r = bench("--quick", f"--out={out}")
+    r = run_module("benchmarks.latency_model", "--quick", f"--out={out}", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
     for key in ("n_archs", "mape", "spearman", "threads", "host", "clock", "targets", "lut", "timing", "archs",
@@ -290,10 +283,12 @@ def test_benchmark_quick(tmp_path):
     assert before == after  # --quick leaves the committed LUT alone
 
 
+@pytest.mark.slow
 def test_benchmark_quick_spos_space(tmp_path):
     """The SPOS ShuffleNetV2 space: uniform paths, every part of them in the table (no fallback)."""
     out = tmp_path / "s.json"
-    r = bench("--quick", "--space=spos_cifar", "--width=0.25", "--nocover", f"--out={out}", "--plot=")
+    r = run_module("benchmarks.latency_model", "--quick", "--space=spos_cifar", "--width=0.25", "--nocover",
+                   f"--out={out}", "--plot=", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["space"]["kind"] == "spos_cifar" and report["space"]["input_size"] == 32
@@ -342,10 +337,8 @@ def test_committed_spos_lut_covers_the_imagenet_space():
 ])
 def test_benchmark_bad_flags(tmp_path, args, needle):
     out = tmp_path / "x.json"
-    r = bench(f"--out={out}", "--quick", *args, timeout=120)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = run_module("benchmarks.latency_model", f"--out={out}", "--quick", *args, timeout=120)
+    assert needle in error_line(r, "benchmarks.latency_model"), r.stderr
     assert not out.exists()
 
 
@@ -353,8 +346,6 @@ def test_benchmark_bad_lut(tmp_path):
     bad = tmp_path / "lut.json"
     bad.write_text("[1, 2")
     out = tmp_path / "x.json"
-    r = bench(f"--out={out}", "--quick", f"--lut={bad}", timeout=120)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "--lut" in lines[0], r.stderr
+    r = run_module("benchmarks.latency_model", f"--out={out}", "--quick", f"--lut={bad}", timeout=120)
+    assert "--lut" in error_line(r, "benchmarks.latency_model"), r.stderr
     assert not out.exists()

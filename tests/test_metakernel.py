@@ -105,6 +105,7 @@ def test_layer_configs_round_trip_with_non_default_arguments():
     assert clone.get_config() == block.get_config()
 
 
+@pytest.mark.slow
 def test_supernet_saves_and_loads_as_keras_file(tmp_path):
     model = sn.build_supernet(SPACE, seed=0, alpha_init_std=1.0)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")

@@ -2,23 +2,18 @@
 skips finished stages, bad data is one line and exit 2."""
 import json
 import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytest
+from conftest import error_line, run_module
+
 TOY = ["--width=0.25", "--target_macs=6e5", "--search_epochs=1", "--train_epochs=2", "--steps_per_epoch=4",
        "--batch_size=16", "--limit=128", "--eval_examples=32", "--runs=10"]
 
 
-def pipeline(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "recipes.pipeline", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=900)
-
-
+@pytest.mark.slow
 def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    r = pipeline(*TOY, f"--out_dir={out}")
+    r = run_module("recipes.pipeline", *TOY, f"--out_dir={out}", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert abs(summary["search"]["macs_vs_target"]) <= 0.03
@@ -29,11 +24,10 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     assert summary["models"]["float32"]["max_abs_diff"] < 1e-3
     assert (out / "pipeline.png").stat().st_size > 0
     assert "TFLite int8" in r.stdout and set(summary["commands"]) == set(summary["stage_seconds"])
-    again = pipeline(*TOY, f"--out_dir={out}")
+    again = run_module("recipes.pipeline", *TOY, f"--out_dir={out}", timeout=900)
     assert again.returncode == 0 and again.stdout.count("done already") == 6
 
 
 def test_pipeline_bad_data_is_one_line_exit_2(tmp_path):
-    r = pipeline("--data=folder:/nonexistent", f"--out_dir={tmp_path / 'o'}")
-    assert r.returncode == 2
-    assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1 and "/nonexistent" in r.stderr
+    r = run_module("recipes.pipeline", "--data=folder:/nonexistent", f"--out_dir={tmp_path / 'o'}", timeout=900)
+    assert "/nonexistent" in error_line(r, "recipes.pipeline"), r.stderr

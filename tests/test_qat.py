@@ -1,13 +1,11 @@
 """recipes.qat: tf_keras twin parity, tfmot QAT fine-tuning and int8 TFLite export on a small 32×32 spec."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import error_line, python_json, randomized_weights, run_module, write_spec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # QAT-friendly: relu6 everywhere, mixed kernels in the branch form (CONCATENATION), one residual (ADD).
 SPEC = {"schema_version": 1, "name": "tiny_qat", "family": "mbconv",
         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
@@ -19,37 +17,6 @@ SPEC = {"schema_version": 1, "name": "tiny_qat", "family": "mbconv",
         "head": {"filters": 32, "act": "relu6", "dropout": 0.1, "classes": 10}}
 
 
-def qat(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "recipes.qat", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)
-
-
-def python(code):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def randomize(model, seed=0):
-    """Weights with O(1) logits (a fresh Keras init gives logits ~1e-2, which would make parity checks vacuous)."""
-    from models.weights import assign, named_weights
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, v in named_weights(model).items():
-        if k.endswith("moving_variance"):
-            a = rng.uniform(0.5, 2.0, v.shape)
-        elif k.endswith("gamma"):
-            a = rng.uniform(0.5, 1.5, v.shape)
-        elif k.endswith(("moving_mean", "beta", "bias")):
-            a = rng.normal(0.0, 0.2, v.shape)
-        else:
-            a = v * 1.5  # logits ~2 (×3 gives ~35, where float32 rounding alone nears 1e-5)
-        out[k] = a.astype(np.float32)
-    assign(model, out)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The spec file and a randomized weights file for it."""
@@ -57,21 +24,22 @@ def tiny(tmp_path_factory):
 
     from models import spec as S
     from models.builder import build
-    from models.weights import save_npz
+    from models.weights import assign, save_npz
     d = tmp_path_factory.mktemp("qat")
-    spec_path = d / "tiny_qat.json"
-    spec_path.write_text(json.dumps(SPEC))
+    spec_path = write_spec(d, SPEC)
     model = build(S.decode(SPEC), keras)
-    randomize(model)
+    # logits ~2 (kernels ×3 gives ~35, where float32 rounding alone nears 1e-5)
+    assign(model, randomized_weights(model, shift_std=0.2, kernel_scale=1.5))
     save_npz(model, str(d / "init.npz"))
     return spec_path, d / "init.npz"
 
 
+@pytest.mark.slow
 def test_qat_end_to_end(tiny, tmp_path):
     spec, init = tiny
     out = tmp_path / "out"
-    r = qat(f"--model={spec}", f"--weights={init}", "--dataset=shapes", "--limit=128", "--val_limit=64",
-            "--epochs=1", "--batch_size=32", f"--out_dir={out}", "--noprogress")
+    r = run_module("recipes.qat", f"--model={spec}", f"--weights={init}", "--dataset=shapes", "--limit=128",
+                   "--val_limit=64", "--epochs=1", "--batch_size=32", f"--out_dir={out}", "--noprogress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "wrote" in r.stdout
     report = json.loads((out / "qat_report.json").read_text())
@@ -105,9 +73,10 @@ def test_qat_end_to_end(tiny, tmp_path):
     assert not [f for f in os.listdir(out) if f.startswith("tmp")]
 
 
+@pytest.mark.slow
 def test_twin_matches_keras3_efficientnet_lite0():
     """The tf_keras twin built by the recipe equals the Keras 3 model (ImageNet weights, 64×64)."""
-    res = python(
+    res = python_json(
         "import json, numpy as np, zoo\n"
         "from training.qat import build_pair, max_abs_diff\n"
         "spec = zoo.get_spec('efficientnet_lite0')\n"
@@ -134,10 +103,8 @@ def test_twin_matches_keras3_efficientnet_lite0():
 def test_bad_input(args, needle, tiny, tmp_path):
     spec, _ = tiny
     out = tmp_path / "out"
-    r = qat(f"--model={spec}", f"--out_dir={out}", *args)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = run_module("recipes.qat", f"--model={spec}", f"--out_dir={out}", *args)
+    assert needle in error_line(r, "recipes.qat"), r.stderr
     assert not out.exists()
 
 
@@ -146,5 +113,5 @@ def test_bad_weights_classes(tiny, tmp_path):
     spec, _ = tiny
     bad = tmp_path / "w.npz"
     np.savez(bad, **{"classifier/kernel": np.zeros((32, 4), np.float32)})
-    r = qat(f"--model={spec}", f"--weights={bad}", f"--out_dir={tmp_path / 'out'}")
-    assert r.returncode == 2 and "pass --classes=4" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_module("recipes.qat", f"--model={spec}", f"--weights={bad}", f"--out_dir={tmp_path / 'out'}")
+    assert "pass --classes=4" in error_line(r, "recipes.qat"), r.stderr

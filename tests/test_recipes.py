@@ -1,12 +1,9 @@
 """The demo recipe runs end to end on a tiny spec; bad flags and files give one line and exit status 2."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import error_line, run_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"schema_version": 1, "name": "tiny_demo", "family": "mbconv",
         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
         "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
@@ -15,17 +12,12 @@ TINY = {"schema_version": 1, "name": "tiny_demo", "family": "mbconv",
         "head": {"filters": 16, "act": "relu", "dropout": 0.1, "classes": 4}}
 
 
-def demo(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "recipes.demo", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)
-
-
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps(TINY))
     out = tmp_path / "out"
-    r = demo(f"--model={spec}", "--weights=", f"--out_dir={out}", "--runs=5")
+    r = run_module("recipes.demo", f"--model={spec}", "--weights=", f"--out_dir={out}", "--runs=5")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tflite_vs_keras_max_abs_diff"] <= 1e-4
@@ -40,7 +32,5 @@ def test_demo_end_to_end(tmp_path):
     (("--images=/nonexistent/x.jpg",), "no such file"),
 ])
 def test_demo_bad_input(args, needle, tmp_path):
-    r = demo(*args, f"--out_dir={tmp_path}")
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = run_module("recipes.demo", *args, f"--out_dir={tmp_path}")
+    assert needle in error_line(r, "recipes.demo"), r.stderr

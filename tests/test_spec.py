@@ -3,24 +3,12 @@ import copy
 import json
 
 import pytest
+from conftest import tiny_spec_dict as tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zoo
 from models import spec as S
-
-
-def tiny(**over):
-    d = {"schema_version": 1, "name": "tiny", "family": "mbconv",
-         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
-         "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
-         "stages": [[{"block": "ir", "kernels": [3], "expand_channels": None, "filters": 8, "stride": 1,
-                      "act": "relu"}],
-                    [{"block": "ir", "kernels": [3, 5], "split": [8, 8], "expand_channels": 16, "filters": 16,
-                      "stride": 2, "act": "swish", "se_channels": 4}]],
-         "head": {"filters": 32, "act": "relu", "dropout": 0.0, "classes": 5}}
-    d.update(over)
-    return d
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -126,6 +114,7 @@ def _tiny_shuffle():
     return d
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_decoder(data):

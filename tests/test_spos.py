@@ -10,15 +10,14 @@ The recipe's end-to-end run starts in the background when the module starts and 
 import contextlib
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import zlib
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import error_line, run_module, run_python
 
 from models import spec as S
 from models.builder import build
@@ -29,9 +28,6 @@ from search import spos as sp
 from search.protocol import SearchBlock, Supernet
 from search.spos_net import ChoiceBlock, SlicedConvBN, SposSupernet, build_supernet, pact, quantize_weights
 from search.spos_train import CandidateEvaluator, SinglePathSGD, SposConfig, SposTrainer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
 
 # Two stages: a stride-2 and a stride-1 block, then a stride-2 block; two channel ratios; all four block choices.
 SPACE = sp.SposSpace(16, 8, 1, (2, 1), (16, 40), 64, 10, channel_ratios=(0.5, 1.0))
@@ -49,42 +45,38 @@ EAGER_MAIN = ("import runpy, sys, tensorflow as tf; tf.config.run_functions_eage
               "runpy.run_module('recipes.search_spos', run_name='__main__', alter_sys=True)")
 
 
-def _start(cmd, log):
-    f = open(log, "w")
-    return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=ENV), f
-
-
 @pytest.fixture(scope="module", autouse=True)
 def recipe_runs(request, tmp_path_factory):
-    """Starts the recipe subprocesses in the background (only when a recipe test is selected); they overlap with the
+    """Starts the recipe subprocesses in the background (each only when its test is selected); they overlap with the
     in-process tests on the other core and are reaped (or killed, by pid) at module teardown."""
     runs = {}
-    if any(item.name.startswith("test_recipe") for item in request.session.items):
-        d = tmp_path_factory.mktemp("spos_recipe")
+    selected = {item.name.split("[")[0] for item in request.session.items if item.module.__name__ == __name__}
+    d = tmp_path_factory.mktemp("spos_recipe")
+    if "test_recipe_end_to_end" in selected:
         runs["e2e"] = (d / "run", d / "e2e.log",
-                       *_start([sys.executable, "-c", EAGER_MAIN, *RECIPE_ARGS, f"--out_dir={d / 'run'}"],
-                               d / "e2e.log"))
+                       run_python(EAGER_MAIN, *RECIPE_ARGS, f"--out_dir={d / 'run'}", wait=False, log=d / "e2e.log"))
+    if "test_recipe_bad_input_is_one_line_and_exit_2" in selected:
         macs1 = ["--dataset=shapes", "--depth=1,1,1,1", "--limit=64", "--max_macs=1", "--noprogress"]
         runs["macs1"] = (d / "macs1", d / "macs1.log",
-                         *_start([sys.executable, "-m", "recipes.search_spos", *macs1, f"--out_dir={d / 'macs1'}"],
-                                 d / "macs1.log"))
+                         run_module("recipes.search_spos", *macs1, f"--out_dir={d / 'macs1'}", wait=False,
+                                    log=d / "macs1.log"))
+    if "test_recipe_graph_execution_on_two_mirrored_replicas" in selected:
         # graph execution on two logical CPU replicas: BN statistics updated inside tf.switch_case per replica; two
         # block choices (one k×k unit, one Xception-like) halve the trace of every case op and its gradient
         mirrored = RECIPE_ARGS + ["--phase=supernet", "--steps_per_epoch=2", "--strategy=mirrored", "--cpu_replicas=2",
                                   "--execution=graph", "--choices=3,x"]
         runs["mirrored"] = (d / "mirrored", d / "mirrored.log",
-                            *_start([sys.executable, "-m", "recipes.search_spos", *mirrored,
-                                     f"--out_dir={d / 'mirrored'}"], d / "mirrored.log"))
+                            run_module("recipes.search_spos", *mirrored, f"--out_dir={d / 'mirrored'}", wait=False,
+                                       log=d / "mirrored.log"))
     yield runs
-    for _, _, proc, f in runs.values():
+    for _, _, proc in runs.values():
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        f.close()
 
 
 def _finish(run):
-    out, log, proc, _ = run
+    out, log, proc = run
     rc = proc.wait(timeout=600)
     return out, rc, log.read_text()
 
@@ -132,6 +124,7 @@ def _state(variables):
 # 1. One path per step
 
 
+@pytest.mark.slow
 def test_only_the_sampled_path_gets_gradients(net, fast):
     """Unsampled choices get no gradient at all (None); sampled ones get non-zero gradients exactly inside their
     channel slice."""
@@ -548,8 +541,7 @@ print(json.dumps([r["top"], r["all"]]))
 def test_search_is_reproducible_across_processes_with_tied_accuracies():
     """A resumed search runs in a new process: with tied accuracies the top-k (and so the next population) must not
     depend on the process's string-hash seed."""
-    procs = [subprocess.Popen([sys.executable, "-c", TIES], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=ROOT, env=dict(ENV, PYTHONHASHSEED=seed)) for seed in ("1", "2")]
+    procs = [run_python(TIES, wait=False, PYTHONHASHSEED=seed) for seed in ("1", "2")]
     outs = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=120)
@@ -739,6 +731,7 @@ def test_bitops_on_a_hand_checked_spec():
 # Graph execution (one trace, on the tiniest space)
 
 
+@pytest.mark.slow
 def test_graph_step_equals_eager_step():
     """``execution="graph"`` (one traced tf.function, blocks on tf.switch_case) makes the eager step's update:
     unsampled variables get zero gradients there and SinglePathSGD must skip them."""
@@ -768,11 +761,6 @@ def test_graph_step_equals_eager_step():
 # 8. The recipe
 
 
-def _error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.strip() and "cuInit" not in line and "absl" not in line
-            and "cuda" not in line and "cpu_feature" not in line and "AVX" not in line]
-
-
 @pytest.mark.parametrize("args, needle", [
     (["--bits=9:1"], "--bits"),
     (["--choices=3,9"], "--choices"),
@@ -783,19 +771,16 @@ def _error_lines(stderr):
 ])
 def test_recipe_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, recipe_runs):
     if args == ["--max_macs=1"]:  # needs TF and the space: started in the background
-        out, rc, stderr = _finish(recipe_runs["macs1"])
+        out, rc, log = _finish(recipe_runs["macs1"])
+        r = SimpleNamespace(returncode=rc, stderr=log)  # the log holds stdout and stderr
     else:
         out = tmp_path / "o"
-        r = subprocess.run([sys.executable, "-m", "recipes.search_spos", *args, f"--out_dir={out}", "--noprogress"],
-                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
-        rc, stderr = r.returncode, r.stderr
-    assert rc == 2, stderr[-2000:]
-    assert "Traceback" not in stderr
-    lines = _error_lines(stderr)
-    assert len(lines) == 1 and needle in lines[0], stderr
+        r = run_module("recipes.search_spos", *args, f"--out_dir={out}", "--noprogress", timeout=120)
+    assert needle in error_line(r, "recipes.search_spos"), r.stderr
     assert not out.exists() or not any(out.iterdir())  # nothing written
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end(recipe_runs):
     out, rc, log = _finish(recipe_runs["e2e"])
     assert rc == 0, log[-3000:]
@@ -820,6 +805,7 @@ def test_recipe_end_to_end(recipe_runs):
     assert len(json.loads((out / "supernet" / "history.json").read_text())) == 1
 
 
+@pytest.mark.slow
 def test_recipe_graph_execution_on_two_mirrored_replicas(recipe_runs):
     out, rc, log = _finish(recipe_runs["mirrored"])
     assert rc == 0, log[-3000:]

@@ -10,14 +10,12 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import error_line, run_module, write_spec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"schema_version": 1, "name": "tiny_train", "family": "mbconv",
         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
         "stem": {"filters": 16, "kernel": 3, "stride": 2, "act": "relu"},
@@ -35,12 +33,6 @@ TRAIN_ARGS = ("--dataset=shapes", "--limit=512", "--epochs=2", "--steps_per_epoc
               f"--val_limit={VAL_LIMIT}", "--checkpoint_every=10", "--noprogress", "--seed=1")
 
 
-def recipe(name, *args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", f"recipes.{name}", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=timeout)
-
-
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -48,20 +40,19 @@ def sha256(path):
 
 @pytest.fixture(scope="module")
 def spec_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("spec") / "tiny_train.json"
-    path.write_text(json.dumps(TINY))
-    return path
+    return write_spec(tmp_path_factory.mktemp("spec"), TINY)
 
 
 @pytest.fixture(scope="module")
 def trained(spec_file, tmp_path_factory):
     """One training run shared by the tests that read its outputs."""
     out = tmp_path_factory.mktemp("train") / "out"
-    r = recipe("train", f"--model={spec_file}", f"--out_dir={out}", *TRAIN_ARGS)
+    r = run_module("recipes.train", f"--model={spec_file}", f"--out_dir={out}", *TRAIN_ARGS)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 
 
+@pytest.mark.slow
 def test_train_outputs_and_model_card(trained, spec_file):
     out, r = trained
     card = json.loads((out / "model_card.json").read_text())
@@ -92,6 +83,7 @@ def test_train_outputs_and_model_card(trained, spec_file):
     assert "val top-1" in r.stdout
 
 
+@pytest.mark.slow
 def test_train_learns(trained):
     out, _ = trained
     history = json.loads((out / "history.json").read_text())
@@ -101,12 +93,13 @@ def test_train_learns(trained):
     assert history[1]["top1"] > 2 * chance, history
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_val_top1(trained, spec_file, tmp_path):
     out, _ = trained
     card = json.loads((out / "model_card.json").read_text())
     result = tmp_path / "eval.json"
-    r = recipe("evaluate", f"--model={spec_file}", f"--weights={out / 'weights.npz'}", "--dataset=shapes",
-               "--split=test", f"--limit={VAL_LIMIT}", "--batch_size=64", f"--json={result}")
+    r = run_module("recipes.evaluate", f"--model={spec_file}", f"--weights={out / 'weights.npz'}", "--dataset=shapes",
+                   "--split=test", f"--limit={VAL_LIMIT}", "--batch_size=64", f"--json={result}")
     assert r.returncode == 0, r.stderr[-3000:]
     ev = json.loads(result.read_text())
     assert ev["examples"] == VAL_LIMIT and ev["classes"] == SHAPES_CLASSES and ev["weights_sha256"] == card["sha256"]
@@ -116,6 +109,7 @@ def test_evaluate_reproduces_val_top1(trained, spec_file, tmp_path):
     assert "top-1" in r.stdout and "top-5" in r.stdout and f"{VAL_LIMIT} examples" in r.stdout
 
 
+@pytest.mark.slow
 def test_weights_with_other_class_count_skip_the_classifier(trained, spec_file, tmp_path):
     """A 4-class checkpoint (made from the trained one) seeds a 10-class run: all but the classifier load."""
     out, _ = trained
@@ -126,9 +120,9 @@ def test_weights_with_other_class_count_skip_the_classifier(trained, spec_file, 
     init = tmp_path / "four_classes.npz"
     np.savez(init, **arrays)
     run_dir = tmp_path / "run"
-    r = recipe("train", f"--model={spec_file}", f"--weights={init}", f"--out_dir={run_dir}", "--dataset=shapes",
-               "--limit=64", "--epochs=1", "--steps_per_epoch=2", "--batch_size=32", "--warmup_epochs=0",
-               "--lr=1e-7", "--weight_decay=0", "--val_limit=0", "--noprogress")
+    r = run_module("recipes.train", f"--model={spec_file}", f"--weights={init}", f"--out_dir={run_dir}",
+                   "--dataset=shapes", "--limit=64", "--epochs=1", "--steps_per_epoch=2", "--batch_size=32",
+                   "--warmup_epochs=0", "--lr=1e-7", "--weight_decay=0", "--val_limit=0", "--noprogress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "classifier not loaded" in r.stderr
     card = json.loads((run_dir / "model_card.json").read_text())
@@ -141,27 +135,26 @@ def test_weights_with_other_class_count_skip_the_classifier(trained, spec_file, 
             np.testing.assert_allclose(w[key], arrays[key], atol=1e-4, err_msg=key)  # lr 1e-7: still the init
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus(spec_file, tmp_path):
     out = tmp_path / "mirrored"
-    r = recipe("train", f"--model={spec_file}", f"--out_dir={out}", "--strategy=mirrored", "--cpu_replicas=2",
-               "--dataset=shapes", "--limit=128", "--epochs=1", "--steps_per_epoch=4", "--batch_size=32",
-               "--warmup_epochs=0", "--val_limit=64", "--noprogress")
+    r = run_module("recipes.train", f"--model={spec_file}", f"--out_dir={out}", "--strategy=mirrored",
+                   "--cpu_replicas=2", "--dataset=shapes", "--limit=128", "--epochs=1", "--steps_per_epoch=4",
+                   "--batch_size=32", "--warmup_epochs=0", "--val_limit=64", "--noprogress")
     assert r.returncode == 0, r.stderr[-3000:]
     card = json.loads((out / "model_card.json").read_text())
     assert card["strategy"] == "mirrored" and card["replicas"] == 2 and card["steps"] == 4
     assert card["sha256"] == sha256(out / "weights.npz") and 0 <= card["metrics"]["val_top1"] <= 1
 
 
+@pytest.mark.slow
 def test_kill_and_resume(spec_file, tmp_path):
     """SIGKILL a run once a checkpoint past epoch 1 exists; the same command then finishes from there."""
     out = tmp_path / "resume"
     args = [f"--model={spec_file}", f"--out_dir={out}", "--dataset=shapes", "--limit=256", "--epochs=3",
             "--steps_per_epoch=40", "--batch_size=32", "--warmup_epochs=0.5", "--checkpoint_every=7",
             "--val_limit=64", "--noprogress"]
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "recipes.train", *args], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc = run_module("recipes.train", *args, wait=False, log=tmp_path / "first.log")
     meta_path = out / "backup" / "training_metadata.json"
     deadline = time.monotonic() + 300
     meta = None
@@ -184,7 +177,7 @@ def test_kill_and_resume(spec_file, tmp_path):
     assert meta and meta["epoch"] >= 1, "no checkpoint past epoch 1 appeared"
     assert not (out / "weights.npz").exists() and not (out / "model_card.json").exists()
 
-    r = recipe("train", *args)
+    r = run_module("recipes.train", *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from the checkpoint" in r.stderr
     card = json.loads((out / "model_card.json").read_text())
@@ -230,10 +223,8 @@ def test_train_bad_input(case, args, needle, spec_file, tmp_path):
     model = [] if case in ("unknown model", "no model") else [f"--model={spec_file}"]
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     defaults = [d for d in ("--epochs=1", "--warmup_epochs=0") if d.split("=")[0] not in " ".join(args)]
-    r = recipe("train", *model, *defaults, *args, f"--out_dir={out}")
-    assert r.returncode == 2, (case, r.stderr[-2000:])
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], (case, r.stderr)
+    r = run_module("recipes.train", *model, *defaults, *args, f"--out_dir={out}")
+    assert needle in error_line(r, "recipes.train"), (case, r.stderr)
     written = sorted(p.name for p in out.iterdir()) if out.exists() else []
     assert written in ([], ["backup", "train_settings.json"]), (case, written)
 
@@ -245,13 +236,12 @@ def test_train_bad_input(case, args, needle, spec_file, tmp_path):
     (("--weights=", "--input_size=4"), "input_size"),
 ])
 def test_evaluate_bad_input(args, needle, spec_file, tmp_path):
-    r = recipe("evaluate", f"--model={spec_file}", *args, f"--json={tmp_path / 'e.json'}")
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = run_module("recipes.evaluate", f"--model={spec_file}", *args, f"--json={tmp_path / 'e.json'}")
+    assert needle in error_line(r, "recipes.evaluate"), r.stderr
     assert not (tmp_path / "e.json").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_other_class_count(trained, tmp_path):
     """Weights of a 10-class classifier on a 3-class folder dataset: refused before TensorFlow starts."""
     out, _ = trained
@@ -260,8 +250,7 @@ def test_evaluate_refuses_other_class_count(trained, tmp_path):
         (tmp_path / "data" / c / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps(TINY))
-    r = recipe("evaluate", f"--model={spec}", f"--weights={out / 'weights.npz'}",
-               f"--dataset=folder:{tmp_path / 'data'}", "--split=train")
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "10-class classifier" in lines[0] and "has 3" in lines[0], r.stderr
+    r = run_module("recipes.evaluate", f"--model={spec}", f"--weights={out / 'weights.npz'}",
+                   f"--dataset=folder:{tmp_path / 'data'}", "--split=train")
+    line = error_line(r, "recipes.evaluate")
+    assert "10-class classifier" in line and "has 3" in line, r.stderr

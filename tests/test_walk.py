@@ -4,6 +4,7 @@ Agreement with the built models' layer shapes is in test_builder.py; with the co
 import dataclasses
 
 import pytest
+from conftest import tiny_spec_dict
 
 import zoo
 from models import spec as S
@@ -11,14 +12,8 @@ from models.walk import ENDPOINT_STRIDES, block_site, out_size, walk
 
 
 def tiny(pool=False, **over):
-    d = {"schema_version": 1, "name": "tiny", "family": "mbconv",
-         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
-         "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu", "pool": pool},
-         "stages": [[{"block": "ir", "kernels": [3], "expand_channels": None, "filters": 8, "stride": 1,
-                      "act": "relu"}],
-                    [{"block": "ir", "kernels": [3, 5], "split": [8, 8], "expand_channels": 16, "filters": 16,
-                      "stride": 2, "act": "swish", "se_channels": 4}]],
-         "head": {"filters": 32, "act": "relu", "dropout": 0.0, "classes": 5}}
+    d = tiny_spec_dict()
+    d["stem"]["pool"] = pool
     d.update(over)
     return S.decode(d)
 

@@ -3,17 +3,16 @@ flag), and `workflows.train.run` trains a tiny spec in-process."""
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import run_python, write_spec
 
 from common.errors import InputError
 from common.rundir import SettingsMismatch
 from workflows import benchmark_latency, demo, evaluate, export_tflite, pipeline, qat, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"schema_version": 1, "name": "tiny_wf", "family": "mbconv",
         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
         "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
@@ -24,9 +23,7 @@ TINY = {"schema_version": 1, "name": "tiny_wf", "family": "mbconv",
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    path = tmp_path_factory.mktemp("wf") / "tiny_wf.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
+    return str(write_spec(tmp_path_factory.mktemp("wf"), TINY))
 
 
 @pytest.fixture
@@ -114,8 +111,7 @@ def test_validate_does_not_import_tensorflow(spec, tmp_path):
         "pipeline.validate(pipeline.PipelineConfig(out_dir=out + '/p'))\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules)\n"
         "assert not heavy, heavy\n")
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    r = run_python(code, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not os.listdir(tmp_path)  # validation writes nothing
 

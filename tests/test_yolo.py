@@ -1,13 +1,13 @@
 """models.yolo (the detector's structure and weights) and the detection package: IoU, targets, decode round trip,
 NMS, loss (values, ignore mask, overfitting), anchors, prediction back to original pixels. A tiny backbone at 64×64
 keeps it fast."""
-import json
 import math
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_backbone, write_spec
 
 import zoo
 from detection import anchors as A
@@ -27,21 +27,12 @@ from models.weights import named_weights, read_npz, save_npz
 SIZE = 64
 C = 3
 ANCHORS = A.default_anchors(SIZE)
-TINY = {"schema_version": 1, "name": "tiny_yolo_backbone", "family": "mbconv",
-        "input": {"size": SIZE, "mean": [127.5] * 3, "std": [127.5] * 3},
-        "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu"},
-        "stages": [[{"block": "ir", "kernels": [3], "expand_channels": 16, "filters": 8, "stride": 2, "act": "relu"}],
-                   [{"block": "ir", "kernels": [3], "expand_channels": 24, "filters": 12, "stride": 2, "act": "relu"}],
-                   [{"block": "ir", "kernels": [3], "expand_channels": 32, "filters": 16, "stride": 2, "act": "relu"}],
-                   [{"block": "ir", "kernels": [3], "expand_channels": 48, "filters": 24, "stride": 2, "act": "relu"}]],
-        "head": {"filters": None, "act": "relu", "dropout": 0.0, "classes": 10}}
+TINY = tiny_backbone("tiny_yolo_backbone", SIZE)
 
 
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("yolo") / "tiny_yolo_backbone.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
+    return str(write_spec(tmp_path_factory.mktemp("yolo"), TINY))
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +165,7 @@ def test_loss_is_near_zero_for_perfect_logits_and_respects_the_ignore_mask():
         yolo_loss(targets, perfect, gt, ANCHORS, SIZE, box_loss="ciou")
 
 
+@pytest.mark.slow
 def test_loss_decreases_when_overfitting_a_tiny_batch(spec_path):
     tf.keras.utils.set_random_seed(0)
     model = yolo.build_detector(spec_path, len(SHAPES_CLASSES), SIZE, head_width=32)

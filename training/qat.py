@@ -222,7 +222,9 @@ def convert(qat_model, int8_io: bool = False) -> bytes:
     io_type = tf.int8 if int8_io else tf.float32
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
-    return converter.convert()
+    from common.quiet_tf import filtered_stderr
+    with filtered_stderr():  # the converter's C++ notices (e.g. "NodeDef mentions attribute Truncate")
+        return converter.convert()
 
 
 def float_ops(it) -> list[str]:

@@ -9,7 +9,7 @@ import datetime
 import os
 import tempfile
 
-from workflows._checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least
 
 
 @dataclasses.dataclass(frozen=True)

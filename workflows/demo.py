@@ -10,7 +10,7 @@ import io
 import os
 import time
 
-from workflows._checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")

@@ -7,7 +7,7 @@ import dataclasses
 import os
 import time
 
-from workflows._checks import ConfigError, check_at_least, check_replicas
+from common.checks import ConfigError, check_at_least, check_replicas
 
 
 @dataclasses.dataclass(frozen=True)

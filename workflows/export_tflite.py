@@ -8,7 +8,7 @@ import dataclasses
 import os
 import time
 
-from workflows._checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least
 
 MODE_TEXT = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
              "int8": "full-integer int8"}

@@ -13,7 +13,7 @@ import io
 import json
 import os
 
-from workflows._checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least
 
 STAGES = ("search", "train", "export_float32", "export_int8", "latency_float32", "latency_int8")
 

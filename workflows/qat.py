@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from workflows._checks import ConfigError, check_at_least, check_out_dir
+from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir
 
 REPORT = "qat_report.json"
 WEIGHTS = "weights.npz"
@@ -114,10 +114,7 @@ def validate(config: QatConfig) -> QatPlan:
                    steps_per_epoch=(config.steps_per_epoch, 1), batch_size=(config.batch_size, 1),
                    lr=(config.lr, 0.0), limit=(config.limit, 1), val_limit=(config.val_limit, 1),
                    calibration_batches=(config.calibration_batches, 0))
-    for name, value, allowed in (("optimizer", config.optimizer, ("adam", "sgd")),
-                                 ("augment", config.augment, data.AUGMENTS)):
-        if value not in allowed:
-            raise ConfigError(f"--{name}={value}: one of {', '.join(allowed)}")
+    check_one_of(optimizer=(config.optimizer, ("adam", "sgd")), augment=(config.augment, data.AUGMENTS))
     spec = zoo.get_spec(config.model)
     spec_file = zoo.spec_path(config.model)
     size = config.input_size or spec.input.size

@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
+from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir, check_replicas
 from common.rundir import RunDir
-from workflows._checks import ConfigError, check_at_least, check_out_dir, check_replicas
 
 SETTINGS_FILE = "train_settings.json"
 # Settings that must match to resume from the checkpoint in out_dir (the spec is compared by content).
@@ -108,10 +108,8 @@ def validate(config: TrainConfig) -> TrainPlan:
                    val_limit=(config.val_limit, 0), checkpoint_every=(config.checkpoint_every, 1),
                    cpu_replicas=(config.cpu_replicas, 1), warmup_epochs=(config.warmup_epochs, 0.0),
                    weight_decay=(config.weight_decay, 0.0), label_smoothing=(config.label_smoothing, 0.0))
-    for name, value, allowed in (("augment", config.augment, AUGMENTS), ("optimizer", config.optimizer,
-                                 ("sgd", "rmsprop")), ("strategy", config.strategy, STRATEGIES)):
-        if value not in allowed:
-            raise ConfigError(f"--{name}={value}: one of {', '.join(allowed)}")
+    check_one_of(augment=(config.augment, AUGMENTS), optimizer=(config.optimizer, ("sgd", "rmsprop")),
+                 strategy=(config.strategy, STRATEGIES))
     spec = zoo.get_spec(config.model)
     spec_file = zoo.spec_path(config.model)
     size = config.input_size or spec.input.size

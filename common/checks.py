@@ -1,5 +1,5 @@
-"""Checks shared by the workflows, all TensorFlow-free: the error type for a bad config value and the flag checks
-that several commands repeat."""
+"""Config checks shared by the library's commands (workflows, detection fine-tuning), all TensorFlow-free: the error
+type for a bad config value and the checks that several commands repeat."""
 from __future__ import annotations
 
 import os
@@ -29,3 +29,11 @@ def check_at_least(**values) -> None:
     for name, (value, low) in values.items():
         if value is not None and value < low:
             raise ConfigError(f"--{name}={value}: must be at least {low}")
+
+
+def check_one_of(**values) -> None:
+    """``name=(value, allowed)``: absl enums enforce these on the command line; in-process configs get the same
+    check here."""
+    for name, (value, allowed) in values.items():
+        if value not in allowed:
+            raise ConfigError(f"--{name}={value}: one of {', '.join(map(str, allowed))}")
