@@ -17,10 +17,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-# Everything CI runs (≤ 12 min on a quiet 2-core host): lint, the reference-spec check, every test.
+# Everything CI runs (≤ 12 min on a quiet 2-core host): lint, the reference-spec check, every test, one pytest-xdist
+# worker per core, each test file on one worker (module fixtures are built once).
 test: venv lint
 	$(PY) -m tools.reference_specs --check
-	$(PYTEST) tests
+	$(PYTEST) -n auto --dist loadfile tests
 
 # In-process unit tests on tiny configs (≤ 3 min on 2 cores): no test marked slow.
 test-fast: venv

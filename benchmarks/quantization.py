@@ -13,7 +13,6 @@ Stages whose output exists are skipped, so a rerun resumes. Writes the JSON atom
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import statistics
@@ -134,11 +133,8 @@ def main(argv):
 
 
 def _plot(result, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common.io import atomic_write
+    from reports.plots import pyplot, save_figure
+    plt = pyplot()
     names = ["float32", "PTQ int8", "QAT int8"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
     axes[0].bar(names, [result["float_acc"], result["ptq_int8_acc"], result["qat_int8_acc"]], color="tab:green")
@@ -150,10 +146,8 @@ def _plot(result, path):
     axes[2].set_title("LiteRT latency, 1 thread (ms)")
     fig.suptitle(f"{result['model']} on {result['dataset']} at {result['input_size']}×{result['input_size']}")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Recipes validate candidate sets and targets with this module before TensorFlow i
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ from models.spec import (
     check_input_size,
     make_divisible,
 )
+from models.walk import walk
 
 
 def check_candidates(candidates) -> tuple[int, ...]:
@@ -111,24 +113,31 @@ class SearchSpace:
     def replace(self, **changes) -> "SearchSpace":
         return dataclasses.replace(self, **changes)
 
-    def blocks(self):
-        """Yields one :class:`Slot` per block, in order."""
-        ch, n = self.stem_filters, -(-self.input_size // self.stem_stride)
-        for i, st in enumerate(self.stages):
-            for j in range(st.repeats):
-                stride = st.stride if j == 0 else 1
-                expand = None if st.expand == 1 else ch * st.expand
-                se = max(1, int(ch * st.se)) if st.se > 0 else 0
-                yield Slot(i, j, ch, n, expand, st.filters, stride, se, st.act)
-                ch, n = st.filters, -(-n // stride)
+    def blocks(self) -> tuple[Slot, ...]:
+        """One :class:`Slot` per block, in order: the sites of ``models.walk.walk`` over the unpruned skeleton
+        (the walk is the one place that tracks widths, sizes and strides)."""
+        return self._slots
+
+    @functools.cached_property
+    def _slots(self) -> tuple[Slot, ...]:
+        sites = walk(self.skeleton()).blocks
+        return tuple(Slot(s.stage, s.index, s.in_ch, s.in_size, s.block.expand_channels, s.block.filters, s.stride,
+                          s.block.se_channels, s.block.act) for s in sites)
 
     def skeleton(self, kernel: int | None = None, name: str | None = None) -> ModelSpec:
         """The space's spec with every filter at one kernel size (default ``k_max``), nothing pruned."""
         k = self.candidates[-1] if kernel is None else kernel
-        stages: dict[int, list] = {}
-        for b in self.blocks():
-            stages.setdefault(b.stage, []).append(b.spec((k,), (b.expand or b.in_ch,)))
-        return self.assemble(tuple(tuple(b) for b in stages.values()), name or f"{self.name}_k{k}")
+        stages, ch = [], self.stem_filters  # a block's expansion and SE widths are ratios of its input width
+        for st in self.stages:
+            blocks = []
+            for j in range(st.repeats):
+                expand = None if st.expand == 1 else ch * st.expand
+                blocks.append(MBConvSpec(kernels=(k,), split=(expand or ch,), expand_channels=expand,
+                                         filters=st.filters, stride=st.stride if j == 0 else 1, act=st.act,
+                                         se_channels=max(1, int(ch * st.se)) if st.se > 0 else 0))
+                ch = st.filters
+            stages.append(tuple(blocks))
+        return self.assemble(tuple(stages), name or f"{self.name}_k{k}")
 
     def thinnest(self) -> ModelSpec:
         """The cheapest architecture of the space: one filter per block at the smallest kernel."""

@@ -77,3 +77,37 @@ def load_init_weights(model, arrays: dict[str, np.ndarray], source: str) -> dict
         merged.update({k: current[k] for k in skipped})
     assign(model, merged, source=source)
     return {"loaded": len(current) - len(skipped), "skipped": skipped}
+
+
+def checked_weights_file(spec, value: str, classes: int) -> str | None:
+    """The ``.npz`` named by ``--weights`` ('' → None; a path; or a zoo tag, verified by sha256), checked to be a
+    weights file of this zoo whose classifier has ``classes`` outputs — without TensorFlow (commands that convert a
+    trained model: export, QAT).
+
+    Raises:
+        WeightsError: no such file, unreadable, not keyed ``layer/variable``, or another classifier width.
+        ZooError: unknown tag, or a zoo file that fails its sha256 check.
+    """
+    import zoo
+    from models.weights import WeightsError
+    if not value:
+        return None
+    if value.endswith(".npz") or os.sep in value:
+        if not os.path.isfile(value):
+            raise WeightsError(f"--weights={value}: no such file")
+        path = value
+    else:
+        path = zoo.weights_path(spec.name, value)
+    try:  # lazily: only the classifier kernel is read here; every name and shape is checked at load
+        with np.load(path, allow_pickle=False) as f:
+            if not f.files or any("/" not in k for k in f.files):
+                raise WeightsError(f"--weights={value}: not a weights file of this zoo (keys 'layer/variable')")
+            shape = f["classifier/kernel"].shape if "classifier/kernel" in f.files else None
+    except (OSError, ValueError) as e:
+        if isinstance(e, WeightsError):
+            raise
+        raise WeightsError(f"--weights={value}: not a readable weights file ({e})") from None
+    if shape is not None and shape[-1] != classes:
+        raise WeightsError(f"--weights={value}: its classifier has {shape[-1]} classes, the model {classes}; "
+                           f"pass --classes={shape[-1]}")
+    return path

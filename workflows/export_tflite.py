@@ -9,6 +9,7 @@ import os
 import time
 
 from common.checks import ConfigError, check_at_least
+from training.weights import checked_weights_file
 
 MODE_TEXT = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
              "int8": "full-integer int8"}
@@ -53,30 +54,6 @@ class ExportResult:
     export_seconds: float  # unrounded (the report holds it rounded)
 
 
-def weights_file(spec, value: str, classes: int) -> str | None:
-    """The weights file to load (verified; its classifier width checked against ``classes``), or None."""
-    import numpy as np
-
-    import zoo
-    if not value:
-        return None
-    if value.endswith(".npz"):
-        if not os.path.isfile(value):
-            raise ConfigError(f"--weights {value}: no such file")
-        path = value
-    else:
-        path = zoo.weights_path(spec.name, value)
-    try:  # an .npz reads lazily: only the classifier kernel is loaded here
-        with np.load(path, allow_pickle=False) as f:
-            shape = f["classifier/kernel"].shape if "classifier/kernel" in f.files else None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--weights {value}: not a readable weights file ({e})") from None
-    if shape is not None and shape[-1] != classes:
-        raise ConfigError(f"--weights {value}: its classifier has {shape[-1]} classes, the model {classes}; "
-                          f"pass --classes={shape[-1]}")
-    return path
-
-
 def validate(config: ExportConfig) -> ExportPlan:
     """Everything checkable without TensorFlow.
 
@@ -96,7 +73,7 @@ def validate(config: ExportConfig) -> ExportPlan:
     size = config.input_size or spec.input.size
     classes = config.classes or spec.head.classes
     cost = count(spec, size, classes=classes)  # SpecError if the input size does not fit the network
-    weights = weights_file(spec, config.weights, classes)
+    weights = checked_weights_file(spec, config.weights, classes)
     data.validate(config.dataset, config.data_dir)
     mode = config.mode
     if config.int8_io and mode != "int8":

@@ -9,7 +9,6 @@ training also resume from their checkpoints). Writes ``summary.json`` and ``pipe
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 
@@ -122,11 +121,8 @@ def summarize(config: PipelineConfig, cmds: dict, seconds: dict) -> dict:
 
 def plot(summary: dict, path: str) -> None:
     """MACs vs target, accuracy of Keras / float32 / int8, file size and latency, as one PNG (atomically)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common.io import atomic_write
+    from reports.plots import pyplot, save_figure
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     s, m = summary["search"], summary["models"]
     axes[0].bar(["target", "E[MACs]", "derived"], [s["target_macs"] / 1e6, s["expected_macs"] / 1e6, s["macs"] / 1e6],
@@ -146,10 +142,8 @@ def plot(summary: dict, path: str) -> None:
     axes[3].set_title(f"LiteRT latency, {summary['threads']} thread (ms, p10–p90)")
     fig.suptitle(f"{summary['name']} on {summary['data']}")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def run(config: PipelineConfig, run_stage) -> PipelineResult:

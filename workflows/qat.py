@@ -13,6 +13,7 @@ import sys
 import time
 
 from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir
+from training.weights import checked_weights_file
 
 REPORT = "qat_report.json"
 WEIGHTS = "weights.npz"
@@ -71,34 +72,6 @@ class QatResult:
     report_path: str
 
 
-def weights_file(spec, value: str, classes: int) -> str | None:
-    """The ``.npz`` named by ``--weights`` (zoo tags verified by sha256), its classifier width checked."""
-    import numpy as np
-
-    import zoo
-    if not value:
-        return None
-    if value.endswith(".npz") or os.sep in value:
-        if not os.path.isfile(value):
-            raise ConfigError(f"--weights={value}: no such file")
-        path = value
-    else:
-        path = zoo.weights_path(spec.name, value)
-    try:  # lazily: only the classifier kernel is read here; every name and shape is checked at load
-        with np.load(path, allow_pickle=False) as f:
-            if not f.files or any("/" not in k for k in f.files):
-                raise ConfigError(f"--weights={value}: not a weights file of this zoo (keys 'layer/variable')")
-            shape = f["classifier/kernel"].shape if "classifier/kernel" in f.files else None
-    except (OSError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"--weights={value}: not a readable weights file ({e})") from None
-    if shape is not None and shape[-1] != classes:
-        raise ConfigError(f"--weights={value}: its classifier has {shape[-1]} classes, the model {classes}; "
-                          f"pass --classes={shape[-1]}")
-    return path
-
-
 def validate(config: QatConfig) -> QatPlan:
     """Everything checkable without TensorFlow.
 
@@ -120,7 +93,7 @@ def validate(config: QatConfig) -> QatPlan:
     size = config.input_size or spec.input.size
     check_input_size(spec, size, "--input_size")
     classes = config.classes or spec.head.classes
-    weights = weights_file(spec, config.weights, classes)
+    weights = checked_weights_file(spec, config.weights, classes)
     data.validate(config.dataset, config.data_dir)
     data.check_eval_split(config.dataset, "QAT reports the float and int8 accuracy on it")
     known = data.known_classes(config.dataset)
