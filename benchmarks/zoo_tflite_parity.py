@@ -65,10 +65,12 @@ def main(argv=None) -> int:
     quiet_tf.install()
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from export import litert
     from models.weights import assign
 
+    tf.get_logger().setLevel("ERROR")  # Keras retraces its XLA grouped-conv function per layer shape: one warning each
     rows = {}
     x = np.random.default_rng(a.seed).uniform(0, 255, (a.images, a.input_size, a.input_size, 3)).astype(np.float32)
     for i, name in enumerate(names):
