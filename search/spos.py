@@ -282,7 +282,16 @@ class ConstraintError(InputError):
 
 def sample(space: SposSpace, rng: np.random.Generator, constraints: Constraints | None = None, latency=None,
            max_tries: int = 10_000) -> np.ndarray:
-    """Uniform *constraint* sampling: draw uniform paths until one satisfies ``constraints`` (paper's default)."""
+    """Uniform *constraint* sampling: draw uniform paths until one satisfies ``constraints`` (paper's default).
+
+    Raises:
+        ConstraintError: at once when even the path with the fewest MACs exceeds ``max_macs`` (no path can meet
+            it), else after ``max_tries`` draws without a feasible path.
+    """
+    if constraints is not None and constraints.max_macs is not None:
+        least = cost(space, smallest(space))
+        if least["macs"] > constraints.max_macs:
+            raise ConstraintError(f"no path within {constraints.limits()}: the space's smallest path costs {least}")
     for _ in range(max_tries):
         a = uniform(space, rng)
         if constraints is None or constraints.ok(cost(space, a, latency)):
