@@ -20,25 +20,6 @@ import time
 from benchmarks.harness import host_info, round_floats, write_json
 
 
-def _weights(model, seed: int):
-    import numpy as np
-
-    from models.weights import named_weights
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, v in named_weights(model).items():
-        if k.endswith("moving_variance"):
-            a = rng.uniform(0.5, 2.0, v.shape)
-        elif k.endswith("gamma"):
-            a = rng.uniform(0.5, 1.5, v.shape)
-        elif k.endswith(("beta", "moving_mean", "bias")):
-            a = rng.normal(0.0, 0.1, v.shape)
-        else:
-            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(v.shape[:-1])), v.shape)
-        out[k] = a.astype(np.float32)
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="zoo_tflite_parity", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path")
@@ -68,7 +49,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from export import litert
-    from models.weights import assign
+    from models.weights import assign, randomized_weights
 
     tf.get_logger().setLevel("ERROR")  # Keras retraces its XLA grouped-conv function per layer shape: one warning each
     rows = {}
@@ -76,7 +57,7 @@ def main(argv=None) -> int:
     for i, name in enumerate(names):
         keras.utils.set_random_seed(a.seed + i)
         model = zoo.build(name, input_size=a.input_size)
-        assign(model, _weights(model, a.seed + i))
+        assign(model, randomized_weights(model, a.seed + i))
         want = model(x, training=False).numpy()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "m.tflite")

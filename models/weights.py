@@ -87,3 +87,24 @@ def sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def randomized_weights(model, seed: int = 0, shift_std: float = 0.1, kernel_scale=None) -> dict:
+    """``{name: float32 array}`` for ``model`` with O(1) logits (a fresh Keras init gives logits ~1e-4..1e-2, which
+    would make parity checks vacuous): BN variance U(0.5, 2), γ U(0.5, 1.5), β / moving mean / bias N(0, shift_std),
+    other kernels He-normal (``kernel_scale=None``) or the model's own values × ``kernel_scale``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in named_weights(model).items():
+        if k.endswith("moving_variance"):
+            a = rng.uniform(0.5, 2.0, v.shape)
+        elif k.endswith("gamma"):
+            a = rng.uniform(0.5, 1.5, v.shape)
+        elif k.endswith(("beta", "moving_mean", "bias")):
+            a = rng.normal(0.0, shift_std, v.shape)
+        elif kernel_scale is None:
+            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(v.shape[:-1])), v.shape)
+        else:
+            a = v * kernel_scale
+        out[k] = a.astype(np.float32)
+    return out

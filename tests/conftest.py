@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from models.weights import randomized_weights  # noqa: E402,F401  (tests import it from here, as the benchmarks do)
 
 
 def module_env(**extra) -> dict:
@@ -85,27 +85,6 @@ def error_line(result, module: str) -> str:
     return own[0]
 
 
-def randomized_weights(model, seed: int = 0, shift_std: float = 0.1, kernel_scale=None) -> dict:
-    """``{name: float32 array}`` for ``model`` with O(1) logits (a fresh Keras init gives logits ~1e-4..1e-2, which
-    would make parity checks vacuous): BN variance U(0.5, 2), γ U(0.5, 1.5), β / moving mean / bias N(0, shift_std),
-    other kernels He-normal (``kernel_scale=None``) or the model's own values × ``kernel_scale``."""
-    from models.weights import named_weights
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, v in named_weights(model).items():
-        if k.endswith("moving_variance"):
-            a = rng.uniform(0.5, 2.0, v.shape)
-        elif k.endswith("gamma"):
-            a = rng.uniform(0.5, 1.5, v.shape)
-        elif k.endswith(("beta", "moving_mean", "bias")):
-            a = rng.normal(0.0, shift_std, v.shape)
-        elif kernel_scale is None:
-            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(v.shape[:-1])), v.shape)
-        else:
-            a = v * kernel_scale
-        out[k] = a.astype(np.float32)
-    return out
-
 
 def tiny_spec_dict(**over) -> dict:
     """A two-block 32×32 MBConv spec dict (a plain block with a residual, a mixed-kernel strided one with SE);
@@ -143,3 +122,4 @@ def write_spec(directory, spec: dict):
     path = directory / f"{spec['name']}.json"
     path.write_text(json.dumps(spec))
     return path
+
