@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     if a.dataset.startswith("voc:") and not os.path.isdir(a.dataset[4:]):
         print(f"detection_raccoon: --dataset={a.dataset}: no such directory", file=sys.stderr)
         return 2
-    from recipes._cli import run_stage
+    from recipes.cli import run_stage
 
     quick = ["--limit=16", "--val_limit=8", "--bn_recal_batches=2"] if a.quick else []
     common = [f"--backbone={a.backbone}", f"--dataset={a.dataset}", f"--input_size={a.input_size}",

@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from recipes._cli import UsageError, run  # noqa: E402
+from recipes.cli import UsageError, run  # noqa: E402
 
 DEFAULT_LUT = os.path.join("benchmarks", "results", "latency_lut.json")
 TARGETS = {"mape_max": 8.0, "spearman_min": 0.95}

@@ -20,7 +20,7 @@ import sys
 
 from absl import flags
 
-from recipes._cli import UsageError, run, run_stage
+from recipes.cli import UsageError, run, run_stage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Result JSON path (a PNG is written beside it).")

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         return 2
     from common.io import atomic_write
     from models import spec as spec_lib
-    from recipes._cli import run_stage
+    from recipes.cli import run_stage
     from search import spos as sp
 
     depth = tuple(int(d) for d in a.depth.split(","))

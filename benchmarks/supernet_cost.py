@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from recipes._cli import UsageError, run  # noqa: E402
+from recipes.cli import UsageError, run  # noqa: E402
 
 MODES = ("fixed", "meta", "multi")
 COMMAND = "python -m benchmarks.supernet_cost --out benchmarks/results/supernet_cost.json"

@@ -2,9 +2,9 @@
 
     python -m benchmarks.zoo_tflite_parity --out benchmarks/results/zoo_tflite_parity.json [--input_size=224]
 
-Every registry model is built at ``--input_size`` with weights that give O(1) logits (a fresh Keras init gives
-logits near 0, which would make the check vacuous; zoo weights are used where a model has them and ``--use_zoo_weights``
-is on), exported with ``export.litert.export`` (float32) and run on ``--images`` seeded random images. The result per
+Every registry model is built at ``--input_size`` with randomised weights that give O(1) logits
+(``models.weights.randomized_weights``; a fresh Keras init gives logits near 0, which would make the check vacuous),
+exported with ``export.litert.export`` (float32) and run on ``--images`` seeded random images. The result per
 model: max|Δ| of the logits, top-1 agreement, export seconds, and ops of the flatbuffer. The check passes when every
 max|Δ| ≤ ``--tolerance``. This is the minute-long full-zoo form of ``tests/test_builder.py``'s TFLite parity test,
 which covers every layer kind on one small spec.

@@ -1,3 +1,3 @@
 """The bottom layer every other package may import: library errors, atomic file I/O and run-directory state.
 
-Nothing here imports TensorFlow at module import (``common.epoch_state`` imports it when used)."""
+Nothing here imports TensorFlow except ``common.epoch_state`` (the per-epoch checkpoint of custom loops)."""

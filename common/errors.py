@@ -1,7 +1,7 @@
 """The library's error for bad input, as opposed to a bug or a broken environment.
 
 Library code (input pipelines, spec decoding, zoo look-ups, weights files, search state) raises subclasses of
-`InputError` with one line naming what is wrong and where; only the command-line layer (``recipes._cli``) turns
+`InputError` with one line naming what is wrong and where; only the command-line layer (``recipes.cli``) turns
 them into one line on stderr and exit status 2. In-process users catch them like any ``ValueError``.
 """
 from __future__ import annotations

@@ -219,11 +219,11 @@ def run(config: FinetuneConfig) -> dict:
     from models.weights import save_npz
     from training import bn
 
+    num_classes, S = len(class_names), config.input_size
+    anchors = compute_anchors(train_records, S, config.anchors, config.seed)  # may refuse the data: before any write
     rd = run_dir(config, spec)
     rd.start()
     keras.utils.set_random_seed(config.seed)
-    num_classes, S = len(class_names), config.input_size
-    anchors = compute_anchors(train_records, S, config.anchors, config.seed)
     train_ds = with_targets(voc.detection_dataset(train_records, class_names, input_size=S,
                                                   batch_size=config.batch_size, training=True, seed=config.seed),
                             anchors, S, num_classes)

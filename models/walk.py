@@ -59,7 +59,7 @@ class Site:
 
 
 def block_site(block: BlockSpec, in_ch: int, in_size: int, *, stage: int = 0, index: int = 0,
-         reduction_in: int = 1) -> Site:
+               reduction_in: int = 1) -> Site:
     """The :class:`Site` of ``block`` on an ``in_ch``-channel ``in_size``×``in_size`` input (a one-block model by
     default: name ``s0_b0``); ``reduction_in`` is the cumulative stride of that input."""
     return Site(stage=stage, index=index, name=f"s{stage}_b{index}", block=block, in_ch=in_ch, out_ch=block.filters,

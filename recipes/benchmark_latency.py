@@ -18,7 +18,7 @@ import dataclasses
 
 from absl import flags
 
-from recipes._cli import UsageError, run
+from recipes.cli import UsageError, run
 from workflows import benchmark_latency
 from workflows.benchmark_latency import LatencyConfig
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from recipes._cli import UsageError, run
+from recipes.cli import UsageError, run
 from workflows import demo
 from workflows.demo import DemoConfig
 

@@ -17,7 +17,7 @@ import sys
 
 from absl import flags
 
-from recipes._cli import UsageError, run
+from recipes.cli import UsageError, run
 from training.distribute import STRATEGIES
 from workflows import evaluate
 from workflows.evaluate import EvaluateConfig

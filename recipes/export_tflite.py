@@ -21,7 +21,7 @@ import dataclasses
 
 from absl import flags
 
-from recipes._cli import UsageError, print_rows, run
+from recipes.cli import UsageError, print_rows, run
 from workflows import export_tflite
 from workflows.export_tflite import MODE_TEXT, ExportConfig
 

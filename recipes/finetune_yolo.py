@@ -20,8 +20,8 @@ import dataclasses
 from absl import flags
 
 from detection.finetune import CHOICES, FinetuneConfig, NonFiniteLoss, run
-from recipes._cli import UsageError
-from recipes._cli import run as run_cli
+from recipes.cli import UsageError
+from recipes.cli import run as run_cli
 
 D = FinetuneConfig()  # the defaults
 FLAGS = flags.FLAGS

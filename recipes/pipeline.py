@@ -16,7 +16,7 @@ import dataclasses
 
 from absl import flags
 
-from recipes._cli import UsageError, print_rows, run, run_stage
+from recipes.cli import UsageError, print_rows, run, run_stage
 from workflows import pipeline
 from workflows.pipeline import PipelineConfig
 

@@ -92,7 +92,7 @@ import sys
 
 from absl import flags
 
-from recipes._cli import UsageError, print_rows, run
+from recipes.cli import UsageError, print_rows, run
 from workflows import qat
 from workflows.qat import QatConfig
 

@@ -22,7 +22,7 @@ import dataclasses
 
 from absl import flags
 
-from recipes._cli import UsageError, run
+from recipes.cli import UsageError, run
 from workflows.search_metakernel import SearchMetakernelConfig
 from workflows.search_metakernel import run as run_search
 

@@ -32,7 +32,7 @@ import dataclasses
 from absl import flags
 
 from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
-from recipes._cli import UsageError, run
+from recipes.cli import UsageError, run
 from workflows.search_spos import SearchSposConfig
 from workflows.search_spos import run as run_spos
 

@@ -40,7 +40,7 @@ import sys
 from absl import flags
 
 from inputs.classification import AUGMENTS
-from recipes._cli import UsageError, run
+from recipes.cli import UsageError, run
 from training.distribute import STRATEGIES
 from workflows import train
 from workflows.train import TrainConfig

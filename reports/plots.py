@@ -8,10 +8,10 @@ import numpy as np
 from common.io import atomic_write
 
 
-def save_figure(fig, path: str) -> None:
-    """Writes a Matplotlib figure as a PNG (110 dpi, tight bounding box) atomically."""
+def save_figure(fig, path: str, dpi: int = 110) -> None:
+    """Writes a Matplotlib figure as a PNG (tight bounding box) atomically."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 

@@ -85,19 +85,14 @@ def checked_weights_file(spec, value: str, classes: int) -> str | None:
     trained model: export, QAT).
 
     Raises:
-        WeightsError: no such file, unreadable, not keyed ``layer/variable``, or another classifier width.
+        InputError: no such file. WeightsError: unreadable, not keyed ``layer/variable``, or another classifier
+            width.
         ZooError: unknown tag, or a zoo file that fails its sha256 check.
     """
-    import zoo
     from models.weights import WeightsError
-    if not value:
+    path = resolve_weights(spec, value)
+    if path is None:
         return None
-    if value.endswith(".npz") or os.sep in value:
-        if not os.path.isfile(value):
-            raise WeightsError(f"--weights={value}: no such file")
-        path = value
-    else:
-        path = zoo.weights_path(spec.name, value)
     try:  # lazily: only the classifier kernel is read here; every name and shape is checked at load
         with np.load(path, allow_pickle=False) as f:
             if not f.files or any("/" not in k for k in f.files):

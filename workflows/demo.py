@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import os
 import time
 
@@ -80,11 +79,8 @@ def load_images(paths, size):
 
 def plot(images, names, top5, path):
     """The images beside bar charts of their top-5 classes, written atomically as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common.io import atomic_write
+    from reports.plots import pyplot, save_figure
+    plt = pyplot()
     fig, axes = plt.subplots(len(images), 2, figsize=(9, 2.2 * len(images)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2.6]})
     for (ax_img, ax_bar), img, name, rows in zip(axes, images, names, top5):
@@ -97,10 +93,8 @@ def plot(images, names, top5, path):
         ax_bar.tick_params(labelsize=8)
     axes[-1][1].set_xlabel("probability (LiteRT float32)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def validate(config: DemoConfig) -> DemoPlan:

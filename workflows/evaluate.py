@@ -7,7 +7,8 @@ import dataclasses
 import os
 import time
 
-from common.checks import ConfigError, check_at_least, check_replicas
+from common.checks import ConfigError, check_at_least, check_one_of, check_replicas
+from training.distribute import STRATEGIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,7 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
     if data_classes is not None and classes is not None and classes != data_classes:
         raise ConfigError(f"--weights={config.weights}: a {classes}-class classifier, but --dataset={config.dataset} "
                           f"has {data_classes}")
+    check_one_of(strategy=(config.strategy, STRATEGIES))
     check_replicas(config.strategy, config.cpu_replicas, config.batch_size)
     if config.json is not None and os.path.isdir(config.json):
         raise ConfigError(f"--json={config.json}: is a directory")

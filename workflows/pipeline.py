@@ -151,7 +151,7 @@ def run(config: PipelineConfig, run_stage) -> PipelineResult:
 
     Args:
         run_stage: ``run_stage(name, args, log_path) -> seconds`` runs ``python -m *args`` (the command-line layer
-            owns process handling, e.g. ``recipes._cli.run_stage``, which exits on a failed stage).
+            owns process handling, e.g. ``recipes.cli.run_stage``, which exits on a failed stage).
     """
     validate(config)
     out = config.out_dir

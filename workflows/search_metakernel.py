@@ -17,6 +17,7 @@ import sys
 
 from common.checks import ConfigError, check_at_least, check_one_of
 from common.rundir import RunDir
+from training.distribute import STRATEGIES
 
 SETTINGS_FILE = "search_settings.json"
 # Settings that must match to resume a search in an existing out_dir.
@@ -117,7 +118,8 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
         cands = check_candidates(config.candidates)
     except ValueError as e:
         raise ConfigError(f"--candidates={','.join(str(c) for c in config.candidates)}: {e}") from None
-    check_one_of(space=(config.space, SPACES), dw_mode=(config.dw_mode, DW_MODES))
+    check_one_of(space=(config.space, SPACES), dw_mode=(config.dw_mode, DW_MODES),
+                 strategy=(config.strategy, STRATEGIES))
     check_at_least(epochs=(config.epochs, 1), warmup_epochs=(config.warmup_epochs, 0),
                    batch_size=(config.batch_size, 1), steps_per_epoch=(config.steps_per_epoch, 1),
                    depth=(config.depth, 1), input_size=(config.input_size, 16), limit=(config.limit, 2),

@@ -22,6 +22,7 @@ import sys
 from common.checks import ConfigError, check_at_least, check_one_of
 from common.rundir import RunDir
 from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
+from training.distribute import STRATEGIES
 
 SETTINGS_FILE = "supernet_settings.json"
 SUPERNET_KEYS = ("dataset", "space", "width", "depth", "choices", "channel_ratios", "bits", "sampling", "max_macs",
@@ -152,7 +153,7 @@ def validate(config: SearchSposConfig) -> RunDir:
 
     check_one_of(phase=(config.phase, PHASES), space=(config.space, ("cifar", "imagenet")),
                  sampling=(config.sampling, ("constraint", "uniform")),
-                 execution=(config.execution, ("eager", "graph")))
+                 execution=(config.execution, ("eager", "graph")), strategy=(config.strategy, STRATEGIES))
     check_at_least(epochs=(config.epochs, 1), batch_size=(config.batch_size, 1),
                    steps_per_epoch=(config.steps_per_epoch, 1), limit=(config.limit, 2),
                    population=(config.population, 2), iterations=(config.iterations, 1), top_k=(config.top_k, 1),
