@@ -101,8 +101,8 @@ def round_floats(x, digits: int = 5):
 # -------------------------------------------------------------------------------------------------------------- output
 def write_json(path: str, obj) -> None:
     """Writes ``obj`` as JSON indented by 2 atomically (`common.io.write_json`)."""
-    from common.io import write_json as _write_json
-    _write_json(path, obj, indent=2)
+    from common import io
+    io.write_json(path, obj, indent=2)
 
 
 def run_worker(module: str, args: list[str], env: dict | None = None, timeout: float | None = None):
