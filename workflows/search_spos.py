@@ -129,13 +129,19 @@ def load_latency(config: SearchSposConfig):
     return LatencyTable.load(config.latency_table)
 
 
+def constraints_of(config: SearchSposConfig):
+    """The hard limits of the search (``search.spos.Constraints``)."""
+    from search import spos as sp
+    return sp.Constraints(config.max_macs, config.max_params, config.max_bitops, config.max_latency_ms)
+
+
 def feasible_constraints(config: SearchSposConfig, space, latency):
     """The constraints, after checking that uniform sampling (as constraint sampling and evolution draw) can meet
     them (`search.spos.ConstraintError`, an input error, when it cannot)."""
     import numpy as np
 
     from search import spos as sp
-    constraints = sp.Constraints(config.max_macs, config.max_params, config.max_bitops, config.max_latency_ms)
+    constraints = constraints_of(config)
     sp.sample(space, np.random.default_rng(config.seed), constraints, latency, max_tries=20_000)
     return constraints
 
@@ -218,7 +224,7 @@ def run(config: SearchSposConfig) -> dict:
     tf.get_logger().setLevel("ERROR")  # per-branch functions compile lazily; TF warns about each new trace
 
     from common.io import atomic_write, eprint, write_json, write_text
-    from inputs.classification import load
+    from inputs.classification import known_classes, load
     from models import spec as spec_lib
     from reports import plots
     from search import evolution as ev
@@ -234,7 +240,10 @@ def run(config: SearchSposConfig) -> dict:
     train_ds, info = load(config.dataset, "train", image_size=size, batch_size=config.batch_size, training=True,
                           repeat=True, **common)
     space = make_space(config, info.num_classes)
-    constraints = feasible_constraints(config, space, latency)
+    if known_classes(config.dataset) is None:  # otherwise validate() sampled this very space already
+        constraints = feasible_constraints(config, space, latency)
+    else:
+        constraints = constraints_of(config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_supernet(space, seed=config.seed)
