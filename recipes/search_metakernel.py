@@ -30,8 +30,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder images, "
                                          "PATH/train and PATH/test when present) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
-flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet"], "Search space: MixNet-like 'cifar' (32×32 default) or "
-                                                           "'imagenet' (224×224, MixNet-M macro architecture).")
+flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet", "ablation"],
+                  "Search space: MixNet-like 'cifar' (32×32 default), 'imagenet' (224×224, MixNet-M macro "
+                  "architecture) or 'ablation' (32×32 ReLU inverted residuals, expansion 4: the kernel-ablation "
+                  "backbone of benchmarks/kernel_ablation.py).")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the 'cifar' space.", lower_bound=0.05)
 flags.DEFINE_integer("depth", 1, "Block repeats per stage of the 'cifar' space.", lower_bound=1)
 flags.DEFINE_integer("input_size", None, "Input size (default: 32 for 'cifar', 224 for 'imagenet').", lower_bound=16)
@@ -42,6 +44,10 @@ flags.DEFINE_float("target_macs", None, "Target T of the cost loss: multiply-acc
                                         "search input size (e.g. 8e6).")
 flags.DEFINE_float("lam", 2.0, "λ: weight of the cost loss (paper: 2.0).", lower_bound=0.0)
 flags.DEFINE_float("eta", 0.1, "η: slack of the cost loss around T (paper: 0.1).", lower_bound=1e-4)
+flags.DEFINE_enum("cost_form", "paper", ["paper", "pull"], "Cost loss: 'paper' (Eq. 6: ±log E[MACs] outside "
+                  "T(1±η), 0 inside) or 'pull' (the project's earlier form, pulling toward T inside the band too).")
+flags.DEFINE_enum("alpha_data", "holdout", ["holdout", "same"], "Batches α learns on: 'holdout' (a held-out part of "
+                  "the training split, --holdout) or 'same' (the weights' batches, one pass: the paper's Algorithm 1).")
 flags.DEFINE_float("tau_start", 5.0, "Initial Gumbel-softmax temperature.", lower_bound=1e-3)
 flags.DEFINE_float("tau_end", 0.5, "Final temperature (exponential annealing per step).", lower_bound=1e-3)
 flags.DEFINE_integer("epochs", 10, "Search epochs.", lower_bound=1)
@@ -85,8 +91,13 @@ def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     s = run_search(config_from_flags())
-    print(f"{s['name']}: {s['macs']:,} MACs ({s['macs_vs_target']:+.2%} vs target {s['target_macs']:,.0f}; "
-          f"expected {s['expected_macs']:,.0f}, argmax {s['argmax_macs']:,}), {s['params']:,} params -> {s['spec']}")
+    acc = "n/a" if s["argmax_val_acc"] is None else f"{s['argmax_val_acc']:.3f}"
+    mix = s["mixture"]
+    print(f"{s['name']}: {s['macs']:,} MACs ({s['macs_vs_target']:+.2%} vs target {s['target_macs']:,.0f}); "
+          f"argmax {s['argmax_macs']:,} ({s['argmax_vs_target']:+.2%}), E[MACs] {s['expected_macs']:,.0f}, argmax "
+          f"supernet top-1 {acc}; projection {'moved' if s['projected'] else 'would move'} "
+          f"{s['projection_moves']:.0f} of {s['searchable_filters']} filters; "
+          f"{mix['mixed_layers']}/{mix['layers']} layers mixed; {s['params']:,} params -> {s['spec']}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ flags.DEFINE_integer("steps_per_epoch", None, "Optimizer steps per epoch (defaul
 flags.DEFINE_integer("limit", None, "Use only the first N training examples (quick runs).", lower_bound=1)
 flags.DEFINE_integer("val_limit", None, "Evaluate on the first N examples of the test split after every epoch "
                                         "(default: all of them; 0: no validation).", lower_bound=0)
+flags.DEFINE_integer("val_freq", 1, "Validate every N epochs (N must divide --epochs, so the last epoch is always "
+                                    "validated).", lower_bound=1)
 flags.DEFINE_enum("augment", "standard", list(AUGMENTS), "Training augmentation: 'standard' (random crop + flip), "
                                                          "'paper' (plus colour jitter) or 'none'.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "rmsprop"], "Optimizer: SGD with momentum or RMSProp.")

@@ -70,8 +70,15 @@ def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str]
     ax.plot(epochs, [h["argmax_macs"] / 1e6 for h in history], label="argmax MACs")
     if target:
         ax.axhline(target / 1e6, color="k", linestyle="--", linewidth=0.8, label="target")
-    ax.set_title("MACs (M)", fontsize=8)
-    ax.legend(fontsize=6)
+    ax.set_title("MACs (M)" + (" and argmax top-1" if "val_acc_argmax" in history[-1] else ""), fontsize=8)
+    ax.legend(fontsize=6, loc="upper left")
+    if "val_acc_argmax" in history[-1]:
+        acc = ax.twinx()
+        acc.plot(epochs, [h.get("val_acc_argmax", np.nan) for h in history], color="tab:red", marker=".",
+                 label="argmax top-1 (BN re-est.)")
+        acc.set_ylim(0, 1)
+        acc.tick_params(labelsize=7)
+        acc.legend(fontsize=6, loc="lower right")
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
     widest = max(range(len(layers)), key=lambda i: len(history[0]["probs"][i]))

@@ -1,16 +1,22 @@
 """Differentiable meta-kernel search: weights and α on separate optimizers, Gumbel-softmax with an annealed
 temperature, and the cost-aware loss of Eq. 6–7 steering E[cost] to a target.
 
-Per step (first-order, as the paper and DARTS' first-order variant): one weight update on a training batch
-(cross-entropy, SGD with momentum and weight decay, α fixed), then one α update on a batch of the held-out split
-(cross-entropy + λ·L_cost, Adam, weights fixed). τ decays exponentially from ``tau_start`` to ``tau_end`` over the
-search. The search checkpoints every epoch (model, both optimizers, step, history) and resumes from the last one.
+Per step (first-order): with ``alpha_data="holdout"``, one weight update on a training batch (cross-entropy, SGD with
+Nesterov momentum and weight decay, α fixed) and one α update on a batch of the held-out split (cross-entropy +
+λ·L_cost, Adam, weights fixed); with ``alpha_data="same"`` (the paper's Algorithm 1) one forward pass on a training
+batch gives both updates. τ decays exponentially from ``tau_start`` to ``tau_end`` over the search; α stays frozen
+for ``warmup_epochs``. The search checkpoints every epoch (model, both optimizers, step, history) and resumes.
 
-The cost term (:func:`cost_loss`) is a two-sided log penalty around the target T with a slack band η:
-``d = |log(E/T)|``, ``L = d + max(0, d − log(1+η)) / η``. Inside ``[T/(1+η), T(1+η)]`` it pulls gently (slope 1 in
-log space); outside, a barrier 1/η times steeper pushes the architecture back. The paper's exact Eq. 7 was not
-available when this was written; this form keeps its ingredients (log of expected cost, target, slack η, weight
-λ = 2, η = 0.1 by default) and, unlike a pure dead zone, keeps pulling toward T inside the band.
+The cost term (:func:`cost_loss`) is, by default, the paper's Eq. 6 as printed: ``−log E[C]`` below ``T(1−η)``,
+``+log E[C]`` above ``T(1+η)``, and **0 inside the band** (cross-entropy alone moves α there). ``cost_form="pull"``
+is the form this project used before the paper's text was available (``d = |log(E/T)|``, ``L = d + max(0, d −
+log(1+η))/η``: it keeps pulling toward T inside the band); it stays for the ablation that compares them
+(``benchmarks/metakernel_dynamics.py``).
+
+The argmax architecture's accuracy (:meth:`MetaKernelSearch.evaluate`) is measured after re-estimating every
+BatchNorm's statistics under that architecture (the running averages of the search are those of the soft Gumbel
+mixtures, whose kernels are scaled by the choice probabilities: scored with them, a sound argmax network looks like
+chance).
 
 Costs are pluggable: ``cost_fn(model) -> tensor`` (default E[MACs] from :func:`search.supernet.expected_cost`);
 a latency model can supply its own expected latency through the same argument.
@@ -29,11 +35,24 @@ from common.epoch_state import EpochState, ResumableLoop
 from search import supernet as sn
 from search.metakernel_space import SearchSpace
 
+COST_FORMS = ("paper", "pull")
+ALPHA_DATA = ("holdout", "same")
 
-def cost_loss(expected, target: float, eta: float = 0.1):
-    """L_cost of Eq. 7 (see the module docstring): 0 at E = T, log-barrier outside ``(1 ± η)``."""
-    d = tf.abs(tf.math.log(expected / target))
-    return d + tf.nn.relu(d - math.log1p(eta)) / eta
+
+def cost_loss(expected, target: float, eta: float = 0.1, form: str = "paper"):
+    """L_FLOPs for E[C] = ``expected`` (see the module docstring).
+
+    ``"paper"``: Eq. 6 — ``−log E`` if ``E < T(1−η)``, ``log E`` if ``E > T(1+η)``, else 0.
+    ``"pull"``: ``d + max(0, d − log(1+η))/η`` with ``d = |log(E/T)|`` (0 only at E = T).
+    """
+    if form == "paper":
+        log_e = tf.math.log(expected)
+        zero = tf.zeros_like(log_e)
+        return tf.where(expected < target * (1 - eta), -log_e, tf.where(expected > target * (1 + eta), log_e, zero))
+    if form == "pull":
+        d = tf.abs(tf.math.log(expected / target))
+        return d + tf.nn.relu(d - math.log1p(eta)) / eta
+    raise ValueError(f"cost form: one of {COST_FORMS}, got {form!r}")
 
 
 @dataclass
@@ -52,6 +71,9 @@ class SearchConfig:
     a_weight_decay: float = 1e-3
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    cost_form: str = "paper"
+    alpha_data: str = "holdout"
+    recal_batches: int = 20
     seed: int = 0
 
     def tau(self, progress: float) -> float:
@@ -96,9 +118,16 @@ class MetaKernelSearch(ResumableLoop):
         self._state = EpochState(checkpoint_dir, self.epoch, model=model, w_opt=self.w_opt, a_opt=self.a_opt,
                                  step=self.step)
         self._classes = int(model.get_layer("classifier").units)
+        if config.cost_form not in COST_FORMS:
+            raise ValueError(f"cost_form: one of {COST_FORMS}, got {config.cost_form!r}")
+        if config.alpha_data not in ALPHA_DATA:
+            raise ValueError(f"alpha_data: one of {ALPHA_DATA}, got {config.alpha_data!r}")
         self._w_step = self._distributed(self._w_step_fn)
         self._a_step = self._distributed(self._a_step_fn)
+        self._joint_step = self._distributed(self._joint_step_fn)
         self._eval_step = tf.function(self._eval_fn)
+        self._bn_layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+                           if isinstance(layer, keras.layers.BatchNormalization)]
 
     def _distributed(self, fn):
         """``fn`` run on every replica; its outputs averaged over replicas."""
@@ -130,17 +159,37 @@ class MetaKernelSearch(ResumableLoop):
                                      tf.float32))
         return ce, acc
 
+    def _arch_loss(self, ce):
+        expected = self.cost_fn(self.model)
+        c_loss = cost_loss(expected, self.config.target, self.config.eta, self.config.cost_form)
+        decay = tf.add_n([tf.reduce_sum(a ** 2) for a in self.a_vars])
+        loss = ce + self.config.lam * c_loss + 0.5 * self.config.a_weight_decay * decay
+        return loss / self.strategy.num_replicas_in_sync, c_loss, expected
+
     def _a_step_fn(self, x, y):
         with tf.GradientTape() as tape:
             ce = self._ce(y, self.model(x, training=True))
-            expected = self.cost_fn(self.model)
-            c_loss = cost_loss(expected, self.config.target, self.config.eta)
-            decay = tf.add_n([tf.reduce_sum(a ** 2) for a in self.a_vars])
-            loss = ce + self.config.lam * c_loss + 0.5 * self.config.a_weight_decay * decay
-            loss = loss / self.strategy.num_replicas_in_sync
+            loss, c_loss, expected = self._arch_loss(ce)
         grads = tape.gradient(loss, self.a_vars)
         self.a_opt.apply_gradients(zip(grads, self.a_vars))
         return ce, c_loss, expected
+
+    def _joint_step_fn(self, x, y):
+        """Algorithm 1: one forward pass, the weights' and α's updates from the same batch."""
+        with tf.GradientTape(persistent=True) as tape:
+            logits = self.model(x, training=True)
+            ce = self._ce(y, logits)
+            decay = tf.add_n([tf.reduce_sum(v ** 2) for v in self.w_vars if len(v.shape) > 1])
+            w_loss = (ce + 0.5 * self.config.w_weight_decay * decay) / self.strategy.num_replicas_in_sync
+            a_loss, c_loss, expected = self._arch_loss(ce)
+        w_grads = tape.gradient(w_loss, self.w_vars)
+        a_grads = tape.gradient(a_loss, self.a_vars)
+        del tape
+        self.w_opt.apply_gradients(zip(w_grads, self.w_vars))
+        self.a_opt.apply_gradients(zip(a_grads, self.a_vars))
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
+                                     tf.float32))
+        return ce, acc, c_loss, expected
 
     def _eval_fn(self, x, y):
         logits = self.model(x, training=False)  # argmax architecture
@@ -148,8 +197,42 @@ class MetaKernelSearch(ResumableLoop):
                                      tf.float32))
 
     # --- the loop ----------------------------------------------------------------------------------------------
-    def evaluate(self, ds) -> float:
-        """Top-1 of the argmax architecture (supernet weights, inference BN) on ``ds``."""
+    def recalibrate(self, batches) -> int:
+        """Sets every BatchNorm's moving statistics to the exact average of its batch statistics over ``batches``
+        (input images) with the *argmax* architecture in place (τ = 0 selects it in training mode). The search's
+        steps use batch statistics, so this changes nothing but inference. Returns the number of batches used."""
+        tau = self.model_tau()
+        momenta = [bn.momentum for bn in self._bn_layers]
+        sums, n = None, 0
+        try:
+            sn.set_temperature(self.model, 0.0)
+            for bn in self._bn_layers:
+                bn.momentum = 0.0  # moving statistics := this batch's (read back and averaged below)
+            probe = tf.function(lambda x: self.model(x, training=True))
+            for x in batches:
+                if sums is None:
+                    saved = [(bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in self._bn_layers]
+                probe(x)
+                stats = [(bn.moving_mean.numpy().astype(np.float64), bn.moving_variance.numpy().astype(np.float64))
+                         for bn in self._bn_layers]
+                sums = stats if sums is None else [(a + m, b + v) for (a, b), (m, v) in zip(sums, stats)]
+                n += 1
+        finally:
+            sn.set_temperature(self.model, tau)
+            for bn, momentum in zip(self._bn_layers, momenta):
+                bn.momentum = momentum
+            final = None if sums is None else saved if n == 0 else [(m / n, v / n) for m, v in sums]
+            for bn, (m, v) in zip(self._bn_layers, final or ()):
+                bn.moving_mean.assign(np.asarray(m, np.float32))
+                bn.moving_variance.assign(np.asarray(v, np.float32))
+        return n
+
+    def evaluate(self, ds, recal_ds=None) -> float:
+        """Top-1 of the argmax architecture (supernet weights, inference BN) on ``ds``; with ``recal_ds`` (an
+        iterable of ``(images, labels)``), BN statistics are first re-estimated under the argmax
+        (:meth:`recalibrate`)."""
+        if recal_ds is not None:
+            self.recalibrate(x for x, _ in recal_ds)
         correct, n = 0.0, 0
         for x, y in ds:
             correct += float(self._eval_step(x, y))  # single device: evaluation batches are small
@@ -172,7 +255,9 @@ class MetaKernelSearch(ResumableLoop):
         self.restore()
         total = cfg.epochs * steps_per_epoch
         distribute = self.strategy.experimental_distribute_dataset
-        train_it, arch_it = iter(distribute(train_ds)), iter(distribute(arch_ds))
+        train_it = iter(distribute(train_ds))
+        arch_it = iter(distribute(arch_ds)) if cfg.alpha_data == "holdout" else None
+        recal = train_ds.take(cfg.recal_batches) if cfg.recal_batches else None
         bar = progress(total) if progress else None
         if bar is not None:
             bar.update(int(self.step.numpy()))
@@ -183,18 +268,22 @@ class MetaKernelSearch(ResumableLoop):
                 step = int(self.step.numpy())
                 sn.set_temperature(self.model, cfg.tau(step / max(total - 1, 1)))
                 x, y = next(train_it)
-                ce, acc = self._w_step(x, y)
                 c_loss, expected = 0.0, float("nan")
-                if epoch >= cfg.warmup_epochs:
+                if epoch < cfg.warmup_epochs:
+                    ce, acc = self._w_step(x, y)
+                elif cfg.alpha_data == "same":
+                    ce, acc, c_loss, expected = self._joint_step(x, y)
+                else:
+                    ce, acc = self._w_step(x, y)
                     ax, ay = next(arch_it)
-                    a_ce, c_loss, expected = self._a_step(ax, ay)
+                    _, c_loss, expected = self._a_step(ax, ay)
                 sums += [float(ce), float(acc), float(c_loss), float(expected), 1]
                 self.step.assign_add(1)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(ce=f"{float(ce):.3f}", mmacs=f"{float(expected) / 1e6:.2f}")
             self.epoch.assign_add(1)
-            record = self._record(epoch, sums, time.time() - t0, val_ds)
+            record = self._record(epoch, sums, time.time() - t0, val_ds, recal)
             self.history.append(record)
             if writer is not None:
                 with writer.as_default(step=epoch + 1):
@@ -208,17 +297,20 @@ class MetaKernelSearch(ResumableLoop):
             bar.close()
         return self.history
 
-    def _record(self, epoch, sums, seconds, val_ds) -> dict:
+    def _record(self, epoch, sums, seconds, val_ds, recal_ds=None) -> dict:
         n = max(sums[4], 1)
         expected, params = sn.expected_cost(self.model, self.space)
+        rows = [np.asarray(b.dw.probabilities()) for b in sn.search_blocks(self.model)
+                if b.searchable and b.dw.per_filter]
+        max_prob = float(np.mean(np.concatenate([r.max(-1) for r in rows]))) if rows else float("nan")
         rec = {"epoch": epoch + 1, "step": int(self.step.numpy()), "tau": float(self.model_tau()),
                "train_ce": sums[0] / n, "train_acc": sums[1] / n, "cost_loss": sums[2] / n,
                "expected_macs": float(expected), "expected_params": float(params),
-               "argmax_macs": self.supernet.macs(), "seconds": seconds,
+               "argmax_macs": self.supernet.macs(), "mean_max_prob": max_prob, "seconds": seconds,
                "probs": [np.asarray(b.dw.probabilities()).mean(0).round(5).tolist()
                          for b in sn.search_blocks(self.model) if b.searchable]}
         if val_ds is not None:
-            rec["val_acc_argmax"] = self.evaluate(val_ds)
+            rec["val_acc_argmax"] = self.evaluate(val_ds, recal_ds)
         return rec
 
     def model_tau(self) -> float:

@@ -76,12 +76,15 @@ class _KernelChoice(keras.layers.Layer):
 
     def sample(self, training=None):
         """Choice weights for one step: a Gumbel-softmax sample at temperature τ (Eq. 9) when training, else the
-        one-hot argmax (the derived architecture)."""
-        if training:
-            u = keras.random.uniform(ops.shape(self.alpha), minval=1e-10, maxval=1.0, seed=self.seed_generator)
-            gumbel = -ops.log(-ops.log(u))
-            return ops.softmax((self.alpha + gumbel) / self.tau, axis=-1)
-        return ops.one_hot(ops.argmax(self.tie_broken(self.alpha), axis=-1), self.num_choices)
+        one-hot argmax (the derived architecture). τ = 0 selects the argmax in training mode too (BatchNorm then
+        sees the derived architecture: how the search re-estimates BN statistics before scoring the argmax)."""
+        argmax = ops.one_hot(ops.argmax(self.tie_broken(self.alpha), axis=-1), self.num_choices)
+        if not training:
+            return argmax
+        u = keras.random.uniform(ops.shape(self.alpha), minval=1e-10, maxval=1.0, seed=self.seed_generator)
+        gumbel = -ops.log(-ops.log(u))
+        soft = ops.softmax((self.alpha + gumbel) / ops.maximum(self.tau, 1e-6), axis=-1)
+        return ops.where(self.tau > 0, soft, argmax)
 
     def tie_broken(self, alpha):
         """α with "None" lowered by 1e-6: a tie (e.g. the uniform initial α) never prunes (argmax takes the first)."""

@@ -139,6 +139,45 @@ class SearchSpace:
             stages.append(tuple(blocks))
         return self.assemble(tuple(stages), name or f"{self.name}_k{k}")
 
+    def mixed(self, kernels, partition: str = "uniform", expand_scale: float = 1.0,
+              name: str | None = None) -> ModelSpec:
+        """A hand-designed member of the space (the paper's Fig. 4 baselines): every block's depthwise filters split
+        over ``kernels`` by ``partition`` (:func:`split_channels`), expanded widths scaled by ``expand_scale``.
+        One kernel size is baseline A (vanilla depthwise), several are MixConv: ``"uniform"`` (B) or
+        ``"exponential"`` (C). Blocks without an expansion conv take one kernel size only."""
+        kernels = check_candidates(kernels)
+        blocks = []
+        for b in self.blocks():
+            if not b.expand:
+                if len(kernels) > 1:
+                    raise ValueError(f"{b.name}: a block without expansion conv takes one kernel size, got "
+                                     f"{list(kernels)}")
+                blocks.append(b.spec(kernels, (b.in_ch,)))
+                continue
+            width = max(len(kernels), int(round(b.expand * expand_scale)))
+            blocks.append(b.spec(kernels, split_channels(width, len(kernels), partition)))
+        tag = "-".join(str(k) for k in kernels)
+        return self.assemble((tuple(blocks),), name or f"{self.name}_{partition[:3]}_k{tag}")
+
+    def matched(self, kernels, partition: str, target: float, tol: float = 0.02,
+                name: str | None = None) -> tuple[ModelSpec, float]:
+        """:meth:`mixed` with the expansion scale that brings its MACs within ``tol`` of ``target`` (bisection;
+        MACs grow with the scale). Returns ``(spec, scale)``; raises ValueError when integer widths cannot get
+        within ``tol``."""
+        lo, hi = 0.05, 20.0
+        best = None
+        for _ in range(60):
+            mid = (lo * hi) ** 0.5
+            spec = self.mixed(kernels, partition, mid, name)
+            macs = count(spec).macs
+            if best is None or abs(macs - target) < abs(best[2] - target):
+                best = (spec, mid, macs)
+            if abs(macs - target) <= tol * target:
+                return spec, mid
+            lo, hi = (mid, hi) if macs < target else (lo, mid)
+        raise ValueError(f"{list(kernels)}/{partition}: no expansion scale within {tol:.0%} of {target:,.0f} MACs "
+                         f"(closest {best[2]:,} at scale {best[1]:.3f})")
+
     def thinnest(self) -> ModelSpec:
         """The cheapest architecture of the space: one filter per block at the smallest kernel."""
         k = self.candidates[0]
@@ -162,6 +201,39 @@ class SearchSpace:
                          provenance=provenance or Provenance(method="metakernel", source=f"search space {self.name}"))
         check_input_size(spec, self.input_size)
         return spec
+
+
+PARTITIONS = ("uniform", "exponential")
+
+
+def split_channels(total: int, n: int, partition: str = "uniform") -> tuple[int, ...]:
+    """MixConv's channel partitions of ``total`` filters over ``n`` kernel sizes (ascending): ``"uniform"`` (equal,
+    the remainder to the first groups) or ``"exponential"`` (group i gets 2^-(i+1) of the filters, the last group
+    the rest: 1/2, 1/4, …). Every group keeps at least one filter."""
+    if n < 1 or total < n:
+        raise ValueError(f"cannot split {total} filters over {n} kernel sizes")
+    if partition == "uniform":
+        return tuple(total // n + (1 if i < total % n else 0) for i in range(n))
+    if partition == "exponential":
+        sizes = [max(1, total >> (i + 1)) for i in range(n - 1)]
+        while sum(sizes) > total - 1:  # tiny widths: keep one filter for the last group
+            sizes[int(max(range(n - 1), key=lambda i: sizes[i]))] -= 1
+        return tuple(sizes + [total - sum(sizes)])
+    raise ValueError(f"partition: one of {PARTITIONS}, got {partition!r}")
+
+
+def ablation_space(candidates=(3, 5, 7), expand: int = 3, classes: int = 10) -> SearchSpace:
+    """The CIFAR backbone of the kernel-size ablation (the paper's Fig. 4 at CPU scale): inverted-residual blocks
+    with ReLU, no squeeze-excite, every block with a 1×1 expansion (``expand`` × its input width) so that every
+    depthwise filter can choose its own kernel; stem stride 2 (16×16 maps), stages 16/24/48/96 at strides 1/2/2/1.
+    Every kernel 7×7 at ``expand=3`` costs 3.37M MACs."""
+    stages = (StageSpace(1, 16, 1, expand, 0.0, "relu"),
+              StageSpace(2, 24, 2, expand, 0.0, "relu"),
+              StageSpace(2, 48, 2, expand, 0.0, "relu"),
+              StageSpace(1, 96, 1, expand, 0.0, "relu"))
+    return SearchSpace(name=f"ablation_e{expand}", input_size=32, stages=stages, candidates=tuple(candidates),
+                       stem_filters=16, stem_stride=2, head_filters=256, dropout=0.1, classes=classes,
+                       bn=BNSpec(eps=1e-3, momentum=0.9))
 
 
 def cifar_space(width: float = 1.0, depth: int = 1, candidates=(3, 5, 7), input_size: int = 32,

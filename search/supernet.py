@@ -60,6 +60,8 @@ class SearchMBConv(keras.layers.Layer):
     """Inverted-residual block with a searchable depthwise conv (the supernet's only custom layer).
 
     expand 1×1 → BN → act → searchable dw → BN → act → × keep (1 − p_None) → [SE] → project 1×1 → BN → [+ input].
+    The keep gate is computed as part of SE's pooled vector and of the projection kernel (mathematically the same
+    product, but no extra activation is stored for the backward pass).
     Sub-layers are stock Keras layers except the depthwise (``dw``): a :class:`MetaKernelDepthwise`,
     a :class:`MultiPathDepthwise`, or, with ``dw_mode="fixed"``, a plain ``k_max`` ``DepthwiseConv2D``.
 
@@ -134,13 +136,18 @@ class SearchMBConv(keras.layers.Layer):
         else:
             y = self.dw(y)
         y = _activation(self.dw_bn(y, training=training), self.act)
-        if keep is not None:
-            y = y * keep
+        # The keep gate multiplies every channel of y; it is applied where it costs no stored activation: on SE's
+        # pooled vector and folded into the projection kernel's input rows (conv(y·keep, W) = conv(y, keep·W)).
         if self.se_channels:
             s = ops.mean(y, axis=(1, 2), keepdims=True)
+            if keep is not None:
+                s = s * keep
             s = _activation(self.se_reduce(s), self.act)
             y = y * ops.sigmoid(self.se_expand(s))
-        y = self.project_bn(self.project_conv(y), training=training)
+        kernel = self.project_conv.kernel
+        if keep is not None:
+            kernel = kernel * ops.reshape(keep, (1, 1, -1, 1))
+        y = self.project_bn(ops.conv(y, kernel, strides=1, padding="valid"), training=training)
         return y + inputs if self.residual else y
 
     def compute_output_shape(self, input_shape):
@@ -454,3 +461,14 @@ class MetaKernelSupernet:
             names.append(block.name)
             counts.append(row)
         return names, np.array(counts), labels
+
+    def mixture(self, arch=None, min_share: float = 0.10) -> dict:
+        """The kernel-size mixture of ``arch`` (the paper's Fig. 6 as numbers): per searchable layer the share of
+        its filters on each choice (``"pruned"`` included), and how many layers hold ≥ 2 kernel sizes with at
+        least ``min_share`` of the layer's filters each (``mixed_layers`` of ``layers``)."""
+        names, counts, labels = self.kernel_distribution(arch)
+        shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        kernel_cols = [j for j, label in enumerate(labels) if label != "pruned"]
+        mixed = int(np.sum((shares[:, kernel_cols] >= min_share).sum(1) >= 2))
+        return {"labels": labels, "min_share": min_share, "layers": len(names), "mixed_layers": mixed,
+                "per_layer": {n: [round(float(v), 4) for v in row] for n, row in zip(names, shares)}}

@@ -41,6 +41,9 @@ CASES = [
      "--tau_end"),
     ("recipes.search_metakernel", ["--target_macs=1e12", "--width=0.25", "--out_dir={out}"],
      "outside what the space can reach"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--space=ablation", "--width=0.5", "--out_dir={out}"],
+     "--width/--depth"),
+    ("recipes.train", ["--model=mixnet_s", "--epochs=10", "--val_freq=3", "--out_dir={out}"], "--val_freq"),
     ("recipes.search_spos", ["--max_macs=1", "--out_dir={out}"], "smallest path"),
     ("recipes.search_spos", ["--choices=3,9", "--out_dir={out}"], "--choices"),
     ("recipes.search_spos", ["--dataset=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
@@ -49,6 +52,10 @@ CASES = [
     ("benchmarks.quantization", ["--dataset=folder:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
     ("benchmarks.spos_cost", ["--rounds=0", "--out={out}/result.json"], "rounds"),
     ("benchmarks.spos_proxy", ["--dataset=folder:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
+    ("benchmarks.kernel_ablation", ["--sets=1", "--out={out}/result.json"], "--sets"),
+    ("benchmarks.kernel_ablation", ["--groups=A,D", "--out={out}/result.json"], "--groups"),
+    ("benchmarks.kernel_ablation", ["--target=1000", "--out={out}/result.json"], "--target=1000"),
+    ("benchmarks.metakernel_dynamics", ["--variants=paper,nope", "--out={out}/result.json"], "--variants"),
     ("benchmarks.detection_raccoon", ["--dataset=voc:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
 ]
 

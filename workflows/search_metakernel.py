@@ -23,9 +23,13 @@ SETTINGS_FILE = "search_settings.json"
 # Settings that must match to resume a search in an existing out_dir.
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
-               "limit", "w_lr", "a_lr", "seed")
-SPACES = ("cifar", "imagenet")
+               "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data")
+SPACES = ("cifar", "imagenet", "ablation")
+ABLATION_EXPAND = 4  # the ablation supernet's expansion ratio (its baselines use 3, widened to match MACs)
 DW_MODES = ("meta", "multi")
+COST_FORMS = ("paper", "pull")  # search.differentiable.COST_FORMS (kept here: no TensorFlow before validation)
+ALPHA_DATA = ("holdout", "same")
+NEAR_CHANCE = 1.5  # an argmax supernet below 1.5 × chance accuracy is reported as near chance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,8 @@ class SearchMetakernelConfig:
     dw_mode: str = "meta"
     lam: float = 2.0
     eta: float = 0.1
+    cost_form: str = "paper"
+    alpha_data: str = "holdout"
     tau_start: float = 5.0
     tau_end: float = 0.5
     epochs: int = 10
@@ -84,9 +90,11 @@ def settings(config: SearchMetakernelConfig) -> dict:
 
 def make_space(config: SearchMetakernelConfig, candidates, classes: int):
     """The search space of ``config`` (TensorFlow-free)."""
-    from search.metakernel_space import cifar_space, imagenet_space
+    from search.metakernel_space import ablation_space, cifar_space, imagenet_space
     if config.space == "cifar":
         return cifar_space(config.width, config.depth, candidates, config.input_size or 32, classes)
+    if config.space == "ablation":
+        return ablation_space(candidates, ABLATION_EXPAND, classes)
     space = imagenet_space(candidates).replace(classes=classes)
     return space.replace(input_size=config.input_size) if config.input_size else space
 
@@ -119,11 +127,16 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     except ValueError as e:
         raise ConfigError(f"--candidates={','.join(str(c) for c in config.candidates)}: {e}") from None
     check_one_of(space=(config.space, SPACES), dw_mode=(config.dw_mode, DW_MODES),
-                 strategy=(config.strategy, STRATEGIES))
+                 strategy=(config.strategy, STRATEGIES), cost_form=(config.cost_form, COST_FORMS),
+                 alpha_data=(config.alpha_data, ALPHA_DATA))
     check_at_least(epochs=(config.epochs, 1), warmup_epochs=(config.warmup_epochs, 0),
                    batch_size=(config.batch_size, 1), steps_per_epoch=(config.steps_per_epoch, 1),
                    depth=(config.depth, 1), input_size=(config.input_size, 16), limit=(config.limit, 2),
                    val_limit=(config.val_limit, 0), cpu_replicas=(config.cpu_replicas, 1))
+    if config.space != "cifar" and (config.width != 1.0 or config.depth != 1):
+        raise ConfigError(f"--width/--depth apply to --space=cifar only (got --space={config.space})")
+    if config.space == "ablation" and config.input_size not in (None, 32):
+        raise ConfigError(f"--input_size={config.input_size}: the ablation space is 32×32")
     if config.tau_end > config.tau_start:
         raise ConfigError(f"--tau_end={config.tau_end} is above --tau_start={config.tau_start}")
     if config.warmup_epochs >= config.epochs:
@@ -142,9 +155,11 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
 
 
 def _notes(config: SearchMetakernelConfig, cands, steps: int, moves: int) -> str:
-    return (f"meta-kernel search ({config.dw_mode}), candidates {list(cands)}, lambda={config.lam}, eta={config.eta}, "
-            f"tau {config.tau_start}->{config.tau_end}, {config.epochs} epochs x {steps} steps, batch "
-            f"{config.batch_size}, holdout {config.holdout}; projection moves={moves}")
+    alpha = f"holdout {config.holdout}" if config.alpha_data == "holdout" else "alpha on the weights' batches"
+    return (f"meta-kernel search ({config.dw_mode}), candidates {list(cands)}, cost {config.cost_form}, "
+            f"lambda={config.lam}, eta={config.eta}, tau {config.tau_start}->{config.tau_end}, alpha lr {config.a_lr}, "
+            f"{config.epochs} epochs ({config.warmup_epochs} warm-up) x {steps} steps, batch {config.batch_size}, "
+            f"{alpha}; " + (f"projection moves={moves}" if config.project else "argmax, no projection"))
 
 
 def run(config: SearchMetakernelConfig) -> dict:
@@ -169,11 +184,15 @@ def run(config: SearchMetakernelConfig) -> dict:
 
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     keras.utils.set_random_seed(config.seed)
-    common = dict(batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed, holdout=config.holdout,
+    holdout = config.holdout if config.alpha_data == "holdout" else 0.0  # "same": α trains on the weights' batches
+    common = dict(batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed, holdout=holdout,
                   limit=config.limit)
     size = config.input_size or (32 if config.space == "cifar" else 224)
     train_ds, info = load(config.dataset, "train", image_size=size, training=True, repeat=True, **common)
-    arch_ds, arch_info = load(config.dataset, "holdout", image_size=size, training=True, repeat=True, **common)
+    arch_ds, holdout_examples = None, 0
+    if holdout:
+        arch_ds, arch_info = load(config.dataset, "holdout", image_size=size, training=True, repeat=True, **common)
+        holdout_examples = arch_info.num_examples
     val_ds = None
     if config.val_limit:
         val_ds, _ = load(config.dataset, "test", image_size=size, batch_size=config.batch_size, training=False,
@@ -190,7 +209,8 @@ def run(config: SearchMetakernelConfig) -> dict:
     net = sn.MetaKernelSupernet(model, space)
     search_config = SearchConfig(target=config.target_macs, epochs=config.epochs, lam=config.lam, eta=config.eta,
                                  tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
-                                 a_lr=config.a_lr, warmup_epochs=config.warmup_epochs, seed=config.seed)
+                                 a_lr=config.a_lr, warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
+                                 alpha_data=config.alpha_data, seed=config.seed)
     initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
     search = MetaKernelSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                               strategy=strategy)
@@ -206,13 +226,17 @@ def run(config: SearchMetakernelConfig) -> dict:
     run_dir.write_json("history.json", history)
     expected = float(net.expected_cost()[0])
     argmax_macs = net.macs()
-    choice, moves = net.choices(), 0
+    choice = net.choices()
+    projected, moves, _ = net.project_to_target(config.target_macs, config.tolerance)  # reported either way
     if config.project:
-        choice, moves, _ = net.project_to_target(config.target_macs, config.tolerance)
+        choice = projected
     name = config.name or f"mk_{config.space}_{config.target_macs / 1e6:g}m".replace(".", "p")
     last = history[-1] if history else {}
-    metrics = {"expected_macs": expected, "argmax_macs": float(argmax_macs), "projection_moves": float(moves),
-               "supernet_val_acc_argmax": last.get("val_acc_argmax", float("nan"))}
+    argmax_acc = last.get("val_acc_argmax", float("nan"))
+    filters = sum(len(c) for b, c in zip(net.blocks, choice) if b.searchable and b.dw.per_filter)
+    metrics = {"expected_macs": expected, "argmax_macs": float(argmax_macs),
+               "projection_moves": float(moves) if config.project else float("nan"),
+               "supernet_val_acc_argmax": argmax_acc}
     prov = spec_lib.Provenance(method="metakernel", source=f"search space {space.name}", target=config.target_macs,
                                target_macs=int(round(config.target_macs)), seed=config.seed, data=config.dataset,
                                notes=_notes(config, cands, steps, moves), metrics=())
@@ -234,11 +258,21 @@ def run(config: SearchMetakernelConfig) -> dict:
     if history:
         plots.alpha_trajectories(history, layer_names, labels, run_dir.file("alpha_trajectories.png"),
                                  config.target_macs)
+    chance = 1.0 / info.num_classes
+    near_chance = bool(argmax_acc == argmax_acc and argmax_acc < NEAR_CHANCE * chance)
     summary = {"spec": output, "name": name, "target_macs": config.target_macs, "macs": exact.macs,
                "params": exact.params, "macs_vs_target": exact.macs / config.target_macs - 1,
                "initial_expected_macs": initial_expected, "expected_macs": expected, "argmax_macs": argmax_macs,
-               "projection_moves": float(moves), "epochs": config.epochs, "steps_per_epoch": steps,
-               "train_examples": info.num_examples, "holdout_examples": arch_info.num_examples, "resumed": resumed,
-               "history": history[-1:] or None}
+               "argmax_vs_target": argmax_macs / config.target_macs - 1,
+               "argmax_val_acc": argmax_acc if argmax_acc == argmax_acc else None,
+               "val_examples": config.val_limit or 0, "argmax_near_chance": near_chance,
+               "projected": config.project, "projection_moves": float(moves),
+               "projection_moved_share": moves / max(filters, 1),
+               "searchable_filters": filters, "mixture": net.mixture(choice), "argmax_mixture": net.mixture(),
+               "epochs": config.epochs, "steps_per_epoch": steps, "train_examples": info.num_examples,
+               "holdout_examples": holdout_examples, "resumed": resumed, "history": history[-1:] or None}
     write_json(run_dir.file("summary.json"), summary)
+    if near_chance:
+        eprint(f"warning: the argmax supernet scores {argmax_acc:.3f} on {config.val_limit} test images (chance "
+               f"{chance:.3f}) after BN re-estimation: the search has not found a working architecture")
     return summary

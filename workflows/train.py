@@ -41,6 +41,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     limit: int | None = None
     val_limit: int | None = None
+    val_freq: int = 1
     augment: str = "standard"
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -105,9 +106,13 @@ def validate(config: TrainConfig) -> TrainPlan:
 
     check_at_least(epochs=(config.epochs, 1), batch_size=(config.batch_size, 1), input_size=(config.input_size, 8),
                    steps_per_epoch=(config.steps_per_epoch, 1), limit=(config.limit, 1),
-                   val_limit=(config.val_limit, 0), checkpoint_every=(config.checkpoint_every, 1),
+                   val_limit=(config.val_limit, 0), val_freq=(config.val_freq, 1),
+                   checkpoint_every=(config.checkpoint_every, 1),
                    cpu_replicas=(config.cpu_replicas, 1), warmup_epochs=(config.warmup_epochs, 0.0),
                    weight_decay=(config.weight_decay, 0.0), label_smoothing=(config.label_smoothing, 0.0))
+    if config.epochs % config.val_freq:
+        raise ConfigError(f"--val_freq={config.val_freq} must divide --epochs={config.epochs} (the last epoch is "
+                          "always validated)")
     check_one_of(augment=(config.augment, AUGMENTS), optimizer=(config.optimizer, ("sgd", "rmsprop")),
                  strategy=(config.strategy, STRATEGIES))
     spec = zoo.get_spec(config.model)
@@ -253,6 +258,7 @@ def run(config: TrainConfig) -> TrainResult:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+              validation_freq=config.val_freq,
               shuffle=False,  # tf.data shuffles (seeded) in inputs.classification
               verbose=1 if config.progress else 2)
 

@@ -1,0 +1,126 @@
+"""The search's dynamics pieces: the paper's Eq. 6 cost loss, argmax sampling in training mode, BN re-estimation of
+the argmax supernet, Algorithm 1's joint step, the mixture report, and the kernel-ablation baselines."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.counting import count
+from search import supernet as sn
+from search.differentiable import MetaKernelSearch, SearchConfig, cost_loss
+from search.metakernel_space import ablation_space, cifar_space, split_channels
+
+SPACE = cifar_space(width=0.25, candidates=(3, 5, 7))
+
+
+@pytest.mark.parametrize("ratio, expected", [(0.5, -math.log(50.0)), (0.95, 0.0), (1.0, 0.0), (1.05, 0.0),
+                                             (2.0, math.log(200.0))])
+def test_paper_cost_loss_is_a_dead_zone_with_log_walls(ratio, expected):
+    e = tf.constant(100.0 * ratio)
+    assert float(cost_loss(e, 100.0, 0.1, "paper")) == pytest.approx(expected, rel=1e-5)
+
+
+def test_paper_cost_loss_gradient_pushes_back_outside_and_vanishes_inside():
+    for ratio, sign in ((0.5, -1), (1.0, 0), (1.5, 1)):
+        e = tf.Variable(100.0 * ratio)
+        with tf.GradientTape() as tape:
+            loss = cost_loss(e, 100.0, 0.1, "paper")
+        g = float(tape.gradient(loss, e))
+        assert np.sign(g) == sign, (ratio, g)
+    e = tf.Variable(105.0)  # the earlier form keeps pulling inside the band
+    with tf.GradientTape() as tape:
+        loss = cost_loss(e, 100.0, 0.1, "pull")
+    assert float(tape.gradient(loss, e)) > 0
+    with pytest.raises(ValueError, match="cost form"):
+        cost_loss(e, 100.0, 0.1, "nope")
+
+
+def test_zero_temperature_samples_the_argmax_in_training_mode():
+    model = sn.build_supernet(SPACE, seed=0, alpha_init_std=1.0)
+    block = next(b for b in sn.search_blocks(model) if b.dw.per_filter)
+    block.dw.tau.assign(0.0)
+    hard = np.asarray(block.dw.sample(True))
+    np.testing.assert_array_equal(hard, np.asarray(block.dw.sample(False)))
+    block.dw.tau.assign(1.0)
+    soft = np.asarray(block.dw.sample(True))
+    assert soft.max(-1).mean() < 0.99
+
+
+def _search(model, **kw):
+    return MetaKernelSearch(model, SPACE, SearchConfig(target=count(SPACE.skeleton(3)).macs, **kw))
+
+
+def test_recalibration_gives_inference_the_argmax_batch_statistics():
+    """After re-estimating BN on one batch, the supernet in inference mode computes what it computes in training
+    mode with the argmax architecture on that batch (BN from that batch's statistics)."""
+    keras.utils.set_random_seed(0)
+    space = SPACE.replace(dropout=0.0)  # training mode must differ from inference only in BN
+    model = sn.build_supernet(space, seed=0, alpha_init_std=2.0, tau=1.0)
+    search = _search(model)
+    x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    assert search.recalibrate([x]) == 1
+    assert search.model_tau() == pytest.approx(1.0)  # temperature restored
+    sn.set_temperature(model, 0.0)
+    y_train = np.asarray(model(x, training=True))
+    sn.set_temperature(model, 1.0)
+    y_infer = np.asarray(model(x, training=False))
+    # BN's epsilon is added to a biased variance in both paths; the moving update is exact at momentum 0
+    assert np.abs(y_train - y_infer).max() < 2e-3
+    assert all(bn.momentum > 0 for bn in search._bn_layers)  # momenta restored
+
+
+def test_joint_step_updates_weights_and_alpha_from_one_batch():
+    keras.utils.set_random_seed(0)
+    model = sn.build_supernet(SPACE, seed=0)
+    search = _search(model, alpha_data="same", a_lr=0.05)
+    alpha0 = [np.asarray(a).copy() for a in search.a_vars]
+    w0 = np.asarray(search.w_vars[0]).copy()
+    x = np.random.default_rng(1).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 10
+    ce, acc, c_loss, expected = search._joint_step(x, y)
+    assert np.isfinite(float(ce)) and float(expected) > 0
+    assert any(np.abs(np.asarray(a) - b).max() > 0 for a, b in zip(search.a_vars, alpha0))
+    assert np.abs(np.asarray(search.w_vars[0]) - w0).max() > 0
+    with pytest.raises(ValueError, match="alpha_data"):
+        _search(model, alpha_data="elsewhere")
+
+
+def test_mixture_counts_layers_with_two_kernel_sizes_of_ten_percent():
+    model = sn.build_supernet(SPACE, seed=0)
+    net = sn.MetaKernelSupernet(model, SPACE)
+    blocks = [b for b in net.blocks if b.dw.per_filter]
+    arch = []
+    for b in net.blocks:
+        c = np.full(b.dw.alpha.shape[0], 1 if b.dw.per_filter else 0)
+        if b is blocks[0]:
+            c[: len(c) // 2] = 3  # half 7×7, half 3×3
+        if b is blocks[1]:
+            c[:1] = 2  # one 5×5 filter: under 10% of the layer
+        arch.append(c)
+    mix = net.mixture(arch)
+    assert mix["mixed_layers"] == 1 and mix["layers"] == len(net.blocks)
+    assert mix["labels"] == ["pruned", "3×3", "5×5", "7×7"]
+    assert mix["per_layer"][blocks[0].name][1] == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("total, n, kind, expected", [
+    (48, 3, "uniform", (16, 16, 16)), (50, 3, "uniform", (17, 17, 16)), (48, 3, "exponential", (24, 12, 12)),
+    (64, 4, "exponential", (32, 16, 8, 8)), (6, 6, "exponential", (1, 1, 1, 1, 1, 1))])
+def test_split_channels_uniform_and_exponential(total, n, kind, expected):
+    assert split_channels(total, n, kind) == expected
+    assert sum(split_channels(total, n, kind)) == total
+
+
+def test_ablation_baselines_match_the_target_macs():
+    space = ablation_space(expand=3)
+    target = count(space.mixed((7,))).macs
+    for kernels, part in (((3,), "uniform"), ((9,), "uniform"), ((3, 5, 7), "exponential"),
+                          ((3, 5, 7, 9, 11, 13), "uniform")):
+        spec, scale = space.matched(kernels, part, target)
+        assert abs(count(spec).macs / target - 1) <= 0.02
+        block = spec.stages[0][0]
+        assert block.kernels == kernels and len(block.split) == len(kernels)
+    with pytest.raises(ValueError, match="no expansion scale"):
+        space.matched((3,), "uniform", target, tol=1e-9)
