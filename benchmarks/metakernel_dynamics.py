@@ -8,7 +8,13 @@ target and seed; they differ in one lever at a time, cumulatively:
 - ``paper``: the paper's Eq. 6 (dead zone: 0 inside ``T(1±η)``), everything else as ``pull``;
 - ``paper_lr``: + α learning rate 1e-2;
 - ``paper_lr_warmup``: + one warm-up epoch (weights only, FBNet/ProxylessNAS);
-- ``paper_lr_warmup_same``: + α on the weights' batches (the paper's Algorithm 1) instead of a held-out split.
+- ``paper_lr_warmup_same``: + α on the weights' batches (the paper's Algorithm 1) instead of a held-out split;
+- ``paper_lr3_warmup_same``, ``paper_lr10_warmup_same``: the same with α learning rate 3e-2 and 1e-1;
+- ``paper_lr_nodecay``, ``paper_lr_warmup_same_nodecay``: ``paper_lr`` and ``paper_lr_warmup_same`` without the L2
+  penalty on α (1e-3 in all variants above, the search's default until this ablation).
+
+``--limit`` applies to each split: the held-out variants train the weights on N images and α on another N (from
+the held-out 20%), ``same`` trains both on the same N; every variant takes N / batch steps per epoch.
 
 Per variant the JSON records, at the end of the search: E[MACs], the argmax architecture's MACs and its distance
 to T (the issue's bar: within ±10% without projection), how many filters a projection to within 3% would move (the
@@ -33,13 +39,18 @@ import time
 from benchmarks.harness import host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
-BASE = {"cost_form": "pull", "a_lr": "0.003", "alpha_data": "holdout", "warmup_epochs": "0"}
+BASE = {"cost_form": "pull", "a_lr": "0.003", "alpha_data": "holdout", "warmup_epochs": "0", "a_weight_decay": "0.001"}
 VARIANTS = {
     "pull": {},
     "paper": {"cost_form": "paper"},
     "paper_lr": {"cost_form": "paper", "a_lr": "0.01"},
     "paper_lr_warmup": {"cost_form": "paper", "a_lr": "0.01", "warmup_epochs": "1"},
     "paper_lr_warmup_same": {"cost_form": "paper", "a_lr": "0.01", "warmup_epochs": "1", "alpha_data": "same"},
+    "paper_lr3_warmup_same": {"cost_form": "paper", "a_lr": "0.03", "warmup_epochs": "1", "alpha_data": "same"},
+    "paper_lr10_warmup_same": {"cost_form": "paper", "a_lr": "0.1", "warmup_epochs": "1", "alpha_data": "same"},
+    "paper_lr_nodecay": {"cost_form": "paper", "a_lr": "0.01", "a_weight_decay": "0"},
+    "paper_lr_warmup_same_nodecay": {"cost_form": "paper", "a_lr": "0.01", "warmup_epochs": "1", "alpha_data": "same",
+                                     "a_weight_decay": "0"},
 }
 
 
@@ -67,21 +78,26 @@ def plot(result: dict, path: str) -> None:
     from reports.plots import pyplot, save_figure
     plt = pyplot()
     targets = list(result["targets"])
-    fig, axes = plt.subplots(1, len(targets), figsize=(6.0 * len(targets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets) + 3.2, 4.4), squeeze=False)
+    handles = {}
     for ax, t in zip(axes[0], targets):
         target = float(t)
-        for i, (name, row) in enumerate(result["targets"][t].items()):
-            c = plt.cm.tab10(i)
+        for name, row in result["targets"][t].items():
+            c = plt.cm.tab10(list(VARIANTS).index(name) % 10)
             e = [v / 1e6 for v in row["per_epoch"]["expected_macs"] if v == v]
             a = [v / 1e6 for v in row["per_epoch"]["argmax_macs"]]
-            ax.plot(range(1, len(a) + 1), a, "-o", ms=3, color=c, label=f"{name}: argmax")
-            ax.plot(range(len(a) - len(e) + 1, len(a) + 1), e, ":", color=c, label=f"{name}: E[MACs]")
-        ax.axhspan(target * 0.9 / 1e6, target * 1.1 / 1e6, color="grey", alpha=0.2, label="T ± 10%")
+            (h,) = ax.plot(range(1, len(a) + 1), a, "-o", ms=3, color=c)
+            ax.plot(range(len(a) - len(e) + 1, len(a) + 1), e, ":", color=c)
+            handles[name] = h
+        band = ax.axhspan(target * 0.9 / 1e6, target * 1.1 / 1e6, color="grey", alpha=0.2)
+        handles["T ± 10% (η band)"] = band
         ax.set_xlabel("search epoch")
+        ax.set_xticks(range(1, result["setup"]["epochs"] + 1))
         ax.set_ylabel("MACs (M)")
-        ax.set_title(f"T = {target / 1e6:g}M: argmax (solid) vs E[MACs] (dotted)", fontsize=9)
+        ax.set_title(f"T = {target / 1e6:g}M: argmax MACs (solid) vs E[MACs] (dotted)", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
+    fig.subplots_adjust(right=1 - 2.1 / fig.get_figwidth(), wspace=0.25)
     save_figure(fig, path)
     plt.close(fig)
 

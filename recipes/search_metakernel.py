@@ -6,9 +6,12 @@
 
 Every depthwise filter of the supernet (``--space``: MixNet-like ``cifar`` at 32×32, or ``imagenet`` at 224) chooses a
 kernel among ``--candidates`` or "None" (pruned). Weights train on the training split, α on a held-out part of it
-(``--holdout``) with the cost-aware loss CE + λ·L_MACs (``--lam``, ``--eta``) around ``--target_macs``; the
-Gumbel-softmax temperature anneals from ``--tau_start`` to ``--tau_end``. Rerunning the same command after a kill
-resumes from the last epoch checkpoint in ``--out_dir``.
+(``--holdout``; ``--alpha_data=same``: on the weights' batches, the paper's Algorithm 1) with CE + λ·L_FLOPs, the
+paper's Eq. 6 (0 inside ``T(1±η)``, ±log E[MACs] outside; ``--lam``, ``--eta``, ``--cost_form``) around
+``--target_macs``; the Gumbel-softmax temperature anneals from ``--tau_start`` to ``--tau_end``. The summary line
+gives the argmax architecture's MACs and its supernet top-1 (BN re-estimated) beside E[MACs], how many filters the
+final projection moves, and how many layers mix kernel sizes. Rerunning the same command after a kill resumes from
+the last epoch checkpoint in ``--out_dir``.
 
 Writes under ``--out_dir``: ``derived.json`` (or ``--output``; a zoo spec whose provenance records the method,
 target, seed, data and expected/exact MACs), ``derived_init.npz`` (the derived model's weights extracted from the
@@ -32,7 +35,7 @@ flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), '
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet", "ablation"],
                   "Search space: MixNet-like 'cifar' (32×32 default), 'imagenet' (224×224, MixNet-M macro "
-                  "architecture) or 'ablation' (32×32 ReLU inverted residuals, expansion 4: the kernel-ablation "
+                  "architecture) or 'ablation' (32×32 ReLU inverted residuals, expansion 6: the kernel-ablation "
                   "backbone of benchmarks/kernel_ablation.py).")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the 'cifar' space.", lower_bound=0.05)
 flags.DEFINE_integer("depth", 1, "Block repeats per stage of the 'cifar' space.", lower_bound=1)
@@ -60,7 +63,9 @@ flags.DEFINE_integer("limit", None, "Use only the first N training examples (qui
 flags.DEFINE_integer("val_limit", 1000, "Test examples used for the per-epoch argmax accuracy (0: skip).",
                      lower_bound=0)
 flags.DEFINE_float("w_lr", 0.05, "Weight learning rate (SGD, Nesterov momentum 0.9).", lower_bound=0.0)
-flags.DEFINE_float("a_lr", 3e-3, "α learning rate (Adam).", lower_bound=0.0)
+flags.DEFINE_float("a_lr", 1e-2, "α learning rate (Adam, β1 = 0.5).", lower_bound=0.0)
+flags.DEFINE_float("a_weight_decay", 0.0, "L2 weight on α. Per-filter α get CE gradients of ~1e-4, so even 1e-3 "
+                                        "pins them near 0 (benchmarks/metakernel_dynamics.py).", lower_bound=0.0)
 flags.DEFINE_bool("project", True, "If the argmax architecture misses --target_macs by more than --tolerance, "
                                    "move single filters' choices (least α preference lost per MAC first) until it "
                                    "lands on the target; the spec records both figures and the number of moves.")

@@ -42,7 +42,7 @@ def kernel_distribution(layers: list[str], counts: np.ndarray, labels: list[str]
         bottom += counts[:, j]
     ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("depthwise filters")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, ncols=min(len(labels), 6))
     save_figure(fig, path)
     plt.close(fig)
@@ -70,6 +70,7 @@ def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str]
     ax.plot(epochs, [h["argmax_macs"] / 1e6 for h in history], label="argmax MACs")
     if target:
         ax.axhline(target / 1e6, color="k", linestyle="--", linewidth=0.8, label="target")
+    ax.tick_params(labelsize=7)
     ax.set_title("MACs (M)" + (" and argmax top-1" if "val_acc_argmax" in history[-1] else ""), fontsize=8)
     ax.legend(fontsize=6, loc="upper left")
     if "val_acc_argmax" in history[-1]:

@@ -13,6 +13,12 @@ is the form this project used before the paper's text was available (``d = |log(
 log(1+η))/η``: it keeps pulling toward T inside the band); it stays for the ablation that compares them
 (``benchmarks/metakernel_dynamics.py``).
 
+α defaults (Adam, lr 1e-2, β1 = 0.5, no L2 penalty) come from ``benchmarks/metakernel_dynamics.py``: a per-filter α
+gets cross-entropy gradients of ~1e-4, so an L2 penalty of 1e-3 (this project's earlier default) holds every α
+within ~0.2 of 0 — near-uniform choice probabilities whose argmax is decided by the coherent cost push (every
+filter of a layer gets the same one) rather than by the data: the argmax collapsed to "None" while E[MACs] sat on
+the target.
+
 The argmax architecture's accuracy (:meth:`MetaKernelSearch.evaluate`) is measured after re-estimating every
 BatchNorm's statistics under that architecture (the running averages of the search are those of the soft Gumbel
 mixtures, whose kernels are scaled by the choice probabilities: scored with them, a sound argmax network looks like
@@ -67,8 +73,8 @@ class SearchConfig:
     w_lr: float = 0.05
     w_momentum: float = 0.9
     w_weight_decay: float = 4e-5
-    a_lr: float = 3e-3
-    a_weight_decay: float = 1e-3
+    a_lr: float = 1e-2
+    a_weight_decay: float = 0.0
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     cost_form: str = "paper"

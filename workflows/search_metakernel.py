@@ -23,9 +23,9 @@ SETTINGS_FILE = "search_settings.json"
 # Settings that must match to resume a search in an existing out_dir.
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
-               "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data")
+               "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay")
 SPACES = ("cifar", "imagenet", "ablation")
-ABLATION_EXPAND = 4  # the ablation supernet's expansion ratio (its baselines use 3, widened to match MACs)
+ABLATION_EXPAND = 6  # the ablation supernet's expansion ratio (its baselines use 3, scaled to match MACs)
 DW_MODES = ("meta", "multi")
 COST_FORMS = ("paper", "pull")  # search.differentiable.COST_FORMS (kept here: no TensorFlow before validation)
 ALPHA_DATA = ("holdout", "same")
@@ -59,7 +59,8 @@ class SearchMetakernelConfig:
     limit: int | None = None
     val_limit: int = 1000
     w_lr: float = 0.05
-    a_lr: float = 3e-3
+    a_lr: float = 1e-2
+    a_weight_decay: float = 0.0
     project: bool = True
     tolerance: float = 0.03
     seed: int = 0
@@ -132,7 +133,8 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     check_at_least(epochs=(config.epochs, 1), warmup_epochs=(config.warmup_epochs, 0),
                    batch_size=(config.batch_size, 1), steps_per_epoch=(config.steps_per_epoch, 1),
                    depth=(config.depth, 1), input_size=(config.input_size, 16), limit=(config.limit, 2),
-                   val_limit=(config.val_limit, 0), cpu_replicas=(config.cpu_replicas, 1))
+                   val_limit=(config.val_limit, 0), cpu_replicas=(config.cpu_replicas, 1),
+                   a_weight_decay=(config.a_weight_decay, 0.0))
     if config.space != "cifar" and (config.width != 1.0 or config.depth != 1):
         raise ConfigError(f"--width/--depth apply to --space=cifar only (got --space={config.space})")
     if config.space == "ablation" and config.input_size not in (None, 32):
@@ -209,7 +211,8 @@ def run(config: SearchMetakernelConfig) -> dict:
     net = sn.MetaKernelSupernet(model, space)
     search_config = SearchConfig(target=config.target_macs, epochs=config.epochs, lam=config.lam, eta=config.eta,
                                  tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
-                                 a_lr=config.a_lr, warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
+                                 a_lr=config.a_lr, a_weight_decay=config.a_weight_decay,
+                                 warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
                                  alpha_data=config.alpha_data, seed=config.seed)
     initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
     search = MetaKernelSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
@@ -253,8 +256,11 @@ def run(config: SearchMetakernelConfig) -> dict:
     atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
 
     layer_names, counts, labels = net.kernel_distribution(choice)
+    acc_text = f", argmax supernet top-1 {argmax_acc:.3f}" if argmax_acc == argmax_acc else ""
     plots.kernel_distribution(layer_names, counts, labels, run_dir.file("kernel_distribution.png"),
-                              f"{name}: {exact.macs / 1e6:.2f}M MACs (target {config.target_macs / 1e6:.2f}M)")
+                              f"{name}: {exact.macs / 1e6:.2f}M MACs (target {config.target_macs / 1e6:.2f}M)\n"
+                              f"argmax {argmax_macs / 1e6:.2f}M, E[MACs] {expected / 1e6:.2f}M{acc_text}"
+                              f"; projection moved {moves if config.project else 0} filters")
     if history:
         plots.alpha_trajectories(history, layer_names, labels, run_dir.file("alpha_trajectories.png"),
                                  config.target_macs)
