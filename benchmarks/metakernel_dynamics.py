@@ -65,6 +65,7 @@ def _row(summary: dict, history: list[dict], target: float) -> dict:
             "argmax_vs_target": summary["argmax_vs_target"],
             "within_eta_band": abs(summary["argmax_vs_target"]) <= 0.10,
             "projection_moves": summary["projection_moves"], "searchable_filters": summary["searchable_filters"],
+            "projection_filters_changed": summary.get("projection_filters_changed"),
             "projection_moved_share": summary["projection_moved_share"],
             "mean_max_prob": last.get("mean_max_prob"), "argmax_val_acc": summary["argmax_val_acc"],
             "mixed_layers": summary["argmax_mixture"]["mixed_layers"], "layers": summary["argmax_mixture"]["layers"],
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
     result = {"setup": {"dataset": a.dataset, "limit": a.limit, "holdout": 0.2, "width": a.width,
                         "epochs": a.epochs, "batch_size": a.batch_size, "val_limit": a.val_limit, "seed": a.seed,
                         "candidates": [3, 5, 7], "lam": 2.0, "eta": 0.1, "tau": "5 -> 0.5",
-                        "base": BASE, "variants": {v: VARIANTS[v] for v in variants}},
+                        "base": BASE, "variants": VARIANTS},
               "targets": {}}
     t0 = time.time()
     for target in targets:

@@ -101,7 +101,8 @@ def main(argv):
     print(f"{s['name']}: {s['macs']:,} MACs ({s['macs_vs_target']:+.2%} vs target {s['target_macs']:,.0f}); "
           f"argmax {s['argmax_macs']:,} ({s['argmax_vs_target']:+.2%}), E[MACs] {s['expected_macs']:,.0f}, argmax "
           f"supernet top-1 {acc}; projection {'moved' if s['projected'] else 'would move'} "
-          f"{s['projection_moves']:.0f} of {s['searchable_filters']} filters; "
+          f"{s['projection_filters_changed']} of {s['searchable_filters']} filters"
+          f"{' and ' + str(s['projection_layers_changed']) + ' layer(s)' if s['projection_layers_changed'] else ''}; "
           f"{mix['mixed_layers']}/{mix['layers']} layers mixed; {s['params']:,} params -> {s['spec']}")
 
 

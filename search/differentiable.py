@@ -203,21 +203,29 @@ class MetaKernelSearch(ResumableLoop):
                                      tf.float32))
 
     # --- the loop ----------------------------------------------------------------------------------------------
-    def recalibrate(self, batches) -> int:
+    def recalibrate(self, batches, arch=None) -> int:
         """Sets every BatchNorm's moving statistics to the exact average of its batch statistics over ``batches``
-        (input images) with the *argmax* architecture in place (τ = 0 selects it in training mode). The search's
-        steps use batch statistics, so this changes nothing but inference. Returns the number of batches used."""
+        (input images) with an architecture in place: the argmax (τ = 0 selects it in training mode), or ``arch``
+        (per-block choice arrays, e.g. a projected one: α is set to its one-hot logits meanwhile and restored). The
+        search's steps use batch statistics, so this changes nothing but inference. Returns the number of batches
+        used (0: the statistics are left as they were)."""
         tau = self.model_tau()
         momenta = [bn.momentum for bn in self._bn_layers]
+        alphas = [np.asarray(b.dw.alpha).copy() for b in self.supernet.blocks if b.searchable]
         sums, n = None, 0
         try:
+            if arch is not None:
+                for b, c in zip(self.supernet.blocks, arch):
+                    if b.searchable:
+                        b.dw.alpha.assign(10.0 * np.eye(b.dw.num_choices, dtype=np.float32)[np.asarray(c)])
             sn.set_temperature(self.model, 0.0)
             for bn in self._bn_layers:
                 bn.momentum = 0.0  # moving statistics := this batch's (read back and averaged below)
             probe = tf.function(lambda x: self.model(x, training=True))
             for x in batches:
-                if sums is None:
-                    saved = [(bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in self._bn_layers]
+                for bn in self._bn_layers:  # 0 · NaN would keep a NaN
+                    bn.moving_mean.assign(tf.zeros_like(bn.moving_mean))
+                    bn.moving_variance.assign(tf.ones_like(bn.moving_variance))
                 probe(x)
                 stats = [(bn.moving_mean.numpy().astype(np.float64), bn.moving_variance.numpy().astype(np.float64))
                          for bn in self._bn_layers]
@@ -225,10 +233,11 @@ class MetaKernelSearch(ResumableLoop):
                 n += 1
         finally:
             sn.set_temperature(self.model, tau)
+            for b, a in zip([b for b in self.supernet.blocks if b.searchable], alphas):
+                b.dw.alpha.assign(a)
             for bn, momentum in zip(self._bn_layers, momenta):
                 bn.momentum = momentum
-            final = None if sums is None else saved if n == 0 else [(m / n, v / n) for m, v in sums]
-            for bn, (m, v) in zip(self._bn_layers, final or ()):
+            for bn, (m, v) in zip(self._bn_layers, [(m / n, v / n) for m, v in sums] if n else ()):
                 bn.moving_mean.assign(np.asarray(m, np.float32))
                 bn.moving_variance.assign(np.asarray(v, np.float32))
         return n

@@ -208,17 +208,22 @@ PARTITIONS = ("uniform", "exponential")
 
 def split_channels(total: int, n: int, partition: str = "uniform") -> tuple[int, ...]:
     """MixConv's channel partitions of ``total`` filters over ``n`` kernel sizes (ascending): ``"uniform"`` (equal,
-    the remainder to the first groups) or ``"exponential"`` (group i gets 2^-(i+1) of the filters, the last group
-    the rest: 1/2, 1/4, …). Every group keeps at least one filter."""
+    the remainder to the first groups) or ``"exponential"`` (1/2, 1/4, …, the last two groups equal: 2^-(i+1) of
+    the filters for group i < n−1, 2^-(n−1) for the last; the rounding remainder goes to the first, smallest
+    kernel, so sizes never increase with the kernel). With two sizes both partitions are halves. Every group keeps
+    at least one filter."""
     if n < 1 or total < n:
         raise ValueError(f"cannot split {total} filters over {n} kernel sizes")
     if partition == "uniform":
         return tuple(total // n + (1 if i < total % n else 0) for i in range(n))
     if partition == "exponential":
-        sizes = [max(1, total >> (i + 1)) for i in range(n - 1)]
-        while sum(sizes) > total - 1:  # tiny widths: keep one filter for the last group
-            sizes[int(max(range(n - 1), key=lambda i: sizes[i]))] -= 1
-        return tuple(sizes + [total - sum(sizes)])
+        sizes = [max(1, total >> (i + 1)) for i in range(n - 1)] + [max(1, total >> (n - 1))]
+        sizes[0] += total - sum(sizes)
+        while sizes[0] < max(sizes[1:]):  # tiny widths: the ones of the tail came out of the first group
+            j = max(range(1, n), key=lambda i: (sizes[i], i))
+            sizes[j] -= 1
+            sizes[0] += 1
+        return tuple(sizes)
     raise ValueError(f"partition: one of {PARTITIONS}, got {partition!r}")
 
 

@@ -464,11 +464,29 @@ class MetaKernelSupernet:
 
     def mixture(self, arch=None, min_share: float = 0.10) -> dict:
         """The kernel-size mixture of ``arch`` (the paper's Fig. 6 as numbers): per searchable layer the share of
-        its filters on each choice (``"pruned"`` included), and how many layers hold ≥ 2 kernel sizes with at
-        least ``min_share`` of the layer's filters each (``mixed_layers`` of ``layers``)."""
+        its filters on each choice (``"pruned"`` included), and how many per-filter layers hold ≥ 2 kernel sizes with
+        at least ``min_share`` of the layer's filters each (``mixed_layers`` of ``layers``; layer-wise blocks, which
+        choose one kernel for the layer and cannot mix, are listed in ``layerwise_layers`` and not counted)."""
         names, counts, labels = self.kernel_distribution(arch)
         shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
         kernel_cols = [j for j, label in enumerate(labels) if label != "pruned"]
-        mixed = int(np.sum((shares[:, kernel_cols] >= min_share).sum(1) >= 2))
-        return {"labels": labels, "min_share": min_share, "layers": len(names), "mixed_layers": mixed,
+        per_filter = np.array([b.dw.per_filter for b in self.blocks if b.searchable])
+        mixed = int(np.sum(((shares[:, kernel_cols] >= min_share).sum(1) >= 2) & per_filter))
+        return {"labels": labels, "min_share": min_share, "layers": int(per_filter.sum()), "mixed_layers": mixed,
+                "layerwise_layers": [n for n, f in zip(names, per_filter) if not f],
                 "per_layer": {n: [round(float(v), 4) for v in row] for n, row in zip(names, shares)}}
+
+    def changed_rows(self, arch, other=None) -> tuple[int, int]:
+        """``(filters, layers)`` whose choice differs between ``arch`` and ``other`` (default: the argmax): per-filter
+        rows counted as filters, layer-wise rows (one choice for a whole layer) as layers."""
+        other = self.choices() if other is None else other
+        filters = layers = 0
+        for b, a, o in zip(self.blocks, arch, other):
+            if not b.searchable:
+                continue
+            diff = int(np.count_nonzero(np.asarray(a) != np.asarray(o)))
+            if b.dw.per_filter:
+                filters += diff
+            else:
+                layers += diff
+        return filters, layers

@@ -100,17 +100,26 @@ def test_mixture_counts_layers_with_two_kernel_sizes_of_ten_percent():
             c[:1] = 2  # one 5×5 filter: under 10% of the layer
         arch.append(c)
     mix = net.mixture(arch)
-    assert mix["mixed_layers"] == 1 and mix["layers"] == len(net.blocks)
+    assert mix["mixed_layers"] == 1 and mix["layers"] == len(blocks)
+    assert mix["layerwise_layers"] == [b.name for b in net.blocks if not b.dw.per_filter]
+    assert net.changed_rows(arch, arch) == (0, 0)
+    assert not net.blocks[0].dw.per_filter and net.blocks[1] is blocks[0]
+    moved = [c.copy() for c in arch]
+    moved[0][0] = 1  # the layer-wise block: one row, the whole layer
+    moved[1][:3] = 0  # three 7×7 filters pruned
+    assert net.changed_rows(moved, arch) == (3, 1)
     assert mix["labels"] == ["pruned", "3×3", "5×5", "7×7"]
     assert mix["per_layer"][blocks[0].name][1] == pytest.approx(0.5, abs=0.05)
 
 
 @pytest.mark.parametrize("total, n, kind, expected", [
     (48, 3, "uniform", (16, 16, 16)), (50, 3, "uniform", (17, 17, 16)), (48, 3, "exponential", (24, 12, 12)),
-    (64, 4, "exponential", (32, 16, 8, 8)), (6, 6, "exponential", (1, 1, 1, 1, 1, 1))])
+    (64, 4, "exponential", (32, 16, 8, 8)), (6, 6, "exponential", (1, 1, 1, 1, 1, 1)),
+    (54, 6, "exponential", (30, 13, 6, 3, 1, 1)), (67, 2, "exponential", (34, 33))])
 def test_split_channels_uniform_and_exponential(total, n, kind, expected):
-    assert split_channels(total, n, kind) == expected
-    assert sum(split_channels(total, n, kind)) == total
+    sizes = split_channels(total, n, kind)
+    assert sizes == expected and sum(sizes) == total
+    assert all(a >= b for a, b in zip(sizes, sizes[1:]))  # never more filters for a larger kernel
 
 
 def test_ablation_baselines_match_the_target_macs():

@@ -139,6 +139,11 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
         raise ConfigError(f"--width/--depth apply to --space=cifar only (got --space={config.space})")
     if config.space == "ablation" and config.input_size not in (None, 32):
         raise ConfigError(f"--input_size={config.input_size}: the ablation space is 32×32")
+    if config.alpha_data == "holdout" and not 0 < config.holdout < 1:
+        raise ConfigError(f"--holdout={config.holdout}: α trains on a held-out part (--alpha_data=holdout), so it "
+                          "must be in (0, 1); --alpha_data=same trains α on the weights' batches")
+    if not 0 < config.eta < 1:
+        raise ConfigError(f"--eta={config.eta}: the slack of Eq. 6 must be in (0, 1)")
     if config.tau_end > config.tau_start:
         raise ConfigError(f"--tau_end={config.tau_end} is above --tau_start={config.tau_start}")
     if config.warmup_epochs >= config.epochs:
@@ -189,7 +194,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     holdout = config.holdout if config.alpha_data == "holdout" else 0.0  # "same": α trains on the weights' batches
     common = dict(batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed, holdout=holdout,
                   limit=config.limit)
-    size = config.input_size or (32 if config.space == "cifar" else 224)
+    size = config.input_size or (224 if config.space == "imagenet" else 32)
     train_ds, info = load(config.dataset, "train", image_size=size, training=True, repeat=True, **common)
     arch_ds, holdout_examples = None, 0
     if holdout:
@@ -237,6 +242,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     last = history[-1] if history else {}
     argmax_acc = last.get("val_acc_argmax", float("nan"))
     filters = sum(len(c) for b, c in zip(net.blocks, choice) if b.searchable and b.dw.per_filter)
+    moved_filters, moved_layers = net.changed_rows(projected)
     metrics = {"expected_macs": expected, "argmax_macs": float(argmax_macs),
                "projection_moves": float(moves) if config.project else float("nan"),
                "supernet_val_acc_argmax": argmax_acc}
@@ -252,6 +258,8 @@ def run(config: SearchMetakernelConfig) -> dict:
         prov, metrics=tuple(sorted(metrics.items()))))
     output = config.output or run_dir.file("derived.json")
     write_text(output, spec_lib.dumps(derived))
+    # derived_init.npz carries BN statistics of the derived architecture itself (not of the soft search mixtures)
+    recal_batches = search.recalibrate((x for x, _ in train_ds.take(search_config.recal_batches)), arch=choice)
     weights = net.extract(choice, derived)
     atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
 
@@ -260,7 +268,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     plots.kernel_distribution(layer_names, counts, labels, run_dir.file("kernel_distribution.png"),
                               f"{name}: {exact.macs / 1e6:.2f}M MACs (target {config.target_macs / 1e6:.2f}M)\n"
                               f"argmax {argmax_macs / 1e6:.2f}M, E[MACs] {expected / 1e6:.2f}M{acc_text}"
-                              f"; projection moved {moves if config.project else 0} filters")
+                              f"; projection changed {moved_filters if config.project else 0} of {filters} filters")
     if history:
         plots.alpha_trajectories(history, layer_names, labels, run_dir.file("alpha_trajectories.png"),
                                  config.target_macs)
@@ -273,10 +281,12 @@ def run(config: SearchMetakernelConfig) -> dict:
                "argmax_val_acc": argmax_acc if argmax_acc == argmax_acc else None,
                "val_examples": config.val_limit or 0, "argmax_near_chance": near_chance,
                "projected": config.project, "projection_moves": float(moves),
-               "projection_moved_share": moves / max(filters, 1),
+               "projection_filters_changed": moved_filters, "projection_layers_changed": moved_layers,
+               "projection_moved_share": moved_filters / max(filters, 1),
                "searchable_filters": filters, "mixture": net.mixture(choice), "argmax_mixture": net.mixture(),
                "epochs": config.epochs, "steps_per_epoch": steps, "train_examples": info.num_examples,
-               "holdout_examples": holdout_examples, "resumed": resumed, "history": history[-1:] or None}
+               "holdout_examples": holdout_examples, "bn_recalibration_batches": recal_batches, "resumed": resumed,
+               "history": history[-1:] or None}
     write_json(run_dir.file("summary.json"), summary)
     if near_chance:
         eprint(f"warning: the argmax supernet scores {argmax_acc:.3f} on {config.val_limit} test images (chance "
