@@ -154,34 +154,49 @@ def compare(rows: dict) -> dict:
 
 
 def plot(rows: dict, path: str, target: float, tol: float = 0.02) -> None:
+    """Three panels: A (top-1 vs kernel size), B/C/searched (top-1 vs number of kernel sizes, best A as a band),
+    every model's top-1 vs its MACs. Error bars: std over seeds."""
     from reports.plots import pyplot, save_figure
     plt = pyplot()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig, (ax_a, ax_m, ax_c) = plt.subplots(1, 3, figsize=(15, 4.4))
     style = {"A": ("tab:grey", "s"), "B": ("tab:blue", "o"), "C": ("tab:green", "^"), "searched": ("tab:red", "*")}
+    names = {"A": "A: one kernel size", "B": "B: MixConv, uniform split", "C": "C: MixConv, exponential split",
+             "searched": "meta-kernel search"}
+    done = {n: r for n, r in rows.items() if "top1_mean" in r}
     for group, (color, marker) in style.items():
-        g = [(n, r) for n, r in rows.items() if r["group"] == group and "top1_mean" in r]
+        g = sorted(((n, r) for n, r in done.items() if r["group"] == group),
+                   key=lambda nr: nr[1]["kernels"][0] if group == "A" else len(nr[1]["kernels"]))
         if not g:
             continue
-        x = [r["kernels"][0] if group == "A" else len(r["kernels"]) for _, r in g]
         y = [100 * r["top1_mean"] for _, r in g]
         e = [100 * (r["top1_std"] or 0) for _, r in g]
-        label = {"A": "A: one kernel size (x = k)", "B": "B: MixConv uniform (x = #sizes)",
-                 "C": "C: MixConv exponential (x = #sizes)", "searched": "meta-kernel search (x = #sizes)"}[group]
-        ax.errorbar(x, y, yerr=e, color=color, marker=marker, ms=7, capsize=3, linestyle="-" if group != "A" else
-                    "--", label=label)
-        ax2.errorbar([r["macs"] / 1e6 for _, r in g], y, yerr=e, color=color, marker=marker, ms=7, capsize=3,
-                     linestyle="none", label=group)
-    ax.set_xlabel("number of kernel sizes {3, 5, …} (B, C, searched) or kernel size k (A)")
-    ax.set_ylabel("top-1 on the 5,000 CIFAR-10 test images (%)")
-    ax.set_title("mean ± std over seeds, all models at matched MACs", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax2.axvspan((1 - tol) * target / 1e6, (1 + tol) * target / 1e6, color="grey", alpha=0.15,
-                label=f"target ± {tol:.0%}")
-    ax2.set_xlabel("MACs (M)")
-    ax2.set_title("top-1 vs MACs", fontsize=9)
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7)
+        if group == "A":
+            ax_a.errorbar([r["kernels"][0] for _, r in g], y, yerr=e, color=color, marker=marker, ms=7, capsize=3)
+            best = max(range(len(g)), key=lambda i: y[i])
+            ax_m.axhspan(y[best] - e[best], y[best] + e[best], color=color, alpha=0.2,
+                         label=f"best A (k={g[best][1]['kernels'][0]}) ± std")
+        else:
+            dx = {"B": -0.08, "C": 0.0, "searched": 0.08}[group]
+            ax_m.errorbar([len(r["kernels"]) + dx for _, r in g], y, yerr=e, color=color, marker=marker, ms=8,
+                          capsize=3, label=names[group])
+        ax_c.errorbar([r["macs"] / 1e6 for _, r in g], y, yerr=e, color=color, marker=marker, ms=7, capsize=3,
+                      linestyle="none", label=names[group])
+    ax_a.set_xlabel("kernel size k (every depthwise filter)")
+    ax_a.set_ylabel("top-1 on the 5,000 CIFAR-10 test images (%)")
+    ax_a.set_title("A: vanilla depthwise, matched MACs", fontsize=9)
+    ax_m.set_xlabel("number of kernel sizes {3, 5, …}")
+    sizes = sorted({len(r["kernels"]) for r in done.values() if r["group"] != "A"}) or [3]
+    ax_m.set_xticks(sizes)
+    ax_m.set_xlim(sizes[0] - 0.5, sizes[-1] + 0.5)
+    ax_m.set_title("mixed kernels vs the best single size, matched MACs", fontsize=9)
+    ax_c.axvspan((1 - tol) * target / 1e6, (1 + tol) * target / 1e6, color="grey", alpha=0.15,
+                 label=f"target ± {tol:.0%}")
+    ax_c.set_xlabel("MACs (M)")
+    ax_c.set_title("top-1 vs MACs (mean ± std over seeds)", fontsize=9)
+    for ax in (ax_a, ax_m, ax_c):
+        ax.grid(alpha=0.3)
+    ax_m.legend(fontsize=7)
+    ax_c.legend(fontsize=7)
     save_figure(fig, path)
     plt.close(fig)
 

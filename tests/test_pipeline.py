@@ -21,7 +21,9 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         m = summary["models"][mode]
         assert os.path.getsize(m["tflite"]) == m["bytes"] and 0 <= m["top1"] <= 1
         assert m["latency"]["p10_ms"] <= m["latency"]["median_ms"] <= m["latency"]["p90_ms"]
-    assert summary["models"]["float32"]["max_abs_diff"] < 1e-3
+    # float32 parity relative to the logit scale: a toy retraining of 8 steps can leave BN moving statistics far
+    # from the weights and the logits large, where an absolute bound measures float32 rounding, not the export
+    assert summary["models"]["float32"]["relative_max_abs_diff"] < 1e-5
     assert (out / "pipeline.png").stat().st_size > 0
     assert "TFLite int8" in r.stdout and set(summary["commands"]) == set(summary["stage_seconds"])
     again = run_module("recipes.pipeline", *TOY, f"--out_dir={out}", timeout=900)

@@ -107,6 +107,7 @@ def summarize(config: PipelineConfig, cmds: dict, seconds: dict) -> dict:
         models[mode] = {"tflite": report["tflite"], "bytes": report["file_bytes"], "top1": acc.get("litert"),
                         "keras_top1": acc.get("keras"), "agreement": report["parity"]["top1_agreement"],
                         "max_abs_diff": report["parity"]["max_abs_diff"],
+                        "relative_max_abs_diff": report["parity"].get("relative_max_abs_diff"),
                         "latency": {k: lat[k] for k in ("median_ms", "p10_ms", "p90_ms", "runs", "threads")}}
     return {
         "name": search["name"], "data": config.data, "eval_examples": config.eval_examples, "threads": config.threads,
