@@ -54,7 +54,7 @@ CASES = [
     ("benchmarks.spos_proxy", ["--dataset=folder:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
     ("benchmarks.kernel_ablation", ["--sets=1", "--out={out}/result.json"], "--sets"),
     ("benchmarks.kernel_ablation", ["--groups=A,D", "--out={out}/result.json"], "--groups"),
-    ("benchmarks.kernel_ablation", ["--target=1000", "--out={out}/result.json"], "--target=1000"),
+    ("benchmarks.kernel_ablation", ["--target=1000", "--dataset=shapes", "--out={out}/result.json"], "--target=1000"),
     ("benchmarks.metakernel_dynamics", ["--variants=paper,nope", "--out={out}/result.json"], "--variants"),
     ("benchmarks.detection_raccoon", ["--dataset=voc:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
 ]
