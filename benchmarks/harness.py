@@ -88,9 +88,10 @@ def host_info() -> dict:
 
 
 def round_floats(x, digits: int = 5):
-    """``x`` with every float (also inside dicts and lists) rounded to ``digits`` significant digits, for JSON."""
+    """``x`` with every float (also inside dicts and lists) rounded to ``digits`` significant digits, for JSON.
+    Integral floats (MACs and parameter counts kept as floats) stay exact."""
     if isinstance(x, float):
-        return float(f"{x:.{digits}g}")
+        return x if x.is_integer() else float(f"{x:.{digits}g}")
     if isinstance(x, dict):
         return {k: round_floats(v, digits) for k, v in x.items()}
     if isinstance(x, list):

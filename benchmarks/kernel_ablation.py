@@ -299,8 +299,9 @@ def main(argv=None) -> int:
             "setup": {"dataset": a.dataset, "backbone": "search.metakernel_space.ablation_space (expansion 3 for "
                       "A/B/C, widths scaled to the target; 6 for the search supernet)", "target_macs": target,
                       "tol": a.tol, "train_limit": a.train_limit or "all", "epochs": a.epochs,
-                      "batch_size": a.batch_size, "optimizer": f"SGD nesterov 0.9, lr {a.lr}, 1 warm-up epoch, "
-                      "cosine, weight decay default of recipes.train", "seeds": a.seeds, "test_images": 5000,
+                      "batch_size": a.batch_size,
+                      "optimizer": f"SGD momentum 0.9 (no Nesterov), lr {a.lr}, 1 warm-up epoch, cosine, "
+                                   "weight decay default of recipes.train", "seeds": a.seeds, "test_images": 5000,
                       "search": {"limit": a.search_limit, "epochs": a.search_epochs, "flags": a.search_flags},
                       "expansion_scales": scales},
             "models": rows, "searched_vs_best_baseline": compare(rows),

@@ -56,6 +56,11 @@ CASES = [
     ("benchmarks.kernel_ablation", ["--groups=A,D", "--out={out}/result.json"], "--groups"),
     ("benchmarks.kernel_ablation", ["--target=1000", "--dataset=shapes", "--out={out}/result.json"], "--target=1000"),
     ("benchmarks.metakernel_dynamics", ["--variants=paper,nope", "--out={out}/result.json"], "--variants"),
+    ("benchmarks.metakernel_zoo", ["--candidates=3,4", "--out={out}/result.json"], "--candidates=3,4"),
+    ("benchmarks.metakernel_zoo", ["--targets=1e5", "--dataset=shapes", "--out={out}/result.json"],
+     "outside the search space"),
+    ("benchmarks.metakernel_zoo", ["--publish_target=2", "--dataset=shapes", "--out={out}/result.json"],
+     "--publish_target=2"),
     ("benchmarks.detection_raccoon", ["--dataset=voc:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
 ]
 
