@@ -62,7 +62,7 @@ def parse(argv):
     p.add_argument("--baselines", default="3",
                    help="comma-separated kernel sizes: one-size baselines (A) matched to the searched MACs; '' none")
     p.add_argument("--seeds", default="0,1,2", help="retraining seeds; the first one's weights are published")
-    p.add_argument("--epochs", type=int, default=15, help="retraining epochs (1 warm-up, cosine)")
+    p.add_argument("--epochs", type=int, default=10, help="retraining epochs (1 warm-up, cosine)")
     p.add_argument("--train_limit", type=int, default=0, help="training images per retraining (0: all)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.2, help="SGD peak learning rate (momentum 0.9)")

@@ -40,7 +40,24 @@ MACS_TOLERANCE = {"mixnet_s": 0.08, "mixnet_m": 0.08, "efficientnet_lite0": 0.08
 
 
 def test_registry_is_covered():
-    assert set(GOLDEN) == set(zoo.list_models())
+    """Every reference spec has golden counts; every searched one is checked against its model cards below."""
+    from tools.reference_specs import references
+    assert set(GOLDEN) == set(references())
+    assert set(zoo.list_models()) - set(GOLDEN) == SEARCHED
+
+
+SEARCHED = {n for n in zoo.list_models() if zoo.get_spec(n).provenance.method != "reference"}
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHED))
+def test_searched_zoo_models_match_their_cards(name):
+    """A searched zoo model ships with weights whose card states its MACs and params at the spec's input size."""
+    spec = zoo.get_spec(name)
+    cards = zoo.weights_cards(name)
+    assert cards, f"{name}: a searched zoo model ships with weights"
+    c = count(spec)
+    for card in cards.values():
+        assert (card["metrics"]["params"], card["metrics"]["macs"]) == (c.params, c.macs)
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
