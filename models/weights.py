@@ -7,6 +7,10 @@ lets the same file load into either framework and survive model surgery that kee
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -69,12 +73,43 @@ def save_npz(model, path: str) -> str:
     return sha256(path)
 
 
+def _check_card(path: str) -> None:
+    """When a training run's ``model_card.json`` sits beside ``path`` and names it, its sha256 must match."""
+    card_path = os.path.join(os.path.dirname(os.path.abspath(path)), "model_card.json")
+    if not os.path.isfile(card_path):
+        return
+    try:
+        with open(card_path, encoding="utf-8") as f:
+            card = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # not ours to judge: the weights file itself is still checked below
+    if not isinstance(card, dict) or card.get("file") != os.path.basename(path) or not card.get("sha256"):
+        return
+    digest = sha256(path)
+    if digest != card["sha256"]:
+        raise WeightsError(f"{path}: sha256 {digest[:12]}… differs from the {card['sha256'][:12]}… its model card "
+                           f"{card_path} records (changed or damaged since it was written)")
+
+
 def read_npz(path: str) -> dict[str, np.ndarray]:
+    """``{name: array}`` of an ``.npz`` weights file. Anything else — a missing file, another format, a truncated or
+    damaged archive, pickled objects, a sha256 that differs from a ``model_card.json`` beside it — raises
+    :class:`WeightsError` naming the file (pickles are never loaded)."""
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: no such weights file")
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path}: not an .npz weights archive (no zip structure: another format, or truncated)")
+    _check_card(path)
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a readable weights file ({e})") from None
+            return {k: np.asarray(f[k]) for k in f.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise WeightsError(f"{path}: holds pickled Python objects, not arrays; refusing to load it") from None
+        raise WeightsError(f"{path}: damaged weights archive ({e})") from None
+    except (OSError, EOFError, KeyError, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
+            RuntimeError) as e:
+        raise WeightsError(f"{path}: damaged weights archive ({type(e).__name__}: {e})") from None
 
 
 def load_npz(model, path: str) -> None:

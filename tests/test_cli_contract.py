@@ -85,3 +85,30 @@ def test_tensorflow_start_up_noise_does_not_reach_the_user():
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("evaluate.py:"), r.stderr
+
+
+@pytest.mark.parametrize("module,args", [
+    ("recipes.train", ["--model=mobilenet_v2_100", "--input_size=32", "--out_dir={out}"]),
+    ("recipes.evaluate", ["--model=mobilenet_v2_100", "--input_size=32"]),
+    ("recipes.export_tflite", ["--model=mobilenet_v2_100", "--output={out}/model.tflite"]),
+    ("recipes.qat", ["--model=mobilenet_v2_100", "--out_dir={out}"]),
+])
+@pytest.mark.parametrize("damage", ["truncated", "random", "pickled"])
+def test_damaged_weights_file_is_one_line_before_tensorflow(tmp_path, module, args, damage):
+    """A damaged .npz given by path (truncated, random bytes, pickled objects) is found in validation: one line
+    naming the file, exit 2, TensorFlow never imported, nothing written."""
+    import numpy as np
+    bad = tmp_path / f"{damage}.npz"
+    if damage == "pickled":
+        np.savez(bad, obj=np.array([{"a": 1}], dtype=object))
+    else:
+        np.savez(tmp_path / "good.npz", **{"stem_conv/kernel": np.ones((3, 3, 3, 8), np.float32)})
+        data = (tmp_path / "good.npz").read_bytes()
+        bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else
+                        np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    args = [a.format(out=tmp_path / "out") for a in args] + [f"--weights={bad}"]
+    r = run_python(PROBE.format(module=module, args=args), timeout=120)
+    assert str(bad) in error_line(r, module), r.stderr
+    assert "allow_pickle" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
+    assert not os.path.exists(tmp_path / "out") or not any(os.scandir(tmp_path / "out")), "nothing written"

@@ -150,7 +150,7 @@ def junk(tmp_path):
     (("--model=not_a_model",), "unknown model"),
     (("--weights=/nonexistent/w.npz",), "no such file"),
     (("--weights=imagenet",), "no weights 'imagenet'"),
-    (("--weights={d}/bad.npz",), "not a readable weights file"),
+    (("--weights={d}/bad.npz",), "not an .npz weights archive"),
     (("--weights={w}", "--classes=10"), "pass --classes=200"),
     (("--output={d}/model.onnx",), "must end with .tflite"),
     (("--output={d}/notes.txt/model.tflite",), "not a directory"),

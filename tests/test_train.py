@@ -201,7 +201,7 @@ def _write_unfinished_run(out, settings):
     ("no model", (), "--model"),
     ("missing weights file", ("--weights=/nonexistent/w.npz",), "no such file"),
     ("unknown weights tag", ("--weights=imagenet",), "has no weights"),
-    ("corrupt weights", ("--weights={tmp}/corrupt.npz",), "not a readable weights file"),
+    ("corrupt weights", ("--weights={tmp}/corrupt.npz",), "not an .npz weights archive"),
     ("bad dataset", ("--dataset=Not A Dataset!",), "not 'shapes'"),
     ("missing folder", ("--dataset=folder:/nonexistent/data",), "no such directory"),
     ("folder without test split", ("--dataset=folder:{tmp}/flat",), "no test split"),

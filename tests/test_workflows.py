@@ -41,7 +41,7 @@ def files(tmp_path):
 CASES = [
     (train.TrainConfig, {"model": "not_a_model"}, "unknown model"),
     (train.TrainConfig, {"weights": "/nonexistent/w.npz"}, "--weights=/nonexistent/w.npz: no such file"),
-    (train.TrainConfig, {"weights": "{tmp}/corrupt.npz"}, "not a readable weights file"),
+    (train.TrainConfig, {"weights": "{tmp}/corrupt.npz"}, "not an .npz weights archive"),
     (train.TrainConfig, {"dataset": "folder:{tmp}/flat"}, "no test split"),
     (train.TrainConfig, {"epochs": 2, "warmup_epochs": 2}, "--warmup_epochs"),
     (train.TrainConfig, {"epochs": 0}, "--epochs=0"),

@@ -110,3 +110,57 @@ def test_lite0_backbone_and_new_classes():
 def test_imagenet_labels():
     labels = zoo.imagenet_labels()
     assert len(labels) == 1000 and labels[0].startswith("tench") and labels[999].startswith("toilet tissue")
+
+
+def _damaged_archives(tmp_path):
+    """One file per way a weights path can be wrong: each must raise WeightsError naming the file."""
+    good = tmp_path / "good.npz"
+    np.savez(good, **{"stem_conv/kernel": np.ones((3, 3, 3, 8), np.float32)})
+    data = good.read_bytes()
+    cases = {
+        "random_bytes": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "truncated_half": data[: len(data) // 2],
+        "truncated_tail": data[:-10],
+        "flipped_payload": data[:200] + bytes(b ^ 0xFF for b in data[200:260]) + data[260:],
+        "empty": b"",
+        "text": b"not weights\n",
+    }
+    paths = {}
+    for name, blob in cases.items():
+        p = tmp_path / f"{name}.npz"
+        p.write_bytes(blob)
+        paths[name] = p
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, obj=np.array([{"a": 1}], dtype=object))
+    paths["pickled"] = pickled
+    paths["missing"] = tmp_path / "missing.npz"
+    return paths
+
+
+def test_damaged_weights_files_raise_weights_error(tmp_path):
+    for name, path in _damaged_archives(tmp_path).items():
+        with pytest.raises(WeightsError) as e:
+            read_npz(str(path))
+        assert str(path) in str(e.value), (name, str(e.value))
+        assert "allow_pickle" not in str(e.value) and "unsafe" not in str(e.value), name  # never invite pickles
+    with pytest.raises(WeightsError, match="pickled Python objects"):
+        read_npz(str(tmp_path / "pickled.npz"))
+
+
+def test_damaged_weights_are_refused_by_zoo_build(tmp_path):
+    path = _damaged_archives(tmp_path)["truncated_half"]
+    with pytest.raises(WeightsError, match="truncated_half.npz"):
+        zoo.build("mobilenet_v2_100", weights=str(path), input_size=32, classes=10)
+
+
+def test_model_card_beside_weights_is_checked(tmp_path):
+    path = tmp_path / "weights.npz"
+    np.savez(path, **{"a/kernel": np.zeros(3, np.float32)})
+    card = {"file": "weights.npz", "sha256": sha256(str(path))}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    assert set(read_npz(str(path))) == {"a/kernel"}
+    np.savez(path, **{"a/kernel": np.ones(3, np.float32)})  # replaced after the card was written
+    with pytest.raises(WeightsError, match="differs from the .* model card"):
+        read_npz(str(path))
+    (tmp_path / "model_card.json").write_text(json.dumps({**card, "file": "other.npz"}))  # names another file
+    assert set(read_npz(str(path))) == {"a/kernel"}

@@ -93,15 +93,8 @@ def checked_weights_file(spec, value: str, classes: int) -> str | None:
     path = resolve_weights(spec, value)
     if path is None:
         return None
-    try:  # lazily: only the classifier kernel is read here; every name and shape is checked at load
-        with np.load(path, allow_pickle=False) as f:
-            if not f.files or any("/" not in k for k in f.files):
-                raise WeightsError(f"--weights={value}: not a weights file of this zoo (keys 'layer/variable')")
-            shape = f["classifier/kernel"].shape if "classifier/kernel" in f.files else None
-    except (OSError, ValueError) as e:
-        if isinstance(e, WeightsError):
-            raise
-        raise WeightsError(f"--weights={value}: not a readable weights file ({e})") from None
+    kernel = read_weights(path).get("classifier/kernel")  # every name and shape is checked again at load
+    shape = None if kernel is None else kernel.shape
     if shape is not None and shape[-1] != classes:
         raise WeightsError(f"--weights={value}: its classifier has {shape[-1]} classes, the model {classes}; "
                            f"pass --classes={shape[-1]}")
