@@ -21,7 +21,10 @@ ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
 FAMILIES = ("mbconv", "shufflenet")
 PADDINGS = ("same", "symmetric")
 SHUFFLE_CHOICES = ("3", "5", "7", "x")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")  # model names: lower-case letters, digits, "_", ".", "-"
+MAX_KERNEL = 31  # largest depthwise kernel a spec may hold (the schema's "kernel" maximum)
+# Model names: lower-case letters, digits, "_", ".", "-", at most 100 characters (they become file names). Match with
+# ``NAME_RE.fullmatch``: ``$`` alone also matches before a final newline. The same pattern is the JSON schema's.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
 
 
 class SpecError(InputError):
@@ -255,8 +258,8 @@ def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:
     r = _Reader(obj, path, keys, ("block", "kernels", "expand_channels", "filters", "stride", "act"))
     kernels = r.int_list("kernels")
     for i, k in enumerate(kernels):
-        if k % 2 == 0 or k > 31:
-            raise SpecError(f"{r.p('kernels')}[{i}]", f"kernel sizes must be odd and <= 31, got {k}")
+        if k % 2 == 0 or k > MAX_KERNEL:
+            raise SpecError(f"{r.p('kernels')}[{i}]", f"kernel sizes must be odd and <= {MAX_KERNEL}, got {k}")
     if len(set(kernels)) != len(kernels):
         raise SpecError(r.p("kernels"), f"kernel sizes must be distinct, got {list(kernels)}")
     expand = r.int("expand_channels", 1, nullable=True)
@@ -329,7 +332,7 @@ def decode(obj: Any) -> ModelSpec:
     if version != SCHEMA_VERSION:
         raise SpecError("schema_version", f"unsupported version {version} (this code reads {SCHEMA_VERSION})")
     name = r.str("name")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise SpecError("name", f"must match {NAME_RE.pattern}, got {name!r}")
 
     ri = _Reader(obj["input"], "input", ("size", "channels", "mean", "std"), ("size", "mean", "std"))
@@ -446,10 +449,23 @@ def dumps(spec: ModelSpec) -> str:
     return json.dumps(encode(spec), indent=1) + "\n"
 
 
-def loads(text: str, source: str = "spec") -> ModelSpec:
-    """Parses JSON text and decodes it; a JSON syntax error is a SpecError naming ``source``."""
+def loads(text: str | bytes, source: str = "spec") -> ModelSpec:
+    """Parses JSON text (``bytes`` must be UTF-8) and decodes it. Whatever the bytes — not UTF-8, not JSON, nested
+    too deep, integers too long to parse — the only exception is a SpecError naming ``source``."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecError("", f"{source}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise SpecError("", f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    return decode(obj)
+    except RecursionError:
+        raise SpecError("", f"{source}: not a spec (JSON nested too deep)") from None
+    except ValueError as e:  # e.g. an integer literal beyond Python's 4,300-digit conversion limit
+        raise SpecError("", f"{source}: not valid JSON ({e})") from None
+    try:
+        return decode(obj)
+    except RecursionError:
+        raise SpecError("", f"{source}: not a spec (nested too deep)") from None

@@ -38,7 +38,7 @@ def _resolve(backbone, weights: str | None) -> tuple[ModelSpec, str | None]:
         if not path.endswith(".json") or not os.path.isfile(path):
             raise SpecError("backbone", f"expected a ModelSpec or an existing spec .json path, got {path!r} "
                                         "(resolve zoo names with zoo.get_spec)")
-        with open(path) as f:
+        with open(path, "rb") as f:
             spec = loads(f.read(), path)
     if weights is not None and not (str(weights).endswith(".npz") and os.path.isfile(weights)):
         raise SpecError("weights", f"expected None or an existing .npz path, got {weights!r} "

@@ -29,13 +29,15 @@ from models.walk import walk
 
 
 def check_candidates(candidates) -> tuple[int, ...]:
-    """Validates a candidate set and returns it sorted: distinct odd sizes ≥ 1."""
+    """Validates a candidate set and returns it sorted: distinct odd sizes from 1 to the largest kernel a spec may
+    hold (``models.spec.MAX_KERNEL``), so that every searched spec decodes."""
+    from models.spec import MAX_KERNEL
     given = list(candidates)
     cands = tuple(int(k) for k in given)
     if not cands:
         raise ValueError("candidates: at least one kernel size is needed")
-    if any(k < 1 or k % 2 == 0 for k in cands) or len(set(cands)) != len(cands):
-        raise ValueError(f"candidates: need distinct odd kernel sizes, got {given}")
+    if any(k < 1 or k % 2 == 0 or k > MAX_KERNEL for k in cands) or len(set(cands)) != len(cands):
+        raise ValueError(f"candidates: need distinct odd kernel sizes from 1 to {MAX_KERNEL}, got {given}")
     return tuple(sorted(cands))
 
 

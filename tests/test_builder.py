@@ -244,3 +244,12 @@ def test_npz_weights_move_between_frameworks(tmp_path):
     x = _images(size=32)
     np.testing.assert_allclose(twin(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-5)
     assert not [f for f in os.listdir(tmp_path) if f != "w.npz"], "no temp files left behind"
+
+
+@pytest.mark.parametrize("kwargs,path", [
+    ({"classes": 0}, "classes"), ({"classes": -1}, "classes"), ({"classes": 2.5}, "classes"),
+    ({"classes": True}, "classes"), ({"classifier_activation": "sofmax"}, "classifier_activation"),
+])
+def test_bad_build_arguments_are_spec_errors(kwargs, path):
+    with pytest.raises(S.SpecError, match=f"^{path}"):
+        zoo.build("mobilenet_v2_100", input_size=32, **kwargs)

@@ -35,6 +35,7 @@ CASES = [
     ("recipes.finetune_yolo", ["--dataset=voc:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("recipes.search_metakernel", ["--out_dir={out}"], "--target_macs"),
     ("recipes.search_metakernel", ["--target_macs=1e6", "--candidates=3,4", "--out_dir={out}"], "--candidates"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--candidates=3,33", "--out_dir={out}"], "from 1 to 31"),
     ("recipes.search_metakernel", ["--target_macs=1e6", "--dataset=folder:/nonexistent/dir", "--out_dir={out}"],
      "/nonexistent/dir"),
     ("recipes.search_metakernel", ["--target_macs=1e6", "--tau_start=0.5", "--tau_end=2", "--out_dir={out}"],

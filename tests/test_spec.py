@@ -1,8 +1,10 @@
 """Spec decode/encode: strictness, error paths, round trips, and a hypothesis fuzz test of the decoder."""
 import copy
 import json
+import os
 
 import pytest
+from conftest import ROOT
 from conftest import tiny_spec_dict as tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -63,6 +65,56 @@ def test_errors_name_the_path(mutate, path):
 def test_loads_reports_json_syntax():
     with pytest.raises(S.SpecError, match="not valid JSON"):
         S.loads("{", source="x.json")
+
+
+@pytest.mark.parametrize("text,needle", [
+    (b'{"name": "caf\xe9"}', "not UTF-8"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deep"),
+    ('{"schema_version": ' + "9" * 5000 + "}", "not valid JSON"),
+])
+def test_loads_refuses_any_bytes_with_spec_error(text, needle):
+    with pytest.raises(S.SpecError, match=needle):
+        S.loads(text, source="x.json")
+
+
+@pytest.mark.parametrize("name", ["mixnet\n", "a" * 101, "Upper", "-dash", ""])
+def test_bad_names_are_refused(name):
+    d = json.loads(open(os.path.join(ROOT, "zoo", "specs", "mixnet_s.json")).read())
+    d["name"] = name
+    with pytest.raises(S.SpecError, match="^name"):
+        S.decode(d)
+
+
+def test_byte_level_fuzz_of_spec_files_gives_only_spec_errors(tmp_path):
+    """1,000 byte-mutated copies of a zoo spec file (flips, deletions, cuts, inserted long digit runs, deep
+    brackets, invalid UTF-8): zoo.get_spec raises SpecError or returns a spec, nothing else."""
+    import random
+
+    src = open(os.path.join(ROOT, "zoo", "specs", "mixnet_s.json"), "rb").read()
+    rng = random.Random(0)
+    inserts = [b"9" * 5000, b"[" * 3000, b"\xff\xfe", b"-", b"1e999", b"null", b"\n", b'"x\n"']
+    path = tmp_path / "fuzz.json"
+    outcomes = {"spec": 0, "error": 0}
+    for _ in range(1000):
+        b = bytearray(src)
+        for _ in range(rng.randint(1, 4)):
+            op, pos = rng.random(), rng.randrange(len(b))
+            if op < 0.4:
+                b[pos] = rng.randrange(256)
+            elif op < 0.6:
+                del b[pos:pos + rng.randint(1, 20)]
+            elif op < 0.8:
+                b[pos:pos] = rng.choice(inserts)
+            else:
+                b = b[:pos]
+        path.write_bytes(bytes(b))
+        try:
+            zoo.get_spec(str(path))
+            outcomes["spec"] += 1
+        except S.SpecError as e:
+            assert str(path) in str(e)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 500, outcomes
 
 
 def test_make_divisible():

@@ -150,7 +150,7 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
         raise ConfigError(f"--warmup_epochs={config.warmup_epochs} leaves no epoch for α (--epochs={config.epochs})")
     if config.name is not None:
         from models.spec import NAME_RE
-        if not NAME_RE.match(config.name):
+        if not NAME_RE.fullmatch(config.name):
             raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
     validate_dataset(config.dataset, config.data_dir)
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE)

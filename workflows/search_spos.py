@@ -179,7 +179,7 @@ def validate(config: SearchSposConfig) -> RunDir:
         raise ConfigError(f"--top_k={config.top_k} exceeds --population={config.population}")
     if config.name is not None:
         from models.spec import NAME_RE
-        if not NAME_RE.match(config.name):
+        if not NAME_RE.fullmatch(config.name):
             raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
     if config.execution == "eager" and config.strategy != "default":
         raise ConfigError(f"--strategy={config.strategy} needs --execution=graph")

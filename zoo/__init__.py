@@ -52,7 +52,7 @@ def get_spec(name_or_path: str) -> S.ModelSpec:
         SpecError: the file is not a valid spec (the message names the file and the field).
     """
     path = spec_path(name_or_path)
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         text = f.read()
     try:
         return S.loads(text, source=path)
