@@ -17,10 +17,31 @@ def check_replicas(strategy: str, cpu_replicas: int, batch_size: int) -> None:
         raise ConfigError(f"--batch_size={batch_size} does not split over --cpu_replicas={cpu_replicas}")
 
 
+def _check_home(path: str, flag: str, start: str) -> None:
+    """The nearest existing ancestor of ``start`` (itself included) must be a writable directory."""
+    d = os.path.abspath(start)
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise ConfigError(f"{flag}={path}: {d} is a file, not a directory")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}={path}: directory {d} is not writable")
+
+
 def check_out_dir(path: str, flag: str = "--out_dir") -> None:
-    """``path`` may be missing (created later) but not a file."""
+    """``path`` may be missing (created later) but not a file, nor under one, and the directory that will hold it
+    must be writable — checked before any work starts, so no run fails at its first write."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{flag}={path}: exists and is not a directory")
+    _check_home(path, flag, path)
+
+
+def check_writable(path: str, flag: str) -> None:
+    """The file ``path`` can be created: it is not a directory, and its nearest existing ancestor is a writable
+    directory (missing directories are created later)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag}={path}: is a directory")
+    _check_home(path, flag, os.path.dirname(os.path.abspath(path)))
 
 
 def check_at_least(**values) -> None:

@@ -8,11 +8,17 @@ import sys
 import tempfile
 
 
+PARTIAL = ".partial"  # marks the temp file of an atomic write: ".<name>.<random>.partial<ext>"
+
+
 def atomic_write(path: str, write) -> None:
-    """Calls ``write(binary_file)`` on a temp file beside ``path``, then renames it: never a half-written ``path``."""
+    """Calls ``write(binary_file)`` on a temp file beside ``path``, then renames it: never a half-written ``path``.
+    A kill (SIGKILL: no cleanup runs) can leave the hidden temp file; `remove_partials` clears them at the next
+    start of a run."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1], dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=PARTIAL + os.path.splitext(path)[1],
+                               dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -22,6 +28,27 @@ def atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def is_partial(name: str) -> bool:
+    """Whether a file name is the temp file of an unfinished `atomic_write`."""
+    stem, ext = os.path.splitext(name)
+    return name.startswith(".") and (stem.endswith(PARTIAL) or name.endswith(PARTIAL))
+
+
+def remove_partials(directory: str) -> list[str]:
+    """Deletes the temp files killed atomic writes left anywhere under ``directory``; returns their paths."""
+    removed = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if is_partial(name):
+                path = os.path.join(root, name)
+                try:
+                    os.unlink(path)
+                    removed.append(path)
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def write_json(path: str, obj, indent: int = 1) -> None:

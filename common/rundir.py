@@ -13,7 +13,7 @@ import json
 import os
 
 from common.errors import InputError
-from common.io import write_json
+from common.io import remove_partials, write_json
 
 
 class SettingsMismatch(InputError):
@@ -60,8 +60,8 @@ class RunDir:
     def check(self, keys=None, what: str = "a run") -> None:
         """Raises `SettingsMismatch` when the directory holds a run whose settings differ on ``keys`` (default:
         all of this run's settings). Reads only; TensorFlow-free."""
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise InputError(f"{self.flag}={self.path}: exists and is not a directory")
+        from common.checks import check_out_dir
+        check_out_dir(self.path, self.flag)
         saved = self.saved_settings()
         if saved is None:
             return
@@ -72,8 +72,10 @@ class RunDir:
                                    f"rerun with the same flags to resume, or use a new {self.flag}")
 
     def start(self) -> None:
-        """Creates the directory and writes the settings (atomically)."""
+        """Creates the directory, removes the temp files of atomic writes a killed run left (`remove_partials`) and
+        writes the settings (atomically)."""
         os.makedirs(self.path, exist_ok=True)
+        remove_partials(self.path)
         write_json(self.settings_file, self.settings)
 
     def write_json(self, name: str, obj) -> str:

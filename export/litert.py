@@ -58,20 +58,6 @@ def check_tflite(path: str, flag: str = "--model") -> None:
         raise InputError(f"{flag} {path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
 
 
-def check_writable(path: str, flag: str) -> None:
-    """Raises `InputError` unless the file ``path`` can be created: not a directory, and its nearest existing
-    ancestor directory is writable (missing directories are created later)."""
-    if os.path.isdir(path):
-        raise InputError(f"{flag} {path}: is a directory")
-    d = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(d):
-        d = os.path.dirname(d)
-    if not os.path.isdir(d):
-        raise InputError(f"{flag} {path}: {d} is not a directory")
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {path}: directory {d} is not writable")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Export
 

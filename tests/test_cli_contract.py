@@ -46,6 +46,13 @@ CASES = [
      "--width/--depth"),
     ("recipes.train", ["--model=mixnet_s", "--epochs=10", "--val_freq=3", "--out_dir={out}"], "--val_freq"),
     ("recipes.search_spos", ["--max_macs=1", "--out_dir={out}"], "smallest path"),
+    ("recipes.search_spos", ["--dataset=shapes", "--out_dir={file}"], "exists and is not a directory"),
+    ("recipes.search_metakernel", ["--target_macs=3e6", "--dataset=shapes", "--out_dir={file}/run"],
+     "is a file, not a directory"),
+    ("recipes.pipeline", ["--out_dir={file}"], "exists and is not a directory"),
+    ("recipes.demo", ["--out_dir={file}/demo"], "is a file, not a directory"),
+    ("recipes.train", ["--model=mixnet_s", "--out_dir={file}/run"], "is a file, not a directory"),
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json={file}/eval.json"], "is a file, not a directory"),
     ("recipes.search_spos", ["--choices=3,9", "--out_dir={out}"], "--choices"),
     ("recipes.search_spos", ["--dataset=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("benchmarks.supernet_cost", ["--ns=0", "--out={out}/result.json"], "--ns"),
@@ -69,7 +76,8 @@ CASES = [
 @pytest.mark.parametrize("module,args,needle", CASES,
                          ids=[f"{m}:{' '.join(a[:2]) or 'no flags'}" for m, a, _ in CASES])
 def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, needle):
-    args = [a.format(out=tmp_path / "out", tmp=tmp_path) for a in args]
+    (tmp_path / "afile").write_text("a file where a directory is expected")
+    args = [a.format(out=tmp_path / "out", tmp=tmp_path, file=tmp_path / "afile") for a in args]
     r = run_python(PROBE.format(module=module, args=args), timeout=120)
     line = error_line(r, module)
     assert needle in line, r.stderr
@@ -88,13 +96,12 @@ def test_tensorflow_start_up_noise_does_not_reach_the_user():
     assert len(lines) == 1 and lines[0].startswith("evaluate.py:"), r.stderr
 
 
-@pytest.mark.parametrize("module,args", [
-    ("recipes.train", ["--model=mobilenet_v2_100", "--input_size=32", "--out_dir={out}"]),
-    ("recipes.evaluate", ["--model=mobilenet_v2_100", "--input_size=32"]),
-    ("recipes.export_tflite", ["--model=mobilenet_v2_100", "--output={out}/model.tflite"]),
-    ("recipes.qat", ["--model=mobilenet_v2_100", "--out_dir={out}"]),
+@pytest.mark.parametrize("module,args,damage", [  # every kind of damage is tested in-process in test_zoo.py
+    ("recipes.train", ["--model=mobilenet_v2_100", "--input_size=32", "--out_dir={out}"], "truncated"),
+    ("recipes.evaluate", ["--model=mobilenet_v2_100", "--input_size=32"], "random"),
+    ("recipes.export_tflite", ["--model=mobilenet_v2_100", "--output={out}/model.tflite"], "pickled"),
+    ("recipes.qat", ["--model=mobilenet_v2_100", "--out_dir={out}"], "truncated"),
 ])
-@pytest.mark.parametrize("damage", ["truncated", "random", "pickled"])
 def test_damaged_weights_file_is_one_line_before_tensorflow(tmp_path, module, args, damage):
     """A damaged .npz given by path (truncated, random bytes, pickled objects) is found in validation: one line
     naming the file, exit 2, TensorFlow never imported, nothing written."""

@@ -9,7 +9,7 @@ import datetime
 import os
 import tempfile
 
-from common.checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least, check_writable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,6 @@ def validate(config: LatencyConfig) -> LatencyPlan:
     Raises:
         InputError (subclasses): a bad value, named by its flag.
     """
-    from export import litert
     from models.counting import count
 
     check_at_least(threads=(config.threads, 1), warmup=(config.warmup, 0), runs=(config.runs, 1),
@@ -88,7 +87,7 @@ def validate(config: LatencyConfig) -> LatencyPlan:
     resize = _check_size(path, config.input_size) if path else None
     stem = os.path.splitext(os.path.basename(path))[0] if path else spec.name
     out = config.json or os.path.join("runs", "latency", f"{stem}-t{config.threads}.json")
-    litert.check_writable(out, "--json")
+    check_writable(out, "--json")
     return LatencyPlan(path, spec, resize, out)
 
 

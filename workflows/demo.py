@@ -9,7 +9,7 @@ import glob
 import os
 import time
 
-from common.checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least, check_out_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -107,6 +107,7 @@ def validate(config: DemoConfig) -> DemoPlan:
     from models.counting import count
 
     check_at_least(runs=(config.runs, 1), threads=(config.threads, 1))
+    check_out_dir(config.out_dir)
     spec = zoo.get_spec(config.model)
     size = spec.input.size
     cost = count(spec, size)

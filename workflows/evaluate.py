@@ -4,10 +4,9 @@ validation, under a tf.distribute strategy)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_replicas
+from common.checks import ConfigError, check_at_least, check_one_of, check_replicas, check_writable
 from training.distribute import STRATEGIES
 
 
@@ -68,8 +67,8 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
                           f"has {data_classes}")
     check_one_of(strategy=(config.strategy, STRATEGIES))
     check_replicas(config.strategy, config.cpu_replicas, config.batch_size)
-    if config.json is not None and os.path.isdir(config.json):
-        raise ConfigError(f"--json={config.json}: is a directory")
+    if config.json is not None:
+        check_writable(config.json, "--json")
     return EvaluatePlan(spec, size, path, arrays, classes)
 
 

@@ -8,7 +8,7 @@ import dataclasses
 import os
 import time
 
-from common.checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least, check_writable
 from training.weights import checked_weights_file
 
 MODE_TEXT = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
@@ -83,8 +83,8 @@ def validate(config: ExportConfig) -> ExportPlan:
     if not output.endswith(".tflite"):
         raise ConfigError(f"--output {output}: must end with .tflite")
     report_path = output + ".json"
-    litert.check_writable(output, "--output")
-    litert.check_writable(report_path, "--output")
+    check_writable(output, "--output")
+    check_writable(report_path, "--output")
     return ExportPlan(spec, size, classes, cost, weights, output, report_path)
 
 

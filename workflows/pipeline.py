@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 
-from common.checks import ConfigError, check_at_least
+from common.checks import ConfigError, check_at_least, check_out_dir
 
 STAGES = ("search", "train", "export_float32", "export_int8", "latency_float32", "latency_int8")
 
@@ -58,6 +58,7 @@ def validate(config: PipelineConfig) -> None:
     validate_data(config.data, config.data_dir)
     if config.target_macs <= 0:
         raise ConfigError("--target_macs: must be positive")
+    check_out_dir(config.out_dir)
 
 
 def commands(config: PipelineConfig) -> dict[str, tuple[list[str], str]]:

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir
+from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir, check_writable
 from training.weights import checked_weights_file
 
 REPORT = "qat_report.json"
@@ -79,7 +79,6 @@ def validate(config: QatConfig) -> QatPlan:
         InputError (subclasses): a bad value, named by its flag.
     """
     import zoo
-    from export import litert
     from inputs import classification as data
     from models.spec import check_input_size
 
@@ -106,9 +105,9 @@ def validate(config: QatConfig) -> QatPlan:
     output = config.output or os.path.join(config.out_dir, DEFAULT_OUTPUT)
     if not output.endswith(".tflite"):
         raise ConfigError(f"--output={output}: must end with .tflite")
-    litert.check_writable(output, "--output")
+    check_writable(output, "--output")
     for name in (REPORT, WEIGHTS):
-        litert.check_writable(os.path.join(config.out_dir, name), "--out_dir")
+        check_writable(os.path.join(config.out_dir, name), "--out_dir")
     return QatPlan(spec=spec, spec_file=spec_file, size=size, classes=classes, weights=weights, output=output)
 
 

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import sys
 
-from common.checks import ConfigError, check_at_least, check_one_of
+from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir
 from common.rundir import RunDir
 from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
 from training.distribute import STRATEGIES
@@ -188,6 +188,7 @@ def validate(config: SearchSposConfig) -> RunDir:
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
         feasible_constraints(config, make_space(config, classes), load_latency(config))
+    check_out_dir(config.out_dir)
     run_dir = _SupernetDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE,
                            defaults={"choices": list(SHUFFLE_CHOICES)})  # files written before --choices existed
     if run_dir.exists():

@@ -1,0 +1,82 @@
+"""Output locations and run directories (issue 19, root cause 4): an output under a file or in a directory that
+cannot be written is refused before any work; a killed atomic write leaves only a hidden temp file, which the next
+start of the run removes."""
+import os
+
+import numpy as np
+import pytest
+
+from common import checks
+from common.errors import InputError
+from common.io import atomic_write, is_partial, remove_partials, write_json
+from common.rundir import RunDir
+
+
+def test_out_dir_that_is_or_lies_under_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        checks.check_out_dir(str(tmp_path / "afile"))
+    with pytest.raises(InputError, match="is a file, not a directory"):
+        checks.check_out_dir(str(tmp_path / "afile" / "run" / "deeper"))
+    with pytest.raises(InputError, match="is a file, not a directory"):
+        checks.check_writable(str(tmp_path / "afile" / "x.json"), "--json")
+    with pytest.raises(InputError, match="is a directory"):
+        checks.check_writable(str(tmp_path), "--json")
+    checks.check_out_dir(str(tmp_path / "new" / "run"))  # missing directories are fine: created later
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        RunDir(str(tmp_path / "afile"), {}).check()
+
+
+def test_unwritable_directory_is_refused(tmp_path, monkeypatch):
+    # The sandbox runs as root, where permission bits do not bind: os.access is what the check consults.
+    target = str(tmp_path / "ro")
+    os.mkdir(target)
+    monkeypatch.setattr(checks.os, "access", lambda p, mode: os.path.abspath(p) != target)
+    with pytest.raises(InputError, match="is not writable"):
+        checks.check_out_dir(os.path.join(target, "run"), "--out_dir")
+    with pytest.raises(InputError, match="--output=.*is not writable"):
+        checks.check_writable(os.path.join(target, "m.tflite"), "--output")
+
+
+def test_killed_atomic_write_leaves_a_partial_that_start_removes(tmp_path):
+    run = tmp_path / "run"
+
+    def killed(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(run / "weights.npz"), killed)
+    assert not os.listdir(run)  # an exception cleans up; only a kill leaves the temp file
+    # What a SIGKILL (no cleanup runs) leaves: temp files named as atomic_write names them.
+    import tempfile
+    fd, orphan = tempfile.mkstemp(prefix=".weights.npz.", suffix=".partial.npz", dir=run)
+    os.close(fd)
+    nested = run / "checkpoints"
+    nested.mkdir()
+    fd, orphan2 = tempfile.mkstemp(prefix=".state.json.", suffix=".partial.json", dir=nested)
+    os.close(fd)
+    keep = run / ".hidden_user_file"
+    keep.write_text("mine")
+    assert is_partial(os.path.basename(orphan)) and is_partial(os.path.basename(orphan2))
+    rd = RunDir(str(run), {"a": 1})
+    rd.start()
+    assert not os.path.exists(orphan) and not os.path.exists(orphan2)
+    assert keep.exists() and (run / "settings.json").exists()
+    assert remove_partials(str(run)) == []
+
+
+def test_atomic_write_temp_names_are_recognised(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+
+    def spy(src, dst):
+        seen.append(os.path.basename(src))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    write_json(str(tmp_path / "a.json"), {"x": 1})
+    atomic_write(str(tmp_path / "w.npz"), lambda f: np.savez(f, a=np.zeros(2)))
+    assert len(seen) == 2 and all(is_partial(n) for n in seen), seen
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "w.npz"]
+    assert set(np.load(tmp_path / "w.npz").files) == {"a"}
