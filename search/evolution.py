@@ -54,17 +54,22 @@ class SearchStateError(InputError):
 
 class EvolutionSearch:
     """Runs Algorithm 1 (``kind="evolution"``) or the random baseline (``kind="random"``) with ``evaluate(arch) ->
-    top-1`` under ``constraints``; the state lives in ``state_path`` (JSON) and is resumed when present."""
+    top-1`` under ``constraints``; the state lives in ``state_path`` (JSON) and is resumed when present.
+
+    ``evaluation`` describes how ``evaluate`` measures (data, image counts, batch): it is part of the search's identity
+    with the space, the constraints and the config, so a resumed state never mixes accuracies measured differently.
+    """
 
     def __init__(self, space: sp.SposSpace, evaluate: Callable[[np.ndarray], float], constraints: sp.Constraints,
-                 config: EvolutionConfig, state_path: str | None = None, kind: str = "evolution", latency=None):
+                 config: EvolutionConfig, state_path: str | None = None, kind: str = "evolution", latency=None,
+                 evaluation: dict | None = None):
         if kind not in ("evolution", "random"):
             raise ValueError(f"kind must be 'evolution' or 'random', got {kind!r}")
         self.space, self.evaluate, self.constraints, self.config = space, evaluate, constraints, config
         self.kind, self.state_path, self.latency = kind, state_path, latency
         self.rng = np.random.default_rng([config.seed, 0 if kind == "evolution" else 1])
         self.identity = {"kind": kind, "space": space.to_json(), "constraints": dataclasses.asdict(constraints),
-                         "config": dataclasses.asdict(config)}
+                         "config": dataclasses.asdict(config), "evaluation": dict(evaluation or {})}
         self.iteration = 0
         self.population: list[str] = []
         self.top: list[str] = []
@@ -75,11 +80,15 @@ class EvolutionSearch:
 
     # --- state -------------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        with open(self.state_path) as f:
-            state = json.load(f)
-        if state.get("identity") != json.loads(json.dumps(self.identity)):
-            raise SearchStateError(f"{self.state_path}: holds a different search (space, constraints or settings); "
-                                   "use another output directory")
+        try:
+            with open(self.state_path) as f:
+                state = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SearchStateError(f"{self.state_path}: unreadable search state ({e}); remove it to start the "
+                                   "search over, or use another output directory") from None
+        if not isinstance(state, dict) or state.get("identity") != json.loads(json.dumps(self.identity)):
+            raise SearchStateError(f"{self.state_path}: holds a different search (space, constraints, settings or "
+                                   "how candidates are evaluated); use another output directory")
         self.iteration, self.population, self.top = state["iteration"], state["population"], state["top"]
         self.cache, self.history = state["cache"], state["history"]
         self.rng.bit_generator.state = state["rng"]

@@ -519,6 +519,27 @@ def test_search_resumes_exactly_and_refuses_another_search(tmp_path):
         ev.EvolutionSearch(QSPACE, evaluate, other, cfg, path)
     with pytest.raises(ev.SearchStateError):
         ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, path, kind="random")
+    # ... and so is the same search measured another way (other validation images: cached accuracies would mix)
+    with pytest.raises(ev.SearchStateError, match="how candidates are evaluated"):
+        ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, path, evaluation={"val_images": 500})
+    with open(path, "w") as f:
+        f.write("{truncated")
+    with pytest.raises(ev.SearchStateError, match="unreadable search state"):
+        ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, path)
+
+
+@pytest.mark.parametrize("flag,value", [("val_images", 500), ("recal_images", 64), ("eval_batch", 32)])
+def test_evolution_resume_with_other_measurement_is_refused_before_tensorflow(tmp_path, flag, value):
+    from workflows import search_spos as W
+    config = W.SearchSposConfig(dataset="shapes", phase="evolution", out_dir=str(tmp_path))
+    state = {"identity": {"evaluation": W.evaluation_identity(config)}}
+    (tmp_path / "evolution_state.json").write_text(json.dumps(state))
+    W.check_evolution_state(config)  # same measurement: resumes
+    with pytest.raises(W.ConfigError, match=f"--{flag}"):
+        W.check_evolution_state(dataclasses.replace(config, **{flag: value}))
+    (tmp_path / "evolution_state.json").write_text("{not json")
+    with pytest.raises(W.ConfigError, match="unreadable search state"):
+        W.check_evolution_state(config)
 
 
 TIES = """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 
@@ -146,6 +147,35 @@ def feasible_constraints(config: SearchSposConfig, space, latency):
     return constraints
 
 
+EVALUATION_KEYS = ("dataset", "recal_images", "val_images", "eval_batch", "seed")
+
+
+def evaluation_identity(config: SearchSposConfig) -> dict:
+    """How evolution measures a candidate: part of the identity of its resumable state (`search.evolution`)."""
+    return {k: getattr(config, k) for k in EVALUATION_KEYS}
+
+
+def check_evolution_state(config: SearchSposConfig) -> None:
+    """Before TensorFlow: a saved evolution/random-search state in ``--out_dir`` must have been measured the same
+    way as this run would measure (its cached accuracies are reused), else one line naming the flags that differ."""
+    for kind in ("evolution", "random"):
+        path = os.path.join(config.out_dir, f"{kind}_state.json")
+        if config.phase == "supernet" or not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as f:
+                saved = json.load(f)["identity"].get("evaluation")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"{path}: unreadable search state ({type(e).__name__}); remove it to start the "
+                              "search over, or use another --out_dir") from None
+        now = evaluation_identity(config)
+        diff = [k for k in EVALUATION_KEYS if not isinstance(saved, dict) or saved.get(k) != now[k]]
+        if diff:
+            raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state was measured with other "
+                              f"{', '.join('--' + k for k in diff)}; rerun with the same flags to resume, or remove "
+                              f"{path} to search again")
+
+
 def validate(config: SearchSposConfig) -> RunDir:
     """Everything checkable without TensorFlow: values, the space, the dataset, the feasibility of the constraints
     (when the class count is known without loading the data) and the run directory; returns the run directory.
@@ -189,6 +219,7 @@ def validate(config: SearchSposConfig) -> RunDir:
     if classes is not None:  # tfds names: checked once the data is loaded
         feasible_constraints(config, make_space(config, classes), load_latency(config))
     check_out_dir(config.out_dir)
+    check_evolution_state(config)
     run_dir = _SupernetDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE,
                            defaults={"choices": list(SHUFFLE_CHOICES)})  # files written before --choices existed
     if run_dir.exists():
@@ -285,7 +316,7 @@ def run(config: SearchSposConfig) -> dict:
     results = {}
     for kind in ("evolution", "random") if config.random_search else ("evolution",):
         search = ev.EvolutionSearch(space, evaluator, constraints, ecfg, run_dir.file(f"{kind}_state.json"), kind,
-                                    latency)
+                                    latency, evaluation=evaluation_identity(config))
 
         def log(s, record, kind=kind):
             with writer.as_default(step=record["iteration"]):
