@@ -4,6 +4,7 @@ Nothing here imports TensorFlow, so a parent process that only schedules workers
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import statistics
@@ -115,3 +116,32 @@ def run_worker(module: str, args: list[str], env: dict | None = None, timeout: f
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
                           env=full_env, timeout=timeout)
+
+
+class StageTimes(dict):
+    """Seconds per finished stage of a resumable benchmark, kept in ``path`` so that a resumed run still reports
+    the stages an earlier invocation ran; ``ran`` lists the stages run by this invocation. ``seed``: times to start
+    from when ``path`` does not exist yet (e.g. the ``stage_seconds`` of a result JSON written before this file)."""
+
+    def __init__(self, path: str, seed: dict | None = None):
+        super().__init__()
+        self.path, self.ran = path, []
+        if os.path.exists(path):
+            with open(path) as f:
+                self.update(json.load(f))
+        elif seed:
+            self.update(seed)
+
+    def record(self, stage: str, seconds: float) -> None:
+        self[stage] = round(seconds)
+        self.ran.append(stage)
+        write_json(self.path, dict(self))
+
+    @staticmethod
+    def previous(out: str) -> dict:
+        """``stage_seconds`` of the result JSON ``out`` when it exists (a seed for a new stage file)."""
+        try:
+            with open(out) as f:
+                return dict(json.load(f).get("stage_seconds") or {})
+        except (OSError, ValueError, AttributeError):
+            return {}

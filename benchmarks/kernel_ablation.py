@@ -7,8 +7,9 @@ MACs (``--target``, default: every kernel 7×7 at expansion 3) — the baselines
 the searched models through the search's budget (its final projection trims the argmax to within 3%):
 
 - **A** (vanilla depthwise): one kernel size everywhere, ``--a_kernels`` (3/5/7/9);
-- **B** (MixConv, uniform partition) and **C** (MixConv, exponential partition: 1/2, 1/4, …) over the first n odd
-  sizes from 3, n in ``--sets`` (2–6 → {3,5} … {3,…,13});
+- **B** (MixConv, uniform partition) and **C** (MixConv, exponential partition: 1/2, 1/4, …, the last group takes
+  the rest) over the first n odd sizes from 3, n in ``--sets`` (2–6 → {3,5} … {3,…,13}); for two sizes C is B's
+  network (1/2, 1/2): its row says ``identical_to`` and reuses B's trainings;
 - **searched**: ``recipes.search_metakernel --space=ablation`` with the same candidate set and the target MACs
   (expansion-6 supernet, "None" prunes; α on a held-out 20% of the training images; the argmax, trimmed by the
   projection if it misses by more than 3%).
@@ -33,7 +34,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import host_info, round_floats, write_json
+from benchmarks.harness import StageTimes, host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
 
@@ -109,6 +110,16 @@ def measure_latency(specs: dict[str, str], rounds: int) -> dict:
     return {n: summarize(timed[n][n]["wall"]) for n in bufs}
 
 
+def _same_architecture(path_a: str, path_b: str) -> bool:
+    """Whether two spec files describe the same network (names aside)."""
+    specs = []
+    for p in (path_a, path_b):
+        d = _load(p)
+        d.pop("name", None)
+        specs.append(d)
+    return specs[0] == specs[1]
+
+
 def aggregate(a, models, cards: dict, latency: dict, searches: dict, target: float) -> dict:
     from models import spec as spec_lib
     from models.counting import count
@@ -130,6 +141,10 @@ def aggregate(a, models, cards: dict, latency: dict, searches: dict, target: flo
             row["latency_ms"] = latency[m["name"]]
         if m["name"] in searches:
             row["search"] = searches[m["name"]]
+        if m["group"] == "C":  # MixConv's exponential split gives the last group the rest: for 2 sizes it is B's
+            twin = spec_path(a, {**m, "group": "B", "name": m["name"].replace("C_", "B_", 1)})
+            if os.path.exists(twin) and _same_architecture(path, twin):
+                row["identical_to"] = os.path.splitext(os.path.basename(twin))[0]
         rows[m["name"]] = row
     return rows
 
@@ -268,7 +283,8 @@ def main(argv=None) -> int:
             return 2
     os.makedirs(os.path.join(a.work_dir, "logs"), exist_ok=True)
     write_baseline_specs(a, models, target)
-    t0, seconds = time.time(), {}
+    t0 = time.time()
+    seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), seed=StageTimes.previous(a.out))
     searches = {}
     for m in models:
         if m["group"] != "searched":
@@ -281,8 +297,8 @@ def main(argv=None) -> int:
                 f"--name={m['name'].lower().replace('-', '_')}", "--noprogress", f"--out_dir={out_dir}",
                 *[f for f in a.search_flags.split(",") if f]]
         if not os.path.exists(os.path.join(out_dir, "summary.json")):
-            seconds[f"search/{m['name']}"] = round(run_stage(m["name"], args, os.path.join(a.work_dir, "logs",
-                                                                                          f"search_{m['name']}.log")))
+            seconds.record(f"search/{m['name']}", run_stage(m["name"], args, os.path.join(a.work_dir, "logs",
+                                                                                         f"search_{m['name']}.log")))
         s = _load(os.path.join(out_dir, "summary.json"))
         keys = ("argmax_macs", "argmax_vs_target", "expected_macs", "projection_moves", "projection_filters_changed",
                 "projection_moved_share", "argmax_val_acc")
@@ -305,7 +321,7 @@ def main(argv=None) -> int:
                       "search": {"limit": a.search_limit, "epochs": a.search_epochs, "flags": a.search_flags},
                       "expansion_scales": scales},
             "models": rows, "searched_vs_best_baseline": compare(rows),
-            "stage_seconds": seconds, "host": host_info(),
+            "stage_seconds": dict(seconds), "stages_run_now": seconds.ran, "host": host_info(),
             "command": "python -m benchmarks.kernel_ablation " + " ".join(sys.argv[1:] if argv is None else argv)}
         write_json(a.out, round_floats(result))
         plot(rows, os.path.splitext(a.out)[0] + ".png", target, a.tol)
@@ -314,13 +330,18 @@ def main(argv=None) -> int:
         for m in models:
             out_dir = os.path.join(a.work_dir, "train", f"{m['name']}_s{seed}")
             card = os.path.join(out_dir, "model_card.json")
+            twin = m["name"].replace("C_", "B_", 1)
+            if m["group"] == "C" and (twin, seed) in cards and _same_architecture(
+                    spec_path(a, m), spec_path(a, {**m, "group": "B", "name": twin})):
+                cards[(m["name"], seed)] = cards[(twin, seed)]  # the same network, seed and data: not retrained
+                continue
             if not os.path.exists(card):
                 args = ["recipes.train", f"--model={spec_path(a, m)}", "--weights=", f"--dataset={a.dataset}",
                         f"--epochs={a.epochs}", f"--batch_size={a.batch_size}", "--optimizer=sgd", f"--lr={a.lr}",
                         "--warmup_epochs=1", f"--seed={seed}", f"--val_freq={a.epochs}", "--noprogress",
                         f"--out_dir={out_dir}",
                         *([f"--limit={a.train_limit}"] if a.train_limit else [])]
-                seconds[f"train/{m['name']}_s{seed}"] = round(run_stage(
+                seconds.record(f"train/{m['name']}_s{seed}", run_stage(
                     m["name"], args, os.path.join(a.work_dir, "logs", f"train_{m['name']}_s{seed}.log")))
             cards[(m["name"], seed)] = _load(card)
             report()

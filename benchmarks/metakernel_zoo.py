@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import host_info, round_floats, write_json
+from benchmarks.harness import StageTimes, host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
 REPO_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo")
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     logs = os.path.join(a.work_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     command = "python -m benchmarks.metakernel_zoo " + " ".join(sys.argv[1:] if argv is None else argv)
-    seconds: dict[str, float] = {}
+    seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), seed=StageTimes.previous(a.out))
     result = {"setup": {"dataset": a.dataset, "candidates": a.candidates, "targets": a.targets,
                         "publish_target": a.targets[a.publish_target], "search_epochs": a.search_epochs,
                         "search_limit": a.search_limit or "all (α on a held-out 20%)",
@@ -240,7 +240,8 @@ def main(argv=None) -> int:
                         "optimizer": f"SGD momentum 0.9 (no Nesterov), lr {a.lr}, 1 warm-up epoch, cosine to 0, "
                                      "decoupled weight decay 4e-5 (recipes.train default), label smoothing 0.1",
                         "test_images": "the test split of --dataset (5,000 for ../shared/data/cifar10)"},
-              "searches": {}, "models": {}, "stage_seconds": seconds, "host": host_info(), "command": command}
+              "searches": {}, "models": {}, "stage_seconds": seconds, "stages_run_now": seconds.ran,
+              "host": host_info(), "command": command}
 
     def report():
         write_json(a.out, round_floats(result))
@@ -250,8 +251,8 @@ def main(argv=None) -> int:
     for t in a.targets:
         out_dir = os.path.join(a.work_dir, "search", _tag(t))
         if not os.path.exists(os.path.join(out_dir, "summary.json")):
-            seconds[f"search/{_tag(t)}"] = round(run_stage(_tag(t), search_args(a, t, out_dir),
-                                                           os.path.join(logs, f"search_{_tag(t)}.log")))
+            seconds.record(f"search/{_tag(t)}", run_stage(_tag(t), search_args(a, t, out_dir),
+                                                          os.path.join(logs, f"search_{_tag(t)}.log")))
         result["searches"][_tag(t)] = {**summarize_search(_load(os.path.join(out_dir, "summary.json"))),
                                        "command": "python -m " + " ".join(search_args(a, t, out_dir))}
         report()
@@ -286,7 +287,7 @@ def main(argv=None) -> int:
             card = os.path.join(out_dir, "model_card.json")
             if not os.path.exists(card):
                 args, log = train_args(a, path, seed, out_dir), os.path.join(logs, f"train_{name}_s{seed}.log")
-                seconds[f"train/{name}_s{seed}"] = round(run_stage(f"{name}_s{seed}", args, log))
+                seconds.record(f"train/{name}_s{seed}", run_stage(f"{name}_s{seed}", args, log))
             cards[(name, seed)] = _load(card)
             top1 = [cards[(name, s)]["metrics"]["val_top1"] for s in a.seeds if (name, s) in cards]
             result["models"][name].update(stats(top1))
@@ -306,7 +307,7 @@ def main(argv=None) -> int:
         from benchmarks.kernel_ablation import measure_latency
         t0 = time.time()
         latency = measure_latency(specs, a.latency_rounds)
-        seconds["latency"] = round(time.time() - t0)
+        seconds.record("latency", time.time() - t0)
         write_json(lat_path, latency)
     for name in specs:
         result["models"][name]["latency_ms"] = latency[name]
@@ -354,7 +355,7 @@ def main(argv=None) -> int:
     weights_arg = "cifar10" if in_repo else os.path.join(a.zoo_dir, "weights", card["file"])
     eval_args = ["recipes.evaluate", f"--model={spec_arg}", f"--weights={weights_arg}", f"--dataset={a.dataset}",
                  f"--json={check}"]
-    seconds["zoo_evaluate"] = round(run_stage("zoo_evaluate", eval_args, os.path.join(logs, "zoo_evaluate.log")))
+    seconds.record("zoo_evaluate", run_stage("zoo_evaluate", eval_args, os.path.join(logs, "zoo_evaluate.log")))
     ev = _load(check)
     # the card's top-1 is the training run's own test score; the zoo copy must give the same to within one image
     result["published"] = {"name": a.name, "card": os.path.join(a.zoo_dir, "weights", f"{a.name}-cifar10.json"),
