@@ -189,9 +189,10 @@ def plot(result: dict, path: str) -> None:
         ax_t.plot([i] * len(y), y, "o", color=color, alpha=0.5)
         ax_t.errorbar(i + 0.15, np.mean(y), yerr=np.std(y, ddof=1) if len(y) > 1 else 0, fmt="_", color=color,
                       ms=14, capsize=4)
-    ax_t.set_xticks(range(len(models)))
-    ax_t.set_xticklabels([f"{n}\n{m['macs'] / 1e6:.2f}M MACs" for n, m in models.items()], fontsize=8)
-    ax_t.set_xlim(-0.5, len(models) - 0.5)
+    if models:
+        ax_t.set_xticks(range(len(models)))
+        ax_t.set_xticklabels([f"{n}\n{m['macs'] / 1e6:.2f}M MACs" for n, m in models.items()], fontsize=8)
+        ax_t.set_xlim(-0.5, len(models) - 0.5)
     ax_t.set_ylabel("top-1 on the 5,000 test images (%)")
     ax_t.set_title(f"retrained, {result['setup']['epochs']} epochs, seeds {result['setup']['seeds']}", fontsize=9)
     for ax in (ax_s, ax_t):
