@@ -120,3 +120,11 @@ def test_damaged_weights_file_is_one_line_before_tensorflow(tmp_path, module, ar
     assert "allow_pickle" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
     assert not os.path.exists(tmp_path / "out") or not any(os.scandir(tmp_path / "out")), "nothing written"
+
+
+@pytest.mark.slow
+def test_tpu_strategy_without_a_tpu_is_one_line():
+    r = run_module("recipes.evaluate", "--model=mobilenet_v2_100", "--weights=", "--input_size=32", "--limit=10",
+                   "--strategy=tpu", timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "--strategy=tpu: cannot reach a TPU" in error_line(r, "evaluate"), r.stderr[-3000:]

@@ -207,3 +207,11 @@ def test_cifar10_subset_folder():
         assert images.shape == (64, 32, 32, 3) and 0 <= labels.min() and labels.max() < 10
     _, test_info = data.load(f"folder:{CIFAR_SUBSET}", "test", image_size=32, batch_size=64, training=False)
     assert test_info.num_examples == 500
+
+
+def test_tensorflow_datasets_lazy_imports_are_installed():
+    """tensorflow-datasets 4.9.10 imports these lazily while preparing a dataset, without declaring them: missing,
+    a tfds dataset fails with 'No module named importlib_resources' (blamed on the network)."""
+    import importlib
+    for module in ("importlib_resources", "termcolor", "etils.epath"):
+        importlib.import_module(module)

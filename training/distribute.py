@@ -26,7 +26,14 @@ def make_strategy(name: str, cpu_replicas: int = 1, tpu: str = ""):
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        from common.errors import InputError
+        where = f"--tpu={tpu}" if tpu else "no --tpu given and no local TPU"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"--strategy=tpu: cannot reach a TPU ({where}: {first}); pass --tpu=NAME|grpc://ADDRESS "
+                         "on a TPU host, or use --strategy=default") from None
     return tf.distribute.TPUStrategy(resolver)
