@@ -38,7 +38,6 @@ SHAPES_SPLITS = {"train": 256, "val": 64}
 SHAPES_SEEDS = {"train": 0, "val": 1}
 SHAPES_IMAGE_SIZE = 160
 VOC_SUBDIRS = ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main"))
-VOC_SPLIT_LISTS = ("train", "val", "trainval", "test")  # the split lists whose annotations name the classes
 BOX_TOLERANCE = 1.0  # pixels a VOC box may reach beyond the image (then clipped)
 SCALE_JITTER = (0.7, 1.3)  # training: letterbox scale multiplied by a uniform draw from this range
 MIN_VISIBLE = 0.25  # training: a box keeps at least this fraction of its area inside the input, else dropped
@@ -91,9 +90,10 @@ def load_records(dataset: str, split: str, *, class_names: list[str] | None = No
     Args:
         dataset: ``shapes``, ``voc:PATH`` or a tensorflow-datasets name (see the module docstring).
         split: ``train`` or ``val`` (``test``/``trainval`` too where the layout has them; any tfds split string).
-        class_names: the label order to use (e.g. the training split's for a validation split). When None: sorted
-            names found in the annotations of every VOC split list (so all splits agree), the tfds label names, or
-            `SHAPES_CLASSES`.
+        class_names: the label order to use — pass the training split's for every other split. When None: the sorted
+            names in the annotations of *this* split (for VOC; other split lists are not read, so an extra name in a
+            validation list can never add a class or renumber the labels: it is an unknown class there), the tfds
+            label names, or `SHAPES_CLASSES`.
         on_error: ``raise`` — a DataError naming the file for malformed XML, a missing image, an image whose size
             disagrees with ``<size>``, a box outside the image (beyond `BOX_TOLERANCE`) or empty, an unknown class
             name; ``skip`` — drop that object (or the whole file when it is unusable) and log one warning with counts.
@@ -180,18 +180,20 @@ def _voc_records(root: str, split: str, class_names: list[str] | None,
     if skipped_files or skipped_objects:
         logging.warning("voc:%s split %s: skipped %d file(s) and %d object(s) with errors (first: %s)",
                         root, split, skipped_files, skipped_objects, first)
+    if class_names is None:  # classes taken from this split: flag names too rare to be real classes (a typo?)
+        counts = np.bincount(np.concatenate([r.labels for r in records] or [np.zeros(0, np.int32)]),
+                             minlength=len(names))
+        rare = [f"{names[i]!r} ({c})" for i, c in enumerate(counts) if c <= 0.01 * counts.sum()]
+        if rare and counts.sum() >= 100:
+            logging.warning("voc:%s split %s: class(es) %s have at most 1%% of the %d objects: a misspelt name "
+                            "adds a class", root, split, ", ".join(rare), counts.sum())
     return records, names
 
 
 def _voc_class_names(root: str, split: str) -> list[str]:
-    """Sorted object names in the annotations of ``split`` and every other existing split list of `VOC_SPLIT_LISTS`
-    (unreadable files are left to the split that loads them to report)."""
-    ids = set(_split_ids(root, split))
-    for other in VOC_SPLIT_LISTS:
-        if os.path.isfile(os.path.join(root, "ImageSets", "Main", f"{other}.txt")):
-            ids.update(_split_ids(root, other))
+    """Sorted object names in the annotations of ``split`` (unreadable files are left to the loader to report)."""
     names = set()
-    for image_id in sorted(ids):
+    for image_id in sorted(set(_split_ids(root, split))):
         try:
             tree = ET.parse(os.path.join(root, "Annotations", f"{image_id}.xml"))
         except (OSError, ET.ParseError):
@@ -199,7 +201,7 @@ def _voc_class_names(root: str, split: str) -> list[str]:
         names.update((o.findtext("name") or "").strip() for o in tree.getroot().iter("object"))
     names.discard("")
     if not names:
-        raise DataError(f"voc:{root}: no object names in the annotations of its split lists")
+        raise DataError(f"voc:{root}: no object names in the annotations of split {split!r}")
     return sorted(names)
 
 

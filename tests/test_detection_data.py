@@ -334,3 +334,27 @@ def test_voc_auc_agrees_with_coco_ap50():
     empty = [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int)) for _ in ground_truths]
     assert evaluate_coco(empty, ground_truths, 3) == {"ap": 0.0, "ap50": 0.0, "ap75": 0.0}
     assert evaluate_voc(empty, ground_truths, 3)["map_auc"] == 0.0
+
+
+def test_voc_classes_come_from_the_training_split(tmp_path, caplog):
+    """A name that only the validation list uses neither adds a class nor renumbers the training labels: loading
+    the validation split with the training split's names reports it as an unknown class, naming the file."""
+    dataset = _write_voc(tmp_path)  # train: bird, cat, dog
+    (tmp_path / "Annotations" / "v.xml").write_text(_xml("a.jpg", 40, 30, [("aardvark", 5, 6, 20, 25, 0)]))
+    (tmp_path / "ImageSets" / "Main" / "val.txt").write_text("v\n")
+    _, names = load_records(dataset, "train")
+    assert names == ["bird", "cat", "dog"]  # 'aardvark' (val only) would have been label 0, shifting every id
+    with pytest.raises(InputError, match=r"v\.xml.*unknown class 'aardvark'"):
+        load_records(dataset, "val", class_names=names)
+    records, _ = load_records(dataset, "val", class_names=names, on_error="skip")
+    assert [len(r.labels) for r in records] == [0]
+
+
+def test_voc_rare_class_in_the_training_split_is_flagged(tmp_path, caplog):
+    fixture = [(f"i{i}", f"i{i}.png", 16, 16, [("raccoon", 1, 1, 8, 8, 0)]) for i in range(120)]
+    fixture.append(("typo", "typo.png", 16, 16, [("racoon", 1, 1, 8, 8, 0)]))
+    dataset = _write_voc(tmp_path, fixture)
+    with caplog.at_level(logging.WARNING):
+        _, names = load_records(dataset, "train")
+    assert names == ["raccoon", "racoon"]
+    assert "'racoon' (1)" in caplog.text and "misspelt" in caplog.text
