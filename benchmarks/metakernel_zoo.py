@@ -327,6 +327,9 @@ def main(argv=None) -> int:
         "input_size": 32,
         "metrics": {"top1": shipped["metrics"]["val_top1"], "top5": shipped["metrics"].get("val_top5"),
                     "test_images": shipped["data"]["val_examples"],
+                    # sampling error of a top-1 measured on this many images: what to expect on other test images
+                    "top1_binomial_se": float(np.sqrt(shipped["metrics"]["val_top1"] * (1 - shipped["metrics"][
+                        "val_top1"]) / shipped["data"]["val_examples"])),
                     "seed": a.seeds[0],
                     "top1_mean_over_seeds": m["top1_mean"], "top1_std_over_seeds": m["top1_std"],
                     "seeds": a.seeds, "top1_per_seed": m["top1_per_seed"],
