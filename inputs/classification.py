@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from common.errors import InputError
-from inputs.images import list_image_files
+from common.io import eprint
+from inputs.images import BAD_IMAGE_POLICIES, list_image_files, verify_images
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -83,22 +84,25 @@ class _Source:
 # Public API
 
 
-def validate(dataset: str, data_dir: str | None = None) -> None:
-    """Checks a dataset name cheaply, without importing TensorFlow.
+def validate(dataset: str, data_dir: str | None = None, on_bad_image: str = "raise") -> None:
+    """Checks a dataset without importing TensorFlow.
 
-    ``folder:PATH`` is scanned in full (class folders, image files and their headers); a tensorflow-datasets name is
-    only checked for its form.
+    ``folder:PATH`` is scanned in full: class folders, image files, and every image decoded once (cached by size and
+    modification time, `inputs.images.verify_images`); an image that cannot be decoded raises naming it, or with
+    ``on_bad_image="skip"`` is left out with one warning line. A tensorflow-datasets name is only checked for its form.
 
     Raises:
         DataError: the name or the data it points to is unusable.
     """
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise DataError(f"--on_bad_image={on_bad_image}: one of {', '.join(BAD_IMAGE_POLICIES)}")
     if dataset == "shapes":
         return
     if dataset.startswith("folder:"):
         root = _folder_root(dataset)
         layout = _folder_layout(root)
         for split in {directory: split for split, directory in layout.items()}.values():
-            _folder_examples(root, layout, split)
+            _folder_examples(root, layout, split, on_bad_image)
         return
     if not TFDS_NAME.fullmatch(dataset):
         raise DataError(f"dataset {dataset!r}: not 'shapes', 'folder:PATH' or a tensorflow-datasets name")
@@ -128,7 +132,8 @@ def check_eval_split(dataset: str, hint: str) -> None:
 
 def load(dataset: str, split: str, *, image_size: int, batch_size: int, training: bool, data_dir: str | None = None,
          seed: int = 0, augment: str = "standard", holdout: float = 0.0, drop_remainder: bool | None = None,
-         repeat: bool = False, limit: int | None = None) -> tuple["tf.data.Dataset", DataInfo]:
+         repeat: bool = False, limit: int | None = None,
+         on_bad_image: str = "raise") -> tuple["tf.data.Dataset", DataInfo]:
     """A batched, prefetched dataset of one split and what it holds.
 
     Args:
@@ -146,6 +151,8 @@ def load(dataset: str, split: str, *, image_size: int, batch_size: int, training
         drop_remainder: drop a last partial batch; defaults to ``training``.
         repeat: repeat forever.
         limit: keep only the first ``limit`` examples of the split (after the fixed permutation).
+        on_bad_image: ``folder:PATH`` images that cannot be decoded: ``raise`` (a DataError naming the file) or
+            ``skip`` (left out, one warning line).
 
     Returns:
         ``(dataset, info)``; elements are float32 (B, image_size, image_size, 3) raw 0–255 RGB and int32 (B,).
@@ -154,11 +161,13 @@ def load(dataset: str, split: str, *, image_size: int, batch_size: int, training
         DataError: bad arguments or unusable data.
     """
     _check_args(split, image_size, batch_size, augment, holdout, limit)
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise DataError(f"on_bad_image={on_bad_image!r}: one of {', '.join(BAD_IMAGE_POLICIES)}")
     drop = training if drop_remainder is None else drop_remainder
     if dataset == "shapes":
         source = _shapes_source(split, image_size, holdout, limit)
     elif dataset.startswith("folder:"):
-        source = _folder_source(dataset, split, holdout, limit)
+        source = _folder_source(dataset, split, holdout, limit, on_bad_image)
     else:
         validate(dataset, data_dir)
         source = _tfds_source(dataset, split, holdout, limit, data_dir)
@@ -358,8 +367,14 @@ def _class_names(directory: str) -> list[str]:
     return names
 
 
-def _folder_examples(root: str, layout: dict[str, str], split: str) -> tuple[tuple[str, ...], list[str], list[int]]:
-    """Class names (of the training directory) and the split's files with their labels, headers checked."""
+_WARNED: set = set()  # (directory, count) already reported as skipped in this process
+
+
+def _folder_examples(root: str, layout: dict[str, str], split: str,
+                     on_bad_image: str = "raise") -> tuple[tuple[str, ...], list[str], list[int]]:
+    """Class names (of the training directory) and the split's files with their labels; every image is decoded once
+    (`inputs.images.verify_images`, cached): a bad one raises naming it, or with ``on_bad_image="skip"`` is left out
+    with one warning line."""
     base = "train" if split == "holdout" else split
     if base not in layout:
         raise DataError(f"folder:{root}: no {split!r} split (needs train/ and test/ or val/ subfolders; "
@@ -377,6 +392,22 @@ def _folder_examples(root: str, layout: dict[str, str], split: str) -> tuple[tup
         labels += [classes.index(name)] * len(found)
     for f in files:
         _check_header(f)
+    bad = verify_images(files)
+    if bad:
+        if on_bad_image == "raise":
+            path, reason = bad[0]
+            more = f" (and {len(bad) - 1} more in {directory})" if len(bad) > 1 else ""
+            raise DataError(f"{path}: not a decodable image ({reason}){more}; repair or remove it, or pass "
+                            "--on_bad_image=skip")
+        drop = {path for path, _ in bad}
+        kept = [(f, y) for f, y in zip(files, labels) if f not in drop]
+        if not kept:
+            raise DataError(f"{directory}: none of its {len(files)} images can be decoded (first: {bad[0][0]})")
+        files, labels = [f for f, _ in kept], [y for _, y in kept]
+        if (directory, len(bad)) not in _WARNED:
+            _WARNED.add((directory, len(bad)))
+            eprint(f"{directory}: skipping {len(bad)} image(s) that cannot be decoded (first: {bad[0][0]}: "
+                   f"{bad[0][1]})")
     return tuple(classes), files, labels
 
 
@@ -391,10 +422,10 @@ def _check_header(path: str) -> None:
         raise DataError(f"{path}: not a PNG, JPEG, BMP or GIF image (corrupt or mislabelled file)")
 
 
-def _folder_source(dataset: str, split: str, holdout: float, limit: int | None) -> _Source:
+def _folder_source(dataset: str, split: str, holdout: float, limit: int | None, on_bad_image: str) -> _Source:
     import tensorflow as tf
     root = _folder_root(dataset)
-    classes, files, labels = _folder_examples(root, _folder_layout(root), split)
+    classes, files, labels = _folder_examples(root, _folder_layout(root), split, on_bad_image)
     idx = _select(len(files), split, holdout, limit, dataset)
     examples = tf.data.Dataset.from_tensor_slices((np.asarray(files)[idx], np.asarray(labels, np.int32)[idx]))
     return _Source(examples, _decode_file, classes, len(idx))

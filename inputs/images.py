@@ -36,3 +36,77 @@ def load_center_crop(path: str, size: int) -> np.ndarray:
     img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
     left, top = (img.width - size) // 2, (img.height - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype="float32")
+
+
+CACHE_ENV = "NAS_ZOO_CACHE"  # directory of the verified-image manifests (default ~/.cache/nas_zoo)
+BAD_IMAGE_POLICIES = ("raise", "skip")
+
+
+def _manifest_path(directory: str) -> str | None:
+    import hashlib
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "nas_zoo")
+    key = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:20]
+    return os.path.join(root, "verified_images", f"{key}.json")
+
+
+def _decode_problem(path: str) -> str | None:
+    """None when PIL decodes every pixel of ``path``, else the reason (truncated data, bad CRC, not an image…)."""
+    import warnings
+
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+    except Exception as e:  # noqa: BLE001 — PIL raises OSError, SyntaxError, ValueError, … for broken files
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'cannot decode'}"
+    return None
+
+
+def verify_images(files: list[str]) -> list[tuple[str, str]]:
+    """Decodes every image in full (PIL) and returns ``(path, reason)`` for those that fail — a truncated or
+    corrupted PNG/JPEG is found here, before training, instead of crashing ``tf.data`` mid-epoch without a name.
+
+    A file verified before with the same size and modification time is not decoded again: one manifest per directory
+    under ``$NAS_ZOO_CACHE`` (default ``~/.cache/nas_zoo``), written atomically; an unwritable cache only costs the
+    re-decoding. TensorFlow-free.
+    """
+    import json
+
+    from common.io import write_json
+    by_dir: dict[str, list[str]] = {}
+    for f in files:
+        by_dir.setdefault(os.path.dirname(os.path.abspath(f)), []).append(f)
+    bad = []
+    for directory, group in by_dir.items():
+        manifest = _manifest_path(directory)
+        try:
+            with open(manifest) as fh:
+                known = json.load(fh).get("ok", {})
+        except (OSError, ValueError, AttributeError):
+            known = {}
+        changed = False
+        for f in group:
+            try:
+                st = os.stat(f)
+            except OSError as e:
+                bad.append((f, f"cannot read ({e.strerror})"))
+                continue
+            stamp = [st.st_size, st.st_mtime_ns]
+            name = os.path.basename(f)
+            if known.get(name) == stamp:
+                continue
+            problem = _decode_problem(f)
+            if problem:
+                bad.append((f, problem))
+                known.pop(name, None)
+            else:
+                known[name] = stamp
+            changed = True
+        if changed:
+            try:
+                write_json(manifest, {"dir": directory, "ok": known})
+            except OSError:
+                pass
+    return bad

@@ -30,6 +30,7 @@ import numpy as np
 from absl import logging
 
 from inputs.classification import SHAPES_CLASSES, TFDS_NAME, DataError, shapes_boxes
+from inputs.images import verify_images
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -177,6 +178,14 @@ def _voc_records(root: str, split: str, class_names: list[str] | None,
         if bad_objects:
             skipped_objects, first = skipped_objects + len(bad_objects), first or bad_objects[0]
         records.append(record)
+    broken = dict(verify_images([r.image for r in records]))  # decoded once (cached): truncated/corrupt pixels
+    if broken:
+        path, reason = next(iter(broken.items()))
+        if on_error == "raise":
+            raise DataError(f"{path}: not a decodable image ({reason})"
+                            + (f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""))
+        records = [r for r in records if r.image not in broken]
+        skipped_files, first = skipped_files + len(broken), first or f"{path}: not a decodable image ({reason})"
     if skipped_files or skipped_objects:
         logging.warning("voc:%s split %s: skipped %d file(s) and %d object(s) with errors (first: %s)",
                         root, split, skipped_files, skipped_objects, first)

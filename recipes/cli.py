@@ -30,6 +30,15 @@ def _parse(argv):
         sys.exit(2)
 
 
+def define_on_bad_image() -> None:
+    """The ``--on_bad_image`` flag of every command that reads ``folder:`` data (its config field of that name)."""
+    flags.DEFINE_enum("on_bad_image", "raise", ["raise", "skip"],
+                      "folder: datasets: an image that cannot be decoded (truncated, corrupt) stops the command before "
+                      "any work, naming the file ('raise'), or is left out with one warning line ('skip'). Every "
+                      "image is decoded once (cached by size and modification time under $NAS_ZOO_CACHE, default "
+                      "~/.cache/nas_zoo).")
+
+
 def run(main) -> None:
     """``app.run`` with a flags parser and error handling that keep bad input to one line and exit status 2."""
     quiet_tf.install()

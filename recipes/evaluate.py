@@ -17,7 +17,7 @@ import sys
 
 from absl import flags
 
-from recipes.cli import UsageError, run
+from recipes.cli import UsageError, define_on_bad_image, run
 from training.distribute import STRATEGIES
 from workflows import evaluate
 from workflows.evaluate import EvaluateConfig
@@ -29,6 +29,7 @@ flags.DEFINE_string("weights", None, "Weights to evaluate: a .npz path (e.g. a r
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder "
                                          "images) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
+define_on_bad_image()
 flags.DEFINE_string("split", "test", "Split to evaluate: 'test' (aliases 'val', 'validation'), 'train', or any "
                                      "tensorflow-datasets split string.")
 flags.DEFINE_integer("input_size", None, "Square input size (default: the spec's input size).", lower_bound=8)

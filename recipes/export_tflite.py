@@ -21,7 +21,7 @@ import dataclasses
 
 from absl import flags
 
-from recipes.cli import UsageError, print_rows, run
+from recipes.cli import UsageError, define_on_bad_image, print_rows, run
 from workflows import export_tflite
 from workflows.export_tflite import MODE_TEXT, ExportConfig
 
@@ -37,6 +37,7 @@ flags.DEFINE_bool("int8_io", False, "With --mode=int8: int8 input and output ten
 flags.DEFINE_string("dataset", "shapes", "Data for int8 calibration and the parity check: 'shapes' (built-in "
                                          "synthetic), 'folder:PATH' or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
+define_on_bad_image()
 flags.DEFINE_string("representative_split", "train", "Split of --dataset that calibrates int8 quantization.")
 flags.DEFINE_integer("representative_steps", 100, "Calibration images (batch 1) for --mode=int8.", lower_bound=1)
 flags.DEFINE_string("check_split", "test", "Split of --dataset for the LiteRT-vs-Keras check.")

@@ -16,7 +16,7 @@ import dataclasses
 
 from absl import flags
 
-from recipes.cli import UsageError, print_rows, run, run_stage
+from recipes.cli import UsageError, define_on_bad_image, print_rows, run, run_stage
 from workflows import pipeline
 from workflows.pipeline import PipelineConfig
 
@@ -24,6 +24,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("data", "shapes", "Dataset of every stage: 'shapes' (built-in synthetic), 'folder:PATH' or a "
                                       "tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
+define_on_bad_image()
 flags.DEFINE_string("out_dir", "runs/demo", "Directory of all outputs (one sub-folder per stage).")
 flags.DEFINE_float("width", 0.5, "Width multiplier of the 32×32 search space.", lower_bound=0.05)
 flags.DEFINE_float("target_macs", 2.5e6, "MACs budget of the search.")

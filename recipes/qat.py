@@ -92,7 +92,7 @@ import sys
 
 from absl import flags
 
-from recipes.cli import UsageError, print_rows, run
+from recipes.cli import UsageError, define_on_bad_image, print_rows, run
 from workflows import qat
 from workflows.qat import QatConfig
 
@@ -106,6 +106,7 @@ flags.DEFINE_integer("classes", None, "Classifier width (default: the spec's); s
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder "
                                          "images, PATH/train and PATH/test) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
+define_on_bad_image()
 flags.DEFINE_integer("input_size", None, "Square input size (default: the spec's input size).", lower_bound=8)
 flags.DEFINE_integer("epochs", 1, "QAT fine-tuning epochs (0: quantize, calibrate and convert without training).",
                      lower_bound=0)

@@ -32,7 +32,7 @@ import dataclasses
 from absl import flags
 
 from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
-from recipes.cli import UsageError, run
+from recipes.cli import UsageError, define_on_bad_image, run
 from workflows.search_spos import SearchSposConfig
 from workflows.search_spos import run as run_spos
 
@@ -41,6 +41,7 @@ flags.DEFINE_enum("phase", "both", ["supernet", "evolution", "both"], "What to r
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder "
                                          "images) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
+define_on_bad_image()
 flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet"], "'cifar': paper Table 2 layout at 32×32 with channels × "
                                                            "--width and --depth blocks; 'imagenet': Table 2 at 224.")
 flags.DEFINE_float("width", 0.25, "Channel multiplier of the 'cifar' space (1.0 = 64/160/320/640).", lower_bound=0.05)

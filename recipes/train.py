@@ -40,7 +40,7 @@ import sys
 from absl import flags
 
 from inputs.classification import AUGMENTS
-from recipes.cli import UsageError, run
+from recipes.cli import UsageError, define_on_bad_image, run
 from training.distribute import STRATEGIES
 from workflows import train
 from workflows.train import TrainConfig
@@ -55,6 +55,7 @@ flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), '
                                          "images, PATH/train and PATH/test when present) or a tensorflow-datasets "
                                          "name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
+define_on_bad_image()
 flags.DEFINE_integer("input_size", None, "Square input size (default: the spec's input size).", lower_bound=8)
 flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Global batch size (split over the replicas; must divide evenly).",

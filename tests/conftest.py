@@ -14,9 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# verified-image manifests (inputs.images) of test runs stay out of the user's ~/.cache
+os.environ.setdefault("NAS_ZOO_CACHE", tempfile.mkdtemp(prefix="nas_zoo_cache-"))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -123,3 +126,10 @@ def write_spec(directory, spec: dict):
     path.write_text(json.dumps(spec))
     return path
 
+
+
+def write_tiny_png(path, value: int = 0) -> None:
+    """A real (decodable) 8×8 PNG: folder datasets are decoded in full when validated."""
+    from PIL import Image
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    Image.new("RGB", (8, 8), (value % 256, 90, 20)).save(str(path))

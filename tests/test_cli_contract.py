@@ -128,3 +128,31 @@ def test_tpu_strategy_without_a_tpu_is_one_line():
                    "--strategy=tpu", timeout=300)
     assert r.returncode == 2, r.stderr[-3000:]
     assert "--strategy=tpu: cannot reach a TPU" in error_line(r, "evaluate"), r.stderr[-3000:]
+
+
+def _folder_with_a_truncated_png(root):
+    from PIL import Image
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 90, 20)).save(root / c / f"{i}.png")
+    bad = root / "b" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:30])  # the PNG header survives: only decoding finds it
+    return bad
+
+
+@pytest.mark.parametrize("module,args", [
+    ("recipes.train", ["--model=mobilenet_v2_100", "--input_size=32", "--out_dir={out}"]),
+    ("recipes.evaluate", ["--model=mobilenet_v2_100", "--input_size=32", "--weights=", "--split=train"]),
+    ("recipes.search_metakernel", ["--target_macs=3e6", "--out_dir={out}"]),
+    ("recipes.search_spos", ["--out_dir={out}"]),
+])
+def test_undecodable_image_is_one_line_before_tensorflow(tmp_path, module, args):
+    """A truncated image inside a folder dataset is named before any work (not a tf.data crash mid-epoch)."""
+    bad = _folder_with_a_truncated_png(tmp_path / "data")
+    args = [a.format(out=tmp_path / "out") for a in args] + [f"--dataset=folder:{tmp_path / 'data'}"]
+    r = run_python(PROBE.format(module=module, args=args), timeout=120)
+    line = error_line(r, module)
+    assert f"{bad}: not a decodable image" in line and "--on_bad_image=skip" in line, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
+    assert not os.path.exists(tmp_path / "out") or not any(os.scandir(tmp_path / "out")), "nothing written"

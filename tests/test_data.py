@@ -215,3 +215,49 @@ def test_tensorflow_datasets_lazy_imports_are_installed():
     import importlib
     for module in ("importlib_resources", "termcolor", "etils.epath"):
         importlib.import_module(module)
+
+
+def _damage(folder: Path) -> dict[str, Path]:
+    """Three broken images inside a valid class folder: a truncated PNG, a PNG with a corrupted payload, a JPEG cut
+    short — each still has a valid header, so only decoding finds them."""
+    good = (folder / "cat" / "0.png").read_bytes()
+    bad = {"truncated": folder / "cat" / "t.png", "corrupt": folder / "dog" / "c.png"}
+    bad["truncated"].write_bytes(good[: len(good) // 2])
+    bad["corrupt"].write_bytes(good[:40] + bytes(b ^ 0x5A for b in good[40:-12]) + good[-12:])
+    jpeg = tf.io.encode_jpeg(np.full((32, 32, 3), 120, np.uint8)).numpy()
+    bad["jpeg"] = folder / "dog" / "j.jpg"
+    bad["jpeg"].write_bytes(jpeg[: len(jpeg) // 3])
+    return bad
+
+
+def test_verify_images_finds_undecodable_files_and_caches_good_ones(tmp_path, monkeypatch):
+    from inputs import images
+    folder = _make_folder(tmp_path / "d")
+    bad = _damage(folder)
+    files = sorted(str(p) for p in folder.rglob("*.*"))
+    found = dict(images.verify_images(files))
+    assert set(found) == {str(p) for p in bad.values()}, found
+    decoded = []
+    real = images._decode_problem
+    monkeypatch.setattr(images, "_decode_problem", lambda p: decoded.append(p) or real(p))
+    assert dict(images.verify_images(files)) == found
+    assert sorted(decoded) == sorted(found)  # good files were not decoded again; bad ones are re-checked
+    (folder / "cat" / "0.png").write_bytes(bad["truncated"].read_bytes())  # a cached file that changes is re-read
+    assert str(folder / "cat" / "0.png") in dict(images.verify_images(files))
+
+
+def test_bad_image_is_named_before_tensorflow_or_skipped(tmp_path, capsys):
+    folder = _make_folder(tmp_path / "d", per_class=4)
+    bad = _damage(folder)
+    dataset = f"folder:{folder}"
+    with pytest.raises(DataError, match=r"\.(png|jpg): not a decodable image .*\(and 2 more in .*--on_bad_image=skip"):
+        data.validate(dataset)
+    with pytest.raises(DataError, match="not a decodable image"):
+        data.load(dataset, "train", image_size=16, batch_size=2, training=False)
+    data.validate(dataset, on_bad_image="skip")
+    assert "skipping 3 image(s) that cannot be decoded" in capsys.readouterr().err
+    images, labels = _examples(dataset, "train", on_bad_image="skip")
+    assert len(images) == 8 and sorted(np.bincount(labels)) == [4, 4]
+    with pytest.raises(DataError, match="--on_bad_image=maybe"):
+        data.validate(dataset, on_bad_image="maybe")
+    assert all(p.exists() for p in bad.values())  # nothing is deleted or rewritten

@@ -358,3 +358,13 @@ def test_voc_rare_class_in_the_training_split_is_flagged(tmp_path, caplog):
         _, names = load_records(dataset, "train")
     assert names == ["raccoon", "racoon"]
     assert "'racoon' (1)" in caplog.text and "misspelt" in caplog.text
+
+
+def test_voc_undecodable_image_is_named_or_skipped(tmp_path):
+    dataset = _write_voc(tmp_path)
+    png = tmp_path / "JPEGImages" / "c.png"
+    png.write_bytes(png.read_bytes()[:45])  # header, size and the start of IDAT intact: only decoding finds it
+    with pytest.raises(InputError, match=r"c\.png: not a decodable image"):
+        load_records(dataset, "train")
+    records, _ = load_records(dataset, "train", on_error="skip")
+    assert [r.id for r in records] == ["a", "b"]

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import error_line, run_module, write_spec
+from conftest import error_line, run_module, write_spec, write_tiny_png
 
 TINY = {"schema_version": 1, "name": "tiny_train", "family": "mbconv",
         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
@@ -216,7 +216,7 @@ def test_train_bad_input(case, args, needle, spec_file, tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip file")
     for c in ("a", "b"):  # class folders without train/ and test/: no validation split
         (tmp_path / "flat" / c).mkdir(parents=True)
-        (tmp_path / "flat" / c / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+        write_tiny_png(tmp_path / "flat" / c / "x.png")
     out = tmp_path / "out"
     if case == "other settings":
         _write_unfinished_run(out, {"lr": 0.05})
@@ -247,7 +247,7 @@ def test_evaluate_refuses_other_class_count(trained, tmp_path):
     out, _ = trained
     for c in ("a", "b", "c"):
         (tmp_path / "data" / c).mkdir(parents=True)
-        (tmp_path / "data" / c / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+        write_tiny_png(tmp_path / "data" / c / "x.png")
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps(TINY))
     r = run_module("recipes.evaluate", f"--model={spec}", f"--weights={out / 'weights.npz'}",

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_python, write_spec
+from conftest import run_python, write_spec, write_tiny_png
 
 from common.errors import InputError
 from common.rundir import SettingsMismatch
@@ -34,7 +34,7 @@ def files(tmp_path):
     (tmp_path / "fake.tflite").write_bytes(b"\0" * 16)
     for c in ("a", "b"):
         (tmp_path / "flat" / c).mkdir(parents=True)
-        (tmp_path / "flat" / c / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+        write_tiny_png(tmp_path / "flat" / c / "x.png")
     return tmp_path
 
 

@@ -18,6 +18,7 @@ class EvaluateConfig:
     weights: str | None = None
     dataset: str = "shapes"
     data_dir: str | None = None
+    on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     split: str = "test"
     input_size: int | None = None
     batch_size: int = 100
@@ -57,7 +58,7 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
         raise ConfigError("--weights: required (a .npz path, a zoo tag such as 'imagenet', or '' for random init)")
     path = W.resolve_weights(spec, config.weights)
     arrays = W.read_weights(path) if path else None
-    data.validate(config.dataset, config.data_dir)
+    data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.split in data.EVAL_SPLITS:
         data.check_eval_split(config.dataset, "pass --split=train")
     data_classes = data.known_classes(config.dataset)
@@ -93,7 +94,7 @@ def run(config: EvaluateConfig) -> dict:
         raise ConfigError(f"--batch_size={config.batch_size} does not split over {strategy.num_replicas_in_sync} "
                           "replicas")
     ds, info = load(config.dataset, config.split, image_size=plan.size, batch_size=config.batch_size,
-                    training=False, data_dir=config.data_dir, limit=config.limit)
+                    training=False, data_dir=config.data_dir, limit=config.limit, on_bad_image=config.on_bad_image)
     classes = plan.classes or info.num_classes
     if classes != info.num_classes:
         raise ConfigError(f"--weights={config.weights}: a {classes}-class classifier, but --dataset={config.dataset} "

@@ -25,6 +25,7 @@ class ExportConfig:
     int8_io: bool = False
     dataset: str = "shapes"
     data_dir: str | None = None
+    on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     representative_split: str = "train"
     representative_steps: int = 100
     check_split: str = "test"
@@ -74,7 +75,7 @@ def validate(config: ExportConfig) -> ExportPlan:
     classes = config.classes or spec.head.classes
     cost = count(spec, size, classes=classes)  # SpecError if the input size does not fit the network
     weights = checked_weights_file(spec, config.weights, classes)
-    data.validate(config.dataset, config.data_dir)
+    data.validate(config.dataset, config.data_dir, config.on_bad_image)
     mode = config.mode
     if config.int8_io and mode != "int8":
         raise ConfigError(f"--int8_io needs --mode=int8 (got --mode={mode})")
@@ -95,7 +96,7 @@ def _arrays(config: ExportConfig, split, size, limit, flag):
     from inputs import classification as data
     try:
         ds, info = data.load(config.dataset, split, image_size=size, batch_size=32, training=False,
-                             data_dir=config.data_dir, limit=limit)
+                             data_dir=config.data_dir, limit=limit, on_bad_image=config.on_bad_image)
         batches = list(ds.as_numpy_iterator())
     except data.DataError as e:
         raise ConfigError(f"{flag}: {e}") from None

@@ -23,6 +23,7 @@ class PipelineConfig:
 
     data: str = "shapes"
     data_dir: str | None = None
+    on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     out_dir: str = "runs/demo"
     width: float = 0.5
     target_macs: float = 2.5e6
@@ -55,7 +56,7 @@ def validate(config: PipelineConfig) -> None:
                    train_epochs=(config.train_epochs, 1), steps_per_epoch=(config.steps_per_epoch, 1),
                    batch_size=(config.batch_size, 1), limit=(config.limit, 2), eval_examples=(config.eval_examples, 1),
                    threads=(config.threads, 1), runs=(config.runs, 1))
-    validate_data(config.data, config.data_dir)
+    validate_data(config.data, config.data_dir, config.on_bad_image)
     if config.target_macs <= 0:
         raise ConfigError("--target_macs: must be positive")
     check_out_dir(config.out_dir)
@@ -64,7 +65,8 @@ def validate(config: PipelineConfig) -> None:
 def commands(config: PipelineConfig) -> dict[str, tuple[list[str], str]]:
     """Stage → (``python -m`` arguments, the file that marks it done)."""
     out = config.out_dir
-    data = [f"--dataset={config.data}"] + ([f"--data_dir={config.data_dir}"] if config.data_dir else [])
+    data = [f"--dataset={config.data}", f"--on_bad_image={config.on_bad_image}"] + (
+        [f"--data_dir={config.data_dir}"] if config.data_dir else [])
     steps = [f"--steps_per_epoch={config.steps_per_epoch}"] if config.steps_per_epoch else []
     limit = [f"--limit={config.limit}"] if config.limit else []
     spec, init = os.path.join(out, "search", "derived.json"), os.path.join(out, "search", "derived_init.npz")

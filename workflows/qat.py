@@ -34,6 +34,7 @@ class QatConfig:
     classes: int | None = None
     dataset: str = "shapes"
     data_dir: str | None = None
+    on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     input_size: int | None = None
     epochs: int = 1
     steps_per_epoch: int | None = None
@@ -93,7 +94,7 @@ def validate(config: QatConfig) -> QatPlan:
     check_input_size(spec, size, "--input_size")
     classes = config.classes or spec.head.classes
     weights = checked_weights_file(spec, config.weights, classes)
-    data.validate(config.dataset, config.data_dir)
+    data.validate(config.dataset, config.data_dir, config.on_bad_image)
     data.check_eval_split(config.dataset, "QAT reports the float and int8 accuracy on it")
     known = data.known_classes(config.dataset)
     if known is not None and known != classes:
@@ -139,7 +140,8 @@ def run(config: QatConfig) -> QatResult:
 
     keras.utils.set_random_seed(config.seed)
     tf_keras.utils.set_random_seed(config.seed)
-    common = dict(image_size=plan.size, batch_size=config.batch_size, data_dir=config.data_dir)
+    common = dict(image_size=plan.size, batch_size=config.batch_size, data_dir=config.data_dir,
+                  on_bad_image=config.on_bad_image)
     train_ds, info = load(config.dataset, "train", training=True, seed=config.seed, augment=config.augment,
                           repeat=True, limit=config.limit, **common)
     if info.num_classes != plan.classes:

@@ -39,6 +39,7 @@ class SearchMetakernelConfig:
     target_macs: float | None = None
     dataset: str = "shapes"
     data_dir: str | None = None
+    on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     space: str = "cifar"
     width: float = 1.0
     depth: int = 1
@@ -152,7 +153,7 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
         from models.spec import NAME_RE
         if not NAME_RE.fullmatch(config.name):
             raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
-    validate_dataset(config.dataset, config.data_dir)
+    validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE)
     run_dir.check(what="a search")
     classes = known_classes(config.dataset)
@@ -193,7 +194,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
     holdout = config.holdout if config.alpha_data == "holdout" else 0.0  # "same": α trains on the weights' batches
     common = dict(batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed, holdout=holdout,
-                  limit=config.limit)
+                  limit=config.limit, on_bad_image=config.on_bad_image)
     size = config.input_size or (224 if config.space == "imagenet" else 32)
     train_ds, info = load(config.dataset, "train", image_size=size, training=True, repeat=True, **common)
     arch_ds, holdout_examples = None, 0
@@ -203,7 +204,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     val_ds = None
     if config.val_limit:
         val_ds, _ = load(config.dataset, "test", image_size=size, batch_size=config.batch_size, training=False,
-                         data_dir=config.data_dir, limit=config.val_limit)
+                         data_dir=config.data_dir, limit=config.val_limit, on_bad_image=config.on_bad_image)
     space = make_space(config, cands, info.num_classes)
     check_target(config, space)
     steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)

@@ -40,6 +40,7 @@ class SearchSposConfig:
     phase: str = "both"
     dataset: str = "shapes"
     data_dir: str | None = None
+    on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     space: str = "cifar"
     width: float = 0.25
     depth: tuple[int, ...] = (4, 4, 8, 4)
@@ -214,7 +215,7 @@ def validate(config: SearchSposConfig) -> RunDir:
     if config.execution == "eager" and config.strategy != "default":
         raise ConfigError(f"--strategy={config.strategy} needs --execution=graph")
     _check_space(config)
-    validate_dataset(config.dataset, config.data_dir)
+    validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
         feasible_constraints(config, make_space(config, classes), load_latency(config))
@@ -267,7 +268,8 @@ def run(config: SearchSposConfig) -> dict:
 
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)  # before any other TensorFlow work
     latency = load_latency(config)
-    common = dict(data_dir=config.data_dir, seed=config.seed, holdout=config.holdout, limit=config.limit)
+    common = dict(data_dir=config.data_dir, seed=config.seed, holdout=config.holdout, limit=config.limit,
+                  on_bad_image=config.on_bad_image)
     size = 32 if config.space == "cifar" else 224
     train_ds, info = load(config.dataset, "train", image_size=size, batch_size=config.batch_size, training=True,
                           repeat=True, **common)

@@ -35,6 +35,7 @@ class TrainConfig:
     weights: str = ""
     dataset: str = "shapes"
     data_dir: str | None = None
+    on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     input_size: int | None = None
     epochs: int = 10
     batch_size: int = 64
@@ -129,7 +130,7 @@ def validate(config: TrainConfig) -> TrainPlan:
         raise ConfigError(f"--cpu_replicas={config.cpu_replicas} needs --strategy=mirrored")
     weights_path = W.resolve_weights(spec, config.weights)
     arrays = W.read_weights(weights_path) if weights_path else None
-    data.validate(config.dataset, config.data_dir)
+    data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.val_limit != 0:
         data.check_eval_split(config.dataset, "pass --val_limit=0 to train without validation")
     classes = data.known_classes(config.dataset)
@@ -213,14 +214,15 @@ def run(config: TrainConfig) -> TrainResult:
 
     train_ds, info = load(config.dataset, "train", image_size=plan.size, batch_size=config.batch_size, training=True,
                           data_dir=config.data_dir, seed=config.seed, augment=config.augment, repeat=True,
-                          limit=config.limit)
+                          limit=config.limit, on_bad_image=config.on_bad_image)
     classes = info.num_classes
     if classes < 2:
         raise ConfigError(f"--dataset={config.dataset}: {classes} class; classification needs at least 2")
     val_ds = val_info = None
     if config.val_limit != 0:
         val_ds, val_info = load(config.dataset, "test", image_size=plan.size, batch_size=config.batch_size,
-                                training=False, data_dir=config.data_dir, limit=config.val_limit)
+                                training=False, data_dir=config.data_dir, limit=config.val_limit,
+                                on_bad_image=config.on_bad_image)
     one_hot = lambda x, y: (x, tf.one_hot(y, classes))  # noqa: E731 — label smoothing needs dense targets
     train_ds = train_ds.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
     if val_ds is not None:
