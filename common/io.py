@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
-
 
 PARTIAL = ".partial"  # marks the temp file of an atomic write: ".<name>.<random>.partial<ext>"
 
@@ -30,10 +30,12 @@ def atomic_write(path: str, write) -> None:
         raise
 
 
+_PARTIAL_RE = re.compile(r"\..+\.[a-z0-9_]{8}\.partial(\.[A-Za-z0-9]+)?")  # mkstemp's 8 random characters
+
+
 def is_partial(name: str) -> bool:
-    """Whether a file name is the temp file of an unfinished `atomic_write`."""
-    stem, ext = os.path.splitext(name)
-    return name.startswith(".") and (stem.endswith(PARTIAL) or name.endswith(PARTIAL))
+    """Whether a file name is the temp file of an unfinished `atomic_write` (``.<name>.<8 random>.partial<ext>``)."""
+    return _PARTIAL_RE.fullmatch(name) is not None
 
 
 def remove_partials(directory: str) -> list[str]:

@@ -390,9 +390,15 @@ def _folder_examples(root: str, layout: dict[str, str], split: str,
             raise DataError(f"{os.path.join(directory, name)}: no images (*{', *'.join(IMAGE_EXTENSIONS)})")
         files += found
         labels += [classes.index(name)] * len(found)
+    bad = []
     for f in files:
-        _check_header(f)
-    bad = verify_images(files)
+        try:
+            _check_header(f)
+        except DataError as e:
+            if on_bad_image == "raise":
+                raise
+            bad.append((f, str(e).split(": ", 1)[-1]))
+    bad += verify_images([f for f in files if f not in {p for p, _ in bad}])
     if bad:
         if on_bad_image == "raise":
             path, reason = bad[0]

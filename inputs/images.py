@@ -50,18 +50,19 @@ def _manifest_path(directory: str) -> str | None:
 
 
 def _decode_problem(path: str) -> str | None:
-    """None when PIL decodes every pixel of ``path``, else the reason (truncated data, bad CRC, not an image…)."""
-    import warnings
-
+    """None when PIL verifies ``path`` (chunk checksums, completeness) and decodes every pixel, else the reason."""
     from PIL import Image
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
+        with Image.open(path) as im:
+            im.verify()  # checksums and structure (a PNG with a bad IDAT CRC or no IEND passes load() alone)
+        with Image.open(path) as im:
+            im.load()  # every pixel (a JPEG cut short passes verify())
     except Exception as e:  # noqa: BLE001 — PIL raises OSError, SyntaxError, ValueError, … for broken files
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'cannot decode'}"
     return None
+
+
+_MEMO: dict[tuple, str | None] = {}  # (path, size, mtime) → problem: one decode per process even without a cache
 
 
 def verify_images(files: list[str]) -> list[tuple[str, str]]:
@@ -97,7 +98,10 @@ def verify_images(files: list[str]) -> list[tuple[str, str]]:
             name = os.path.basename(f)
             if known.get(name) == stamp:
                 continue
-            problem = _decode_problem(f)
+            key = (os.path.abspath(f), *stamp)
+            if key not in _MEMO:
+                _MEMO[key] = _decode_problem(f)
+            problem = _MEMO[key]
             if problem:
                 bad.append((f, problem))
                 known.pop(name, None)

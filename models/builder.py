@@ -14,13 +14,13 @@ from timm's MixNet (no weights are converted from there), and no channel slicing
 """
 from __future__ import annotations
 
+import operator
+
 import keras as keras3
 
 from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, SpecError
 from models.walk import ENDPOINT_STRIDES, Site, walk
 from models.weights import assign, read_npz
-
-CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 
 __all__ = ["ENDPOINT_STRIDES", "Ops", "build", "build_block", "build_head", "build_preprocess", "build_stem"]
 
@@ -225,11 +225,19 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     w = walk(spec, input_size)
     if pooling not in (None, "avg", "max"):
         raise SpecError("pooling", f"must be None, 'avg' or 'max', got {pooling!r}")
-    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
-        raise SpecError("classes", f"must be a positive integer, got {classes!r}")
-    if classifier_activation is not None and classifier_activation not in CLASSIFIER_ACTIVATIONS:
-        raise SpecError("classifier_activation", f"must be None (logits) or one of "
-                        f"{', '.join(CLASSIFIER_ACTIVATIONS)}, got {classifier_activation!r}")
+    if classes is not None:
+        try:
+            if isinstance(classes, bool) or operator.index(classes) < 1:
+                raise TypeError
+        except TypeError:
+            raise SpecError("classes", f"must be a positive integer, got {classes!r}") from None
+        classes = operator.index(classes)
+    if classifier_activation is not None:
+        try:
+            K.activations.get(classifier_activation)
+        except (ValueError, TypeError):
+            raise SpecError("classifier_activation", f"must be None (logits), a Keras activation name such as "
+                            f"'softmax' or a callable; got {classifier_activation!r}") from None
     num_classes = spec.head.classes if classes is None else classes
     o = Ops(K, spec)
 

@@ -454,7 +454,7 @@ def loads(text: str | bytes, source: str = "spec") -> ModelSpec:
     too deep, integers too long to parse — the only exception is a SpecError naming ``source``."""
     if isinstance(text, (bytes, bytearray)):
         try:
-            text = bytes(text).decode("utf-8")
+            text = bytes(text).decode("utf-8-sig")  # a UTF-8 byte-order mark is fine
         except UnicodeDecodeError as e:
             raise SpecError("", f"{source}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:

@@ -83,7 +83,8 @@ def _check_card(path: str) -> None:
             card = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return  # not ours to judge: the weights file itself is still checked below
-    if not isinstance(card, dict) or card.get("file") != os.path.basename(path) or not card.get("sha256"):
+    if not isinstance(card, dict) or card.get("file") != os.path.basename(path) \
+            or not isinstance(card.get("sha256"), str):
         return
     digest = sha256(path)
     if digest != card["sha256"]:
@@ -97,6 +98,11 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     :class:`WeightsError` naming the file (pickles are never loaded)."""
     if not os.path.isfile(path):
         raise WeightsError(f"{path}: no such weights file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read ({e.strerror})") from None
     if not zipfile.is_zipfile(path):
         raise WeightsError(f"{path}: not an .npz weights archive (no zip structure: another format, or truncated)")
     _check_card(path)

@@ -253,3 +253,8 @@ def test_npz_weights_move_between_frameworks(tmp_path):
 def test_bad_build_arguments_are_spec_errors(kwargs, path):
     with pytest.raises(S.SpecError, match=f"^{path}"):
         zoo.build("mobilenet_v2_100", input_size=32, **kwargs)
+
+
+def test_build_accepts_numpy_ints_and_keras_activations():
+    model = zoo.build("mobilenet_v2_100", input_size=32, classes=np.int64(3), classifier_activation="tanh")
+    assert model.output_shape == (None, 3)

@@ -240,6 +240,8 @@ def test_verify_images_finds_undecodable_files_and_caches_good_ones(tmp_path, mo
     decoded = []
     real = images._decode_problem
     monkeypatch.setattr(images, "_decode_problem", lambda p: decoded.append(p) or real(p))
+    assert dict(images.verify_images(files)) == found and decoded == []  # same process: memo
+    images._MEMO.clear()  # a new process: only the on-disk manifest remains
     assert dict(images.verify_images(files)) == found
     assert sorted(decoded) == sorted(found)  # good files were not decoded again; bad ones are re-checked
     (folder / "cat" / "0.png").write_bytes(bad["truncated"].read_bytes())  # a cached file that changes is re-read
@@ -261,3 +263,29 @@ def test_bad_image_is_named_before_tensorflow_or_skipped(tmp_path, capsys):
     with pytest.raises(DataError, match="--on_bad_image=maybe"):
         data.validate(dataset, on_bad_image="maybe")
     assert all(p.exists() for p in bad.values())  # nothing is deleted or rewritten
+
+
+def test_png_with_a_bad_checksum_or_no_end_is_found(tmp_path):
+    """PIL's load() alone accepts both; verify() does not (TensorFlow's decoder would fail on them mid-epoch)."""
+    from inputs import images
+    folder = _make_folder(tmp_path / "d", per_class=1)
+    good = (folder / "cat" / "0.png").read_bytes()
+    idat = good.index(b"IDAT")
+    crc_at = idat + 4 + int.from_bytes(good[idat - 4:idat], "big")
+    (folder / "cat" / "crc.png").write_bytes(good[:crc_at] + bytes(b ^ 0xFF for b in good[crc_at:crc_at + 4])
+                                              + good[crc_at + 4:])
+    (folder / "cat" / "noend.png").write_bytes(good[:good.index(b"IEND") - 4])
+    found = dict(images.verify_images([str(p) for p in (folder / "cat").iterdir()]))
+    assert set(found) == {str(folder / "cat" / "crc.png"), str(folder / "cat" / "noend.png")}, found
+
+
+def test_skip_also_leaves_out_files_that_are_not_images(tmp_path, capsys):
+    folder = _make_folder(tmp_path / "d", per_class=3)
+    (folder / "cat" / "page.png").write_text("<html>404</html>")  # a saved error page
+    (folder / "dog" / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match="page.png: not a PNG"):
+        data.validate(f"folder:{folder}")
+    data.validate(f"folder:{folder}", on_bad_image="skip")
+    assert "skipping 2 image(s)" in capsys.readouterr().err
+    images, _ = _examples(f"folder:{folder}", "train", on_bad_image="skip")
+    assert len(images) == 6

@@ -540,6 +540,9 @@ def test_evolution_resume_with_other_measurement_is_refused_before_tensorflow(tm
     (tmp_path / "evolution_state.json").write_text("{not json")
     with pytest.raises(W.ConfigError, match="unreadable search state"):
         W.check_evolution_state(config)
+    (tmp_path / "evolution_state.json").write_text(json.dumps({"identity": {"kind": "evolution"}}))
+    with pytest.raises(W.ConfigError, match="from before the measurement settings were recorded"):
+        W.check_evolution_state(config)  # an older state: named as such, not as five differing flags
 
 
 TIES = """

@@ -164,3 +164,13 @@ def test_model_card_beside_weights_is_checked(tmp_path):
         read_npz(str(path))
     (tmp_path / "model_card.json").write_text(json.dumps({**card, "file": "other.npz"}))  # names another file
     assert set(read_npz(str(path))) == {"a/kernel"}
+
+
+def test_card_with_a_non_string_sha_is_ignored_and_bom_specs_load(tmp_path):
+    path = tmp_path / "weights.npz"
+    np.savez(path, **{"a/kernel": np.zeros(3, np.float32)})
+    (tmp_path / "model_card.json").write_text(json.dumps({"file": "weights.npz", "sha256": 12}))
+    assert set(read_npz(str(path))) == {"a/kernel"}
+    from models import spec as S
+    text = open(os.path.join(ROOT, "zoo", "specs", "mixnet_s.json"), "rb").read()
+    assert S.loads(b"\xef\xbb\xbf" + text).name == "mixnet_s"

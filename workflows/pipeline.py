@@ -56,10 +56,10 @@ def validate(config: PipelineConfig) -> None:
                    train_epochs=(config.train_epochs, 1), steps_per_epoch=(config.steps_per_epoch, 1),
                    batch_size=(config.batch_size, 1), limit=(config.limit, 2), eval_examples=(config.eval_examples, 1),
                    threads=(config.threads, 1), runs=(config.runs, 1))
-    validate_data(config.data, config.data_dir, config.on_bad_image)
     if config.target_macs <= 0:
         raise ConfigError("--target_macs: must be positive")
     check_out_dir(config.out_dir)
+    validate_data(config.data, config.data_dir, config.on_bad_image)
 
 
 def commands(config: PipelineConfig) -> dict[str, tuple[list[str], str]]:

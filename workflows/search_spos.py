@@ -169,8 +169,12 @@ def check_evolution_state(config: SearchSposConfig) -> None:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{path}: unreadable search state ({type(e).__name__}); remove it to start the "
                               "search over, or use another --out_dir") from None
+        if not isinstance(saved, dict):
+            raise ConfigError(f"{path}: a search state from before the measurement settings were recorded (its "
+                              "cached accuracies cannot be checked against --recal_images/--val_images/--eval_batch); "
+                              "remove it to search again, or use another --out_dir")
         now = evaluation_identity(config)
-        diff = [k for k in EVALUATION_KEYS if not isinstance(saved, dict) or saved.get(k) != now[k]]
+        diff = [k for k in EVALUATION_KEYS if saved.get(k) != now[k]]
         if diff:
             raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state was measured with other "
                               f"{', '.join('--' + k for k in diff)}; rerun with the same flags to resume, or remove "
@@ -215,12 +219,12 @@ def validate(config: SearchSposConfig) -> RunDir:
     if config.execution == "eager" and config.strategy != "default":
         raise ConfigError(f"--strategy={config.strategy} needs --execution=graph")
     _check_space(config)
+    check_out_dir(config.out_dir)
+    check_evolution_state(config)
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
         feasible_constraints(config, make_space(config, classes), load_latency(config))
-    check_out_dir(config.out_dir)
-    check_evolution_state(config)
     run_dir = _SupernetDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE,
                            defaults={"choices": list(SHUFFLE_CHOICES)})  # files written before --choices existed
     if run_dir.exists():

@@ -130,13 +130,13 @@ def validate(config: TrainConfig) -> TrainPlan:
         raise ConfigError(f"--cpu_replicas={config.cpu_replicas} needs --strategy=mirrored")
     weights_path = W.resolve_weights(spec, config.weights)
     arrays = W.read_weights(weights_path) if weights_path else None
+    check_out_dir(config.out_dir)  # cheap checks before the dataset's images are decoded
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.val_limit != 0:
         data.check_eval_split(config.dataset, "pass --val_limit=0 to train without validation")
     classes = data.known_classes(config.dataset)
     if classes is not None and classes < 2:
         raise ConfigError(f"--dataset={config.dataset}: {classes} class; classification needs at least 2")
-    check_out_dir(config.out_dir)
     run_dir = RunDir(config.out_dir, settings(config, spec), settings_file=SETTINGS_FILE)
     if os.path.isdir(run_dir.file("backup")):  # only an unfinished run binds the directory to its settings
         run_dir.check(what="an unfinished run")
@@ -273,6 +273,9 @@ def run(config: TrainConfig) -> TrainResult:
     last = history[-1]
     final = {new: last[old] for old, new in _METRIC_NAMES.items() if old in last}
     weights_file = os.path.join(out_dir, "weights.npz")
+    card_file = os.path.join(out_dir, "model_card.json")
+    if os.path.exists(card_file):  # a card of earlier weights must never sit beside new ones (read_npz checks it)
+        os.unlink(card_file)
     digest = save_npz(model, weights_file)
     write_json(os.path.join(out_dir, "history.json"), history)
     card = {
@@ -293,6 +296,6 @@ def run(config: TrainConfig) -> TrainResult:
                      "python": sys.version.split()[0]},
         "produced_by": config.produced_by,
     }
-    write_json(os.path.join(out_dir, "model_card.json"), card)
+    write_json(card_file, card)
     shutil.rmtree(backup_dir, ignore_errors=True)
     return TrainResult(weights_file, card, history)
