@@ -18,7 +18,7 @@ import operator
 
 import keras as keras3
 
-from models.spec import MBConvSpec, ModelSpec, ShuffleSpec, SpecError
+from models.spec import MAX_CLASSES, MBConvSpec, ModelSpec, ShuffleSpec, SpecError
 from models.walk import ENDPOINT_STRIDES, Site, walk
 from models.weights import assign, read_npz
 
@@ -227,10 +227,10 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
         raise SpecError("pooling", f"must be None, 'avg' or 'max', got {pooling!r}")
     if classes is not None:
         try:
-            if isinstance(classes, bool) or operator.index(classes) < 1:
+            if isinstance(classes, bool) or not 1 <= operator.index(classes) <= MAX_CLASSES:
                 raise TypeError
         except TypeError:
-            raise SpecError("classes", f"must be a positive integer, got {classes!r}") from None
+            raise SpecError("classes", f"must be an integer from 1 to {MAX_CLASSES}, got {classes!r}") from None
         classes = operator.index(classes)
     if classifier_activation is not None:
         try:

@@ -22,6 +22,8 @@ FAMILIES = ("mbconv", "shufflenet")
 PADDINGS = ("same", "symmetric")
 SHUFFLE_CHOICES = ("3", "5", "7", "x")
 MAX_KERNEL = 31  # largest depthwise kernel a spec may hold (the schema's "kernel" maximum)
+MAX_CHANNELS = 65536  # widest layer a spec may describe (the schema's "channels" maximum)
+MAX_CLASSES = 100000  # largest classifier (ImageNet-21k has 21,843 classes)
 # Model names: lower-case letters, digits, "_", ".", "-", at most 100 characters (they become file names). Match with
 # ``NAME_RE.fullmatch``: ``$`` alone also matches before a final newline. The same pattern is the JSON schema's.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
@@ -210,11 +212,11 @@ class _Reader:
             raise SpecError(self.p(key), f"must be one of {', '.join(choices)}; got {v!r}")
         return v
 
-    def int_list(self, key, lo=1):
+    def int_list(self, key, lo=1, hi=None):
         v = self.obj[key]
         if not isinstance(v, list) or not v:
             raise SpecError(self.p(key), f"must be a non-empty list of integers, got {v!r}")
-        return tuple(_int(x, f"{self.p(key)}[{i}]", lo) for i, x in enumerate(v))
+        return tuple(_int(x, f"{self.p(key)}[{i}]", lo, hi) for i, x in enumerate(v))
 
 
 def _join(path, key):
@@ -262,10 +264,10 @@ def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:
             raise SpecError(f"{r.p('kernels')}[{i}]", f"kernel sizes must be odd and <= {MAX_KERNEL}, got {k}")
     if len(set(kernels)) != len(kernels):
         raise SpecError(r.p("kernels"), f"kernel sizes must be distinct, got {list(kernels)}")
-    expand = r.int("expand_channels", 1, nullable=True)
+    expand = r.int("expand_channels", 1, MAX_CHANNELS, nullable=True)
     mid = in_ch if expand is None else expand
     if r.has("split"):
-        split = r.int_list("split")
+        split = r.int_list("split", 1, MAX_CHANNELS)
     elif len(kernels) == 1:
         split = (mid,)
     else:
@@ -279,9 +281,9 @@ def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:
         # Without an expansion conv the branch form (DESIGN.md §3) has nothing to split by; a split of the block input
         # would need channel slicing, which breaks QAT. Such blocks keep one kernel size.
         raise SpecError(r.p("kernels"), "a block without expansion (expand_channels null) takes one kernel size")
-    eg = r.int("expand_groups", 1, default=1)
-    pg = r.int("project_groups", 1, default=1)
-    filters = r.int("filters", 1)
+    eg = r.int("expand_groups", 1, MAX_CHANNELS, default=1)
+    pg = r.int("project_groups", 1, MAX_CHANNELS, default=1)
+    filters = r.int("filters", 1, MAX_CHANNELS)
     if eg > 1:
         if expand is None:
             raise SpecError(r.p("expand_groups"), "needs an expansion conv (expand_channels is null)")
@@ -292,20 +294,20 @@ def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:
         raise SpecError(r.p("project_groups"), f"{pg} groups must divide both {mid} and {filters} channels")
     return MBConvSpec(kernels=kernels, split=split, expand_channels=expand, filters=filters,
                       stride=r.int("stride", 1, 2), act=r.str("act", ACTIVATIONS),
-                      se_channels=r.int("se_channels", 0, default=0), expand_groups=eg, project_groups=pg,
+                      se_channels=r.int("se_channels", 0, MAX_CHANNELS, default=0), expand_groups=eg, project_groups=pg,
                       skip=r.bool("skip", default=True), bits=_bits(r))
 
 
 def _decode_shuffle(obj, path, in_ch: int) -> ShuffleSpec:
     keys = ("block", "choice", "filters", "mid_channels", "stride", "act", "bits")
     r = _Reader(obj, path, keys, ("block", "choice", "filters", "mid_channels", "stride"))
-    filters, stride = r.int("filters", 2), r.int("stride", 1, 2)
+    filters, stride = r.int("filters", 2, MAX_CHANNELS), r.int("stride", 1, 2)
     if stride == 1 and (filters != in_ch or in_ch % 2):
         raise SpecError(r.p("filters"), f"a stride-1 shuffle unit keeps an even width: input {in_ch}, got {filters}")
     if stride == 2 and filters <= in_ch:
         raise SpecError(r.p("filters"), f"a stride-2 shuffle unit must widen its input ({in_ch}), got {filters}")
     return ShuffleSpec(choice=r.str("choice", SHUFFLE_CHOICES), filters=filters,
-                       mid_channels=r.int("mid_channels", 1), stride=stride,
+                       mid_channels=r.int("mid_channels", 1, MAX_CHANNELS), stride=stride,
                        act=r.str("act", ACTIVATIONS, default="relu"), bits=_bits(r))
 
 
@@ -348,8 +350,9 @@ def decode(obj: Any) -> ModelSpec:
 
     rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool"),
                  ("filters", "kernel", "stride", "act"))
-    stem = StemSpec(filters=rs.int("filters", 1), kernel=rs.int("kernel", 1, 31), stride=rs.int("stride", 1, 2),
-                    act=rs.str("act", ACTIVATIONS), pool=rs.bool("pool", default=False))
+    stem = StemSpec(filters=rs.int("filters", 1, MAX_CHANNELS), kernel=rs.int("kernel", 1, 31),
+                    stride=rs.int("stride", 1, 2), act=rs.str("act", ACTIVATIONS),
+                    pool=rs.bool("pool", default=False))
     if stem.kernel % 2 == 0:
         raise SpecError("stem.kernel", f"must be odd, got {stem.kernel}")
 
@@ -369,8 +372,8 @@ def decode(obj: Any) -> ModelSpec:
 
     rh = _Reader(obj["head"], "head", ("filters", "act", "dropout", "classes", "bias"),
                  ("filters", "act", "dropout", "classes"))
-    head = HeadSpec(filters=rh.int("filters", 1, nullable=True), act=rh.str("act", ACTIVATIONS),
-                    dropout=rh.float("dropout", 0.0, 0.99), classes=rh.int("classes", 1),
+    head = HeadSpec(filters=rh.int("filters", 1, MAX_CHANNELS, nullable=True), act=rh.str("act", ACTIVATIONS),
+                    dropout=rh.float("dropout", 0.0, 0.99), classes=rh.int("classes", 1, MAX_CLASSES),
                     bias=rh.bool("bias", default=True))
 
     bn = BNSpec()

@@ -77,6 +77,17 @@ def test_loads_refuses_any_bytes_with_spec_error(text, needle):
         S.loads(text, source="x.json")
 
 
+@pytest.mark.parametrize("where,value", [
+    (("stem", "filters"), 10 ** 30), (("head", "classes"), 10 ** 6), (("head", "filters"), 70000),
+])
+def test_widths_and_classes_have_upper_bounds(where, value):
+    """A 30-digit width used to decode and then fail in counting or building with a non-SpecError."""
+    d = json.loads(open(os.path.join(ROOT, "zoo", "specs", "mixnet_s.json")).read())
+    d[where[0]][where[1]] = value
+    with pytest.raises(S.SpecError, match=f"^{where[0]}.{where[1]}: must be <="):
+        S.decode(d)
+
+
 @pytest.mark.parametrize("name", ["mixnet\n", "a" * 101, "Upper", "-dash", ""])
 def test_bad_names_are_refused(name):
     d = json.loads(open(os.path.join(ROOT, "zoo", "specs", "mixnet_s.json")).read())
