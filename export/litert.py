@@ -219,15 +219,16 @@ def random_input(detail: dict, seed: int = 0) -> np.ndarray:
     raise ValueError(f"no random input for dtype {dtype.name}")
 
 
-def latency(it, runs: int, warmup: int = 20, seed: int = 0, progress: bool = True) -> np.ndarray:
+def latency(it, runs: int, warmup: int = 20, seed: int = 0, progress: bool = True, cpu: bool = False):
     """Milliseconds of ``runs`` timed ``invoke()`` calls after ``warmup`` untimed ones, on fixed random inputs.
 
     Every input is set once; the timing is :func:`search.tflite_timing.time_invokes` (``time.perf_counter_ns``
-    around ``invoke`` only), summarised by :func:`summarize`."""
+    around ``invoke`` only; with ``cpu`` also the calling thread's CPU time: ``(wall, cpu)``), summarised by
+    :func:`summarize`."""
     from search.tflite_timing import time_invokes
     for i, detail in enumerate(it.get_input_details()):
         it.set_tensor(detail["index"], random_input(detail, seed + i))
-    return time_invokes(it, runs, warmup, progress=progress and runs >= 50)
+    return time_invokes(it, runs, warmup, progress=progress and runs >= 50, cpu=cpu)
 
 
 def io_details(it) -> dict:

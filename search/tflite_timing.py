@@ -285,21 +285,23 @@ def summarize(ms) -> dict:
             "min_ms": float(t.min()), "max_ms": float(t.max()), "std_ms": float(t.std()), "n": int(t.size)}
 
 
-def time_invokes(it, runs: int, warmup: int = 20, progress: bool = False) -> np.ndarray:
+def time_invokes(it, runs: int, warmup: int = 20, progress: bool = False, cpu: bool = False):
     """Milliseconds (wall clock, ``time.perf_counter_ns`` around ``invoke()`` only) of ``runs`` timed calls of a
-    LiteRT interpreter whose inputs are set, after ``warmup`` untimed ones."""
+    LiteRT interpreter whose inputs are set, after ``warmup`` untimed ones. With ``cpu``: ``(wall, cpu)``, ``cpu``
+    the calling thread's CPU time (``time.thread_time_ns``, the latency tables' clock) of the same calls."""
     for _ in range(warmup):
         it.invoke()
     bar = progress_bar(progress, runs, "latency", unit="run")
-    times = np.empty(runs, np.float64)
-    clock = time.perf_counter_ns
+    times, cpu_times = np.empty(runs, np.float64), np.empty(runs, np.float64)
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     for i in range(runs):
-        t = clock()
+        c, t = cpu_clock(), clock()
         it.invoke()
         times[i] = (clock() - t) / 1e6
+        cpu_times[i] = (cpu_clock() - c) / 1e6
         bar.update()
     bar.close()
-    return times
+    return (times, cpu_times) if cpu else times
 
 
 def time_chains(flatbuffers: dict[str, bytes], chains: dict[str, list[str]], threads: int = 1, warmup: int = 20,

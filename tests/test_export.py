@@ -120,6 +120,12 @@ def test_latency_tflite(exports, tmp_path):
     assert res["input_dtype"] == "float32" and res["litert_version"]
     assert {"platform", "cpu_model", "cores"} <= set(res["host"])
     assert "median" in r.stdout
+    # both clocks: wall (the *_ms fields) and the calling thread's CPU time (the latency tables' clock)
+    cpu = res["thread_cpu"]
+    assert cpu["n"] == 20 and 0 < cpu["p10_ms"] <= cpu["median_ms"] <= cpu["p90_ms"]
+    assert "thread_time_ns" in cpu["clock"]
+    assert cpu["median_ms"] <= 1.5 * res["median_ms"]  # one thread: its CPU time cannot exceed the wall time much
+    assert "wall" in res["clock"] and "cpu " in r.stdout
 
 
 @pytest.mark.slow

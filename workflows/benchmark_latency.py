@@ -119,9 +119,14 @@ def run(config: LatencyConfig) -> LatencyResult:
             it.allocate_tensors()
         ops = litert.op_counts(path)
         io = litert.io_details(it)
-        times = litert.latency(it, config.runs, config.warmup, seed=config.seed)
+        times, cpu_times = litert.latency(it, config.runs, config.warmup, seed=config.seed, cpu=True)
     stats = litert.summarize(times)
-    result = {**stats, "runs": config.runs, "warmup": config.warmup, "threads": config.threads,
+    result = {**stats, "clock": "wall (time.perf_counter_ns around invoke(); the *_ms fields and times_ms)",
+              "thread_cpu": {**litert.summarize(cpu_times), "clock": (
+                  "CPU time of the calling thread (time.thread_time_ns), the clock of the latency lookup tables: "
+                  "with --threads=1 it is the work of the invoke without waits; with more threads the other "
+                  "threads' work is not in it")},
+              "runs": config.runs, "warmup": config.warmup, "threads": config.threads,
               "model": config.model, "tflite": None if source else os.path.abspath(path), "exported_from": source,
               "file_bytes": nbytes, "input_shape": io["input"]["shape"], "input_dtype": io["input"]["dtype"],
               "io": io, "ops": sorted(ops), "delegate": "XNNPACK (interpreter default)", "seed": config.seed,
