@@ -398,7 +398,8 @@ def _folder_examples(root: str, layout: dict[str, str], split: str,
             if on_bad_image == "raise":
                 raise
             bad.append((f, str(e).split(": ", 1)[-1]))
-    bad += verify_images([f for f in files if f not in {p for p, _ in bad}])
+    not_images = {p for p, _ in bad}
+    bad += verify_images([f for f in files if f not in not_images])
     if bad:
         if on_bad_image == "raise":
             path, reason = bad[0]
