@@ -42,7 +42,7 @@ CACHE_ENV = "NAS_ZOO_CACHE"  # directory of the verified-image manifests (defaul
 BAD_IMAGE_POLICIES = ("raise", "skip")
 
 
-def _manifest_path(directory: str) -> str | None:
+def _manifest_path(directory: str) -> str:
     import hashlib
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "nas_zoo")
     key = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:20]
@@ -86,6 +86,8 @@ def verify_images(files: list[str]) -> list[tuple[str, str]]:
             with open(manifest) as fh:
                 known = json.load(fh).get("ok", {})
         except (OSError, ValueError, AttributeError):
+            known = {}
+        if not isinstance(known, dict):  # a manifest damaged by hand: start it over
             known = {}
         changed = False
         for f in group:
