@@ -68,3 +68,30 @@ def write_text(path: str, text: str) -> None:
 def eprint(message: str) -> None:
     """A progress or resume note on stderr, flushed (stdout stays for results)."""
     print(message, file=sys.stderr, flush=True)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def progress_bar(progress: bool, total: int, desc: str, unit: str = "it", leave: bool = False):
+    """A tqdm bar on stderr with ``update()``/``close()``, drawn on a terminal only: a redirected log gets no
+    carriage returns or escape codes (the runs' per-epoch lines carry the progress there); a no-op when not
+    ``progress``."""
+    if not progress:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=leave, disable=None)
+
+
+def keras_verbose(progress: bool) -> int:
+    """Keras ``fit`` verbosity: its progress bar (1) on a terminal only, else one line per epoch (2); Keras' bar
+    writes bold escape codes and carriage returns a log file should not hold."""
+    return 1 if progress and sys.stdout.isatty() else 2

@@ -3,7 +3,9 @@
 evaluates with VOC/COCO mAP and exports. ``recipes.finetune_yolo`` is its command line (the fields are its flags,
 and messages name them as ``--field``).
 
-Data (``inputs.voc``): ``shapes``, ``voc:PATH`` (train/val split lists) or a prepared tensorflow-datasets name.
+Data (``inputs.voc``): ``shapes``, ``voc:PATH`` (split lists) or a prepared tensorflow-datasets name; the model
+trains on ``train_split`` (default ``train``; e.g. ``trainval``) and is evaluated on ``val_split`` (default ``val``).
+Class names come from the training split.
 Training images are augmented (flip, scale jitter); validation images are letterboxed. Anchors
 (``detection.anchors``): k-means (1 − IoU) on the training boxes at the input scale (``anchors="kmeans"``,
 recommended: YOLOv3's COCO anchors fit few datasets), or the COCO anchors scaled to the input size.
@@ -14,18 +16,23 @@ frozen (its BatchNorm in inference mode, no gradient) for the first N epochs, th
 the trainable BatchNorm layers get "precise BN" statistics over ``bn_recal_batches`` letterboxed training batches
 (``training.bn``).
 
-Every epoch: the loss parts, the learning rate and the val mAP (VOC07 11-point and area-under-curve, at IoU 0.5, in
-ORIGINAL image pixels, through ``detection.predict.predict``) go to ``history.json`` and TensorBoard; a checkpoint
+Every epoch: the loss parts, the learning rate and the mAP of the evaluation split (VOC07 11-point and
+area-under-curve, at IoU 0.5, in ORIGINAL image pixels, through ``detection.predict.predict``; keys ``val_*``, or
+``test_*`` when ``val_split`` is a test split, `is_test_split`) go to ``history.json`` and TensorBoard; a checkpoint
 (model, both optimizers, epoch: ``common.epoch_state.EpochState`` under ``checkpoints/``) is written. Rerunning the
 same configuration after a kill resumes after the last finished epoch (the data order restarts, not replayed
 bit-exactly); other settings in the same ``out_dir`` are refused (``settings.json``, ``common.rundir.RunDir``).
 Strategies: ``default`` or ``mirrored`` (``training.distribute``; ``batch_size`` is global).
 
-Writes under ``out_dir``: ``settings.json``, ``history.json``, ``summary.json`` (final val map50_voc07, map50_auc,
-COCO ap/ap50/ap75, best epoch, anchors, timings, export report), ``last_weights.npz`` and ``best_weights.npz`` (best
-val VOC07 mAP; ``models.weights`` format, load into ``models.yolo.build_detector``), ``predictions.png`` (val
-images: predictions with scores in red, ground truth in green), ``tensorboard/``, ``checkpoints/``, and with
-``export``: ``model_float32.tflite`` (+ ``model_int8.tflite``), checked by ``detection.tflite.export_and_check``.
+Writes under ``out_dir``: ``settings.json``, ``history.json``, ``summary.json`` (``eval_split``; the last epoch's
+map50_voc07, map50_auc, per-class AP50 by class name, COCO ap/ap50/ap75; best epoch, anchors, timings, export report
+with the float32 parity max|Δ| over up to ``detection.tflite.PARITY_IMAGES`` images), ``last_weights.npz`` and
+``best_weights.npz`` (best VOC07 mAP epoch; ``models.weights`` format, load into ``models.yolo.build_detector``),
+``predictions.png`` (evaluation images: predictions with scores in red, ground truth in green), ``tensorboard/``,
+``checkpoints/``, and with ``export``: ``model_float32.tflite`` (+ ``model_int8.tflite``), checked by
+``detection.tflite.export_and_check``. When ``val_split`` is a test split no epoch is selected on it (that would tune
+on the test set): there is no ``best_weights.npz``, the result is the last epoch (``last_weights.npz``), and
+``summary.json`` says so (``selection``).
 
 Nothing here imports TensorFlow until `run` has validated the configuration.
 """
@@ -33,11 +40,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 
 from common.checks import ConfigError, check_at_least, check_one_of
-from common.io import atomic_write, eprint
+from common.io import atomic_write, eprint, progress_bar
 from common.rundir import RunDir
 from detection.anchors import MODES as ANCHOR_MODES
 
@@ -49,12 +55,12 @@ LOWER_BOUNDS = {"input_size": 32, "epochs": 1, "batch_size": 1, "warmup_epochs":
                 "weight_decay": 0.0, "head_width": 4, "bn_recal_batches": 0, "limit": 1, "val_limit": 1,
                 "cpu_replicas": 1, "representative_images": 1}
 # Settings that must match to resume in an existing out_dir (strategy, export and progress may change).
-RESUME_KEYS = ("backbone", "weights", "dataset", "val_split", "input_size", "epochs", "batch_size", "optimizer",
-               "lr", "lr_steps", "warmup_epochs", "freeze_epochs", "weight_decay", "anchors", "box_loss",
+RESUME_KEYS = ("backbone", "weights", "dataset", "train_split", "val_split", "input_size", "epochs", "batch_size",
+               "optimizer", "lr", "lr_steps", "warmup_epochs", "freeze_epochs", "weight_decay", "anchors", "box_loss",
                "head_width", "limit", "val_limit", "seed", "on_error", "bn_recal_batches")
-FIGURE_IMAGES = 8  # val images in predictions.png
-
-
+# Settings added after runs were made: an older settings.json without one is read with the value every run had then.
+ADDED_SETTINGS = {"train_split": "train"}
+FIGURE_IMAGES = 8  # evaluation images in predictions.png
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -73,6 +79,7 @@ class FinetuneConfig:
     weights: str = "imagenet"
     dataset: str = "shapes"
     data_dir: str | None = None
+    train_split: str = "train"
     val_split: str = "val"
     input_size: int = 224
     epochs: int = 30
@@ -124,7 +131,19 @@ def settings(config: FinetuneConfig, spec) -> dict:
 
 def run_dir(config: FinetuneConfig, spec) -> RunDir:
     """The run directory ``config.out_dir`` with this run's settings."""
-    return RunDir(config.out_dir, settings(config, spec))
+    return RunDir(config.out_dir, settings(config, spec), defaults=ADDED_SETTINGS)
+
+
+def is_test_split(split: str) -> bool:
+    """Whether ``split`` names a test split (``test``, ``test[:50%]``, ``test2007``…): reported as ``test_*``, and
+    never used to choose the weights."""
+    return split.strip().lower().startswith("test")
+
+
+def eval_label(config: FinetuneConfig) -> str:
+    """The prefix of the evaluation split's keys (``history.json``, TensorBoard, ``summary.json``): ``test`` for a
+    test split, else ``val``."""
+    return "test" if is_test_split(config.val_split) else "val"
 
 
 def _check_fields(config: FinetuneConfig) -> None:
@@ -148,7 +167,7 @@ def validate(config: FinetuneConfig):
             ``out_dir`` holding a run with other settings (``common.rundir.SettingsMismatch``).
     """
     import zoo
-    from inputs.voc import validate_detection
+    from inputs.voc import check_split, validate_detection
     from models.spec import check_input_size
     from training.weights import resolve_weights
 
@@ -171,8 +190,13 @@ def validate(config: FinetuneConfig):
     if config.batch_size % config.cpu_replicas:
         raise ConfigError(f"--batch_size={config.batch_size} does not split over "
                           f"--cpu_replicas={config.cpu_replicas}")
+    if config.train_split == config.val_split:
+        raise ConfigError(f"--train_split={config.train_split} and --val_split={config.val_split}: the same split; "
+                          f"evaluate on images the model does not train on")
     weights = resolve_weights(spec, config.weights)
     validate_detection(config.dataset)
+    check_split(config.dataset, config.train_split, "--train_split")
+    check_split(config.dataset, config.val_split, "--val_split")
     run_dir(config, spec).check()
     return spec, weights
 
@@ -197,13 +221,17 @@ def run(config: FinetuneConfig) -> dict:
     started = time.time()
 
     from inputs import voc
-    train_records, class_names = voc.load_records(config.dataset, "train", on_error=config.on_error,
-                                                  data_dir=config.data_dir)
+    train_records, class_names = voc.load_records(config.dataset, config.train_split, on_error=config.on_error,
+                                                  data_dir=config.data_dir)  # the class names come from here
     val_records, _ = voc.load_records(config.dataset, config.val_split, class_names=class_names,
                                       on_error=config.on_error, data_dir=config.data_dir)
     train_records, val_records = train_records[:config.limit], val_records[:config.val_limit]
     if not train_records or not val_records:
-        raise ConfigError(f"--dataset={config.dataset}: empty train or {config.val_split} split")
+        raise ConfigError(f"--dataset={config.dataset}: empty {config.train_split} or {config.val_split} split")
+    shared = {r.id for r in train_records} & {r.id for r in val_records}
+    if shared:
+        eprint(f"warning: --train_split={config.train_split} and --val_split={config.val_split} share {len(shared)} "
+               f"image(s) (e.g. {min(shared)}): their scores are not held out")
 
     from training.distribute import make_strategy
     strategy = make_strategy(config.strategy, config.cpu_replicas)  # before any other TensorFlow work
@@ -252,6 +280,7 @@ def run(config: FinetuneConfig) -> dict:
     writer = tf.summary.create_file_writer(rd.file("tensorboard"))
     context = _Run(config, S, num_classes, anchors, val_images, val_records, predictor)
     schedule = (steps, config.epochs * steps, int(round(config.warmup_epochs * steps)), fractions)
+    label = eval_label(config)
 
     while int(epoch_var.numpy()) < config.epochs:
         epoch = int(epoch_var.numpy())
@@ -263,9 +292,10 @@ def run(config: FinetuneConfig) -> dict:
                 if isinstance(v, float):
                     tf.summary.scalar(k, v)
         writer.flush()
-        eprint(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f}, val mAP50 VOC07 "
-               f"{record['val_map50_voc07']:.4f} AUC {record['val_map50_auc']:.4f} ({record['seconds']:.0f} s)")
-        if record["val_map50_voc07"] >= max(h["val_map50_voc07"] for h in history):
+        eprint(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f}, {config.val_split} mAP50 VOC07 "
+               f"{record[f'{label}_map50_voc07']:.4f} AUC {record[f'{label}_map50_auc']:.4f} "
+               f"({record['seconds']:.0f} s)")
+        if label != "test" and record[f"{label}_map50_voc07"] >= max(h[f"{label}_map50_voc07"] for h in history):
             save_npz(model, os.path.join(state.dir, f"best_e{epoch + 1}.npz"))
         epoch_var.assign(epoch + 1)
         state.save(history)
@@ -284,24 +314,23 @@ class _Run:
     val_records: list
     predictor: object
 
-    def evaluate(self, model=None, coco: bool = False):
+    def evaluate(self, model=None, coco: bool = False, per_class: bool = False):
         from detection.predict import evaluate
         return evaluate(model or self.predictor, self.val_images, self.val_records, self.anchors, self.input_size,
-                        self.num_classes, coco=coco)
+                        self.num_classes, coco=coco, per_class=per_class)
 
 
 def _train_epoch(context: _Run, trainer, batches, epoch: int, schedule: tuple, recalibrate) -> dict:
-    """One epoch of training, then precise BN and the val metrics; returns the epoch's history record."""
+    """One epoch of training, then precise BN and the evaluation split's metrics; returns the epoch's history
+    record."""
     import numpy as np
-    from tqdm import tqdm
 
     from detection.trainer import lr_at
     config = context.config
     steps, total, warmup_steps, fractions = schedule
     trainer.set_frozen(epoch < config.freeze_epochs)
     t0, sums, n = time.time(), {}, 0
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", file=sys.stderr,
-               disable=not config.progress, leave=False)
+    bar = progress_bar(config.progress, steps, f"epoch {epoch + 1}/{config.epochs}", unit="step")
     for batch in batches:
         if n == steps:
             break
@@ -321,7 +350,8 @@ def _train_epoch(context: _Run, trainer, batches, epoch: int, schedule: tuple, r
     _, metrics = context.evaluate()
     return {"epoch": epoch + 1, "lr": lr, "frozen": bool(trainer.frozen),
             **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
-            **{f"val_{k}": v for k, v in metrics.items()}, "train_s": train_s, "seconds": time.time() - t0}
+            **{f"{eval_label(config)}_{k}": v for k, v in metrics.items()}, "train_s": train_s,
+            "seconds": time.time() - t0}
 
 
 def _finish(context: _Run, rd: RunDir, ckpt_dir: str, spec, model, history: list, writer, train_records,
@@ -334,37 +364,47 @@ def _finish(context: _Run, rd: RunDir, ckpt_dir: str, spec, model, history: list
     from models.weights import save_npz
     from search.tflite_timing import host, versions
     config, S = context.config, context.input_size
-    best = max(history, key=lambda h: (h["val_map50_voc07"], h["epoch"]))
-    best_npz = os.path.join(ckpt_dir, f"best_e{best['epoch']}.npz")
-    if os.path.exists(best_npz):
+    label, split = eval_label(config), config.val_split
+    best = _select(history, label)
+    best_npz = os.path.join(ckpt_dir, f"best_e{best['epoch']}.npz") if best else None
+    if best_npz and os.path.exists(best_npz):
         with open(best_npz, "rb") as f:
             data = f.read()
         atomic_write(rd.file("best_weights.npz"), lambda f: f.write(data))
     for name in os.listdir(ckpt_dir):
-        if name.startswith("best_e") and name != os.path.basename(best_npz):
+        if name.startswith("best_e") and (best_npz is None or name != os.path.basename(best_npz)):
             os.remove(os.path.join(ckpt_dir, name))
     save_npz(model, rd.file("last_weights.npz"))
     rd.write_json("history.json", history)
-    dets, final = context.evaluate(coco=True)
+    dets, final = context.evaluate(coco=True, per_class=True)
     with writer.as_default(step=config.epochs):
-        tf.summary.scalar("val_coco_ap", final["coco_ap"])
+        tf.summary.scalar(f"{label}_coco_ap", final["coco_ap"])
     writer.flush()
     k = min(FIGURE_IMAGES, len(context.val_images))
     draw_predictions(context.val_images[:k], dets[:k], context.val_records[:k], class_names,
                      rd.file("predictions.png"),
-                     f"{spec.name} ({config.weights or 'scratch'}) at {S}: val mAP50 VOC07 {final['map50_voc07']:.3f} "
-                     f"- red: predictions (score >= {FIGURE_SCORE}), green: ground truth")
+                     f"{spec.name} ({config.weights or 'scratch'}) at {S}: {split} mAP50 VOC07 "
+                     f"{final['map50_voc07']:.3f} - red: predictions (score >= {FIGURE_SCORE}), green: ground truth")
     export = None
     if config.export != "none":
         export = export_and_check(model, config.out_dir, config.export, context.val_images, context.val_records,
                                   train_records, context.anchors, S, context.num_classes,
                                   representative_images=config.representative_images)
+    # Per class (training-split names): NaN (no non-difficult ground truth in the split) is written as null.
+    per_class = {name: (None if ap != ap else ap) for name, ap in zip(class_names, final["ap50_voc07_per_class"])}
+    per_class_auc = {name: (None if ap != ap else ap) for name, ap in zip(class_names, final["ap50_auc_per_class"])}
     train_s = sum(h["seconds"] for h in history)
     summary = {"backbone": spec.name, "weights": config.weights, "dataset": config.dataset, "classes": class_names,
-               "train_images": len(train_records), "val_images": len(context.val_records),
-               "map50_voc07": final["map50_voc07"], "map50_auc": final["map50_auc"], "coco_ap": final["coco_ap"],
+               "train_split": config.train_split, "eval_split": split,
+               "train_images": len(train_records), f"{label}_images": len(context.val_records),
+               "map50_voc07": final["map50_voc07"], "map50_auc": final["map50_auc"],
+               "class_ap50_voc07": per_class, "class_ap50_auc": per_class_auc, "coco_ap": final["coco_ap"],
                "coco_ap50": final["coco_ap50"], "coco_ap75": final["coco_ap75"],
-               "best_epoch": best["epoch"], "best_map50_voc07": best["val_map50_voc07"],
+               "best_epoch": best["epoch"] if best else None,
+               "best_map50_voc07": best[f"{label}_map50_voc07"] if best else None,
+               "selection": (f"best_weights.npz: the epoch of best {split} map50_voc07" if best else
+                             f"last_weights.npz: the last epoch; none is chosen on the test split {split!r} "
+                             f"(that would tune on the test set)"),
                "epochs": config.epochs, "steps_per_epoch": steps, "input_size": S,
                "train_minutes": train_s / 60.0, "command_minutes": (time.time() - started) / 60.0,
                "anchors": [[round(float(v), 2) for v in a] for a in context.anchors],
@@ -372,12 +412,24 @@ def _finish(context: _Run, rd: RunDir, ckpt_dir: str, spec, model, history: list
                "replicas": replicas, "export": export,
                "host": host(), "versions": versions("tensorflow", "keras", "ai-edge-litert", "numpy", "pycocotools")}
     rd.write_json("summary.json", summary)
-    line = (f"{spec.name} ({config.weights or 'scratch'}): val mAP50 VOC07 {final['map50_voc07']:.4f}, AUC "
+    classes = ", ".join(f"{name} {'n/a' if ap is None else f'{ap:.3f}'}" for name, ap in per_class.items())
+    line = (f"{spec.name} ({config.weights or 'scratch'}): {split} mAP50 VOC07 {final['map50_voc07']:.4f}, AUC "
             f"{final['map50_auc']:.4f}, COCO AP {final['coco_ap']:.4f} / AP50 {final['coco_ap50']:.4f}; "
-            f"{train_s / 60:.1f} min")
+            f"AP50 VOC07 per class: {classes}; {train_s / 60:.1f} min")
+    if not best:
+        line += f"; weights: last epoch (none chosen on the test split {split})"
     if export:
-        line += f"; TFLite float32 max|d| {export['float32']['parity_max_abs']:.2e}"
+        line += (f"; TFLite float32 max|d| {export['float32']['parity_max_abs']:.2e} over "
+                 f"{export['float32']['parity_images']} images")
         if "int8" in export:
-            line += f", int8 val mAP50 VOC07 {export['int8']['map50_voc07']:.4f}"
+            line += f", int8 {split} mAP50 VOC07 {export['int8']['map50_voc07']:.4f}"
     print(line)
     return summary
+
+
+def _select(history: list, label: str) -> dict | None:
+    """The history record of the epoch whose weights become ``best_weights.npz`` (best VOC07 mAP, the later on a
+    tie), or None on a test split: choosing an epoch by its test score is tuning on the test set."""
+    if label == "test":
+        return None
+    return max(history, key=lambda h: (h[f"{label}_map50_voc07"], h["epoch"]))

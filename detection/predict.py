@@ -68,7 +68,8 @@ def load_images(records) -> list:
     return out
 
 
-def evaluate(model, images, records, anchors, input_size: int, num_classes: int, coco: bool = False):
+def evaluate(model, images, records, anchors, input_size: int, num_classes: int, coco: bool = False,
+             per_class: bool = False):
     """`predict` on the images, scored against their records in original pixels.
 
     Args:
@@ -79,16 +80,20 @@ def evaluate(model, images, records, anchors, input_size: int, num_classes: int,
         input_size: S.
         num_classes: C.
         coco: add COCO AP (pycocotools) to the VOC metrics.
+        per_class: add the per-class VOC AP at IoU 0.5 as lists in class order, ``"ap50_voc07_per_class"`` and
+            ``"ap50_auc_per_class"`` (NaN for a class without non-difficult ground truth in these records).
 
     Returns:
         ``(detections, metrics)``: per image ``(boxes, scores, classes)``, and ``{"map50_voc07", "map50_auc"}`` (plus
-        ``"coco_ap", "coco_ap50", "coco_ap75"`` with ``coco``).
+        ``"coco_ap", "coco_ap50", "coco_ap75"`` with ``coco``, the per-class lists with ``per_class``).
     """
     from metrics.detection import evaluate_coco, evaluate_voc
     dets = predict(model, images, anchors, input_size)
     gts = [(r.boxes, r.labels, r.difficult) for r in records]
     voc = evaluate_voc(dets, gts, num_classes)
     metrics = {"map50_voc07": voc["map_voc07"], "map50_auc": voc["map_auc"]}
+    if per_class:
+        metrics.update(ap50_voc07_per_class=list(voc["ap_voc07"]), ap50_auc_per_class=list(voc["ap_auc"]))
     if coco:
         metrics.update({f"coco_{k}": v for k, v in evaluate_coco(dets, gts, num_classes).items()})
     return dets, metrics

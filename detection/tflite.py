@@ -10,7 +10,7 @@ from detection.predict import evaluate
 from export import litert
 from inputs.voc import eval_arrays
 
-PARITY_IMAGES = 4  # val images of the Keras-vs-LiteRT raw-output comparison
+PARITY_IMAGES = 32  # at most this many val images in the Keras-vs-LiteRT raw-output comparison (all if fewer)
 
 
 class TFLiteDetector:
@@ -40,7 +40,8 @@ class TFLiteDetector:
 
 
 def export_and_check(model, out_dir: str, mode: str, val_images, val_records, train_records, anchors,
-                     input_size: int, num_classes: int, representative_images: int = 64) -> dict:
+                     input_size: int, num_classes: int, representative_images: int = 64,
+                     parity_images: int = PARITY_IMAGES) -> dict:
     """Float32 (and int8) TFLite export of the detector, each checked.
 
     Writes ``model_float32.tflite`` (and ``model_int8.tflite``, full-integer, calibrated on the first
@@ -51,24 +52,26 @@ def export_and_check(model, out_dir: str, mode: str, val_images, val_records, tr
         out_dir: output directory.
         mode: ``"float32"`` or ``"int8"`` (the float file too).
         val_images: uint8 val images (for the int8 mAP).
-        val_records: their records (the first `PARITY_IMAGES` feed the raw-output comparisons).
+        val_records: their records (the first ``parity_images`` feed the raw-output comparisons).
         train_records: training records (int8 calibration).
         anchors: (9, 2) input pixels.
         input_size: S.
         num_classes: C.
         representative_images: calibration images of the int8 export.
+        parity_images: at most this many val images (all of them if fewer) in the Keras-vs-LiteRT comparisons.
 
     Returns:
-        ``{"float32": {"path", "bytes", "parity_max_abs", "parity_images"}}`` plus, for int8, ``"int8"``: path,
-        bytes, calibration_images, raw_max_abs_diff, raw_mean_abs_diff, raw_keras_mean_abs and its val
-        ``map50_voc07`` / ``map50_auc``.
+        ``{"float32": {"path", "bytes", "parity_max_abs", "parity_images"}}`` (max |Δ| over every raw output of the
+        compared images, and their number) plus, for int8, ``"int8"``: path, bytes, calibration_images,
+        raw_max_abs_diff, raw_mean_abs_diff, raw_keras_mean_abs and its val ``map50_voc07`` / ``map50_auc``.
     """
     shapes = [tuple(int(d) for d in o.shape[1:]) for o in model.outputs]
     report = {}
     path = os.path.join(out_dir, "model_float32.tflite")
     report["float32"] = {"path": path, "bytes": litert.export(model, path, "float32")}
-    x, _ = eval_arrays(val_records[:PARITY_IMAGES], input_size)
-    keras_out = [np.asarray(o) for o in model(x, training=False)]
+    x, _ = eval_arrays(val_records[:parity_images], input_size)
+    keras_out = [np.concatenate([np.asarray(o) for o in outs]) for outs in zip(
+        *(model(x[i:i + 16], training=False) for i in range(0, len(x), 16)))]  # batches of 16: bounded memory
     lite_out = TFLiteDetector(path, shapes)(x)
     report["float32"]["parity_max_abs"] = float(max(np.abs(a - b).max() for a, b in zip(keras_out, lite_out)))
     report["float32"]["parity_images"] = len(x)

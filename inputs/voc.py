@@ -12,7 +12,8 @@ A detection dataset is named by one string:
   Its images are decoded into memory (VOC 2007 trainval: about 2.8 GB).
 
 Coordinates everywhere are continuous pixels ``(x0, y0, x1, y1)`` with x1/y1 exclusive: VOC's 1-based inclusive
-``xmin..xmax`` becomes ``x0 = xmin − 1, x1 = xmax`` (likewise y). Record boxes are in ORIGINAL image pixels;
+``xmin..xmax`` becomes ``x0 = xmin − 1, x1 = xmax`` (likewise y); ``xmin == xmax`` (or ``ymin == ymax``) is a bad
+annotation (``on_error``), not a one-pixel box. Record boxes are in ORIGINAL image pixels;
 `detection_dataset` yields them in network-input pixels (after the `models.letterbox` transform, or its randomly
 scaled and placed variant in training).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,7 @@ MIN_VISIBLE = 0.25  # training: a box keeps at least this fraction of its area i
 MIN_SIZE = 2.0  # training: boxes narrower or lower than this (input pixels) after clipping are dropped
 SHUFFLE_BUFFER = 10_000
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a VOC split list's name: a file name, never a path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,39 @@ def validate_detection(dataset: str) -> None:
                         f"(such as 'voc/2007')")
 
 
+def check_split(dataset: str, split: str, flag: str = "split") -> None:
+    """Checks that a detection dataset has the split ``split``, without importing TensorFlow.
+
+    ``shapes``: one of `SHAPES_SPLITS`. ``voc:PATH``: a plain name (letters, digits, ``_``, ``-``, ``.``; no path)
+    whose list ``ImageSets/Main/{split}.txt`` exists. tensorflow-datasets names: not empty (the split itself is
+    checked when it is loaded).
+
+    Args:
+        dataset: the dataset name (see the module docstring).
+        split: the split name.
+        flag: how the user names the split in messages (``--train_split``).
+
+    Raises:
+        DataError (an InputError): one line naming ``flag``, the value and, for VOC, the missing list file.
+    """
+    validate_detection(dataset)
+    if dataset == "shapes":
+        if split not in SHAPES_SPLITS:
+            raise DataError(f"{flag}={split}: shapes has no split {split!r} (have {', '.join(SHAPES_SPLITS)})")
+        return
+    if dataset.startswith("voc:"):
+        root = _voc_root(dataset)
+        if not _SPLIT_NAME.fullmatch(split):
+            raise DataError(f"{flag}={split!r}: not a VOC split name (letters, digits, '_', '-', '.'; the list "
+                            f"{os.path.join(root, 'ImageSets', 'Main', '<split>.txt')})")
+        path = _split_path(root, split)
+        if not os.path.isfile(path):
+            raise DataError(f"{flag}={split}: no split list {path} (have {_have_splits(root)})")
+        return
+    if not split.strip():
+        raise DataError(f"{flag}: empty split name")
+
+
 def load_records(dataset: str, split: str, *, class_names: list[str] | None = None, on_error: str = "raise",
                  data_dir: str | None = None) -> tuple[list[Record], list[str]]:
     """Reads one split of a detection dataset.
@@ -96,8 +132,9 @@ def load_records(dataset: str, split: str, *, class_names: list[str] | None = No
             validation list can never add a class or renumber the labels: it is an unknown class there), the tfds
             label names, or `SHAPES_CLASSES`.
         on_error: ``raise`` — a DataError naming the file for malformed XML, a missing image, an image whose size
-            disagrees with ``<size>``, a box outside the image (beyond `BOX_TOLERANCE`) or empty, an unknown class
-            name; ``skip`` — drop that object (or the whole file when it is unusable) and log one warning with counts.
+            disagrees with ``<size>``, a box outside the image (beyond `BOX_TOLERANCE`), empty (``xmax < xmin``) or
+            of zero size (``xmin == xmax`` or ``ymin == ymax``), an unknown class name; ``skip`` — drop that object
+            (or the whole file when it is unusable) and log one warning with counts.
         data_dir: tensorflow-datasets data directory.
 
     Returns:
@@ -147,11 +184,21 @@ def _voc_root(dataset: str) -> str:
     return root
 
 
+def _split_path(root: str, split: str) -> str:
+    return os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+
+
+def _have_splits(root: str) -> str:
+    """The split lists in ``ImageSets/Main`` (not the per-class ``{class}_{split}.txt`` ones), for messages."""
+    directory = os.path.join(root, "ImageSets", "Main")
+    have = sorted(f[:-4] for f in os.listdir(directory) if f.endswith(".txt") and "_" not in f)
+    return ", ".join(have) or "none"
+
+
 def _split_ids(root: str, split: str) -> list[str]:
-    path = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+    path = _split_path(root, split)
     if not os.path.isfile(path):
-        have = sorted(f[:-4] for f in os.listdir(os.path.dirname(path)) if f.endswith(".txt") and "_" not in f)
-        raise DataError(f"{path}: no such split list (have {', '.join(have) or 'none'})")
+        raise DataError(f"{path}: no such split list (have {_have_splits(root)})")
     with open(path) as f:
         return [line.split()[0] for line in f if line.strip()]
 
@@ -263,9 +310,13 @@ def _parse_object(obj, k: int, xml_path: str, index: dict[str, int], width: int,
             raise ValueError("not finite")
     except (TypeError, ValueError):
         raise _Bad(f"{where}: missing or non-numeric <bndbox>/<difficult>") from None
-    x0, y0, x1, y1 = xmin - 1.0, ymin - 1.0, xmax, ymax
-    if x1 <= x0 or y1 <= y0:
+    # xmin == xmax is a one-pixel-wide box in VOC's inclusive convention, in practice an annotation slip (a click,
+    # not a drag) that used to be trained on as an object: a bad annotation, like an inverted box.
+    if xmax == xmin or ymax == ymin:
+        raise _Bad(f"{where}: zero-size box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g}")
+    if xmax < xmin or ymax < ymin:
         raise _Bad(f"{where}: empty box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g}")
+    x0, y0, x1, y1 = xmin - 1.0, ymin - 1.0, xmax, ymax
     t = BOX_TOLERANCE
     if x0 < -t or y0 < -t or x1 > width + t or y1 > height + t:
         raise _Bad(f"{where}: box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} outside the "

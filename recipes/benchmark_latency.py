@@ -1,6 +1,6 @@
 """Latency of a ``.tflite`` (or of a zoo model, exported float32 first) with the LiteRT interpreter on this host.
 
-    python -m recipes.benchmark_latency --model=runs/export/efficientnet_lite0-int8.tflite
+    python -m recipes.benchmark_latency --model=runs/export/efficientnet_lite0-imagenet-int8.tflite
     python -m recipes.benchmark_latency --model=mixnet_s --threads=4 --json=runs/latency/mixnet_s-t4.json
 
 Mobile-style defaults: one thread, batch 1, XNNPACK (the interpreter's default delegate). After ``--warmup``

@@ -44,7 +44,8 @@ def main(argv):
           f"({config.runs} runs, {config.threads} thread)")
     for p in s["predictions"]:
         top3 = "; ".join(f"{name.split(',')[0]} {prob:.2f}" for _, name, prob in p["top5"][:3])
-        print(f"{p['image'][:28]:28s} {top3}")
+        image = p["image"] if len(p["image"]) <= 40 else "…" + p["image"][-39:]  # the file name's end is telling
+        print(f"{image:28s} {top3}")
     print(f"wrote {result.summary_path} and {result.plot_path}")
     return 0
 

@@ -40,6 +40,7 @@ flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strate
 flags.DEFINE_integer("cpu_replicas", 1, "With --strategy=mirrored on a host without GPUs: logical CPU devices to "
                                         "replicate over.", lower_bound=1)
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_bool("progress", True, "Progress bar over the batches (on a terminal only).")
 flags.mark_flag_as_required("model")
 
 

@@ -47,7 +47,8 @@ flags.DEFINE_integer("input_size", None, "Square input size of the exported mode
                      lower_bound=8)
 flags.DEFINE_integer("classes", None, "Classifier width (default: the spec's); set it when the weights were trained "
                                       "on another class count.", lower_bound=1)
-flags.DEFINE_string("output", None, "Path of the .tflite (default: OUT_DIR/<model>-<mode>.tflite, '-int8_io' with "
+flags.DEFINE_string("output", None, "Path of the .tflite (default: OUT_DIR/<model>-<weights>-<mode>.tflite, where "
+                                    "<weights> is the zoo tag, 'random', or the .npz's folder_stem; '_io' with "
                                     "--int8_io); the report goes to <output>.json.")
 flags.DEFINE_string("out_dir", "runs/export", "Directory of the default --output.")
 flags.mark_flag_as_required("model")
@@ -66,6 +67,11 @@ def main(argv):
     rows = [("model", f"{report['model']} at {size}×{size}, {report['classes']} classes, weights: "
                       f"{config.weights or 'random init'}"),
             ("mode", kind),
+            *([("int8 calibration", f"{report['representative']['images']} images of {config.dataset} split "
+                                    f"{config.representative_split!r}"
+                                    + (" (synthetic: --dataset=<your data> calibrates on real images)"
+                                       if report["representative"]["synthetic"] else ""))]
+              if mode == "int8" else []),
             ("file", f"{output} ({report['file_bytes'] / 1e3:,.1f} kB, {result.export_seconds:.0f}s)"),
             ("input / output", f"{io['input']['dtype']} {io['input']['shape']} / "
                                f"{io['output']['dtype']} {io['output']['shape']}"),

@@ -3,15 +3,19 @@
     python -m recipes.finetune_yolo --backbone=efficientnet_lite0 --weights=imagenet \\
         --dataset=voc:../shared/data/raccoon --input_size=224 --epochs=30 --freeze_epochs=3 --out_dir=runs/raccoon
     python -m recipes.finetune_yolo --dataset=shapes --input_size=128 --epochs=5        # synthetic, no download
+    python -m recipes.finetune_yolo --dataset=voc:PATH --train_split=trainval --val_split=test ...   # VOC07 protocol
 
 Anchors: k-means (1 − IoU) on the training boxes at the input scale (``--anchors=kmeans``, recommended), or YOLOv3's
 COCO anchors scaled to the input size. The learning rate warms up linearly over ``--warmup_epochs`` and is multiplied
 by 0.1 at each fraction of ``--lr_steps`` of the training steps; ``--freeze_epochs`` keeps the backbone frozen first.
-Every epoch the val mAP (VOC07 and AUC at IoU 0.5, original pixels) goes to ``history.json`` and TensorBoard and a
-checkpoint is written: rerunning the same command after a kill resumes; other settings in the same ``--out_dir``
-are refused. Writes under ``--out_dir``: ``settings.json``, ``history.json``, ``summary.json``, ``best_weights.npz``,
-``last_weights.npz``, ``predictions.png``, ``tensorboard/``, ``checkpoints/`` and with ``--export``
-``model_float32.tflite`` (+ ``model_int8.tflite``). The run itself is ``detection.finetune`` (see its docstring).
+Every epoch the mAP of ``--val_split`` (VOC07 and AUC at IoU 0.5, original pixels; keys ``val_*``, or ``test_*`` for
+a test split) goes to ``history.json`` and TensorBoard and a checkpoint is written: rerunning the same command after a
+kill resumes; other settings in the same ``--out_dir`` are refused. Writes under ``--out_dir``: ``settings.json``,
+``history.json``, ``summary.json`` (with per-class AP50), ``best_weights.npz``, ``last_weights.npz``,
+``predictions.png``, ``tensorboard/``, ``checkpoints/`` and with ``--export`` ``model_float32.tflite``
+(+ ``model_int8.tflite``). ``best_weights.npz`` is the epoch of best mAP on ``--val_split``; with a test split
+(``--val_split=test``) no epoch is chosen on it: the result is ``last_weights.npz`` and ``summary.json`` says so.
+The run itself is ``detection.finetune`` (see its docstring).
 """
 from __future__ import annotations
 
@@ -30,10 +34,15 @@ flags.DEFINE_string("backbone", D.backbone, "Backbone: zoo model name (python -m
 flags.DEFINE_string("weights", D.weights, "Backbone initial weights: a zoo tag (e.g. 'imagenet'), a .npz path (zoo "
                                           "format), or '' for random init (training from scratch).")
 flags.DEFINE_string("dataset", D.dataset, "Detection data: 'shapes' (built-in synthetic boxes), 'voc:PATH' (VOC "
-                                          "layout with ImageSets/Main/train.txt and val.txt) or a prepared "
-                                          "tensorflow-datasets name such as 'voc/2007'.")
+                                          "layout with ImageSets/Main/<split>.txt lists, by default train.txt and "
+                                          "val.txt) or a prepared tensorflow-datasets name such as 'voc/2007'.")
 flags.DEFINE_string("data_dir", D.data_dir, "tensorflow-datasets data directory.")
-flags.DEFINE_string("val_split", D.val_split, "Split used for validation, mAP and the predictions figure.")
+flags.DEFINE_string("train_split", D.train_split, "Split trained on (e.g. 'trainval' for VOC07's trainval -> test); "
+                                                  "the class names come from it.")
+flags.DEFINE_string("val_split", D.val_split, "Split evaluated every epoch and at the end (mAP, per-class AP, the "
+                                              "predictions figure) and choosing best_weights.npz; a test split "
+                                              "('test...') is reported as test_* and chooses no weights (the last "
+                                              "epoch is the result). Must differ from --train_split.")
 flags.DEFINE_integer("input_size", D.input_size, "Square network input size (a multiple of 32).", lower_bound=32)
 flags.DEFINE_integer("epochs", D.epochs, "Training epochs (one pass over the training images each).", lower_bound=1)
 flags.DEFINE_integer("batch_size", D.batch_size, "Global batch size.", lower_bound=1)

@@ -2,7 +2,7 @@
 int8 TFLite → LiteRT latency → a summary table and plots.
 
     python -m recipes.pipeline --out_dir=runs/demo                                 # synthetic shapes, ~7 min on 2 cores
-    python -m recipes.pipeline --data=folder:../shared/data/cifar10_subset --out_dir=runs/demo_cifar
+    python -m recipes.pipeline --dataset=folder:../shared/data/cifar10_subset --out_dir=runs/demo_cifar
 
 Each stage is the recipe a user would run by hand (``python -m recipes.<stage> …``, the exact command lines are in
 ``summary.json`` and the logs under ``OUT_DIR/logs/``), writing into its own folder: ``search/``, ``train/``,
@@ -21,8 +21,9 @@ from workflows import pipeline
 from workflows.pipeline import PipelineConfig
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", "shapes", "Dataset of every stage: 'shapes' (built-in synthetic), 'folder:PATH' or a "
-                                      "tensorflow-datasets name.")
+flags.DEFINE_string("dataset", "shapes", "Dataset of every stage: 'shapes' (built-in synthetic), 'folder:PATH' or a "
+                                         "tensorflow-datasets name.")
+flags.DEFINE_alias("data", "dataset")  # the flag's name before it matched every other recipe
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_string("out_dir", "runs/demo", "Directory of all outputs (one sub-folder per stage).")

@@ -11,8 +11,9 @@ part (``--holdout``, the paper's validation split of the training set); ``evolut
 ``--population``, ``--iterations``, ``--top_k``, mutation probability ``--mutation_prob``) and, with
 ``--random_search``, the random baseline on the same budget; every candidate is evaluated on ``--val_images`` held-out
 images after recalibrating BatchNorm on ``--recal_images`` training images. Constraints: any of ``--max_macs``,
-``--max_params``, ``--max_bitops``, ``--max_latency_ms`` (with ``--latency_table``, a table from
-``recipes.benchmark_latency --build_table`` / ``search.latency``; ``benchmarks/results/latency_lut_spos.json`` has
+``--max_params``, ``--max_bitops``, ``--max_latency_ms`` (with ``--latency_table``, a table written by
+``python -m benchmarks.latency_model --space=spos_imagenet`` (or ``spos_cifar``; ``search.latency.build_table``);
+``benchmarks/results/latency_lut_spos.json`` has
 every block of the ``--space=imagenet`` space with the paper's channel ratios, timed on this host by
 ``python -m benchmarks.latency_model --space=spos_imagenet``; parts missing from a table, e.g. a head with another
 class count, fall back to its MACs-affine fit). ``both`` runs the two in order. Rerunning the same
@@ -117,6 +118,8 @@ def main(argv):
         line = ", ".join(f"{k} best {r['best_acc']:.4f} ({r['evaluated']} evaluated)"
                          for k, r in s["evolution"].items())
         print(f"{s['spec']}: {cost['macs']:,} MACs, {cost['params']:,} params; {line} -> {config.out_dir}/derived.json")
+        if s.get("note"):
+            print(f"note: {s['note']}")
 
 
 if __name__ == "__main__":

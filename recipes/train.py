@@ -76,8 +76,8 @@ flags.DEFINE_float("momentum", 0.9, "Momentum of SGD or RMSProp.", lower_bound=0
 flags.DEFINE_bool("nesterov", False, "Nesterov momentum (SGD).")
 flags.DEFINE_float("rho", 0.9, "RMSProp decay of the squared-gradient average.", lower_bound=0.0, upper_bound=0.9999)
 flags.DEFINE_float("epsilon", 1e-3, "RMSProp epsilon (TF EfficientNet/MixNet recipes use 1e-3).", lower_bound=0.0)
-flags.DEFINE_float("warmup_epochs", 1.0, "Epochs of linear warm-up from 0 to --lr (may be fractional; 0: none).",
-                   lower_bound=0.0)
+flags.DEFINE_float("warmup_epochs", None, "Epochs of linear warm-up from 0 to --lr (may be fractional; 0: none; "
+                   "default 1, or 0 for a one-epoch run).", lower_bound=0.0)
 flags.DEFINE_float("weight_decay", 4e-5, "Decoupled weight decay: each step w -= lr * weight_decay * w on conv and "
                                          "dense kernels (not BatchNorm or biases). Not an L2 loss term: with "
                                          "momentum m it is about 1/(1-m) times weaker than L2 of the same value.",

@@ -23,6 +23,17 @@ def pyplot():
     return plt
 
 
+def choice_colours(labels: list[str]) -> dict:
+    """One colour per choice label, shared by every meta-kernel plot: "pruned" dark grey, kernel sizes along
+    viridis from small (purple) to large (yellow)."""
+    plt = pyplot()
+    kernels = [label for label in labels if label != "pruned"]
+    ramp = plt.cm.viridis(np.linspace(0.1, 0.85, max(len(kernels), 1)))
+    out = {label: ramp[i] for i, label in enumerate(kernels)}
+    out["pruned"] = "dimgrey"
+    return out
+
+
 def kernel_distribution(layers: list[str], counts: np.ndarray, labels: list[str], path: str, title: str) -> None:
     """Stacked bars of filters per choice for every searchable layer (the metaKernel paper's Fig. 6).
 
@@ -34,16 +45,16 @@ def kernel_distribution(layers: list[str], counts: np.ndarray, labels: list[str]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2), 4))
     bottom = np.zeros(len(layers))
-    colors = plt.cm.viridis(np.linspace(0.15, 0.95, counts.shape[1]))
+    colours = choice_colours(labels)
     for j, label in enumerate(labels):
-        color = "lightgrey" if label == "pruned" else colors[j]
-        ax.bar(range(len(layers)), counts[:, j], bottom=bottom, label=label, color=color, edgecolor="white",
+        colour = "lightgrey" if label == "pruned" else colours[label]  # a light fill reads as "absent"
+        ax.bar(range(len(layers)), counts[:, j], bottom=bottom, label=label, color=colour, edgecolor="white",
                linewidth=0.3)
         bottom += counts[:, j]
-    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=9)
     ax.set_ylabel("depthwise filters")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, ncols=min(len(labels), 6))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=9, ncols=min(len(labels), 6))
     save_figure(fig, path)
     plt.close(fig)
 
@@ -52,63 +63,81 @@ def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str]
                        target: float | None = None) -> None:
     """Mean choice probabilities per layer over the search epochs (one panel per layer), plus E[MACs] vs target."""
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
     epochs = [h["epoch"] for h in history]
     n = len(layers) + 1
-    cols = min(6, n)
+    cols = min(4, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    colours = choice_colours(labels)
     for i, name in enumerate(layers):
         ax = axes[i // cols][i % cols]
         probs = np.array([h["probs"][i] for h in history])  # (epochs, choices); layers without "None" have fewer
         for j, label in enumerate(labels[len(labels) - probs.shape[1]:]):
-            ax.plot(epochs, probs[:, j], label=label)
-        ax.set_title(name, fontsize=8)
+            ax.plot(epochs, probs[:, j], label=label, color=colours[label], linewidth=1.6,
+                    linestyle="--" if label == "pruned" else "-")
+        ax.set_title(name, fontsize=10)
         ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax = axes[(n - 1) // cols][(n - 1) % cols]
-    ax.plot(epochs, [h["expected_macs"] / 1e6 for h in history], label="E[MACs]")
-    ax.plot(epochs, [h["argmax_macs"] / 1e6 for h in history], label="argmax MACs")
+    ax.plot(epochs, [h["expected_macs"] / 1e6 for h in history], color="tab:blue", label="E[MACs]")
+    ax.plot(epochs, [h["argmax_macs"] / 1e6 for h in history], color="tab:orange", label="argmax MACs")
     if target:
-        ax.axhline(target / 1e6, color="k", linestyle="--", linewidth=0.8, label="target")
-    ax.tick_params(labelsize=7)
-    ax.set_title("MACs (M)" + (" and argmax top-1" if "val_acc_argmax" in history[-1] else ""), fontsize=8)
-    ax.legend(fontsize=6, loc="upper left")
+        ax.axhline(target / 1e6, color="k", linestyle=":", linewidth=1, label="target")
+    ax.tick_params(labelsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("MACs (M)" + (" and argmax top-1" if "val_acc_argmax" in history[-1] else ""), fontsize=10)
+    handles, texts = ax.get_legend_handles_labels()
     if "val_acc_argmax" in history[-1]:
         acc = ax.twinx()
         acc.plot(epochs, [h.get("val_acc_argmax", np.nan) for h in history], color="tab:red", marker=".",
-                 label="argmax top-1 (BN re-est.)")
+                 label="argmax top-1")
         acc.set_ylim(0, 1)
-        acc.tick_params(labelsize=7)
-        acc.legend(fontsize=6, loc="lower right")
+        acc.tick_params(labelsize=9)
+        h2, t2 = acc.get_legend_handles_labels()
+        handles, texts = handles + h2, texts + t2
+    ax.legend(handles, texts, fontsize=8, loc="best")
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=9)
     widest = max(range(len(layers)), key=lambda i: len(history[0]["probs"][i]))
-    axes[widest // cols][widest % cols].legend(fontsize=6)
-    fig.suptitle("mean choice probability per layer (softmax α) over epochs", fontsize=9)
+    handles, texts = axes[widest // cols][widest % cols].get_legend_handles_labels()
+    fig.legend(handles, texts, loc="lower center", ncols=len(texts), fontsize=10, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("mean choice probability per layer (softmax α) over epochs", fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     save_figure(fig, path)
     plt.close(fig)
 
 
-def evolution_curve(results: dict, path: str) -> None:
-    """SPOS Fig. 3: best and top-k mean validation top-1 per iteration, one line pair per search kind."""
+def evolution_curve(results: dict, path: str, chance: float | None = None) -> None:
+    """SPOS Fig. 3: best and top-k mean validation top-1 per iteration, one line pair per search kind; ``chance``
+    (1 / classes) drawn for scale."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    from matplotlib.ticker import MaxNLocator
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colours = {"evolution": "tab:red", "random": "tab:blue"}
     for kind, r in results.items():
         it = [h["iteration"] for h in r["history"]]
         c = colours.get(kind, None)
         ax.plot(it, [h["best_acc"] for h in r["history"]], "-o", ms=3, color=c, label=f"{kind}: best")
         ax.plot(it, [h["topk_mean_acc"] for h in r["history"]], "--", color=c, label=f"{kind}: top-k mean")
+    if chance:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.3g})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
-    ax.set_ylabel("validation top-1 (supernet weights, BN recalibrated)")
+    ax.set_ylabel("validation top-1")
+    ax.set_title("supernet weights, BatchNorm recalibrated per candidate", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=9)
     save_figure(fig, path)
     plt.close(fig)
 
 
-def population(space, results: dict, max_macs: float | None, path: str) -> None:
-    """Every evaluated candidate on the accuracy-vs-MACs plane, the final top-k marked, the MACs limit drawn."""
+def population(space, results: dict, max_macs: float | None, path: str, chance: float | None = None) -> None:
+    """Every evaluated candidate on the accuracy-vs-MACs plane, the final top-k marked, the MACs limit and
+    ``chance`` (1 / classes) drawn."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     markers = {"evolution": ("tab:red", "o"), "random": ("tab:blue", "x")}
@@ -121,6 +150,8 @@ def population(space, results: dict, max_macs: float | None, path: str) -> None:
                    edgecolors=c, label=f"{kind} top-k")
     if max_macs:
         ax.axvline(max_macs / 1e6, color="k", ls=":", label="MACs limit")
+    if chance:
+        ax.axhline(chance, color="grey", ls=":", linewidth=1, label=f"chance ({chance:.3g})")
     ax.set_xlabel("MACs (M)")
     ax.set_ylabel("validation top-1")
     ax.grid(alpha=0.3)

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.io import progress_bar
 from models.counting import block_cost, head_cost, stem_cost
 from models.spec import MBConvSpec, ModelSpec, ShuffleSpec
 from models.walk import Site, block_site, walk
@@ -69,7 +70,6 @@ from search.tflite_timing import (  # noqa: F401
     block_model,
     host,
     overhead_tflite,
-    progress_bar,
     split_tflite,
     summarize,
     time_chains,

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.epoch_state import EpochState, ResumableLoop
+from common.io import eprint
 from search import PACKAGE
 from search import spos as sp
 from search.spos_net import SposSupernet
@@ -232,6 +233,7 @@ class SposTrainer(ResumableLoop):
         bar = progress(total) if progress else None
         if bar is not None:
             bar.update(int(self.step.numpy()))
+        traced = False
         while int(self.epoch.numpy()) < cfg.epochs:
             epoch = int(self.epoch.numpy())
             rng = np.random.default_rng([cfg.seed, epoch])
@@ -240,7 +242,14 @@ class SposTrainer(ResumableLoop):
                 self.lr.assign(cfg.lr * (1.0 - int(self.step.numpy()) / total))
                 arch = self.sample(rng)
                 sampled += np.bincount(arch[:, 0], minlength=len(self.space.choices))
+                first = cfg.execution == "graph" and not traced
+                if first:  # tracing every block choice into one graph takes a while and shows no progress
+                    eprint("tracing the supernet's training step into one graph (once per process) …")
+                    t_trace = time.time()
                 ce, acc = self.train_step(*next(it), tf.constant(arch))
+                if first:
+                    traced = True
+                    eprint(f"traced in {time.time() - t_trace:.0f} s")
                 sums += [float(ce), float(acc), 1]
                 self.step.assign_add(1)
                 if bar is not None:

@@ -11,12 +11,12 @@ import copy
 import os
 import platform
 import re
-import sys
 import time
 
 import numpy as np
 
 from common.errors import InputError
+from common.io import progress_bar
 from models.spec import ModelSpec
 
 
@@ -365,19 +365,3 @@ def time_chains(flatbuffers: dict[str, bytes], chains: dict[str, list[str]], thr
     bar.close()
     return {unit: {key: {"cpu": np.asarray(c, np.float64) / 1e6, "wall": np.asarray(w, np.float64) / 1e6}
                    for key, (c, w) in rec.items()} for unit, rec in raw.items()}
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def progress_bar(progress: bool, total: int, desc: str, unit: str = "it"):
-    """A tqdm bar on stderr (shown on a terminal only) with ``update()``/``close()``; a no-op when not ``progress``."""
-    if not progress:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None)

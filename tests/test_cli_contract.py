@@ -31,7 +31,7 @@ CASES = [
     ("recipes.benchmark_latency", ["--model=/nonexistent/model.tflite"], "/nonexistent/model.tflite"),
     ("recipes.qat", ["--model=no_such_model", "--out_dir={out}"], "no_such_model"),
     ("recipes.demo", ["--images=/nonexistent/photo.jpg", "--out_dir={out}"], "/nonexistent/photo.jpg"),
-    ("recipes.pipeline", ["--data=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
+    ("recipes.pipeline", ["--dataset=folder:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("recipes.finetune_yolo", ["--dataset=voc:/nonexistent/dir", "--out_dir={out}"], "/nonexistent/dir"),
     ("recipes.search_metakernel", ["--out_dir={out}"], "--target_macs"),
     ("recipes.search_metakernel", ["--target_macs=1e6", "--candidates=3,4", "--out_dir={out}"], "--candidates"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.errors import InputError
-from inputs.voc import detection_dataset, load_records, validate_detection
+from inputs.voc import check_split, detection_dataset, load_records, validate_detection
 from metrics.detection import evaluate_coco, evaluate_voc, voc_ap
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -68,6 +68,9 @@ BAD = {  # case → (fixture change for image "b", text the message must hold be
     "malformed": (None, "malformed XML"),
     "outside": ([("cat", 1, 1, 40, 10, 0)], "outside the 32x24 image"),
     "empty": ([("cat", 8, 1, 6, 10, 0)], "empty box"),
+    "inverted by a fraction": ([("cat", 8, 1, 7.5, 10, 0)], "empty box"),  # x1 - x0 = 0.5 after the − 1 shift
+    "zero width": ([("cat", 5, 1, 5, 10, 0)], "object 0: zero-size box xmin=5 ymin=1 xmax=5 ymax=10"),
+    "zero height": ([("cat", 1, 7, 10, 7, 0)], "object 0: zero-size box xmin=1 ymin=7 xmax=10 ymax=7"),
     "unknown class": ([("cow", 1, 1, 10, 10, 0)], "unknown class 'cow'"),
 }
 
@@ -104,6 +107,27 @@ def test_voc_skip_logs_one_warning_with_counts(tmp_path, caplog):
     assert len(warnings) == 1 and "skipped 1 file(s) and 1 object(s)" in warnings[0]
 
 
+def test_voc_zero_size_boxes_follow_on_error(tmp_path, caplog):
+    """xmin == xmax (or ymin == ymax) used to become a one-pixel box; it is a bad annotation: with raise, one line
+    naming the file and object; with skip, those objects go (the good ones stay) and one warning counts them."""
+    fixture = [(*FIXTURE[0][:4], [("dog", 5, 6, 20, 25, 0), ("cat", 21, 1, 21, 30, 0)]),  # object 1: zero width
+               (*FIXTURE[1][:4], [("cat", 3, 9, 10, 9, 0)]),  # zero height: the file keeps no object
+               FIXTURE[2]]
+    dataset = _write_voc(tmp_path, fixture)
+    with pytest.raises(InputError) as info:
+        load_records(dataset, "train")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(tmp_path / "Annotations" / "a.xml") + ": object 1: ")
+    assert "zero-size box xmin=21 ymin=1 xmax=21 ymax=30" in message
+    with caplog.at_level(logging.WARNING):
+        records, names = load_records(dataset, "train", on_error="skip")
+    assert [r.id for r in records] == ["a", "b", "c"] and [len(r.labels) for r in records] == [1, 0, 1]
+    np.testing.assert_array_equal(records[0].boxes, [[4, 5, 20, 25]])  # the good box of a.xml is kept
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "skipped 0 file(s) and 2 object(s)" in warnings[0]
+    assert "a.xml: object 1: zero-size box" in warnings[0]
+
+
 def test_voc_image_must_exist_and_match_its_size(tmp_path):
     dataset = _write_voc(tmp_path)
     xml = tmp_path / "Annotations" / "a.xml"
@@ -129,6 +153,23 @@ def test_validate_detection(tmp_path):
     for bad in ("voc:", "folder:x", "Not a name!"):
         with pytest.raises(InputError):
             validate_detection(bad)
+
+
+def test_check_split_names_the_flag_and_the_list(tmp_path):
+    dataset = _write_voc(tmp_path)  # ImageSets/Main/train.txt only
+    check_split(dataset, "train", "--train_split")
+    lists = tmp_path / "ImageSets" / "Main"
+    (lists / "cat_train.txt").write_text("a 1\n")  # a per-class list is not a split
+    with pytest.raises(InputError) as info:
+        check_split(dataset, "trainval", "--train_split")
+    assert str(info.value) == f"--train_split=trainval: no split list {lists / 'trainval.txt'} (have train)"
+    for bad in ("../train", "", "a/b", ".hidden"):  # never a path outside ImageSets/Main
+        with pytest.raises(InputError, match=r"^--val_split=.*: not a VOC split name"):
+            check_split(dataset, bad, "--val_split")
+    check_split("shapes", "val", "--val_split")
+    with pytest.raises(InputError, match=r"^--train_split=trainval: shapes has no split 'trainval' \(have train, va"):
+        check_split("shapes", "trainval", "--train_split")
+    check_split("voc/2007", "test[:50%]", "--val_split")  # tfds splits are checked when loaded
 
 
 def test_tfds_not_prepared_is_one_clear_error(tmp_path):

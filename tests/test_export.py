@@ -45,6 +45,9 @@ def exports(tiny, tmp_path_factory):
                        f"--output={path}", f"--check_examples={CHECK}", "--representative_steps=16")
         assert r.returncode == 0, r.stderr[-3000:]
         assert "top-1 agreement" in r.stdout and mode in r.stdout
+        # int8: which data calibrated it, and that the default set is synthetic, in the output and the report
+        assert ("int8 calibration" in r.stdout and "16 images of shapes" in r.stdout
+                and "synthetic" in r.stdout) is (mode == "int8"), r.stdout
         results[mode] = (path, json.loads((out / f"tiny-{mode}.tflite.json").read_text()))
     return results
 

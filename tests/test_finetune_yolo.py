@@ -27,6 +27,38 @@ def recipe(*args, wait=True):
     return run_module("recipes.finetune_yolo", *args, timeout=300, wait=wait)
 
 
+COLOURS = {"blue": (40, 60, 230), "green": (40, 220, 60), "red": (230, 40, 40)}
+
+
+def write_voc(root, splits: dict, extra_objects: dict | None = None) -> str:
+    """A tiny VOC layout: 64×48 grey JPEGs, each with one or two coloured rectangles named by their colour;
+    ``splits``: split name → image ids (id ``i`` gets ``COLOURS`` names by ``i``; ``g*`` ids hold a green one);
+    ``extra_objects``: id → more ``(name, xmin, ymin, xmax, ymax)`` written only to its XML. Returns ``voc:root``."""
+    from PIL import Image, ImageDraw
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for split, ids in splits.items():
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    for n, image_id in enumerate(sorted({i for ids in splits.values() for i in ids})):
+        image = Image.new("RGB", (64, 48), (114, 114, 114))
+        draw = ImageDraw.Draw(image)
+        names = ["green"] if image_id.startswith("g") else [("red", "blue")[n % 2], ("blue", "red")[n % 2]][:1 + n % 2]
+        objects = []
+        for k, name in enumerate(names):
+            x0, y0 = 4 + 30 * k + n % 5, 6 + n % 7
+            box = (x0, y0, x0 + 20 + n % 6, y0 + 18 + n % 4)
+            draw.rectangle(box, fill=COLOURS[name])
+            objects.append((name, box[0] + 1, box[1] + 1, box[2] + 1, box[3] + 1))  # VOC: 1-based inclusive
+        image.save(root / "JPEGImages" / f"{image_id}.jpg")
+        xml = "".join(f"<object><name>{o[0]}</name><bndbox><xmin>{o[1]}</xmin><ymin>{o[2]}</ymin><xmax>{o[3]}"
+                      f"</xmax><ymax>{o[4]}</ymax></bndbox></object>"
+                      for o in objects + list((extra_objects or {}).get(image_id, ())))
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><filename>{image_id}.jpg</filename><size><width>64</width><height>48</height></size>"
+            f"{xml}</annotation>")
+    return f"voc:{root}"
+
+
 def test_lr_schedule_warms_up_then_steps_down():
     from detection.trainer import lr_at
     total, peak = 100, 1e-3
@@ -146,6 +178,22 @@ def test_run_is_killed_resumed_and_writes_everything(spec_path, tmp_path):
     assert summary["epochs"] == 3 and summary["input_size"] == SIZE and summary["train_minutes"] > 0
     assert np.array(summary["anchors"]).shape == (9, 2) and summary["settings"]["freeze_epochs"] == 1
     assert summary["export"]["float32"]["parity_max_abs"] < 1e-3
+    # The parity check covers the whole 8-image val split (up to detection.tflite.PARITY_IMAGES = 32), not 4 images.
+    assert summary["export"]["float32"]["parity_images"] == summary["val_images"] == 8
+    # The default split names keep the val_* keys; the best epoch is chosen on val.
+    assert summary["train_split"] == "train" and summary["eval_split"] == "val"
+    assert summary["best_map50_voc07"] == max(h["val_map50_voc07"] for h in history)
+    assert "best_weights.npz" in summary["selection"] and summary["best_epoch"] in (1, 2, 3)
+    # Per-class AP50 by class name: its mean over the classes with ground truth is the mAP.
+    per_class = summary["class_ap50_voc07"]
+    assert list(per_class) == summary["classes"] and list(summary["class_ap50_auc"]) == summary["classes"]
+    scored = [v for v in per_class.values() if v is not None]
+    assert scored and all(0.0 <= v <= 1.0 for v in scored)
+    assert np.mean(scored) == pytest.approx(summary["map50_voc07"])
+    line = r.stdout.strip().splitlines()[-1]
+    assert "val mAP50 VOC07" in line and "over 8 images" in line
+    assert "AP50 VOC07 per class: " + ", ".join(
+        f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in per_class.items()) in line
     assert summary["strategy"] == "mirrored" and summary["replicas"] == 2
     int8 = summary["export"]["int8"]
     assert int8["calibration_images"] == 8 and 0.0 <= int8["map50_voc07"] <= 1.0 and int8["bytes"] > 0
@@ -192,12 +240,104 @@ def test_bad_flags_one_line_exit_2(args, needle, tmp_path):
     ({"strategy": "mirrored", "cpu_replicas": 3}, "does not split"),
     ({"epochs": 0}, "--epochs=0: must be at least 1"),
     ({"weights": "/nonexistent/w.npz"}, "/nonexistent/w.npz"),
+    ({"train_split": "val"}, "--train_split=val and --val_split=val: the same split"),
+    ({"train_split": "trainval"}, "--train_split=trainval: shapes has no split 'trainval' (have train, val)"),
+    ({"val_split": "test"}, "--val_split=test: shapes has no split 'test'"),
 ])
 def test_validate_in_process_raises_input_errors(fields, needle, tmp_path):
     config = finetune.FinetuneConfig(**{"weights": "", "out_dir": str(tmp_path / "x"), **fields})
     with pytest.raises(InputError, match=re.escape(needle)):
         finetune.validate(config)
     assert not (tmp_path / "x").exists()
+
+
+def test_voc_splits_are_checked_before_anything_runs(spec_path, tmp_path):
+    """--train_split and --val_split of a VOC layout: a missing list or a name that is not a plain file name is one
+    line naming the flag and the file (exit 2 on the command line), before TensorFlow and before any write."""
+    dataset = write_voc(tmp_path / "voc", {"train": ["a0", "a1"], "test": ["b0"]})
+    lists = tmp_path / "voc" / "ImageSets" / "Main"
+    config = finetune.FinetuneConfig(backbone=spec_path, weights="", dataset=dataset, input_size=SIZE,
+                                     out_dir=str(tmp_path / "x"))
+    with pytest.raises(InputError, match=re.escape(f"--val_split=val: no split list {lists / 'val.txt'} "
+                                                   f"(have test, train)")):
+        finetune.validate(config)
+    with pytest.raises(InputError, match=re.escape(f"--train_split=trainval: no split list {lists / 'trainval.txt'}")):
+        finetune.validate(dataclasses.replace(config, train_split="trainval", val_split="test"))
+    with pytest.raises(InputError, match=r"--train_split='\.\./train': not a VOC split name"):
+        finetune.validate(dataclasses.replace(config, train_split="../train", val_split="test"))
+    finetune.validate(dataclasses.replace(config, val_split="test"))
+    assert not (tmp_path / "x").exists()
+    line = error_line(recipe(f"--backbone={spec_path}", "--weights=", f"--dataset={dataset}", f"--input_size={SIZE}",
+                             "--train_split=trainval", "--val_split=test", f"--out_dir={tmp_path / 'x'}"),
+                      "recipes.finetune_yolo")
+    assert f"--train_split=trainval: no split list {lists / 'trainval.txt'}" in line
+    line = error_line(recipe(f"--dataset={dataset}", "--train_split=test", "--val_split=test",
+                             f"--out_dir={tmp_path / 'x'}"), "recipes.finetune_yolo")
+    assert "--train_split=test and --val_split=test: the same split" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_overlapping_splits_are_warned(spec_path, tmp_path, monkeypatch, capsys):
+    """Splits that share images (trainval and val) are allowed, with one warning naming an image, before TensorFlow
+    (the run is stopped where it would create its tf.distribute strategy)."""
+    import training.distribute
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):
+        raise Stop
+    monkeypatch.setattr(training.distribute, "make_strategy", stop)
+    dataset = write_voc(tmp_path / "voc", {"trainval": ["a0", "a1", "a2"], "val": ["a2"]})
+    with pytest.raises(Stop):
+        finetune.run(finetune.FinetuneConfig(backbone=spec_path, weights="", dataset=dataset, train_split="trainval",
+                                             input_size=SIZE, out_dir=str(tmp_path / "x")))
+    err = capsys.readouterr().err
+    assert "warning: --train_split=trainval and --val_split=val share 1 image(s) (e.g. a2)" in err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_voc_trainval_to_test_reports_test_and_chooses_no_weights(spec_path, tmp_path):
+    """VOC07's protocol on a tiny layout: --train_split=trainval (the class names come from it: 'green' is only
+    there) evaluated on --val_split=test. Everything is labelled test; no epoch is chosen on the test split (no
+    best_weights.npz: the last epoch is the result, said in summary.json and the final line); per-class AP50 has
+    null for the class the test split lacks. A zero-size box is one line with --on_error=raise (before anything is
+    written) and one counted warning with --on_error=skip."""
+    splits = {"trainval": [f"t{i}" for i in range(8)] + ["g0"], "test": ["s0", "s1", "s2"]}
+    dataset = write_voc(tmp_path / "voc", splits, extra_objects={"t1": [("red", 10, 10, 10, 20)]})
+    out = tmp_path / "run"
+    args = [f"--backbone={spec_path}", "--weights=", f"--dataset={dataset}", "--train_split=trainval",
+            "--val_split=test", f"--input_size={SIZE}", "--epochs=2", "--batch_size=4", "--head_width=8",
+            "--anchors=default", "--warmup_epochs=0", "--lr=3e-3", "--bn_recal_batches=1", "--export=none",
+            "--noprogress", f"--out_dir={out}"]
+    line = error_line(recipe(*args), "recipes.finetune_yolo")
+    assert f"{tmp_path / 'voc' / 'Annotations' / 't1.xml'}: object 2: zero-size box xmin=10 ymin=10 xmax=10" in line
+    assert not out.exists()
+
+    r = recipe(*args, "--on_error=skip")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipped 0 file(s) and 1 object(s)" in r.stderr and "zero-size box" in r.stderr
+    assert "epoch 2/2: " in r.stderr and "test mAP50 VOC07" in r.stderr and "share" not in r.stderr
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["train_split"], settings["val_split"]) == ("trainval", "test")
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all("test_map50_voc07" in h and not any(k.startswith("val_") for k in h) for h in history)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["train_split"], summary["eval_split"]) == ("trainval", "test")
+    assert summary["classes"] == ["blue", "green", "red"] and summary["train_images"] == 9
+    assert summary["test_images"] == 3 and "val_images" not in summary
+    assert summary["best_epoch"] is None and summary["best_map50_voc07"] is None
+    assert "last epoch" in summary["selection"] and "test" in summary["selection"]
+    per_class = summary["class_ap50_voc07"]
+    assert per_class["green"] is None and all(0.0 <= per_class[k] <= 1.0 for k in ("blue", "red"))
+    assert np.mean([per_class["blue"], per_class["red"]]) == pytest.approx(summary["map50_voc07"])
+    assert not (out / "best_weights.npz").exists() and (out / "last_weights.npz").stat().st_size > 0
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith("best_e")]
+    line = r.stdout.strip().splitlines()[-1]
+    assert "test mAP50 VOC07" in line and "green n/a" in line
+    assert "weights: last epoch (none chosen on the test split test)" in line
 
 
 def test_validate_refuses_other_settings_and_imports_no_tensorflow(spec_path, tmp_path):
@@ -211,6 +351,12 @@ def test_validate_refuses_other_settings_and_imports_no_tensorflow(spec_path, tm
     finetune.validate(dataclasses.replace(config, export="none", progress=False, strategy="mirrored"))
     with pytest.raises(SettingsMismatch, match=r"other settings \(lr\)"):
         finetune.validate(dataclasses.replace(config, lr=1e-2))
+    assert saved["train_split"] == "train"  # part of the identity: another training split is another run
+    with pytest.raises(SettingsMismatch, match=r"other settings \(train_split, val_split\)"):
+        finetune.validate(dataclasses.replace(config, train_split="val", val_split="train"))
+    # A settings.json written before --train_split existed reads as train_split=train: that run still resumes.
+    (tmp_path / "run" / "settings.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "train_split"}))
+    finetune.validate(config)
     code = ("import sys; from detection import finetune as F; "
             f"F.validate(F.FinetuneConfig(backbone={spec_path!r}, weights='', input_size={SIZE}, "
             f"out_dir={str(tmp_path / 'other')!r})); "

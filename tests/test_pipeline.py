@@ -31,5 +31,5 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
 
 
 def test_pipeline_bad_data_is_one_line_exit_2(tmp_path):
-    r = run_module("recipes.pipeline", "--data=folder:/nonexistent", f"--out_dir={tmp_path / 'o'}", timeout=900)
+    r = run_module("recipes.pipeline", "--dataset=folder:/nonexistent", f"--out_dir={tmp_path / 'o'}", timeout=900)
     assert "/nonexistent" in error_line(r, "recipes.pipeline"), r.stderr

@@ -80,3 +80,25 @@ def test_atomic_write_temp_names_are_recognised(tmp_path, monkeypatch):
     assert len(seen) == 2 and all(is_partial(n) for n in seen), seen
     assert sorted(os.listdir(tmp_path)) == ["a.json", "w.npz"]
     assert set(np.load(tmp_path / "w.npz").files) == {"a"}
+
+
+def test_progress_is_drawn_on_a_terminal_only(monkeypatch):
+    """Redirected output (a log file, CI) gets no tqdm carriage returns and no Keras escape codes: the bar is
+    disabled and Keras prints one line per epoch; ``--noprogress`` silences both everywhere."""
+    import io
+
+    from common.io import keras_verbose, progress_bar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, drawn in ((io.StringIO(), False), (Tty(), True)):
+        monkeypatch.setattr("sys.stderr", stream)
+        monkeypatch.setattr("sys.stdout", stream)
+        bar = progress_bar(True, 3, "x")
+        bar.update()
+        bar.close()
+        assert ("\r" in stream.getvalue()) is drawn
+        assert keras_verbose(True) == (1 if drawn else 2) and keras_verbose(False) == 2
+        assert not hasattr(progress_bar(False, 3, "x"), "disable")

@@ -57,8 +57,10 @@ def recipe_runs(request, tmp_path_factory):
     if "test_recipe_graph_execution_on_two_mirrored_replicas" in selected:
         # graph execution on two logical CPU replicas: BN statistics updated inside tf.switch_case per replica; two
         # block choices (one k×k unit, one Xception-like) halve the trace of every case op and its gradient
-        mirrored = RECIPE_ARGS + ["--phase=supernet", "--steps_per_epoch=2", "--strategy=mirrored", "--cpu_replicas=2",
-                                  "--execution=graph", "--choices=3,x"]
+        # progress left on: the log is not a terminal, so it must hold no bar redraws
+        mirrored = [a for a in RECIPE_ARGS if a != "--noprogress"] + [
+            "--phase=supernet", "--steps_per_epoch=2", "--strategy=mirrored", "--cpu_replicas=2", "--execution=graph",
+            "--choices=3,x"]
         runs["mirrored"] = (d / "mirrored", d / "mirrored.log",
                             run_module("recipes.search_spos", *mirrored, f"--out_dir={d / 'mirrored'}", wait=False,
                                        log=d / "mirrored.log"))
@@ -806,7 +808,9 @@ def test_recipe_end_to_end(recipe_runs):
     space = sp.SposSpace.from_json(summary["space"])
     assert space.stage_blocks == (1, 1, 1, 1) and summary["constraints"] == {"macs": MAX_MACS}
     assert sp.arch_spec(space, sp.from_key(summary["best"]), spec.name, spec.provenance) == spec
-    assert set(summary["evolution"]) == {"evolution", "random"}
+    assert set(summary["evolution"]) == {"evolution", "random"} and summary["derived_from"] == "evolution"
+    better = summary["evolution"]["random"]["best_acc"] > summary["evolution"]["evolution"]["best_acc"]
+    assert summary["random_found_better"] is better and ("note: random search found a better path" in log) is better
     for kind in ("evolution", "random"):
         state = json.loads((out / f"{kind}_state.json").read_text())
         assert state["iteration"] == 2 and len(state["cache"]) == summary["evolution"][kind]["evaluated"] <= 8
@@ -827,4 +831,6 @@ def test_recipe_graph_execution_on_two_mirrored_replicas(recipe_runs):
     assert summary["supernet"]["strategy"] == "mirrored" and summary["supernet"]["replicas"] == 2
     assert summary["supernet"]["execution"] == "graph" and np.isfinite(summary["supernet"]["last"]["train_ce"])
     assert summary["supernet"]["last"]["step"] == 2
+    assert log.count("tracing the supernet's training step") == 1 and "traced in" in log  # a note, not silence
+    assert "\r" not in log and "\x1b[" not in log  # a redirected log: no bar redraws or escape codes
     assert sp.SposSpace.from_json(summary["space"]).choices == ("3", "x")

@@ -147,6 +147,43 @@ def test_mirrored_on_two_logical_cpus(spec_file, tmp_path):
     assert card["sha256"] == sha256(out / "weights.npz") and 0 <= card["metrics"]["val_top1"] <= 1
 
 
+def _free_ports(n: int) -> list[int]:
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes(spec_file, tmp_path):
+    """``--strategy=multi_worker`` with two worker processes on localhost (``TF_CONFIG``): the same command in both,
+    gradients all-reduced across them; worker 0 is the chief and writes the run, worker 1 keeps nothing."""
+    out = tmp_path / "mw"
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    args = [f"--model={spec_file}", f"--out_dir={out}", "--strategy=multi_worker", "--dataset=shapes", "--limit=128",
+            "--epochs=1", "--steps_per_epoch=4", "--batch_size=32", "--val_limit=64", "--noprogress"]
+    procs = [run_module("recipes.train", *args, wait=False, log=tmp_path / f"w{i}.log",
+                        TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}))
+             for i in range(2)]
+    try:
+        rcs = [p.wait(timeout=480) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
+    assert rcs == [0, 0], "\n\n".join(log[-2000:] for log in logs)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["strategy"] == "multi_worker" and card["replicas"] == 2 and card["steps"] == 4
+    assert card["sha256"] == sha256(out / "weights.npz") and 0 <= card["metrics"]["val_top1"] <= 1
+    assert not (out / ".worker1").exists()  # the non-chief's scratch directory is removed
+
+
 @pytest.mark.slow
 def test_kill_and_resume(spec_file, tmp_path):
     """SIGKILL a run once a checkpoint past epoch 1 exists; the same command then finishes from there."""
@@ -232,7 +269,7 @@ def test_train_bad_input(case, args, needle, spec_file, tmp_path):
 @pytest.mark.parametrize("args, needle", [
     ((), "--weights: required"),
     (("--weights=/nonexistent.npz",), "no such file"),
-    (("--weights=imagenet",), "has no weights"),
+    (("--weights=imagenet",), "--weights= (empty) starts from random"),
     (("--weights=", "--input_size=4"), "input_size"),
 ])
 def test_evaluate_bad_input(args, needle, spec_file, tmp_path):

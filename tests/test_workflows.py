@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_python, write_spec, write_tiny_png
 
+from common.checks import ConfigError
 from common.errors import InputError
 from common.rundir import SettingsMismatch
 from workflows import benchmark_latency, demo, evaluate, export_tflite, pipeline, qat, train
@@ -65,7 +66,7 @@ CASES = [
     (benchmark_latency.LatencyConfig, {"runs": 0}, "--runs"),
     (demo.DemoConfig, {"weights": "", "images": ("/nonexistent/x.jpg",)}, "no such file"),
     (demo.DemoConfig, {"weights": "imagenet"}, "no weights 'imagenet'"),
-    (pipeline.PipelineConfig, {"data": "folder:/nonexistent"}, "/nonexistent"),
+    (pipeline.PipelineConfig, {"dataset": "folder:/nonexistent"}, "/nonexistent"),
     (pipeline.PipelineConfig, {"target_macs": 0.0}, "--target_macs"),
 ]
 
@@ -95,6 +96,34 @@ def test_train_refuses_other_settings_of_an_unfinished_run(spec, tmp_path):
     (tmp_path / "done").mkdir()  # a finished run (no backup/) binds nothing
     (tmp_path / "done" / train.SETTINGS_FILE).write_text("{}")
     train.validate(dataclasses.replace(config, out_dir=str(tmp_path / "done"), lr=0.3))
+
+
+def test_train_default_warmup_fits_the_run(spec, tmp_path):
+    """The default warm-up is one epoch, or none for a one-epoch run (so ``--epochs=1`` works unadorned); an
+    explicit warm-up as long as the run stays an error."""
+    one = train.TrainConfig(model=spec, epochs=1, out_dir=str(tmp_path / "a"))
+    assert one.warmup_epochs == 0.0
+    train.validate(one)
+    assert train.settings(one, train.validate(one).spec)["warmup_epochs"] == 0.0  # the number used is the identity
+    assert train.TrainConfig(model=spec, epochs=3).warmup_epochs == 1.0
+    with pytest.raises(ConfigError, match="--warmup_epochs"):
+        train.validate(train.TrainConfig(model=spec, epochs=1, warmup_epochs=1, out_dir=str(tmp_path / "b")))
+
+
+def test_default_export_names_carry_the_weights(spec, tmp_path):
+    """Exports of one model with other weights do not overwrite each other."""
+    assert export_tflite.weights_label("") == "random"
+    assert export_tflite.weights_label("imagenet") == "imagenet"
+    assert export_tflite.weights_label("runs/train/c10 run/weights.npz") == "c10_run_weights"
+    npz = tmp_path / "run_a" / "weights.npz"
+    npz.parent.mkdir()
+    np.savez(npz, **{"stem_conv/kernel": np.zeros((3, 3, 3, 8), np.float32)})
+    names = set()
+    for weights in ("", str(npz)):
+        plan = export_tflite.validate(export_tflite.ExportConfig(model=spec, weights=weights, mode="int8",
+                                                                 out_dir=str(tmp_path / "e")))
+        names.add(os.path.basename(plan.output))
+    assert names == {"tiny_wf-random-int8.tflite", "tiny_wf-run_a_weights-int8.tflite"}, names
 
 
 def test_validate_does_not_import_tensorflow(spec, tmp_path):

@@ -37,3 +37,54 @@ def make_strategy(name: str, cpu_replicas: int = 1, tpu: str = ""):
         raise InputError(f"--strategy=tpu: cannot reach a TPU ({where}: {first}); pass --tpu=NAME|grpc://ADDRESS "
                          "on a TPU host, or use --strategy=default") from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def prepare_fit(model, strategy) -> None:
+    """Makes ``model.fit`` work under a multi-worker strategy (call after ``compile``); a no-op otherwise.
+
+    Keras 3 (checked with 3.15; keras-team/keras#20585, open) breaks ``fit`` under ``MultiWorkerMirroredStrategy``
+    twice, and this mends both for the pinned version:
+
+    * before the first step it builds the optimizer and metrics from one batch whose replicas it merges with
+      ``strategy.reduce("MEAN", (x, y), axis=None)``, which a multi-worker strategy cannot do for a nest of
+      per-replica values ("Attempt to convert a value (PerReplica…) to a Tensor"). Only shapes and dtypes matter
+      there, so this model's hook takes the local replica's values instead;
+    * every step it averages the per-replica logs over workers with ``axis=0``, which fails for the scalar loss and
+      metric results ("Invalid reduction dimension 0 for input with 0 dimensions"). Scalars are averaged across
+      replicas with ``axis=None`` (what "mean over replicas" means for a scalar); everything else is left to Keras.
+    """
+    import tensorflow as tf
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+    build = model._maybe_symbolic_build
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None and data_batch is None:
+            for _, _, it in iterator:  # the same draw Keras makes (one batch of the epoch iterator)
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+            return build(iterator=None, data_batch=data_batch)
+        return build(iterator=iterator, data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+    if getattr(tf_trainer.reduce_per_replica, "mends_multi_worker", False):
+        return
+    keras_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        def one(v):
+            # one local replica: in a traced step the values are plain tensors, not PerReplica
+            if (reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                    and local(v).shape.rank == 0):
+                return strategy.reduce("MEAN", v, axis=None)
+            return keras_reduce(v, strategy, reduction)
+        return tf.nest.map_structure(one, values)
+
+    reduce_per_replica.mends_multi_worker = True
+    tf_trainer.reduce_per_replica = reduce_per_replica

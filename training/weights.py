@@ -26,8 +26,13 @@ def resolve_weights(spec, weights: str | None) -> str | None:
         if not os.path.isfile(weights):
             raise InputError(f"--weights={weights}: no such file")
         return weights
-    from zoo import weights_path
-    return weights_path(spec.name, weights)
+    from zoo import ZooError, weights_path
+    try:
+        return weights_path(spec.name, weights)
+    except ZooError as e:
+        if "has no weights" not in str(e):
+            raise
+        raise ZooError(f"--weights={weights}: {e}; --weights= (empty) starts from random initialisation") from None
 
 
 def read_weights(path: str) -> dict[str, np.ndarray]:

@@ -5,7 +5,6 @@ classify → float TFLite → parity → latency. Writes ``<model>.tflite``, ``s
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import time
 
@@ -46,10 +45,13 @@ class DemoResult:
     export_seconds: float  # unrounded (the summary holds it rounded)
 
 
+# Photos of ImageNet classes (the classifier's own label set), from the ImageNet sample of ../shared/data.
+DEMO_PHOTOS = ("n02099601_golden_retriever.JPEG", "n02123045_tabby.JPEG", "n01443537_goldfish.JPEG",
+               "n07920052_espresso.JPEG")
+
+
 def default_images() -> list[str]:
-    files = [os.path.join(SHARED_DATA, "raccoon", "JPEGImages", f"raccoon-{i}.jpg") for i in (1, 2)]
-    for c in ("dog", "truck"):
-        files += sorted(glob.glob(os.path.join(SHARED_DATA, "cifar10_subset", "test", c, "*.png")))[:1]
+    files = [os.path.join(SHARED_DATA, "imagenet_sample", f) for f in DEMO_PHOTOS]
     return [f for f in files if os.path.exists(f)]
 
 

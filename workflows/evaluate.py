@@ -27,6 +27,7 @@ class EvaluateConfig:
     strategy: str = "default"
     cpu_replicas: int = 1
     tpu: str = ""
+    progress: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,10 @@ def run(config: EvaluateConfig) -> dict:
         if classes >= 5:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
         model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
-    result = model.evaluate(ds, verbose=0, return_dict=True)
+    from common.io import keras_verbose
+    # On a terminal, Keras' bar over the split's batches; a log gets nothing until the result (verbose 2 would
+    # print one line at the end, which the recipe prints anyway).
+    result = model.evaluate(ds, verbose=keras_verbose(config.progress) % 2, return_dict=True)
     path = plan.weights_path
     out = {"model": plan.spec.name, "weights": config.weights, "weights_path": path,
            "weights_sha256": sha256(path) if path else None, "dataset": config.dataset, "split": config.split,

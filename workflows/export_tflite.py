@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 
 from common.checks import ConfigError, check_at_least, check_writable
@@ -79,14 +80,28 @@ def validate(config: ExportConfig) -> ExportPlan:
     mode = config.mode
     if config.int8_io and mode != "int8":
         raise ConfigError(f"--int8_io needs --mode=int8 (got --mode={mode})")
-    output = config.output or os.path.join(config.out_dir,
-                                           f"{spec.name}-{mode}{'_io' if config.int8_io else ''}.tflite")
+    output = config.output or os.path.join(
+        config.out_dir, f"{spec.name}-{weights_label(config.weights)}-{mode}{'_io' if config.int8_io else ''}.tflite")
     if not output.endswith(".tflite"):
         raise ConfigError(f"--output {output}: must end with .tflite")
     report_path = output + ".json"
     check_writable(output, "--output")
     check_writable(report_path, "--output")
     return ExportPlan(spec, size, classes, cost, weights, output, report_path)
+
+
+def weights_label(weights: str) -> str:
+    """The weights' part of a default export name, so that exports of one model with other weights do not
+    overwrite each other: the zoo tag, ``random`` for no weights, or a ``.npz`` path's folder and stem
+    (``runs/train/a/weights.npz`` → ``a_weights``), with anything but ``[A-Za-z0-9_.]`` replaced by ``_``."""
+    if not weights:
+        return "random"
+    if weights.endswith(".npz") or os.sep in weights:
+        path = os.path.abspath(weights)
+        parent = os.path.basename(os.path.dirname(path))
+        stem = os.path.splitext(os.path.basename(path))[0]
+        weights = f"{parent}_{stem}" if parent else stem
+    return re.sub(r"[^A-Za-z0-9_.]", "_", weights)[:80]
 
 
 def _arrays(config: ExportConfig, split, size, limit, flag):
@@ -132,7 +147,7 @@ def run(config: ExportConfig) -> ExportResult:
     report."""
     plan = validate(config)
     import zoo
-    from common.io import write_json
+    from common.io import eprint, write_json
     from export import litert
     from models.builder import build
     from search import tflite_timing
@@ -145,6 +160,9 @@ def run(config: ExportConfig) -> ExportResult:
     if mode == "int8":
         calib, _, _ = _arrays(config, config.representative_split, size, config.representative_steps,
                               "--representative_split")
+        eprint(f"int8 calibration: {len(calib)} images of {config.dataset} split {config.representative_split!r}"
+               + (" (the built-in synthetic set: give --dataset=<your data> for activation ranges of real images)"
+                  if config.dataset == "shapes" else ""))
 
         def representative():
             for x in calib:
@@ -153,11 +171,14 @@ def run(config: ExportConfig) -> ExportResult:
     if config.check_examples:
         check = _arrays(config, config.check_split, size, config.check_examples, "--check_split")
 
+    eprint(f"converting {plan.spec.name} to LiteRT ({mode}) …")
     nbytes = litert.export(model, plan.output, mode, representative, config.int8_io)
     export_s = time.perf_counter() - t0
     ops = litert.op_counts(plan.output)
     it = litert.interpreter(plan.output)
     io = litert.io_details(it)
+    if check is not None:
+        eprint(f"LiteRT vs Keras on {len(check[0])} images of {config.dataset} split {config.check_split!r} …")
     parity = _parity(config, model, it, check, plan.classes) if check is not None else None
 
     report = {
@@ -168,7 +189,8 @@ def run(config: ExportConfig) -> ExportResult:
         "ops": sorted(ops), "op_counts": ops,
         "input_dtype": io["input"]["dtype"], "output_dtype": io["output"]["dtype"], "io": io,
         "representative": ({"dataset": config.dataset, "split": config.representative_split,
-                            "steps": config.representative_steps} if mode == "int8" else None),
+                            "steps": config.representative_steps, "images": int(len(calib)),
+                            "synthetic": config.dataset == "shapes"} if mode == "int8" else None),
         "parity": parity, "export_seconds": round(export_s, 2), "versions": tflite_timing.versions(
             "keras", "tensorflow", "ai-edge-litert"),
     }

@@ -21,7 +21,7 @@ STAGES = ("search", "train", "export_float32", "export_int8", "latency_float32",
 class PipelineConfig:
     """The fields are the flags of ``recipes.pipeline`` (see its ``--help``)."""
 
-    data: str = "shapes"
+    dataset: str = "shapes"
     data_dir: str | None = None
     on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
     out_dir: str = "runs/demo"
@@ -59,13 +59,13 @@ def validate(config: PipelineConfig) -> None:
     if config.target_macs <= 0:
         raise ConfigError("--target_macs: must be positive")
     check_out_dir(config.out_dir)
-    validate_data(config.data, config.data_dir, config.on_bad_image)
+    validate_data(config.dataset, config.data_dir, config.on_bad_image)
 
 
 def commands(config: PipelineConfig) -> dict[str, tuple[list[str], str]]:
     """Stage → (``python -m`` arguments, the file that marks it done)."""
     out = config.out_dir
-    data = [f"--dataset={config.data}", f"--on_bad_image={config.on_bad_image}"] + (
+    data = [f"--dataset={config.dataset}", f"--on_bad_image={config.on_bad_image}"] + (
         [f"--data_dir={config.data_dir}"] if config.data_dir else [])
     steps = [f"--steps_per_epoch={config.steps_per_epoch}"] if config.steps_per_epoch else []
     limit = [f"--limit={config.limit}"] if config.limit else []
@@ -113,7 +113,8 @@ def summarize(config: PipelineConfig, cmds: dict, seconds: dict) -> dict:
                         "relative_max_abs_diff": report["parity"].get("relative_max_abs_diff"),
                         "latency": {k: lat[k] for k in ("median_ms", "p10_ms", "p90_ms", "runs", "threads")}}
     return {
-        "name": search["name"], "data": config.data, "eval_examples": config.eval_examples, "threads": config.threads,
+        "name": search["name"], "data": config.dataset, "eval_examples": config.eval_examples,
+        "threads": config.threads,
         "search": {k: search[k] for k in ("target_macs", "macs", "params", "expected_macs", "argmax_macs",
                                          "macs_vs_target", "spec")},
         "train": {"epochs": card["epochs"], "steps": card["steps"], "weights_sha256": card["sha256"],

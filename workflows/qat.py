@@ -131,7 +131,7 @@ def run(config: QatConfig) -> QatResult:
     import numpy as np
     import tf_keras
 
-    from common.io import atomic_write, eprint, write_json
+    from common.io import atomic_write, eprint, keras_verbose, write_json
     from export import litert
     from inputs.classification import load
     from models.weights import sha256
@@ -184,7 +184,7 @@ def run(config: QatConfig) -> QatResult:
     history = []
     if config.epochs:
         hist = qat.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
-                       verbose=1 if config.progress else 2)
+                       verbose=keras_verbose(config.progress))
         keys = list(hist.history)
         history = [{"epoch": e, **{k: float(hist.history[k][e]) for k in keys}} for e in range(config.epochs)]
     qat_logits = qat.predict(val_x, batch_size=config.batch_size, verbose=0)

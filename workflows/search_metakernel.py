@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from common.checks import ConfigError, check_at_least, check_one_of
 from common.rundir import RunDir
@@ -179,9 +178,8 @@ def run(config: SearchMetakernelConfig) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
-    from tqdm import tqdm
 
-    from common.io import atomic_write, eprint, write_json, write_text
+    from common.io import atomic_write, eprint, progress_bar, write_json, write_text
     from inputs.classification import load
     from models import spec as spec_lib
     from models.counting import count
@@ -228,8 +226,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     if resumed:
         eprint(f"resuming from epoch {int(search.epoch.numpy())} in {config.out_dir}")
     writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
-    bar = ((lambda total: tqdm(total=total, desc="search", unit="step", file=sys.stderr)) if config.progress
-           else None)
+    bar = lambda total: progress_bar(config.progress, total, "search", unit="step", leave=True)  # noqa: E731
     history = search.run(train_ds, arch_ds, steps, val_ds=val_ds, writer=writer, progress=bar)
 
     run_dir.write_json("history.json", history)

@@ -50,7 +50,7 @@ class TrainConfig:
     nesterov: bool = False
     rho: float = 0.9
     epsilon: float = 1e-3
-    warmup_epochs: float = 1.0
+    warmup_epochs: float | None = None  # None: 1 epoch, or none when the run has a single epoch
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
     checkpoint_every: int = 200
@@ -61,6 +61,10 @@ class TrainConfig:
     tpu: str = ""
     progress: bool = True
     produced_by: str = ""  # the command line recorded in the model card
+
+    def __post_init__(self):
+        if self.warmup_epochs is None:  # resolved here, so the run's identity holds the number used
+            object.__setattr__(self, "warmup_epochs", 1.0 if isinstance(self.epochs, int) and self.epochs > 1 else 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +193,7 @@ def run(config: TrainConfig) -> TrainResult:
     plan = validate(config)
     started = time.time()
 
-    from training.distribute import make_strategy
+    from training.distribute import make_strategy, prepare_fit
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)  # before any other TensorFlow work
 
     import shutil
@@ -199,7 +203,7 @@ def run(config: TrainConfig) -> TrainResult:
     import tensorflow as tf
 
     import zoo
-    from common.io import eprint, write_json
+    from common.io import eprint, keras_verbose, write_json
     from inputs.classification import load
     from models.spec import encode
     from models.weights import save_npz, sha256
@@ -250,6 +254,7 @@ def run(config: TrainConfig) -> TrainResult:
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True,
                                                                 label_smoothing=config.label_smoothing))
 
+    prepare_fit(model, strategy)  # multi-worker: Keras' pre-fit build cannot all-reduce a batch
     os.makedirs(out_dir, exist_ok=True)  # only now: bad data or flags above leave no trace
     if chief:
         plan.run_dir.start()
@@ -262,7 +267,7 @@ def run(config: TrainConfig) -> TrainResult:
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
               validation_freq=config.val_freq,
               shuffle=False,  # tf.data shuffles (seeded) in inputs.classification
-              verbose=1 if config.progress else 2)
+              verbose=keras_verbose(config.progress))
 
     history = backup.history
     if len(history) != config.epochs:
