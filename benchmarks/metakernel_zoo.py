@@ -324,7 +324,7 @@ def main(argv=None) -> int:
         "dataset": f"CIFAR-10, 10 classes, 32x32 ({a.dataset}: trained on {shipped['data']['train_examples']:,} "
                    f"training images, scored on the {shipped['data']['val_examples']:,} images of its test split; "
                    "../shared/data/cifar10 holds 5,000 of the 10,000 CIFAR-10 test images)",
-        "input_size": 32,
+        "input_size": 32, "class_names": shipped.get("class_names"),
         "metrics": {"top1": shipped["metrics"]["val_top1"], "top5": shipped["metrics"].get("val_top5"),
                     "test_images": shipped["data"]["val_examples"],
                     # sampling error of a top-1 measured on this many images: what to expect on other test images

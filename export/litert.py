@@ -94,10 +94,12 @@ def converter_options(mode: str, representative: Callable[[], Iterable] | None =
 
 
 def export(model, path: str, mode: str = "float32", representative: Callable[[], Iterable] | None = None,
-           int8_io: bool = False) -> int:
+           int8_io: bool = False, metadata: dict | None = None) -> int:
     """Converts a Keras 3 model to ``path`` (written to a temp name, then renamed); returns the file size in bytes.
 
-    The exported signature has a dynamic batch and the model's static height, width and channels.
+    The exported signature has a dynamic batch and the model's static height, width and channels. ``metadata`` (a
+    JSON-able dict: labels, normalisation, provenance) is embedded as the flatbuffer metadata entry
+    `METADATA_NAME` (`read_metadata` reads it back; runtimes ignore it).
     """
     from common.io import atomic_write
     from common.quiet_tf import filtered_stderr
@@ -108,8 +110,47 @@ def export(model, path: str, mode: str = "float32", representative: Callable[[],
             model.export(staged, format="litert", verbose=False, **options)
         with open(staged, "rb") as f:
             data = f.read()
+    if metadata is not None:
+        data = add_metadata(data, metadata)
     atomic_write(path, lambda f: f.write(data))
     return len(data)
+
+
+METADATA_NAME = "nas_zoo"  # the flatbuffer metadata entry holding the export's JSON
+
+
+def add_metadata(data: bytes, metadata: dict) -> bytes:
+    """``data`` (a .tflite flatbuffer) with ``metadata`` as JSON in the model's metadata entry `METADATA_NAME`
+    (replacing an earlier one)."""
+    import json
+
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+    model = fb.read_model_from_bytearray(bytearray(data))
+    buffer = fb.schema_fb.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = fb.schema_fb.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
+    model.metadata.append(entry)
+    return bytes(fb.convert_object_to_bytearray(model))
+
+
+def read_metadata(path_or_bytes) -> dict | None:
+    """The `METADATA_NAME` JSON of a .tflite file (None when it has none); reads the flatbuffer only."""
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+    data = path_or_bytes
+    if isinstance(path_or_bytes, str):
+        with open(path_or_bytes, "rb") as f:
+            data = f.read()
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() in (METADATA_NAME, METADATA_NAME.encode()):
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def build_head(o: Ops, x, *, include_top: bool = True, classes: int | None = Non
 def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input_size: int | None = None,
           input_shape: tuple | None = None, classes: int | None = None, pooling: str | None = None,
           classifier_activation: str | None = None, features: bool = False, weights: str | None = None,
-          name: str | None = None):
+          name: str | None = None, include_preprocessing: bool = True):
     """Builds ``spec`` as a Functional model of stock layers.
 
     Args:
@@ -207,6 +207,8 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
             the head is not built.
         weights: path of a ``.npz`` weights file to load by layer name (see :mod:`models.weights`).
         name: model name; default ``spec.name``.
+        include_preprocessing: False: no ``preprocess`` layer; the model takes images already normalised with the
+            spec's ``input.mean``/``input.std`` (as keras.applications' ``include_preprocessing=False``).
 
     Returns:
         A Functional ``Model`` of ``keras_module``.
@@ -242,7 +244,7 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     o = Ops(K, spec)
 
     inputs = K.layers.Input((w.input_size, w.input_size, spec.input.channels), name="image")
-    x = build_stem(o, build_preprocess(o, inputs))
+    x = build_stem(o, build_preprocess(o, inputs) if include_preprocessing else inputs)
     outputs = {}
     for site in w.blocks:
         x = outputs[site.name] = build_block(o, x, site)

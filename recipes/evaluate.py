@@ -32,7 +32,8 @@ flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_string("split", "test", "Split to evaluate: 'test' (aliases 'val', 'validation'), 'train', or any "
                                      "tensorflow-datasets split string.")
-flags.DEFINE_integer("input_size", None, "Square input size (default: the spec's input size).", lower_bound=8)
+flags.DEFINE_integer("input_size", None, "Square input size (default: the one in the weights' model card, else the "
+                                         "spec's).", lower_bound=8)
 flags.DEFINE_integer("batch_size", 100, "Batch size (does not change the result).", lower_bound=1)
 flags.DEFINE_integer("limit", None, "Evaluate only the first N examples of the split.", lower_bound=1)
 flags.DEFINE_string("json", None, "Also write the result to this JSON file.")

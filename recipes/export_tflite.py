@@ -1,8 +1,8 @@
 """Export a zoo model to TFLite (float32, float16, dynamic-range or full-integer int8) and check it with LiteRT.
 
     python -m recipes.export_tflite --model=efficientnet_lite0 --mode=int8            # ImageNet weights, int8
-    python -m recipes.export_tflite --model=runs/search/derived.json --weights=runs/train/best.npz \\
-        --classes=10 --dataset=folder:../shared/data/cifar10_subset --mode=float16 --output=m16.tflite
+    python -m recipes.export_tflite --model=runs/search/derived.json --weights=runs/train/weights.npz \\
+        --dataset=folder:../shared/data/cifar10_subset --mode=float16 --output=m16.tflite
 
 The conversion is Keras 3's ``model.export(format="litert", …)`` with converter options per mode (see
 `export.litert`); only builtin TFLite ops are allowed. ``int8`` is full-integer quantization calibrated on
@@ -14,6 +14,12 @@ After the export the file runs in the ``ai_edge_litert`` interpreter on ``--chec
 ``--check_split`` and is compared with the Keras model: max|Δ| of the logits (all modes, plus max|Δ| relative to the
 largest Keras logit) and top-1 agreement. Writes the ``.tflite`` and its report ``<output>.json`` (mode, bytes, ops,
 input/output dtypes and quantization, parity, versions), both atomically, and prints a summary.
+
+Input size, class count and labels come from the weights' model card (the zoo's, or the ``model_card.json`` a
+training run wrote beside its ``.npz``) unless flags say otherwise. The file takes raw 0–255 RGB pixels: the spec's
+mean/std are folded into the stem conv (``--preprocessing=fold``, `export.fold`), so no per-pixel normalisation op
+runs before the network; ``--preprocessing=none`` makes a file for callers who normalise themselves. The file
+carries its labels, normalisation and provenance as flatbuffer metadata (``export.litert.read_metadata``).
 """
 from __future__ import annotations
 
@@ -43,14 +49,20 @@ flags.DEFINE_integer("representative_steps", 100, "Calibration images (batch 1) 
 flags.DEFINE_string("check_split", "test", "Split of --dataset for the LiteRT-vs-Keras check.")
 flags.DEFINE_integer("check_examples", 100, "Images of --check_split compared between LiteRT and Keras (0: no check).",
                      lower_bound=0)
-flags.DEFINE_integer("input_size", None, "Square input size of the exported model (default: the spec's).",
-                     lower_bound=8)
-flags.DEFINE_integer("classes", None, "Classifier width (default: the spec's); set it when the weights were trained "
-                                      "on another class count.", lower_bound=1)
+flags.DEFINE_integer("input_size", None, "Square input size of the exported model (default: the input size in the "
+                                         "weights' model card, else the spec's).", lower_bound=8)
+flags.DEFINE_integer("classes", None, "Classifier width (default: the weights' classifier, else the spec's).",
+                     lower_bound=1)
 flags.DEFINE_string("output", None, "Path of the .tflite (default: OUT_DIR/<model>-<weights>-<mode>.tflite, where "
                                     "<weights> is the zoo tag, 'random', or the .npz's folder_stem; '_io' with "
                                     "--int8_io); the report goes to <output>.json.")
 flags.DEFINE_string("out_dir", "runs/export", "Directory of the default --output.")
+flags.DEFINE_enum("preprocessing", "fold", ["fold", "layer", "none"],
+                  "Input normalisation of the file: 'fold' (default: raw 0–255 pixels in; mean/std folded into the "
+                  "stem conv and its BatchNorm, the border padded with the mean so it stays exact: no per-pixel MUL, "
+                  "and no ADD when the mean is one value for all channels); 'layer' (raw pixels through the "
+                  "preprocess layer, as the Keras model); 'none' (the file takes images normalised as "
+                  "(pixel - mean) / std, like keras.applications' include_preprocessing=False).")
 flags.mark_flag_as_required("model")
 
 
@@ -67,6 +79,8 @@ def main(argv):
     rows = [("model", f"{report['model']} at {size}×{size}, {report['classes']} classes, weights: "
                       f"{config.weights or 'random init'}"),
             ("mode", kind),
+            ("input", f"{report['metadata']['input']} (--preprocessing={config.preprocessing}); labels: "
+                      f"{'from the model card' if report['metadata']['labels'] else 'none known'}"),
             *([("int8 calibration", f"{report['representative']['images']} images of {config.dataset} split "
                                     f"{config.representative_split!r}"
                                     + (" (synthetic: --dataset=<your data> calibrates on real images)"

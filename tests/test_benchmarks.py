@@ -85,3 +85,26 @@ def test_kernel_ablation_runs_every_stage_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rerun = json.loads(out.read_text())
     assert rerun["stages_run_now"] == [] and set(rerun["stage_seconds"]) == set(report["stage_seconds"])
+
+
+@pytest.mark.slow
+def test_deploy_preprocessing_quick(tmp_path):
+    """Every variant exports, agrees with the zoo Keras model on raw pixels, and is timed against the reference."""
+    out = tmp_path / "d.json"
+    r = run_module("benchmarks.deploy_preprocessing", f"--out={out}", "--model=efficientnet_lite0",
+                   "--input_size=64", "--modes=float32", "--rounds=1", "--runs=2", "--warmup=1", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert set(d["files"]) == {"zoo_layer/float32", "zoo_fold/float32", "zoo_none/float32"}
+    for f in d["files"].values():
+        assert f["max_abs_diff_vs_zoo_keras"] <= 1e-4 * f["max_abs_zoo_keras_logit"]
+    assert "MUL" in d["files"]["zoo_layer/float32"]["ops"] and "MUL" not in d["files"]["zoo_fold/float32"]["ops"]
+    assert d["files"]["zoo_fold/float32"]["ops"]["PADV2"] == 1  # Lite0: one mean (127) for every channel
+    assert d["setup"]["reference"] == "zoo_none" and d["summary"]["zoo_none/float32"]["cpu_ratio_median"] == 1.0
+
+
+@pytest.mark.parametrize("args", [["--modes=fp64"], ["--model=no_such_model"], ["--rounds=0"]])
+def test_deploy_preprocessing_refuses_bad_flags(args, tmp_path):
+    r = run_module("benchmarks.deploy_preprocessing", f"--out={tmp_path / 'd.json'}", *args, timeout=120)
+    error_line(r, "benchmarks.deploy_preprocessing")
+    assert not (tmp_path / "d.json").exists()

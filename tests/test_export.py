@@ -57,6 +57,10 @@ def exports(tiny, tmp_path_factory):
 def test_export_mode(exports, mode):
     path, report = exports[mode]
     assert report["mode"] == mode and report["file_bytes"] == path.stat().st_size
+    # raw pixels in, the normalisation folded into the stem: no per-pixel MUL before the first conv
+    assert report["preprocessing"] == "fold" and report["metadata"]["input"].startswith("RGB pixels 0–255")
+    from export import litert
+    assert litert.read_metadata(str(path)) == report["metadata"]
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(report["ops"])
     assert report["ops"] == sorted(report["ops"]) and set(report["op_counts"]) == set(report["ops"])
     assert report["input_dtype"] == report["output_dtype"] == "float32"
@@ -76,7 +80,8 @@ def test_export_mode(exports, mode):
         assert p["relative_max_abs_diff"] <= 0.1
         assert "QUANTIZE" not in report["ops"]
     else:
-        assert report["representative"] == {"dataset": "shapes", "split": "train", "steps": 16}
+        assert report["representative"] == {"dataset": "shapes", "split": "train", "steps": 16, "images": 16,
+                                            "synthetic": True}
         assert set(report["ops"]) & {"QUANTIZE", "DEQUANTIZE"}  # float32 I/O around int8 internals
         assert report["int8_io"] is False and p["relative_max_abs_diff"] <= 0.25
 

@@ -126,6 +126,31 @@ def test_default_export_names_carry_the_weights(spec, tmp_path):
     assert names == {"tiny_wf-random-int8.tflite", "tiny_wf-run_a_weights-int8.tflite"}, names
 
 
+def test_recipes_read_the_model_card_beside_the_weights(spec, tmp_path):
+    """A training run's weights carry their input size, class count and names to export and evaluate: no
+    --input_size/--classes needed; flags still win."""
+    from models.weights import sha256
+    run = tmp_path / "run"
+    run.mkdir()
+    npz = run / "weights.npz"
+    names = [f"class{i}" for i in range(10)]  # shapes has 10 classes
+    np.savez(npz, **{"classifier/kernel": np.zeros((32, 10), np.float32),
+                     "classifier/bias": np.zeros(10, np.float32)})
+    card = {"file": "weights.npz", "sha256": sha256(str(npz)), "input_size": 48, "classes": 10, "class_names": names}
+    (run / "model_card.json").write_text(json.dumps(card))
+    plan = export_tflite.validate(export_tflite.ExportConfig(model=spec, weights=str(npz), out_dir=str(tmp_path)))
+    assert (plan.size, plan.classes, plan.labels) == (48, 10, names)
+    plan = export_tflite.validate(export_tflite.ExportConfig(model=spec, weights=str(npz), input_size=32,
+                                                             out_dir=str(tmp_path)))
+    assert plan.size == 32
+    ev = evaluate.validate(evaluate.EvaluateConfig(model=spec, weights=str(npz), dataset="shapes"))
+    assert ev.size == 48
+    card["file"] = "other.npz"  # a card about another file says nothing about this one
+    (run / "model_card.json").write_text(json.dumps(card))
+    assert export_tflite.validate(export_tflite.ExportConfig(model=spec, weights=str(npz),
+                                                             out_dir=str(tmp_path))).labels is None
+
+
 def test_validate_does_not_import_tensorflow(spec, tmp_path):
     code = (
         "import sys\n"

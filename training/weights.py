@@ -47,6 +47,42 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
     return arrays
 
 
+def weights_card(spec, value: str | None, path: str | None) -> dict:
+    """The model card of the weights ``--weights=value`` resolved to ``path`` ({} when there is none): the zoo's card
+    for a tag, else the ``model_card.json`` a training run wrote beside its ``.npz`` (its sha256 is checked when the
+    file is read, `models.weights.read_npz`). Recipes take the input size, class count and class names from it."""
+    import json
+    if not path:
+        return {}
+    if not (value.endswith(".npz") or os.sep in value):
+        from zoo import weights_cards
+        return dict(weights_cards(spec.name).get(value, {}))
+    card_path = os.path.join(os.path.dirname(os.path.abspath(path)), "model_card.json")
+    try:
+        with open(card_path, encoding="utf-8") as f:
+            card = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) and card.get("file") == os.path.basename(path) else {}
+
+
+def card_input_size(card: dict) -> int | None:
+    """The input size a card records (an int ≥ 8), else None."""
+    size = card.get("input_size")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 8 else None
+
+
+def card_class_names(card: dict, classes: int) -> list[str] | None:
+    """The card's class names when it has ``classes`` strings of them (zoo cards may say ``imagenet``)."""
+    names = card.get("class_names")
+    if names == "imagenet" and classes == 1000:
+        from zoo import imagenet_labels
+        return imagenet_labels()
+    if isinstance(names, list) and len(names) == classes and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
 def weights_classes(arrays: dict[str, np.ndarray]) -> int | None:
     """Output width of the classifier in a weights file, or None when it has no ``classifier/kernel``."""
     kernel = arrays.get(CLASSIFIER_PREFIX + "kernel")

@@ -53,11 +53,12 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
     check_at_least(input_size=(config.input_size, 8), batch_size=(config.batch_size, 1), limit=(config.limit, 1),
                    cpu_replicas=(config.cpu_replicas, 1))
     spec = zoo.get_spec(config.model)
-    size = config.input_size or spec.input.size
-    check_input_size(spec, size, "--input_size")
     if config.weights is None:
         raise ConfigError("--weights: required (a .npz path, a zoo tag such as 'imagenet', or '' for random init)")
     path = W.resolve_weights(spec, config.weights)
+    # the input size the weights were trained at (their model card), unless --input_size says otherwise
+    size = config.input_size or W.card_input_size(W.weights_card(spec, config.weights, path)) or spec.input.size
+    check_input_size(spec, size, "--input_size")
     arrays = W.read_weights(path) if path else None
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.split in data.EVAL_SPLITS:

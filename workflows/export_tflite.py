@@ -9,8 +9,8 @@ import os
 import re
 import time
 
-from common.checks import ConfigError, check_at_least, check_writable
-from training.weights import checked_weights_file
+from common.checks import ConfigError, check_at_least, check_one_of, check_writable
+from training.weights import card_class_names, card_input_size, checked_weights_file, resolve_weights, weights_card
 
 MODE_TEXT = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
              "int8": "full-integer int8"}
@@ -35,6 +35,7 @@ class ExportConfig:
     classes: int | None = None
     output: str | None = None
     out_dir: str = "runs/export"
+    preprocessing: str = "fold"  # fold into the stem conv | layer (the preprocess layer) | none (normalised input)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,8 @@ class ExportPlan:
     weights: str | None
     output: str
     report_path: str
+    labels: list | None  # class names from the weights' model card
+    card: dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +74,13 @@ def validate(config: ExportConfig) -> ExportPlan:
                    input_size=(config.input_size, 8), classes=(config.classes, 1))
     if config.mode not in litert.MODES:
         raise ConfigError(f"--mode={config.mode}: one of {', '.join(litert.MODES)}")
+    from export.fold import FOLD_MODES
+    check_one_of(preprocessing=(config.preprocessing, FOLD_MODES))
     spec = zoo.get_spec(config.model)
-    size = config.input_size or spec.input.size
-    classes = config.classes or spec.head.classes
+    # The card beside the weights (or the zoo's) gives the size and classes they were trained at.
+    card = weights_card(spec, config.weights, resolve_weights(spec, config.weights))
+    size = config.input_size or card_input_size(card) or spec.input.size
+    classes = config.classes or _weights_width(spec, config.weights) or spec.head.classes
     cost = count(spec, size, classes=classes)  # SpecError if the input size does not fit the network
     weights = checked_weights_file(spec, config.weights, classes)
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
@@ -87,7 +94,34 @@ def validate(config: ExportConfig) -> ExportPlan:
     report_path = output + ".json"
     check_writable(output, "--output")
     check_writable(report_path, "--output")
-    return ExportPlan(spec, size, classes, cost, weights, output, report_path)
+    return ExportPlan(spec, size, classes, cost, weights, output, report_path, card_class_names(card, classes), card)
+
+
+def _weights_width(spec, value: str) -> int | None:
+    """The classifier width of the weights (so a run on another class count needs no ``--classes``)."""
+    from training.weights import read_weights, weights_classes
+    path = resolve_weights(spec, value)
+    return weights_classes(read_weights(path)) if path else None
+
+
+def normalise(spec, images):
+    """``(images − mean) / std`` with the spec's statistics: the input of a ``--preprocessing=none`` export."""
+    import numpy as np
+    return ((images - np.asarray(spec.input.mean, np.float32)) / np.asarray(spec.input.std, np.float32)).astype(
+        np.float32)
+
+
+def metadata(config: ExportConfig, plan: ExportPlan) -> dict:
+    """What a deployment needs besides the graph, embedded in the ``.tflite`` (`export.litert.add_metadata`) and
+    repeated in the report: the input it expects, the normalisation, the labels and where the weights came from."""
+    spec = plan.spec
+    raw = config.preprocessing != "none"
+    return {"model": spec.name, "weights": config.weights or None,
+            "weights_sha256": plan.card.get("sha256"), "input_size": plan.size, "channels": spec.input.channels,
+            "input": ("RGB pixels 0–255 (normalisation inside the model)" if raw else
+                      "RGB normalised as (pixel − mean) / std"),
+            "mean": list(spec.input.mean), "std": list(spec.input.std), "preprocessing": config.preprocessing,
+            "output": "logits", "classes": plan.classes, "labels": plan.labels}
 
 
 def weights_label(weights: str) -> str:
@@ -120,15 +154,16 @@ def _arrays(config: ExportConfig, split, size, limit, flag):
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), info
 
 
-def _parity(config: ExportConfig, model, it, check, classes: int) -> dict:
-    """LiteRT vs Keras on the check images: max|Δ| of the logits, top-1 agreement, and both accuracies when the
-    labels match the classifier."""
+def _parity(config: ExportConfig, model, it, check, classes: int, feed) -> dict:
+    """LiteRT vs the zoo's Keras model (preprocess layer included, raw pixels) on the check images: max|Δ| of the
+    logits, top-1 agreement, and both accuracies when the labels match the classifier. ``feed`` gives the file's
+    input (normalised images for ``--preprocessing=none``)."""
     import numpy as np
 
     from export import litert
     images, labels, info = check
     ref = model.predict(images, batch_size=32, verbose=0)
-    got = litert.predict(it, images)
+    got = litert.predict(it, feed(images))
     diff = float(np.abs(got - ref).max())
     scale = float(np.abs(ref).max())
     parity = {"dataset": config.dataset, "split": config.check_split, "examples": int(len(images)),
@@ -155,6 +190,14 @@ def run(config: ExportConfig) -> ExportResult:
     mode, size = config.mode, plan.size
     t0 = time.perf_counter()
     model = build(plan.spec, weights=plan.weights, input_size=size, classes=plan.classes)
+    deployed = model  # the graph written to the file; ``model`` stays the zoo model the parity check compares with
+    if config.preprocessing == "fold":
+        from export.fold import fold_preprocessing
+        deployed = fold_preprocessing(model, plan.spec, size)
+    elif config.preprocessing == "none":
+        deployed = build(plan.spec, input_size=size, classes=plan.classes, include_preprocessing=False)
+        deployed.set_weights(model.get_weights())
+    feed = (lambda x: normalise(plan.spec, x)) if config.preprocessing == "none" else (lambda x: x)  # noqa: E731
 
     representative = None
     if mode == "int8":
@@ -165,27 +208,29 @@ def run(config: ExportConfig) -> ExportResult:
                   if config.dataset == "shapes" else ""))
 
         def representative():
-            for x in calib:
+            for x in feed(calib):
                 yield [x[None]]
     check = None
     if config.check_examples:
         check = _arrays(config, config.check_split, size, config.check_examples, "--check_split")
 
     eprint(f"converting {plan.spec.name} to LiteRT ({mode}) …")
-    nbytes = litert.export(model, plan.output, mode, representative, config.int8_io)
+    meta = metadata(config, plan)
+    nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta)
     export_s = time.perf_counter() - t0
     ops = litert.op_counts(plan.output)
     it = litert.interpreter(plan.output)
     io = litert.io_details(it)
     if check is not None:
         eprint(f"LiteRT vs Keras on {len(check[0])} images of {config.dataset} split {config.check_split!r} …")
-    parity = _parity(config, model, it, check, plan.classes) if check is not None else None
+    parity = _parity(config, model, it, check, plan.classes, feed) if check is not None else None
 
     report = {
         "model": plan.spec.name, "spec": zoo.spec_path(config.model), "weights": config.weights or None,
         "weights_file": plan.weights, "input_size": size,
         "classes": plan.classes, "params": plan.cost.params, "macs": plan.cost.macs,
         "mode": mode, "int8_io": config.int8_io, "tflite": plan.output, "file_bytes": nbytes,
+        "preprocessing": config.preprocessing, "metadata": meta,
         "ops": sorted(ops), "op_counts": ops,
         "input_dtype": io["input"]["dtype"], "output_dtype": io["output"]["dtype"], "io": io,
         "representative": ({"dataset": config.dataset, "split": config.representative_split,

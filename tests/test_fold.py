@@ -1,0 +1,73 @@
+"""Input normalisation folded into the stem (export/fold.py): the folded model equals the zoo model with its
+``preprocess`` layer on raw pixels — borders included — for every kind of stem padding and normalisation."""
+import numpy as np
+import pytest
+from conftest import randomized_weights, tiny_spec_dict
+
+from export.fold import fold_preprocessing, same_padding, stem_padding
+from models import spec as S
+from models.builder import build
+
+IMAGENET = {"size": 32, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+
+
+def _spec(padding="same", kernel=3, stride=2, size=32, inp=None):
+    d = tiny_spec_dict(padding=padding, stem={"filters": 8, "kernel": kernel, "stride": stride, "act": "relu"})
+    d["input"] = dict(inp or d["input"], size=size)
+    return S.decode(d)
+
+
+def test_same_padding_matches_tf():
+    assert same_padding(224, 3, 2) == (0, 1) and same_padding(225, 3, 2) == (1, 1)
+    assert same_padding(32, 3, 1) == (1, 1) and same_padding(32, 1, 1) == (0, 0) and same_padding(33, 5, 2) == (2, 2)
+
+
+@pytest.mark.parametrize("padding, kernel, stride, size, inp", [
+    ("same", 3, 2, 32, None),          # TF same, stride 2, even input: one pixel after only; one mean (PADV2)
+    ("same", 3, 2, 33, IMAGENET),      # odd input: both sides; per-channel means (PAD + ADD)
+    ("symmetric", 3, 2, 32, IMAGENET),  # explicit symmetric padding (PyTorch-converted models)
+    ("same", 5, 1, 32, None),          # stride 1, two pixels each side
+    ("same", 1, 1, 32, IMAGENET),      # no padding at all: nothing added
+])
+def test_folded_model_equals_the_zoo_model(padding, kernel, stride, size, inp):
+    spec = _spec(padding, kernel, stride, size, inp)
+    model = build(spec)
+    arrays = randomized_weights(model, seed=1)
+    from models.weights import assign
+    assign(model, arrays)
+    before = [np.array(w) for w in model.get_weights()]
+    folded = fold_preprocessing(model, spec, size)
+    x = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype("float32")
+    x[:, 0, :, :] = 255.0  # bright borders: a wrong pad value shows at once
+    x[:, :, -1, :] = 0.0
+    ref, got = model.predict(x, verbose=0), folded.predict(x, verbose=0)
+    scale = np.abs(ref).max()
+    assert scale > 1e-2  # non-vacuous logits
+    assert np.abs(got - ref).max() <= 1e-4 * scale, (np.abs(got - ref).max(), scale)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the source is untouched
+    names = {layer.name for layer in folded.layers}
+    assert "preprocess" not in names and "preprocess" not in {l.name for l in folded.get_layer(
+        f"{spec.name}_body").layers}
+    assert ("stem_border_pad" in names) == (stem_padding(spec, size) != (0, 0))
+
+
+@pytest.mark.slow
+def test_folded_tflite_has_no_per_pixel_normalisation(tmp_path):
+    """The float file of a one-mean model has a PADV2 where the zoo model has MUL + ADD; LiteRT agrees with Keras."""
+    from export import litert
+    spec = _spec()
+    model = build(spec)
+    from models.weights import assign
+    assign(model, randomized_weights(model, seed=2))
+    folded = fold_preprocessing(model, spec, 32)
+    plain, fold = tmp_path / "plain.tflite", tmp_path / "fold.tflite"
+    litert.export(model, str(plain), "float32")
+    litert.export(folded, str(fold), "float32")
+    ops_plain, ops_fold = litert.op_counts(str(plain)), litert.op_counts(str(fold))
+    # the preprocess layer's MUL + ADD are gone (the tiny spec's swish and SE keep other MULs), one PADV2 came
+    assert ops_fold.get("MUL", 0) == ops_plain["MUL"] - 1 and ops_fold.get("ADD", 0) == ops_plain["ADD"] - 1
+    assert ops_fold.get("PADV2") == 1 and "PADV2" not in ops_plain
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    ref = model.predict(x, verbose=0)
+    got = litert.predict(litert.interpreter(str(fold)), x)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
