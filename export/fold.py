@@ -29,6 +29,20 @@ from models.spec import ModelSpec
 FOLD_MODES = ("fold", "layer", "none")  # fold into the stem; keep the preprocess layer; no normalisation at all
 
 
+def int8_input_quantization(spec: ModelSpec) -> tuple[float, int] | None:
+    """``(scale, zero_point)`` of an int8 input that *is* the normalisation: a caller feeds ``pixel − 128`` and the
+    network reads ``(pixel − mean) / std`` — possible when one integral mean and one std serve every channel
+    (EfficientNet-Lite: 127, 128 → ``(1/128, −1)``); None otherwise (per-channel statistics, a mean of 127.5). The
+    network's convolutions then pad with the zero point, i.e. a normalised zero: exact with no op added."""
+    mean, std = set(spec.input.mean), set(spec.input.std)
+    if len(mean) != 1 or len(std) != 1:
+        return None
+    m, s = float(next(iter(mean))), float(next(iter(std)))
+    if not m.is_integer() or not 0 <= m <= 255 or s <= 0:
+        return None
+    return 1.0 / s, int(m) - 128
+
+
 def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
     """TF "same" padding (before, after) of one spatial axis: the extra pixel goes after."""
     out = -(-n // stride)

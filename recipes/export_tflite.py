@@ -39,7 +39,9 @@ flags.DEFINE_enum("mode", "float32", ["float32", "float16", "dynamic", "int8"],
                   "Conversion: 'float32'; 'float16' (float16 weights); 'dynamic' (dynamic-range: int8 weights, "
                   "float activations); 'int8' (full-integer, calibrated on --dataset).")
 flags.DEFINE_bool("int8_io", False, "With --mode=int8: int8 input and output tensors instead of float32 "
-                                    "(the report gives their scale and zero point).")
+                                    "(the report gives their scale and zero point). With --preprocessing=fold and "
+                                    "one integral mean/std for all channels (EfficientNet-Lite: 127/128) the input's "
+                                    "quantization is the normalisation: feed pixel - 128, no op added.")
 flags.DEFINE_string("dataset", "shapes", "Data for int8 calibration and the parity check: 'shapes' (built-in "
                                          "synthetic), 'folder:PATH' or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")

@@ -71,3 +71,45 @@ def test_folded_tflite_has_no_per_pixel_normalisation(tmp_path):
     ref = model.predict(x, verbose=0)
     got = litert.predict(litert.interpreter(str(fold)), x)
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.slow
+def test_int8_input_quantization_is_the_normalisation(tmp_path):
+    """One integral mean/std (EfficientNet-Lite's 127/128) and --int8_io: the file's int8 input means
+    (pixel − 127) / 128, so callers feed ``pixel − 128`` and the graph has no normalisation op or pad at all."""
+    import json
+
+    from conftest import run_module
+
+    from export import litert
+    from export.fold import int8_input_quantization
+    from models.weights import assign, save_npz
+    d = tiny_spec_dict(name="lite_like")
+    d["input"] = {"size": 32, "mean": [127.0] * 3, "std": [128.0] * 3}
+    spec = S.decode(d)
+    assert int8_input_quantization(spec) == (1 / 128, -1)
+    assert int8_input_quantization(_spec()) is None  # mean 127.5: no integral zero point
+    assert int8_input_quantization(_spec(inp=IMAGENET)) is None  # per-channel statistics
+    (tmp_path / "s.json").write_text(json.dumps(d))
+    model = build(spec)
+    assign(model, randomized_weights(model, seed=3))
+    save_npz(model, str(tmp_path / "w.npz"))
+    out = tmp_path / "m.tflite"
+    r = run_module("recipes.export_tflite", f"--model={tmp_path / 's.json'}", f"--weights={tmp_path / 'w.npz'}",
+                   "--mode=int8", "--int8_io", f"--output={out}", "--check_examples=16", "--representative_steps=16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "m.tflite.json").read_text())
+    inp = report["io"]["input"]
+    assert inp["dtype"] == "int8" and inp["quantization"] == {"scale": 1 / 128, "zero_point": -1}, inp
+    assert "PADV2" not in report["ops"] and report["metadata"]["input"].startswith("int8 pixel − 128")
+    assert report["parity"]["top1_agreement"] >= 0.75  # int8 of random weights, vs the Keras model on raw pixels
+    it = litert.interpreter(str(out))
+    x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
+    direct = []
+    for img in x:  # the documented contract: int8 = pixel − 128
+        it.set_tensor(it.get_input_details()[0]["index"], (img[None] - 128).astype(np.int8))
+        it.invoke()
+        direct.append(it.get_tensor(it.get_output_details()[0]["index"])[0])
+    via_quantize = litert.predict(it, ((x - 127.0) / 128.0).astype(np.float32))
+    np.testing.assert_allclose(litert.dequantize(np.stack(direct), it.get_output_details()[0]), via_quantize,
+                               atol=1e-6)

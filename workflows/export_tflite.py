@@ -111,15 +111,29 @@ def normalise(spec, images):
         np.float32)
 
 
+def input_quantization(config: ExportConfig, plan: ExportPlan) -> tuple[float, int] | None:
+    """``(scale, zero_point)`` when the file's int8 input itself carries the normalisation (``--int8_io`` with
+    ``--preprocessing=fold`` and one integral mean/std for all channels: `export.fold.int8_input_quantization`),
+    else None."""
+    if config.mode != "int8" or not config.int8_io or config.preprocessing != "fold":
+        return None
+    from export.fold import int8_input_quantization
+    return int8_input_quantization(plan.spec)
+
+
 def metadata(config: ExportConfig, plan: ExportPlan) -> dict:
     """What a deployment needs besides the graph, embedded in the ``.tflite`` (`export.litert.add_metadata`) and
     repeated in the report: the input it expects, the normalisation, the labels and where the weights came from."""
     spec = plan.spec
-    raw = config.preprocessing != "none"
+    if input_quantization(config, plan):
+        what = "int8 pixel − 128 (the input's quantization is the normalisation)"
+    elif config.preprocessing != "none":
+        what = "RGB pixels 0–255 (normalisation inside the model)"
+    else:
+        what = "RGB normalised as (pixel − mean) / std"
     return {"model": spec.name, "weights": config.weights or None,
             "weights_sha256": plan.card.get("sha256"), "input_size": plan.size, "channels": spec.input.channels,
-            "input": ("RGB pixels 0–255 (normalisation inside the model)" if raw else
-                      "RGB normalised as (pixel − mean) / std"),
+            "input": what,
             "mean": list(spec.input.mean), "std": list(spec.input.std), "preprocessing": config.preprocessing,
             "output": "logits", "classes": plan.classes, "labels": plan.labels}
 
@@ -191,13 +205,15 @@ def run(config: ExportConfig) -> ExportResult:
     t0 = time.perf_counter()
     model = build(plan.spec, weights=plan.weights, input_size=size, classes=plan.classes)
     deployed = model  # the graph written to the file; ``model`` stays the zoo model the parity check compares with
-    if config.preprocessing == "fold":
-        from export.fold import fold_preprocessing
-        deployed = fold_preprocessing(model, plan.spec, size)
-    elif config.preprocessing == "none":
+    in_quant = input_quantization(config, plan)
+    if config.preprocessing == "none" or in_quant:  # int8 input whose quantization is the normalisation
         deployed = build(plan.spec, input_size=size, classes=plan.classes, include_preprocessing=False)
         deployed.set_weights(model.get_weights())
-    feed = (lambda x: normalise(plan.spec, x)) if config.preprocessing == "none" else (lambda x: x)  # noqa: E731
+    elif config.preprocessing == "fold":
+        from export.fold import fold_preprocessing
+        deployed = fold_preprocessing(model, plan.spec, size)
+    normalised = config.preprocessing == "none" or in_quant is not None
+    feed = (lambda x: normalise(plan.spec, x)) if normalised else (lambda x: x)  # noqa: E731
 
     representative = None
     if mode == "int8":
@@ -216,7 +232,8 @@ def run(config: ExportConfig) -> ExportResult:
 
     eprint(f"converting {plan.spec.name} to LiteRT ({mode}) …")
     meta = metadata(config, plan)
-    nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta)
+    nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta,
+                           input_quantization=in_quant)
     export_s = time.perf_counter() - t0
     ops = litert.op_counts(plan.output)
     it = litert.interpreter(plan.output)
