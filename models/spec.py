@@ -25,8 +25,9 @@ MAX_KERNEL = 31  # largest depthwise kernel a spec may hold (the schema's "kerne
 MAX_CHANNELS = 65536  # widest layer a spec may describe (the schema's "channels" maximum)
 MAX_CLASSES = 100000  # largest classifier (ImageNet-21k has 21,843 classes)
 # Model names: lower-case letters, digits, "_", ".", "-", at most 100 characters (they become file names). Match with
-# ``NAME_RE.fullmatch``: ``$`` alone also matches before a final newline. The same pattern is the JSON schema's.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
+# ``NAME_RE.fullmatch``. The same pattern is the JSON schema's, which validators apply with a search: ``$`` would also
+# match before a final newline there, so the pattern ends in ``(?![\s\S])`` (the end of the text, in Python and ECMA).
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}(?![\s\S])")
 
 
 class SpecError(InputError):

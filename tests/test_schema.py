@@ -109,6 +109,7 @@ INVALID = [
     ("bad padding", IR, _set(("padding",), "valid")),
     ("bad family", IR, _set(("family",), "resnet")),
     ("bad name", IR, _set(("name",), "MobileNet")),
+    ("name ending in a newline", IR, _set(("name",), "mobilenet\n")),
     ("schema_version 2", IR, _set(("schema_version",), 2)),
     ("empty stage", IR, _set(("stages", 1), [])),
     ("bn eps 0", IR, _set(("bn",), {"eps": 0})),
