@@ -52,6 +52,48 @@ def _tag(kernels) -> str:
     return "-".join(str(k) for k in kernels)
 
 
+def derivation_check(search_dir: str) -> dict:
+    """How the search's final α derives under two rules (cached as ``derivation.json`` in the search directory):
+    the argmax over {None, sizes} (the search's rule) and a hierarchical one (keep a filter iff p(None) < ½, then its
+    most probable size): MACs of each vs the target, and the share of filters each prunes. "None" is one choice
+    while the keep probability is split over the sizes, so the argmax prunes more as sizes are added."""
+    cache = os.path.join(search_dir, "derivation.json")
+    if os.path.exists(cache):
+        return _load(cache)
+    import tensorflow as tf
+
+    from search.metakernel_space import ablation_space
+    from search.supernet import MetaKernelSupernet, build_supernet
+    from workflows.search_metakernel import ABLATION_EXPAND
+    settings = _load(os.path.join(search_dir, "search_settings.json"))
+    space = ablation_space(tuple(int(c) for c in settings["candidates"]), ABLATION_EXPAND, 10)
+    model = build_supernet(space)
+    ckpt = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(search_dir, "checkpoints"), 2)
+    tf.train.Checkpoint(model=model).restore(ckpt.latest_checkpoint).expect_partial()
+    net = MetaKernelSupernet(model, space)
+    argmax = net.choices()
+    keep_first = []
+    for block, c in zip(net.blocks, argmax):
+        if not block.dw.allow_none:
+            keep_first.append(c)
+            continue
+        a = np.asarray(block.dw.alpha)
+        p = np.exp(a - a.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        h = np.where(p[:, 0] < 0.5, 1 + np.argmax(a[:, 1:], -1), 0)
+        if not h.any():
+            h[int(np.argmin(p[:, 0]))] = 1 + int(np.argmax(a[int(np.argmin(p[:, 0])), 1:]))
+        keep_first.append(h)
+    target = float(settings["target_macs"])
+    pruned = lambda arch: float(np.mean(np.concatenate([c for c, b in zip(arch, net.blocks)  # noqa: E731
+                                                        if b.dw.allow_none]) == 0))
+    out = {"target_macs": target, "argmax_vs_target": net.macs(argmax) / target - 1,
+           "keep_first_vs_target": net.macs(keep_first) / target - 1,
+           "argmax_pruned_share": pruned(argmax), "keep_first_pruned_share": pruned(keep_first)}
+    write_json(cache, round_floats(out))
+    return out
+
+
 def plan_models(a) -> list[dict]:
     """Every model of the run: ``{"name", "group", "kernels"}`` (TensorFlow-free)."""
     models = []
@@ -304,6 +346,7 @@ def main(argv=None) -> int:
                 "projection_moved_share", "argmax_val_acc")
         searches[m["name"]] = {k: s.get(k) for k in keys}
         searches[m["name"]]["mixed_layers"] = f"{s['mixture']['mixed_layers']}/{s['mixture']['layers']}"
+        searches[m["name"]]["derivation"] = derivation_check(out_dir)
         searches[m["name"]]["command"] = "python -m " + " ".join(args)
 
     cards, latency = {}, {}
