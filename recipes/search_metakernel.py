@@ -34,13 +34,16 @@ flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), '
                                          "PATH/train and PATH/test when present) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
-flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet", "ablation"],
+flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet", "ablation", "lite0"],
                   "Search space: MixNet-like 'cifar' (32×32 default), 'imagenet' (224×224, MixNet-M macro "
-                  "architecture) or 'ablation' (32×32 ReLU inverted residuals, expansion 6: the kernel-ablation "
-                  "backbone of benchmarks/kernel_ablation.py).")
+                  "architecture), 'ablation' (32×32 ReLU inverted residuals, expansion 6: the kernel-ablation "
+                  "backbone of benchmarks/kernel_ablation.py) or 'lite0' (EfficientNet-Lite0's exact macro "
+                  "architecture at 224; a fresh search starts from Lite0's ImageNet weights, its kernels "
+                  "zero-padded into the meta kernels).")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the 'cifar' space.", lower_bound=0.05)
 flags.DEFINE_integer("depth", 1, "Block repeats per stage of the 'cifar' space.", lower_bound=1)
-flags.DEFINE_integer("input_size", None, "Input size (default: 32 for 'cifar', 224 for 'imagenet').", lower_bound=16)
+flags.DEFINE_integer("input_size", None, "Input size (default: 32 for 'cifar' and 'ablation', 224 for 'imagenet' and "
+                                         "'lite0').", lower_bound=16)
 flags.DEFINE_list("candidates", ["3", "5", "7"], "Candidate depthwise kernel sizes (distinct odd integers).")
 flags.DEFINE_enum("dw_mode", "meta", ["meta", "multi"], "Supernet form: 'meta' (one conv, masked meta kernel) or "
                                                         "'multi' (DARTS-style baseline, one conv per candidate).")

@@ -273,3 +273,24 @@ def imagenet_space(candidates=(3, 5, 7, 9)) -> SearchSpace:
               StageSpace(4, 200, 2, 6, 0.5, "swish"))
     return SearchSpace(name="imagenet_mixnet_m", input_size=224, stages=stages, candidates=tuple(candidates),
                        stem_filters=24, stem_stride=2, head_filters=1536, dropout=0.25, classes=1000)
+
+
+LITE0_STAGES = (StageSpace(1, 16, 1, 1, 0.0, "relu6"),
+                StageSpace(2, 24, 2, 6, 0.0, "relu6"),
+                StageSpace(2, 40, 2, 6, 0.0, "relu6"),
+                StageSpace(3, 80, 2, 6, 0.0, "relu6"),
+                StageSpace(3, 112, 1, 6, 0.0, "relu6"),
+                StageSpace(4, 192, 2, 6, 0.0, "relu6"),
+                StageSpace(1, 320, 1, 6, 0.0, "relu6"))
+
+
+def lite0_space(candidates=(3, 5, 7), classes: int = 1000) -> SearchSpace:
+    """EfficientNet-Lite0's exact macro architecture (stem 32, stage widths, depths, expansion 6, strides, ReLU6, no
+    SE, head 1280, its (x − 127) / 128 input and BN eps 1e-3) with every depthwise filter choosing among
+    ``candidates`` or "None" (the first block, without expansion, chooses one size for the layer). Lite0 itself is
+    a member (its 3×3 / 5×5 per stage), so its ImageNet weights seed the supernet (`MetaKernelSupernet.inherit`):
+    the issue-15 route to metaKernel-A/B without ImageNet."""
+    return SearchSpace(name="lite0", input_size=224, stages=LITE0_STAGES, candidates=tuple(candidates),
+                       stem_filters=32, stem_stride=2, stem_act="relu6", head_filters=1280, head_act="relu6",
+                       dropout=0.2, classes=classes, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
+                       bn=BNSpec(eps=1e-3, momentum=0.99))

@@ -258,6 +258,48 @@ class SearchMBConv(keras.layers.Layer):
         bn(f"{p}_project_bn", self.project_bn)
         return out
 
+    def inherit_block(self, arrays: dict, spec: MBConvSpec) -> None:
+        """Sets this block from the weights of a one-kernel-size member block ``spec`` (``arrays``: the builder's
+        ``{name}_*`` names, :mod:`models.weights`): the meta kernel is its k×k kernel zero-padded to k_max (the centred
+        crop of a meta kernel is how a derived block reads it back), every other weight copied. The inverse of
+        :meth:`extract_block` for unpruned, single-size blocks."""
+        p = self.name
+        if len(spec.kernels) != 1 or spec.kernels[0] not in self.candidates:
+            raise ValueError(f"{p}: inherit needs one kernel size of {list(self.candidates)}, got {spec.kernels}")
+        if (spec.expand_channels is None) != (self.expand_channels is None) or (
+                spec.expand_channels is not None and spec.expand_channels != self.expand_channels):
+            raise ValueError(f"{p}: expansion {spec.expand_channels} differs from the space's {self.expand_channels}")
+
+        def take(name, shape):
+            a = arrays.get(name)
+            if a is None or tuple(a.shape) != tuple(shape):
+                raise ValueError(f"{p}: {name} is {None if a is None else a.shape}, the supernet needs {tuple(shape)}")
+            return a
+
+        def bn(src, layer):
+            for var, value in zip(BN_VARIABLES, (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)):
+                value.assign(take(f"{src}/{var}", value.shape))
+
+        if self.expand_channels is not None:
+            self.expand_conv.kernel.assign(take(f"{p}_expand_conv/kernel", self.expand_conv.kernel.shape))
+            bn(f"{p}_expand_bn", self.expand_bn)
+        k = spec.kernels[0]
+        small = take(f"{p}_dw/kernel", (k, k, self.mid_channels, 1))
+        if self.searchable:
+            full = np.zeros(tuple(self.dw.kernel.shape), np.float32)
+            o = (self.candidates[-1] - k) // 2
+            full[o:o + k, o:o + k] = small
+            self.dw.kernel.assign(full)
+        else:
+            self.dw.depthwise_kernel.assign(small)
+        bn(f"{p}_dw_bn", self.dw_bn)
+        if self.se_channels:
+            for layer, name in ((self.se_reduce, "se_reduce"), (self.se_expand, "se_expand")):
+                layer.kernel.assign(take(f"{p}_{name}/kernel", layer.kernel.shape))
+                layer.bias.assign(take(f"{p}_{name}/bias", layer.bias.shape))
+        self.project_conv.kernel.assign(take(f"{p}_project_conv/kernel", self.project_conv.kernel.shape))
+        bn(f"{p}_project_bn", self.project_bn)
+
     def choice_macs(self, n_in: int) -> np.ndarray:
         """MACs each choice of each α row adds to the block on an ``n_in``×``n_in`` input (row × choice)."""
         n_out = -(-n_in // self.strides)
@@ -365,6 +407,43 @@ class MetaKernelSupernet:
             stages.setdefault(slot.stage, []).append(block.derive_block(c))
         spec = self.space.assemble(tuple(tuple(b) for b in stages.values()), name, provenance)
         return dataclasses.replace(spec, head=dataclasses.replace(spec.head, classes=self.classes))
+
+    def member_choice(self, spec: ModelSpec) -> list[np.ndarray]:
+        """The architecture (choice arrays) of ``spec``, an unpruned member of the space with one kernel size per
+        block (e.g. EfficientNet-Lite0 in ``lite0_space``)."""
+        blocks = block_specs(spec, len(self.blocks))
+        arch = []
+        for block, b in zip(self.blocks, blocks):
+            if len(b.kernels) != 1 or b.kernels[0] not in block.candidates:
+                raise ValueError(f"{block.name}: {b.kernels} is not one kernel size of {list(block.candidates)}")
+            if not block.searchable:  # a fixed k_max block (dw_mode="fixed"), as argmax_choice reports it
+                arch.append(np.full((1,), len(block.candidates) - 1))
+                continue
+            arch.append(np.full((block.dw.alpha.shape[0],), block.candidates.index(b.kernels[0]) + block.dw.offset))
+        return arch
+
+    def inherit(self, arrays: dict[str, np.ndarray], spec: ModelSpec) -> None:
+        """Seeds the supernet with the weights ``arrays`` of ``spec`` (an unpruned one-size-per-block member of the
+        space, :mod:`models.weights` names): stem, head and classifier copied by layer name, every block through
+        :meth:`SearchMBConv.inherit_block` (meta kernels = the member's kernels zero-padded to k_max)."""
+        for layer in self.model.layers:
+            if isinstance(layer, SearchMBConv):
+                continue
+            for v in layer.weights:
+                key = f"{layer.name}/{v.name.split('/')[-1]}"
+                if key not in arrays or tuple(arrays[key].shape) != tuple(v.shape):
+                    raise ValueError(f"{key}: {arrays[key].shape if key in arrays else 'missing'} in the weights, "
+                                     f"the supernet needs {tuple(v.shape)}")
+                v.assign(arrays[key])
+        for block, b in zip(self.blocks, block_specs(spec, len(self.blocks))):
+            block.inherit_block(arrays, b)
+
+    def set_choice(self, arch, margin: float = 10.0) -> None:
+        """α one-hot-like at ``arch`` (``margin`` above every other choice): the argmax, and under softmax at
+        τ ≤ 1 a near-certain choice."""
+        for block, c in zip(self.blocks, arch):
+            if block.searchable:
+                block.dw.alpha.assign(np.eye(block.dw.num_choices, dtype=np.float32)[np.asarray(c)] * margin)
 
     def extract(self, arch=None, spec: ModelSpec | None = None) -> dict[str, np.ndarray]:
         """Weights of ``arch``'s derived model (``{"layer/var": array}``, :mod:`models.weights` names): stem and

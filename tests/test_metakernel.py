@@ -267,3 +267,52 @@ def test_protocol_derive_extract_round_trip():
 def test_search_layers_register_under_one_package():
     for cls in (sn.SearchMBConv, MetaKernelDepthwise, MultiPathDepthwise):
         assert keras.saving.get_registered_name(cls) == f"{PACKAGE}>{cls.__name__}"
+
+
+@pytest.mark.slow
+def test_lite0_space_supernet_reproduces_lite0():
+    """issue 15, step 1: Lite0 is a member of the lite0 space; the supernet seeded with its ImageNet weights (meta
+    kernels = its kernels zero-padded to 7×7) and α at its kernel sizes gives Lite0's logits, derives Lite0's spec
+    and extracts its weights back unchanged."""
+    import zoo
+    from models.spec import encode
+    from models.weights import read_npz
+    from search.metakernel_space import lite0_space
+    from search.supernet import MetaKernelSupernet, build_supernet
+    space = lite0_space()
+    spec = zoo.get_spec("efficientnet_lite0")
+    assert encode(space.skeleton(3))["stages"] != encode(spec)["stages"]  # Lite0 mixes 3×3 and 5×5 stages
+    net = MetaKernelSupernet(build_supernet(space), space)
+    arrays = read_npz(zoo.weights_path("efficientnet_lite0", "imagenet"))
+    net.inherit(arrays, spec)
+    arch = net.member_choice(spec)
+    net.set_choice(arch)
+    lite = zoo.build("efficientnet_lite0", weights="imagenet")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    ref = lite.predict(x, verbose=0)
+    assert np.abs(net.model.predict(x, verbose=0) - ref).max() <= 1e-4 and np.abs(ref).max() > 1
+    derived = net.derive(arch, name=spec.name)
+    assert encode(derived)["stages"] == encode(spec)["stages"]
+    extracted = net.extract(arch, derived)
+    assert set(extracted) == set(arrays) and all(np.array_equal(extracted[k], arrays[k]) for k in arrays)
+    stages = [list(st) for st in spec.stages]
+    stages[1][0] = dataclasses.replace(stages[1][0], kernels=(3, 5), split=(48, 48))  # a MixConv block
+    with pytest.raises(ValueError, match="s1_b0: .*not one kernel size"):
+        net.member_choice(dataclasses.replace(spec, stages=tuple(tuple(st) for st in stages)))
+
+
+def test_lite0_seeding_keeps_a_fresh_classifier_for_other_classes():
+    """--space=lite0 on a 10-class dataset: everything but the classifier comes from Lite0's ImageNet weights."""
+    import zoo
+    from models.weights import read_npz
+    from search.metakernel_space import lite0_space
+    from workflows.search_metakernel import inherit_lite0
+    space = lite0_space(classes=10).replace(input_size=64)
+    net = sn.MetaKernelSupernet(sn.build_supernet(space), space)
+    fresh = np.asarray(net.model.get_layer("classifier").kernel)
+    inherit_lite0(net, 10)
+    arrays = read_npz(zoo.weights_path("efficientnet_lite0", "imagenet"))
+    np.testing.assert_array_equal(np.asarray(net.model.get_layer("stem_conv").kernel), arrays["stem_conv/kernel"])
+    np.testing.assert_array_equal(net.blocks[3].dw.crop(5), arrays["s2_b0_dw/kernel"])  # a 5×5 stage, zero-padded
+    assert not np.asarray(net.blocks[3].dw.kernel)[0].any()  # the outer ring of the 7×7 meta kernel is zero
+    np.testing.assert_array_equal(np.asarray(net.model.get_layer("classifier").kernel), fresh)

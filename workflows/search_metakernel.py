@@ -23,7 +23,7 @@ SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
                "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay")
-SPACES = ("cifar", "imagenet", "ablation")
+SPACES = ("cifar", "imagenet", "ablation", "lite0")
 ABLATION_EXPAND = 6  # the ablation supernet's expansion ratio (its baselines use 3, scaled to match MACs)
 DW_MODES = ("meta", "multi")
 COST_FORMS = ("paper", "pull")  # search.differentiable.COST_FORMS (kept here: no TensorFlow before validation)
@@ -91,13 +91,35 @@ def settings(config: SearchMetakernelConfig) -> dict:
 
 def make_space(config: SearchMetakernelConfig, candidates, classes: int):
     """The search space of ``config`` (TensorFlow-free)."""
-    from search.metakernel_space import ablation_space, cifar_space, imagenet_space
+    from search.metakernel_space import ablation_space, cifar_space, imagenet_space, lite0_space
+    if config.space == "lite0":
+        space = lite0_space(candidates, classes)
+        return space.replace(input_size=config.input_size) if config.input_size else space
     if config.space == "cifar":
         return cifar_space(config.width, config.depth, candidates, config.input_size or 32, classes)
     if config.space == "ablation":
         return ablation_space(candidates, ABLATION_EXPAND, classes)
     space = imagenet_space(candidates).replace(classes=classes)
     return space.replace(input_size=config.input_size) if config.input_size else space
+
+
+def inherit_lite0(net, classes: int) -> None:
+    """Seeds a ``lite0``-space supernet with EfficientNet-Lite0's ImageNet weights (zoo tag ``imagenet``): meta
+    kernels are Lite0's kernels zero-padded to k_max, every other weight copied; with another class count the
+    classifier keeps its fresh initialisation."""
+    import numpy as np
+
+    import zoo
+    from common.io import eprint
+    from models.weights import read_npz
+    spec = zoo.get_spec("efficientnet_lite0")
+    arrays = read_npz(zoo.weights_path("efficientnet_lite0", "imagenet"))
+    if classes != 1000:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("classifier/")}
+        for v in net.model.get_layer("classifier").weights:
+            arrays[f"classifier/{v.name.split('/')[-1]}"] = np.asarray(v)
+    net.inherit(arrays, spec)
+    eprint("supernet seeded with efficientnet_lite0 'imagenet' weights (meta kernels: its kernels zero-padded)")
 
 
 def check_target(config: SearchMetakernelConfig, space) -> None:
@@ -193,7 +215,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     holdout = config.holdout if config.alpha_data == "holdout" else 0.0  # "same": α trains on the weights' batches
     common = dict(batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed, holdout=holdout,
                   limit=config.limit, on_bad_image=config.on_bad_image)
-    size = config.input_size or (224 if config.space == "imagenet" else 32)
+    size = config.input_size or (224 if config.space in ("imagenet", "lite0") else 32)
     train_ds, info = load(config.dataset, "train", image_size=size, training=True, repeat=True, **common)
     arch_ds, holdout_examples = None, 0
     if holdout:
@@ -225,6 +247,8 @@ def run(config: SearchMetakernelConfig) -> dict:
     resumed = search.restore()
     if resumed:
         eprint(f"resuming from epoch {int(search.epoch.numpy())} in {config.out_dir}")
+    elif config.space == "lite0":  # a fresh search starts from Lite0's ImageNet weights (issue 15's route)
+        inherit_lite0(net, info.num_classes)
     writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
     bar = lambda total: progress_bar(config.progress, total, "search", unit="step", leave=True)  # noqa: E731
     history = search.run(train_ds, arch_ds, steps, val_ds=val_ds, writer=writer, progress=bar)
