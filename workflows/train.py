@@ -22,7 +22,9 @@ SETTINGS_FILE = "train_settings.json"
 # Settings that must match to resume from the checkpoint in out_dir (the spec is compared by content).
 RESUME_KEYS = ("model", "weights", "dataset", "input_size", "epochs", "batch_size", "steps_per_epoch", "limit",
                "augment", "optimizer", "lr", "momentum", "nesterov", "rho", "epsilon", "warmup_epochs",
-               "weight_decay", "label_smoothing", "seed")
+               "weight_decay", "label_smoothing", "seed", "teacher", "temperature", "mix", "mix_alpha")
+# Identity keys added later: a settings file written before them is read with the value every run had then.
+ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2}
 _METRIC_NAMES = {"loss": "train_loss", "top1": "train_top1", "top5": "train_top5", "val_loss": "val_loss",
                  "val_top1": "val_top1", "val_top5": "val_top5"}
 
@@ -53,6 +55,10 @@ class TrainConfig:
     warmup_epochs: float | None = None  # None: 1 epoch, or none when the run has a single epoch
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
+    teacher: str = ""  # MODEL:WEIGHTS of a frozen teacher: distillation replaces the labels (training.distill)
+    temperature: float = 1.0  # distillation temperature T
+    mix: str = "none"  # mixup / cutmix / both of every training batch (training.distill.mix_batch)
+    mix_alpha: float = 0.2  # Beta(α, α) of the mixing ratio
     checkpoint_every: int = 200
     seed: int = 0
     out_dir: str = "runs/train"
@@ -78,6 +84,7 @@ class TrainPlan:
     init_arrays: dict | None
     classes: int | None
     run_dir: RunDir
+    teacher: tuple | None = None  # (spec, weights path, arrays) of --teacher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +148,64 @@ def validate(config: TrainConfig) -> TrainPlan:
     classes = data.known_classes(config.dataset)
     if classes is not None and classes < 2:
         raise ConfigError(f"--dataset={config.dataset}: {classes} class; classification needs at least 2")
-    run_dir = RunDir(config.out_dir, settings(config, spec), settings_file=SETTINGS_FILE)
+    teacher = _check_teacher(config, classes, size)
+    run_dir = RunDir(config.out_dir, settings(config, spec), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     if os.path.isdir(run_dir.file("backup")):  # only an unfinished run binds the directory to its settings
         run_dir.check(what="an unfinished run")
-    return TrainPlan(spec, spec_file, size, weights_path, arrays, classes, run_dir)
+    return TrainPlan(spec, spec_file, size, weights_path, arrays, classes, run_dir, teacher)
+
+
+def _check_teacher(config: TrainConfig, classes: int | None, size: int):
+    """``(teacher spec, weights path, arrays)`` of ``--teacher`` (None without one), checked before TensorFlow: a
+    known model with readable weights whose classifier matches the data's classes and that builds at ``size``."""
+    from models.spec import check_input_size
+    from training import weights as W
+    from training.distill import MIX_MODES, parse_teacher
+    check_one_of(mix=(config.mix, MIX_MODES))
+    if config.temperature <= 0 or config.mix_alpha <= 0:
+        raise ConfigError(f"--temperature={config.temperature:g} and --mix_alpha={config.mix_alpha:g}: both must be "
+                          "positive")
+    name, weights = parse_teacher(config.teacher)
+    if not name:
+        return None
+    import zoo
+    try:
+        spec = zoo.get_spec(name)
+        path = W.resolve_weights(spec, weights)
+    except Exception as e:  # SpecError, ZooError, InputError: one line naming the flag
+        raise ConfigError(f"--teacher={config.teacher}: {e}") from None
+    arrays = W.read_weights(path)
+    width = W.weights_classes(arrays) or spec.head.classes
+    if classes is not None and width != classes:
+        raise ConfigError(f"--teacher={config.teacher}: a {width}-class teacher, but --dataset={config.dataset} has "
+                          f"{classes} classes")
+    check_input_size(spec, size, "--teacher")
+    return spec, path, arrays
+
+
+def _distillation_pipeline(config: TrainConfig, plan, train_ds, classes: int):
+    """The training batches after mixup/cutmix (``--mix``) and, with ``--teacher``, with the frozen teacher's
+    probabilities on that same augmented view in place of the labels (`training.distill`). Returns
+    ``(dataset, teacher model or None)``."""
+    import tensorflow as tf
+
+    from training.distill import mix_batch, teacher_targets
+    if config.mix != "none":
+        seed = config.seed
+
+        def mixed(i, batch):
+            return mix_batch(batch[0], batch[1], config.mix, config.mix_alpha,
+                             tf.stack([tf.constant(seed, tf.int64), i]))
+        train_ds = train_ds.enumerate().map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
+    if plan.teacher is None:
+        return train_ds, None
+    import zoo
+    from models.weights import assign
+    spec, path, arrays = plan.teacher
+    teacher = zoo.build(config.teacher.rpartition(":")[0], weights=None, classes=classes, input_size=plan.size)
+    assign(teacher, arrays, source=path)
+    teacher.trainable = False
+    return train_ds.map(teacher_targets(teacher, config.temperature)).prefetch(tf.data.AUTOTUNE), teacher
 
 
 def _chief_dir(strategy, config: TrainConfig) -> tuple[str, bool]:
@@ -229,6 +290,7 @@ def run(config: TrainConfig) -> TrainResult:
                                 on_bad_image=config.on_bad_image)
     one_hot = lambda x, y: (x, tf.one_hot(y, classes))  # noqa: E731 — label smoothing needs dense targets
     train_ds = train_ds.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    train_ds, teacher = _distillation_pipeline(config, plan, train_ds, classes)
     if val_ds is not None:
         val_ds = val_ds.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
     steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
@@ -250,9 +312,12 @@ def run(config: TrainConfig) -> TrainResult:
         metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
         if classes >= 5:
             metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
-        model.compile(optimizer=optimizer, metrics=metrics,
-                      loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                                label_smoothing=config.label_smoothing))
+        if teacher is not None:  # training top-1 is then agreement with the teacher's argmax
+            from training.distill import distillation_loss
+            loss = distillation_loss(config.temperature)
+        else:
+            loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+        model.compile(optimizer=optimizer, metrics=metrics, loss=loss)
 
     prepare_fit(model, strategy)  # multi-worker: Keras' pre-fit build cannot all-reduce a batch
     os.makedirs(out_dir, exist_ok=True)  # only now: bad data or flags above leave no trace
@@ -293,6 +358,10 @@ def run(config: TrainConfig) -> TrainResult:
                  "val_examples": val_info.num_examples if val_info else 0, "val_limit": config.val_limit},
         "epochs": config.epochs, "steps_per_epoch": steps, "steps": total_steps, "batch_size": config.batch_size,
         "optimizer": _optimizer_card(config, warmup_steps), "init": init, "seed": config.seed,
+        "distillation": ({"teacher": config.teacher, "teacher_sha256": sha256(plan.teacher[1]),
+                          "temperature": config.temperature, "loss": "T² · KL(teacher ‖ student) on the same "
+                          "augmented view; training top-1 = agreement with the teacher"} if plan.teacher else None),
+        "mix": {"mode": config.mix, "alpha": config.mix_alpha} if config.mix != "none" else None,
         "metrics": final,
         "strategy": config.strategy, "replicas": replicas,
         "resumed": backup.restored,
