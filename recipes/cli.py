@@ -39,6 +39,21 @@ def define_on_bad_image() -> None:
                       "~/.cache/nas_zoo).")
 
 
+def define_distillation() -> None:
+    """``--teacher``, ``--temperature``, ``--mix`` and ``--mix_alpha`` (training.distill) of the train and search
+    recipes (their config fields of those names)."""
+    flags.DEFINE_string("teacher", "", "Distil from a frozen teacher instead of the labels: MODEL:WEIGHTS (a zoo name "
+                                       "or spec .json, then a zoo tag or .npz), e.g. efficientnet_lite0:imagenet. The "
+                                       "teacher sees the student's augmented (and --mix'ed) view; loss T² · "
+                                       "KL(teacher ‖ student) (function matching, Beyer et al. 2022). Validation still "
+                                       "scores the labels; training accuracy becomes agreement with the teacher.")
+    flags.DEFINE_float("temperature", 1.0, "Distillation temperature T.")
+    flags.DEFINE_enum("mix", "none", ["none", "mixup", "cutmix", "both"], "Mix every training batch: mixup, cutmix, or "
+                      "one of them per batch ('both'); targets are mixed alike (with --teacher the teacher sees the "
+                      "mixed images).")
+    flags.DEFINE_float("mix_alpha", 0.2, "Beta(alpha, alpha) of the mixing ratio.")
+
+
 def run(main) -> None:
     """``app.run`` with a flags parser and error handling that keep bad input to one line and exit status 2."""
     quiet_tf.install()

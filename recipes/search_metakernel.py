@@ -25,7 +25,7 @@ import dataclasses
 
 from absl import flags
 
-from recipes.cli import UsageError, define_on_bad_image, run
+from recipes.cli import UsageError, define_distillation, define_on_bad_image, run
 from workflows.search_metakernel import SearchMetakernelConfig
 from workflows.search_metakernel import run as run_search
 
@@ -34,6 +34,7 @@ flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), '
                                          "PATH/train and PATH/test when present) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
+define_distillation()
 flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet", "ablation", "lite0"],
                   "Search space: MixNet-like 'cifar' (32×32 default), 'imagenet' (224×224, MixNet-M macro "
                   "architecture), 'ablation' (32×32 ReLU inverted residuals, expansion 6: the kernel-ablation "

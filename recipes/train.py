@@ -40,7 +40,7 @@ import sys
 from absl import flags
 
 from inputs.classification import AUGMENTS
-from recipes.cli import UsageError, define_on_bad_image, run
+from recipes.cli import UsageError, define_distillation, define_on_bad_image, run
 from training.distribute import STRATEGIES
 from workflows import train
 from workflows.train import TrainConfig
@@ -84,15 +84,7 @@ flags.DEFINE_float("weight_decay", 4e-5, "Decoupled weight decay: each step w -=
                    lower_bound=0.0)
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy (not used with --teacher).",
                    lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_string("teacher", "", "Distil from a frozen teacher instead of the labels: MODEL:WEIGHTS (a zoo name or "
-                                   "spec .json, then a zoo tag or .npz), e.g. efficientnet_lite0:imagenet. The teacher "
-                                   "sees the student's augmented (and --mix'ed) view; loss T² · KL(teacher ‖ student) "
-                                   "(function matching, Beyer et al. 2022). Validation still scores the labels.")
-flags.DEFINE_float("temperature", 1.0, "Distillation temperature T.")
-flags.DEFINE_enum("mix", "none", ["none", "mixup", "cutmix", "both"], "Mix every training batch: mixup, cutmix, or "
-                  "one of them per batch ('both'); targets are mixed alike (with --teacher the teacher sees the "
-                  "mixed images).")
-flags.DEFINE_float("mix_alpha", 0.2, "Beta(alpha, alpha) of the mixing ratio.")
+define_distillation()
 flags.DEFINE_integer("checkpoint_every", 200, "Write the resumable checkpoint every N optimizer steps (and at every "
                                               "epoch end).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and augmentation.")

@@ -77,6 +77,7 @@ class SearchConfig:
     a_weight_decay: float = 0.0
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    temperature: float = 1.0  # distillation temperature: used when the batches carry soft targets (a teacher's)
     cost_form: str = "paper"
     alpha_data: str = "holdout"
     recal_batches: int = 20
@@ -151,7 +152,18 @@ class MetaKernelSearch(ResumableLoop):
 
     # --- steps -------------------------------------------------------------------------------------------------
     def _ce(self, y, logits):
+        """Cross-entropy to integer labels, or — targets of rank 2, a teacher's softened probabilities
+        (training.distill) — the distillation loss ``T² · CE(p_teacher, softmax(logits / T))``."""
+        if y.shape.rank == 2:
+            t = self.config.temperature
+            return t * t * self.loss(y, logits / t)
         return self.loss(tf.one_hot(y, self._classes), logits)
+
+    @staticmethod
+    def _labels(y):
+        """Integer labels of the targets (a teacher's argmax for soft targets): training accuracy is then agreement
+        with the teacher."""
+        return tf.argmax(y, -1, output_type=tf.int32) if y.shape.rank == 2 else tf.cast(y, tf.int32)
 
     def _w_step_fn(self, x, y):
         with tf.GradientTape() as tape:
@@ -161,7 +173,7 @@ class MetaKernelSearch(ResumableLoop):
             loss = (ce + 0.5 * self.config.w_weight_decay * decay) / self.strategy.num_replicas_in_sync
         grads = tape.gradient(loss, self.w_vars)
         self.w_opt.apply_gradients(zip(grads, self.w_vars))
-        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), self._labels(y)),
                                      tf.float32))
         return ce, acc
 
@@ -193,7 +205,7 @@ class MetaKernelSearch(ResumableLoop):
         del tape
         self.w_opt.apply_gradients(zip(w_grads, self.w_vars))
         self.a_opt.apply_gradients(zip(a_grads, self.a_vars))
-        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), self._labels(y)),
                                      tf.float32))
         return ce, acc, c_loss, expected
 

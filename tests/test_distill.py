@@ -86,6 +86,16 @@ def test_bad_teachers_are_one_line(value, needle, teacher, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_search_takes_the_same_teacher_checks(tmp_path):
+    from workflows import search_metakernel as sm
+    config = sm.SearchMetakernelConfig(target_macs=2e6, teacher="efficientnet_lite0:imagenet",
+                                       out_dir=str(tmp_path / "s"))
+    with pytest.raises(ConfigError, match="a 1000-class teacher, but --dataset=shapes has 10 classes"):
+        sm.validate(config)
+    with pytest.raises(ConfigError, match="--mix"):
+        sm.validate(sm.SearchMetakernelConfig(target_macs=2e6, mix="blend", out_dir=str(tmp_path / "s")))
+
+
 @pytest.mark.slow
 def test_train_distils_from_a_teacher(teacher, tmp_path):
     """The student distilled from its own teacher's weights starts at the teacher (zero KL at T): the first steps'

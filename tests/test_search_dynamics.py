@@ -133,3 +133,16 @@ def test_ablation_baselines_match_the_target_macs():
         assert block.kernels == kernels and len(block.split) == len(kernels)
     with pytest.raises(ValueError, match="no expansion scale"):
         space.matched((3,), "uniform", target, tol=1e-9)
+
+
+def test_soft_targets_are_distilled():
+    """Targets of rank 2 (a teacher's probabilities, training.distill) give T² · CE(p, softmax(logits / T)); integer
+    labels stay plain cross-entropy; accuracy compares with the teacher's argmax."""
+    search = _search(sn.build_supernet(SPACE, seed=0), temperature=3.0)
+    logits = tf.constant([[2.0, -1.0, 0.5] + [0.0] * 7, [0.1, 0.2, 3.0] + [0.0] * 7])
+    soft = tf.nn.softmax(tf.constant([[1.0, 0.0, 0.0] + [0.0] * 7, [0.0, 0.0, 2.0] + [0.0] * 7]))
+    expected = 9.0 * keras.losses.CategoricalCrossentropy(from_logits=True)(soft, logits / 3.0)
+    np.testing.assert_allclose(float(search._ce(soft, logits)), float(expected), rtol=1e-6)
+    hard = keras.losses.CategoricalCrossentropy(from_logits=True)(tf.one_hot([0, 2], 10), logits)
+    np.testing.assert_allclose(float(search._ce(tf.constant([0, 2]), logits)), float(hard), rtol=1e-6)
+    assert search._labels(soft).numpy().tolist() == [0, 2]

@@ -92,3 +92,54 @@ def distillation_loss(temperature: float):
         return temperature * temperature * ce(y_true, logits / temperature)
     loss.__name__ = "distillation"
     return loss
+
+
+def check_teacher(teacher: str, mix: str, temperature: float, mix_alpha: float, dataset: str, classes: int | None,
+                  size: int):
+    """``(teacher spec, weights path, arrays)`` of ``--teacher`` (None without one), checked before TensorFlow: a
+    known model with readable weights whose classifier matches the data's classes and that builds at ``size``;
+    ``--mix``, ``--temperature`` and ``--mix_alpha`` checked too."""
+    from common.checks import check_one_of
+    from models.spec import check_input_size
+    from training import weights as W
+    check_one_of(mix=(mix, MIX_MODES))
+    if temperature <= 0 or mix_alpha <= 0:
+        raise ConfigError(f"--temperature={temperature:g} and --mix_alpha={mix_alpha:g}: both must be positive")
+    name, weights = parse_teacher(teacher)
+    if not name:
+        return None
+    import zoo
+    try:
+        spec = zoo.get_spec(name)
+        path = W.resolve_weights(spec, weights)
+    except Exception as e:  # SpecError, ZooError, InputError: one line naming the flag
+        raise ConfigError(f"--teacher={teacher}: {e}") from None
+    arrays = W.read_weights(path)
+    width = W.weights_classes(arrays) or spec.head.classes
+    if classes is not None and width != classes:
+        raise ConfigError(f"--teacher={teacher}: a {width}-class teacher, but --dataset={dataset} has {classes} "
+                          "classes")
+    check_input_size(spec, size, "--teacher")
+    return spec, path, arrays
+
+
+def pipeline(ds, checked, teacher: str, mix: str, mix_alpha: float, temperature: float, seed: int, classes: int,
+             size: int):
+    """Batches of ``(images, one-hot or soft targets)`` after mixup/cutmix (``mix``) and, with a teacher
+    (``checked``: `check_teacher`'s result), with the frozen teacher's probabilities on that same augmented view in
+    place of the targets. Returns ``(dataset, teacher model or None)``."""
+    import tensorflow as tf
+
+    if mix != "none":
+        def mixed(i, batch):
+            return mix_batch(batch[0], batch[1], mix, mix_alpha, tf.stack([tf.constant(seed, tf.int64), i]))
+        ds = ds.enumerate().map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
+    if checked is None:
+        return ds, None
+    import zoo
+    from models.weights import assign
+    _, path, arrays = checked
+    model = zoo.build(teacher.rpartition(":")[0], weights=None, classes=classes, input_size=size)
+    assign(model, arrays, source=path)
+    model.trainable = False
+    return ds.map(teacher_targets(model, temperature)).prefetch(tf.data.AUTOTUNE), model

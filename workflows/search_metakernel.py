@@ -22,7 +22,10 @@ SETTINGS_FILE = "search_settings.json"
 # Settings that must match to resume a search in an existing out_dir.
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
-               "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay")
+               "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay", "teacher", "temperature",
+               "mix", "mix_alpha")
+# Identity keys added later: a settings file written before them is read with the value every search had then.
+ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2}
 SPACES = ("cifar", "imagenet", "ablation", "lite0")
 ABLATION_EXPAND = 6  # the ablation supernet's expansion ratio (its baselines use 3, scaled to match MACs)
 DW_MODES = ("meta", "multi")
@@ -64,6 +67,10 @@ class SearchMetakernelConfig:
     project: bool = True
     tolerance: float = 0.03
     seed: int = 0
+    teacher: str = ""  # MODEL:WEIGHTS: distil (weights and α) from a frozen teacher instead of the labels
+    temperature: float = 1.0
+    mix: str = "none"
+    mix_alpha: float = 0.2
     name: str | None = None
     output: str | None = None
     out_dir: str = "runs/search_metakernel"
@@ -79,6 +86,7 @@ class SearchMetakernelPlan:
 
     candidates: tuple[int, ...]  # sorted
     run_dir: RunDir
+    teacher: tuple | None = None  # training.distill.check_teacher's (spec, weights path, arrays)
 
 
 def settings(config: SearchMetakernelConfig) -> dict:
@@ -175,12 +183,20 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
         if not NAME_RE.fullmatch(config.name):
             raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
-    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE)
+    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     run_dir.check(what="a search")
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
         check_target(config, make_space(config, cands, classes))
-    return SearchMetakernelPlan(cands, run_dir)
+    from training.distill import check_teacher
+    teacher = check_teacher(config.teacher, config.mix, config.temperature, config.mix_alpha, config.dataset, classes,
+                            input_size(config))
+    return SearchMetakernelPlan(cands, run_dir, teacher)
+
+
+def input_size(config: SearchMetakernelConfig) -> int:
+    """The search's image size: ``--input_size``, else 224 for the ImageNet-sized spaces and 32 otherwise."""
+    return config.input_size or (224 if config.space in ("imagenet", "lite0") else 32)
 
 
 def _notes(config: SearchMetakernelConfig, cands, steps: int, moves: int) -> str:
@@ -215,12 +231,20 @@ def run(config: SearchMetakernelConfig) -> dict:
     holdout = config.holdout if config.alpha_data == "holdout" else 0.0  # "same": α trains on the weights' batches
     common = dict(batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed, holdout=holdout,
                   limit=config.limit, on_bad_image=config.on_bad_image)
-    size = config.input_size or (224 if config.space in ("imagenet", "lite0") else 32)
+    size = input_size(config)
     train_ds, info = load(config.dataset, "train", image_size=size, training=True, repeat=True, **common)
     arch_ds, holdout_examples = None, 0
     if holdout:
         arch_ds, arch_info = load(config.dataset, "holdout", image_size=size, training=True, repeat=True, **common)
         holdout_examples = arch_info.num_examples
+    if plan.teacher is not None or config.mix != "none":  # soft targets: a teacher's view of each augmented batch
+        from training.distill import pipeline
+        one_hot = lambda x, y: (x, tf.one_hot(y, info.num_classes))  # noqa: E731
+        train_ds, _ = pipeline(train_ds.map(one_hot), plan.teacher, config.teacher, config.mix, config.mix_alpha,
+                               config.temperature, config.seed, info.num_classes, size)
+        if arch_ds is not None:
+            arch_ds, _ = pipeline(arch_ds.map(one_hot), plan.teacher, config.teacher, config.mix, config.mix_alpha,
+                                  config.temperature, config.seed + 1, info.num_classes, size)
     val_ds = None
     if config.val_limit:
         val_ds, _ = load(config.dataset, "test", image_size=size, batch_size=config.batch_size, training=False,
@@ -239,7 +263,7 @@ def run(config: SearchMetakernelConfig) -> dict:
                                  tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
                                  a_lr=config.a_lr, a_weight_decay=config.a_weight_decay,
                                  warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
-                                 alpha_data=config.alpha_data, seed=config.seed)
+                                 alpha_data=config.alpha_data, seed=config.seed, temperature=config.temperature)
     initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
     search = MetaKernelSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                               strategy=strategy)

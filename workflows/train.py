@@ -156,56 +156,16 @@ def validate(config: TrainConfig) -> TrainPlan:
 
 
 def _check_teacher(config: TrainConfig, classes: int | None, size: int):
-    """``(teacher spec, weights path, arrays)`` of ``--teacher`` (None without one), checked before TensorFlow: a
-    known model with readable weights whose classifier matches the data's classes and that builds at ``size``."""
-    from models.spec import check_input_size
-    from training import weights as W
-    from training.distill import MIX_MODES, parse_teacher
-    check_one_of(mix=(config.mix, MIX_MODES))
-    if config.temperature <= 0 or config.mix_alpha <= 0:
-        raise ConfigError(f"--temperature={config.temperature:g} and --mix_alpha={config.mix_alpha:g}: both must be "
-                          "positive")
-    name, weights = parse_teacher(config.teacher)
-    if not name:
-        return None
-    import zoo
-    try:
-        spec = zoo.get_spec(name)
-        path = W.resolve_weights(spec, weights)
-    except Exception as e:  # SpecError, ZooError, InputError: one line naming the flag
-        raise ConfigError(f"--teacher={config.teacher}: {e}") from None
-    arrays = W.read_weights(path)
-    width = W.weights_classes(arrays) or spec.head.classes
-    if classes is not None and width != classes:
-        raise ConfigError(f"--teacher={config.teacher}: a {width}-class teacher, but --dataset={config.dataset} has "
-                          f"{classes} classes")
-    check_input_size(spec, size, "--teacher")
-    return spec, path, arrays
+    from training.distill import check_teacher
+    return check_teacher(config.teacher, config.mix, config.temperature, config.mix_alpha, config.dataset, classes,
+                         size)
 
 
 def _distillation_pipeline(config: TrainConfig, plan, train_ds, classes: int):
-    """The training batches after mixup/cutmix (``--mix``) and, with ``--teacher``, with the frozen teacher's
-    probabilities on that same augmented view in place of the labels (`training.distill`). Returns
-    ``(dataset, teacher model or None)``."""
-    import tensorflow as tf
-
-    from training.distill import mix_batch, teacher_targets
-    if config.mix != "none":
-        seed = config.seed
-
-        def mixed(i, batch):
-            return mix_batch(batch[0], batch[1], config.mix, config.mix_alpha,
-                             tf.stack([tf.constant(seed, tf.int64), i]))
-        train_ds = train_ds.enumerate().map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
-    if plan.teacher is None:
-        return train_ds, None
-    import zoo
-    from models.weights import assign
-    spec, path, arrays = plan.teacher
-    teacher = zoo.build(config.teacher.rpartition(":")[0], weights=None, classes=classes, input_size=plan.size)
-    assign(teacher, arrays, source=path)
-    teacher.trainable = False
-    return train_ds.map(teacher_targets(teacher, config.temperature)).prefetch(tf.data.AUTOTUNE), teacher
+    """`training.distill.pipeline` with this run's settings: ``(dataset, teacher model or None)``."""
+    from training.distill import pipeline
+    return pipeline(train_ds, plan.teacher, config.teacher, config.mix, config.mix_alpha, config.temperature,
+                    config.seed, classes, plan.size)
 
 
 def _chief_dir(strategy, config: TrainConfig) -> tuple[str, bool]:
