@@ -9,6 +9,12 @@ A dataset is named by one string:
 - ``folder:PATH`` — class-per-folder images, ``PATH/<class>/*.{png,jpg,jpeg,bmp,gif}``; class names sorted
   alphabetically are the label ids. When PATH holds ``train/`` and ``test/`` (or ``val/``, ``validation/``), the
   split picks one of them (``test``, ``val`` and ``validation`` are aliases); otherwise PATH is the training split.
+- ``tsv:PATH`` — a labelled file list: ``PATH/labels.tsv`` (or PATH itself, a ``.tsv``) with a header and the
+  columns ``file`` (relative to the list's folder) and ``label`` (integer class id), optionally ``synset``: the form
+  of ``../shared/data/imagenet_sample``. With ImageNet synsets and ids below 1000 the classes are the 1000 ImageNet
+  names (`zoo.imagenet_labels`, their standard order), otherwise ``0 … max id``. Split ``test`` (aliases ``val``,
+  ``validation``) is a fixed evaluation part of `TSV_EVAL_IMAGES` files (the first of a fixed permutation,
+  `PARTITION_SEED`), split ``train`` the rest: the evaluation files never enter training.
 - any other name — a tensorflow-datasets name such as ``cifar10`` (``tfds.load(..., as_supervised=True)``; the
   split string goes to tfds as given). Without internet it must already be prepared under ``data_dir``.
 
@@ -47,6 +53,7 @@ SHUFFLE_BUFFER = 10_000
 AUGMENTS = ("standard", "paper", "none")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 EVAL_SPLITS = ("test", "val", "validation")
+TSV_EVAL_IMAGES = 300  # the fixed evaluation split of a tsv: list (ImageNet sample: 300 of its 1,000 images)
 RANDOM_RESIZED_CROP_MIN_SIZE = 64  # below this, CIFAR-style pad-and-crop
 BRIGHTNESS_DELTA = 0.2  # additive, on the 0–1 scale
 SATURATION_RANGE = (0.6, 1.4)
@@ -104,8 +111,11 @@ def validate(dataset: str, data_dir: str | None = None, on_bad_image: str = "rai
         for split in {directory: split for split, directory in layout.items()}.values():
             _folder_examples(root, layout, split, on_bad_image)
         return
+    if dataset.startswith("tsv:"):
+        _tsv_examples(dataset, on_bad_image)
+        return
     if not TFDS_NAME.fullmatch(dataset):
-        raise DataError(f"dataset {dataset!r}: not 'shapes', 'folder:PATH' or a tensorflow-datasets name")
+        raise DataError(f"dataset {dataset!r}: not 'shapes', 'folder:PATH', 'tsv:PATH' or a tensorflow-datasets name")
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise DataError(f"--data_dir {data_dir}: not a directory")
 
@@ -117,6 +127,8 @@ def known_classes(dataset: str) -> int | None:
     if dataset.startswith("folder:"):
         root = _folder_root(dataset)
         return len(_class_names(_folder_layout(root)["train"]))
+    if dataset.startswith("tsv:"):
+        return len(_tsv_table(dataset)[0])
     return None
 
 
@@ -168,6 +180,8 @@ def load(dataset: str, split: str, *, image_size: int, batch_size: int, training
         source = _shapes_source(split, image_size, holdout, limit)
     elif dataset.startswith("folder:"):
         source = _folder_source(dataset, split, holdout, limit, on_bad_image)
+    elif dataset.startswith("tsv:"):
+        source = _tsv_source(dataset, split, holdout, limit, on_bad_image)
     else:
         validate(dataset, data_dir)
         source = _tfds_source(dataset, split, holdout, limit, data_dir)
@@ -438,6 +452,102 @@ def _folder_source(dataset: str, split: str, holdout: float, limit: int | None, 
     return _Source(examples, _decode_file, classes, len(idx))
 
 
+def _tsv_path(dataset: str) -> str:
+    path = os.path.expanduser(dataset[len("tsv:"):])
+    if not path:
+        raise DataError(f"dataset {dataset!r}: tsv: needs a path")
+    table = os.path.join(path, "labels.tsv") if os.path.isdir(path) else path
+    if not os.path.isfile(table):
+        raise DataError(f"{dataset}: no such file {table}")
+    return table
+
+
+@functools.lru_cache(maxsize=4)
+def _tsv_table_cached(table: str, mtime: float) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    import csv
+    try:
+        with open(table, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{table}: cannot read ({e})") from None
+    if not rows or "file" not in rows[0] or "label" not in rows[0]:
+        raise DataError(f"{table}: the first line must name the columns, with 'file' and 'label' among them")
+    head = rows[0]
+    i_file, i_label = head.index("file"), head.index("label")
+    i_syn = head.index("synset") if "synset" in head else None
+    base = os.path.dirname(os.path.abspath(table))
+    files, labels, synsets = [], [], []
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(head):
+            raise DataError(f"{table}, line {n}: {len(row)} columns, the header has {len(head)}")
+        try:
+            label = int(row[i_label])
+            if label < 0:
+                raise ValueError
+        except ValueError:
+            raise DataError(f"{table}, line {n}: label {row[i_label]!r} is not a class id (an integer ≥ 0)") from None
+        path = os.path.normpath(os.path.join(base, row[i_file]))
+        if not os.path.isfile(path):
+            raise DataError(f"{table}, line {n}: no such file {path}")
+        files.append(path)
+        labels.append(label)
+        if i_syn is not None:
+            synsets.append(row[i_syn])
+    if len(files) <= TSV_EVAL_IMAGES:
+        raise DataError(f"{table}: {len(files)} files; needs more than the {TSV_EVAL_IMAGES} of its evaluation split")
+    if synsets and max(labels) < 1000 and all(re.fullmatch(r"n\d{8}", s) for s in synsets):
+        from zoo import imagenet_labels
+        names = tuple(imagenet_labels())
+    else:
+        names = tuple(str(i) for i in range(max(labels) + 1))
+    return names, tuple(files), tuple(labels)
+
+
+def _tsv_table(dataset: str):
+    """(class names, files, labels) of a ``tsv:`` dataset, checked (cached per file version)."""
+    table = _tsv_path(dataset)
+    return _tsv_table_cached(table, os.path.getmtime(table))
+
+
+def _tsv_examples(dataset: str, on_bad_image: str = "raise") -> tuple[tuple[str, ...], list[str], list[int]]:
+    """Every listed image decoded once (`inputs.images.verify_images`, cached); bad ones raise or are skipped."""
+    names, files, labels = _tsv_table(dataset)
+    bad = verify_images(list(files))
+    if bad:
+        if on_bad_image == "raise":
+            path, reason = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DataError(f"{path}: not a decodable image ({reason}){more}; repair or remove it, or pass "
+                            "--on_bad_image=skip")
+        drop = {p for p, _ in bad}
+        if (dataset, len(bad)) not in _WARNED:
+            _WARNED.add((dataset, len(bad)))
+            eprint(f"{dataset}: skipping {len(bad)} image(s) that cannot be decoded (first: {bad[0][0]})")
+        kept = [(f, y) for f, y in zip(files, labels) if f not in drop]
+        return names, [f for f, _ in kept], [y for _, y in kept]
+    return names, list(files), list(labels)
+
+
+def _tsv_source(dataset: str, split: str, holdout: float, limit: int | None, on_bad_image: str) -> _Source:
+    """The evaluation part (the first `TSV_EVAL_IMAGES` of the listed files in a fixed permutation, decided before
+    any image is skipped) or the training rest, then the usual holdout/limit selection within it."""
+    import tensorflow as tf
+    names, all_files, _ = _tsv_table(dataset)
+    kept_names, files, labels = _tsv_examples(dataset, on_bad_image)
+    order = np.random.default_rng(PARTITION_SEED).permutation(len(all_files))
+    evaluation = {all_files[i] for i in order[:TSV_EVAL_IMAGES]}
+    base = "test" if split in EVAL_SPLITS else "train"
+    if split not in EVAL_SPLITS + ("train", "holdout"):
+        raise DataError(f"{dataset}: no split {split!r} (train, test, or holdout with holdout > 0)")
+    part = [(f, y) for f, y in zip(files, labels) if (f in evaluation) == (base == "test")]
+    idx = _select(len(part), split, holdout, limit, dataset)
+    examples = tf.data.Dataset.from_tensor_slices((np.asarray([part[i][0] for i in idx]),
+                                                   np.asarray([part[i][1] for i in idx], np.int32)))
+    return _Source(examples, _decode_file, kept_names, len(idx))
+
+
 def _decode_file(path: "tf.Tensor") -> "tf.Tensor":
     import tensorflow as tf
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -451,7 +561,8 @@ def _tfds_source(name: str, split: str, holdout: float, limit: int | None, data_
     try:
         examples, info = tfds.load(name, split=base, data_dir=data_dir, as_supervised=True, with_info=True)
     except tfds.core.DatasetNotFoundError:
-        raise DataError(f"dataset {name!r}: not 'shapes', 'folder:PATH' or a tensorflow-datasets name") from None
+        raise DataError(f"dataset {name!r}: not 'shapes', 'folder:PATH', 'tsv:PATH' or a tensorflow-datasets "
+                        "name") from None
     except Exception as e:  # noqa: BLE001 — tfds fails in many ways (network, missing files); report them as one line
         reason = (str(e).strip().splitlines() or [""])[0][:200]
         raise DataError(f"{name}: tensorflow-datasets cannot load split {base!r} ({type(e).__name__}: {reason}); "

@@ -27,7 +27,8 @@ flags.DEFINE_string("model", None, "Zoo model name (python -m zoo list) or path 
 flags.DEFINE_string("weights", None, "Weights to evaluate: a .npz path (e.g. a recipes.train weights.npz), a zoo tag "
                                      "such as 'imagenet', or '' for random init (a sanity baseline). Required.")
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder "
-                                         "images) or a tensorflow-datasets name.")
+                                         "images), 'tsv:PATH' (labels.tsv file list with a fixed "
+                                         "300-image test split) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_string("split", "test", "Split to evaluate: 'test' (aliases 'val', 'validation'), 'train', or any "

@@ -43,7 +43,8 @@ flags.DEFINE_bool("int8_io", False, "With --mode=int8: int8 input and output ten
                                     "one integral mean/std for all channels (EfficientNet-Lite: 127/128) the input's "
                                     "quantization is the normalisation: feed pixel - 128, no op added.")
 flags.DEFINE_string("dataset", "shapes", "Data for int8 calibration and the parity check: 'shapes' (built-in "
-                                         "synthetic), 'folder:PATH' or a tensorflow-datasets name.")
+                                         "synthetic), 'folder:PATH', 'tsv:PATH' (labels.tsv file list with a fixed "
+                                         "300-image test split) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_string("representative_split", "train", "Split of --dataset that calibrates int8 quantization.")

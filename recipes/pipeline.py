@@ -21,8 +21,8 @@ from workflows import pipeline
 from workflows.pipeline import PipelineConfig
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "shapes", "Dataset of every stage: 'shapes' (built-in synthetic), 'folder:PATH' or a "
-                                         "tensorflow-datasets name.")
+flags.DEFINE_string("dataset", "shapes", "Dataset of every stage: 'shapes' (built-in synthetic), 'folder:PATH', "
+                                         "'tsv:PATH' or a tensorflow-datasets name.")
 flags.DEFINE_alias("data", "dataset")  # the flag's name before it matched every other recipe
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()

@@ -104,7 +104,8 @@ flags.DEFINE_string("weights", "", "Weights to start from: a zoo tag such as 'im
 flags.DEFINE_integer("classes", None, "Classifier width (default: the spec's); set it when --weights were trained on "
                                       "another class count. Must equal the dataset's class count.", lower_bound=2)
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder "
-                                         "images, PATH/train and PATH/test) or a tensorflow-datasets name.")
+                                         "images, PATH/train and PATH/test), 'tsv:PATH' (labels.tsv file list with a "
+                                         "fixed 300-image test split) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_integer("input_size", None, "Square input size (default: the spec's input size).", lower_bound=8)

@@ -31,7 +31,8 @@ from workflows.search_metakernel import run as run_search
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder images, "
-                                         "PATH/train and PATH/test when present) or a tensorflow-datasets name.")
+                                         "PATH/train and PATH/test when present), 'tsv:PATH' (labels.tsv file list "
+                                         "with a fixed 300-image test split) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 define_distillation()

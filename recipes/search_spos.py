@@ -40,7 +40,8 @@ from workflows.search_spos import run as run_spos
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("phase", "both", ["supernet", "evolution", "both"], "What to run.")
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder "
-                                         "images) or a tensorflow-datasets name.")
+                                         "images), 'tsv:PATH' (labels.tsv file list with a fixed "
+                                         "300-image test split) or a tensorflow-datasets name.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet"], "'cifar': paper Table 2 layout at 32×32 with channels × "

@@ -53,7 +53,7 @@ flags.DEFINE_string("weights", "", "Initial weights: '' (random init, train from
                                    "class count than the data's, all but the classifier are loaded.")
 flags.DEFINE_string("dataset", "shapes", "Data: 'shapes' (built-in synthetic), 'folder:PATH' (class-per-folder "
                                          "images, PATH/train and PATH/test when present) or a tensorflow-datasets "
-                                         "name.")
+                                         "name; 'tsv:PATH': a labels.tsv file list (fixed 300-image test split).")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_integer("input_size", None, "Square input size (default: the spec's input size).", lower_bound=8)

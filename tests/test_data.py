@@ -169,7 +169,7 @@ def test_tfds_failure_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(tfds, "load", unknown)
     for check in (lambda: data.load("not_a_dataset", "train", image_size=32, batch_size=8, training=False),
                   lambda: data.validate("no such dataset!")):
-        with pytest.raises(DataError, match="not 'shapes', 'folder:PATH' or a tensorflow-datasets name"):
+        with pytest.raises(DataError, match="not 'shapes', 'folder:PATH', 'tsv:PATH' or a tensorflow-datasets name"):
             check()
 
 
@@ -289,3 +289,62 @@ def test_skip_also_leaves_out_files_that_are_not_images(tmp_path, capsys):
     assert "skipping 2 image(s)" in capsys.readouterr().err
     images, _ = _examples(f"folder:{folder}", "train", on_bad_image="skip")
     assert len(images) == 6
+
+
+IMAGENET_SAMPLE = Path(ROOT) / ".." / "shared" / "data" / "imagenet_sample"
+
+
+def _tsv_dir(tmp_path, n=320, classes=7, synsets=False):
+    from conftest import write_tiny_png
+    d = tmp_path / "list"
+    (d / "img").mkdir(parents=True)
+    rows = ["file\tlabel" + ("\tsynset" if synsets else "")]
+    for i in range(n):
+        write_tiny_png(d / "img" / f"{i}.png", value=i % 256)
+        rows.append(f"img/{i}.png\t{i % classes}" + (f"\tn{i:08d}" if synsets else ""))
+    (d / "labels.tsv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def test_tsv_lists_have_a_fixed_disjoint_evaluation_split(tmp_path):
+    d = _tsv_dir(tmp_path)
+    name = f"tsv:{d}"
+    data.validate(name)
+    assert data.known_classes(name) == 7
+    files = {}
+    for split in ("train", "test"):
+        ds, info = data.load(name, split, image_size=8, batch_size=64, training=False)
+        files[split] = info.num_examples
+        labels = np.concatenate([y for _, y in ds.as_numpy_iterator()])
+        assert labels.max() < 7 and info.class_names == tuple(str(i) for i in range(7))
+    assert files == {"test": data.TSV_EVAL_IMAGES, "train": 20}
+    src = {s: data._tsv_source(name, s, 0.0, None, "raise") for s in ("train", "test")}
+    paths = {s: set(x.decode() for x, _ in src[s].examples.as_numpy_iterator()) for s in src}
+    assert not paths["train"] & paths["test"] and len(paths["train"] | paths["test"]) == 320
+    again = set(x.decode() for x, _ in data._tsv_source(name, "test", 0.0, None, "raise").examples.as_numpy_iterator())
+    assert again == paths["test"]  # fixed
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda t: t.replace("file\tlabel", "path\tlabel", 1), "'file' and 'label'"),
+    (lambda t: t.replace("img/3.png\t3", "img/3.png\tthree", 1), "line 5: label 'three' is not a class id"),
+    (lambda t: t.replace("img/3.png", "img/missing.png", 1), "line 5: no such file"),
+    (lambda t: t.replace("img/3.png\t3", "img/3.png\t3\textra", 1), "line 5: 3 columns"),
+])
+def test_tsv_bad_lists_are_one_line(edit, needle, tmp_path):
+    d = _tsv_dir(tmp_path)
+    (d / "labels.tsv").write_text(edit((d / "labels.tsv").read_text()))
+    with pytest.raises(DataError, match=needle):
+        data.validate(f"tsv:{d}")
+    with pytest.raises(DataError, match="no such file"):
+        data.validate(f"tsv:{tmp_path / 'nowhere'}")
+
+
+@pytest.mark.skipif(not IMAGENET_SAMPLE.is_dir(), reason="needs ../shared/data/imagenet_sample")
+def test_imagenet_sample_reads_as_imagenet_classes():
+    name = f"tsv:{IMAGENET_SAMPLE}"
+    assert data.known_classes(name) == 1000
+    ds, info = data.load(name, "test", image_size=32, batch_size=100, training=False)
+    assert info.num_examples == 300 and info.class_names[1].startswith("goldfish")
+    labels = np.concatenate([y for _, y in ds.as_numpy_iterator()])
+    assert len(set(labels.tolist())) == 300  # one image per class
