@@ -316,3 +316,28 @@ def test_lite0_seeding_keeps_a_fresh_classifier_for_other_classes():
     np.testing.assert_array_equal(net.blocks[3].dw.crop(5), arrays["s2_b0_dw/kernel"])  # a 5×5 stage, zero-padded
     assert not np.asarray(net.blocks[3].dw.kernel)[0].any()  # the outer ring of the 7×7 meta kernel is zero
     np.testing.assert_array_equal(np.asarray(net.model.get_layer("classifier").kernel), fresh)
+
+
+@pytest.mark.slow
+def test_lite0_baselines_crop_and_l1_prune_to_a_budget():
+    """issue 15's baselines as architectures of the seeded supernet: 5×5 → 3×3 crops, and L1-norm channel pruning
+    with one kept share for every block landing on the MACs budget."""
+    import zoo
+    from models.weights import read_npz
+    from search.metakernel_space import lite0_space
+    from search.pruning import crop_kernels, l1_importance, l1_prune
+    space = lite0_space()
+    net = sn.MetaKernelSupernet(sn.build_supernet(space), space)
+    spec = zoo.get_spec("efficientnet_lite0")
+    net.inherit(read_npz(zoo.weights_path("efficientnet_lite0", "imagenet")), spec)
+    lite0 = net.member_choice(spec)
+    cropped = crop_kernels(net, lite0, {5: 3})
+    assert all(k == 3 for b in net.derive(cropped).stages for blk in b for k in blk.kernels)
+    pruned, share, macs = l1_prune(net, cropped, 260e6)
+    assert abs(macs / 260e6 - 1) <= 0.01 and 0.5 < share < 0.8 and net.macs(pruned) == macs
+    block = net.blocks[4]  # s2_b1: 240 expanded filters
+    kept = np.flatnonzero(pruned[4] != 0)
+    top = np.argsort(-l1_importance(block), kind="stable")[:len(kept)]
+    assert set(kept) == set(top) and len(kept) == int(np.ceil(share * 240))
+    with pytest.raises(ValueError, match="outside what pruning reaches"):
+        l1_prune(net, lite0, 500e6)
