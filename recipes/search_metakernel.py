@@ -46,6 +46,10 @@ flags.DEFINE_float("width", 1.0, "Width multiplier of the 'cifar' space.", lower
 flags.DEFINE_integer("depth", 1, "Block repeats per stage of the 'cifar' space.", lower_bound=1)
 flags.DEFINE_integer("input_size", None, "Input size (default: 32 for 'cifar' and 'ablation', 224 for 'imagenet' and "
                                          "'lite0').", lower_bound=16)
+flags.DEFINE_integer("budget_input_size", None, "Count --target_macs (and every reported MACs, and the derived spec's "
+                                                "input size) at this input size while the supernet trains at "
+                                                "--input_size, e.g. search at 128 for speed on a 224 budget.",
+                     lower_bound=16)
 flags.DEFINE_list("candidates", ["3", "5", "7"], "Candidate depthwise kernel sizes (distinct odd integers).")
 flags.DEFINE_enum("dw_mode", "meta", ["meta", "multi"], "Supernet form: 'meta' (one conv, masked meta kernel) or "
                                                         "'multi' (DARTS-style baseline, one conv per candidate).")

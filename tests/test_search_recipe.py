@@ -1,5 +1,6 @@
 """recipes.search_metakernel end to end on the synthetic set: moves toward its target, resumes after a kill, and
 refuses bad input with one line and exit status 2."""
+import dataclasses
 import json
 
 import pytest
@@ -88,3 +89,16 @@ def test_search_runs_mirrored_on_two_logical_cpus(tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and history[0]["train_ce"] == history[0]["train_ce"]  # finite, not NaN
     assert loads((out / "derived.json").read_text(), "derived.json").provenance.target_macs == TARGET
+
+
+def test_budget_counts_at_its_own_input_size(tmp_path):
+    """--budget_input_size: a 224 budget is checked (and later counted) at 224 while the supernet trains at 64."""
+    from common.checks import ConfigError
+    from workflows import search_metakernel as sm
+    config = sm.SearchMetakernelConfig(space="lite0", input_size=64, target_macs=260e6, out_dir=str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="outside what the space can reach .* at 64×64"):
+        sm.validate(config)
+    sm.validate(dataclasses.replace(config, budget_input_size=224))
+    space = sm.make_space(config, (3, 5, 7), 10)
+    assert sm.budget_space(dataclasses.replace(config, budget_input_size=224), space).input_size == 224
+    assert sm.budget_space(config, space) is space

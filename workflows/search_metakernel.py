@@ -23,9 +23,9 @@ SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
                "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay", "teacher", "temperature",
-               "mix", "mix_alpha")
+               "mix", "mix_alpha", "budget_input_size")
 # Identity keys added later: a settings file written before them is read with the value every search had then.
-ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2}
+ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2, "budget_input_size": None}
 SPACES = ("cifar", "imagenet", "ablation", "lite0")
 ABLATION_EXPAND = 6  # the ablation supernet's expansion ratio (its baselines use 3, scaled to match MACs)
 DW_MODES = ("meta", "multi")
@@ -67,6 +67,7 @@ class SearchMetakernelConfig:
     project: bool = True
     tolerance: float = 0.03
     seed: int = 0
+    budget_input_size: int | None = None  # count --target_macs at this input size (default: the training size)
     teacher: str = ""  # MODEL:WEIGHTS: distil (weights and α) from a frozen teacher instead of the labels
     temperature: float = 1.0
     mix: str = "none"
@@ -130,6 +131,14 @@ def inherit_lite0(net, classes: int) -> None:
     eprint("supernet seeded with efficientnet_lite0 'imagenet' weights (meta kernels: its kernels zero-padded)")
 
 
+def budget_space(config: SearchMetakernelConfig, space):
+    """``space`` at ``--budget_input_size`` (the resolution whose MACs the budget counts, e.g. 224 while training at
+    128 for speed), or ``space`` itself. Only the blocks' input sizes differ, so E[MACs], the argmax's MACs, the
+    projection and the derived spec (its input size too) follow the budget's resolution; the supernet trains at
+    ``space``'s."""
+    return space.replace(input_size=config.budget_input_size) if config.budget_input_size else space
+
+
 def check_target(config: SearchMetakernelConfig, space) -> None:
     """``target_macs`` must lie strictly between the space's cheapest and dearest architecture."""
     lo, hi = space.macs_range()
@@ -164,6 +173,7 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
                    batch_size=(config.batch_size, 1), steps_per_epoch=(config.steps_per_epoch, 1),
                    depth=(config.depth, 1), input_size=(config.input_size, 16), limit=(config.limit, 2),
                    val_limit=(config.val_limit, 0), cpu_replicas=(config.cpu_replicas, 1),
+                   budget_input_size=(config.budget_input_size, 16),
                    a_weight_decay=(config.a_weight_decay, 0.0))
     if config.space != "cifar" and (config.width != 1.0 or config.depth != 1):
         raise ConfigError(f"--width/--depth apply to --space=cifar only (got --space={config.space})")
@@ -187,7 +197,7 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     run_dir.check(what="a search")
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
-        check_target(config, make_space(config, cands, classes))
+        check_target(config, budget_space(config, make_space(config, cands, classes)))
     from training.distill import check_teacher
     teacher = check_teacher(config.teacher, config.mix, config.temperature, config.mix_alpha, config.dataset, classes,
                             input_size(config))
@@ -250,7 +260,8 @@ def run(config: SearchMetakernelConfig) -> dict:
         val_ds, _ = load(config.dataset, "test", image_size=size, batch_size=config.batch_size, training=False,
                          data_dir=config.data_dir, limit=config.val_limit, on_bad_image=config.on_bad_image)
     space = make_space(config, cands, info.num_classes)
-    check_target(config, space)
+    cost_space = budget_space(config, space)  # the space whose MACs the budget counts (its input size)
+    check_target(config, cost_space)
     steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={config.batch_size} does not split over {strategy.num_replicas_in_sync} "
@@ -258,14 +269,14 @@ def run(config: SearchMetakernelConfig) -> dict:
 
     with strategy.scope():
         model = sn.build_supernet(space, config.dw_mode, tau=config.tau_start, seed=config.seed)
-    net = sn.MetaKernelSupernet(model, space)
+    net = sn.MetaKernelSupernet(model, cost_space)  # derived specs and their MACs at the budget's input size
     search_config = SearchConfig(target=config.target_macs, epochs=config.epochs, lam=config.lam, eta=config.eta,
                                  tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
                                  a_lr=config.a_lr, a_weight_decay=config.a_weight_decay,
                                  warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
                                  alpha_data=config.alpha_data, seed=config.seed, temperature=config.temperature)
     initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
-    search = MetaKernelSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
+    search = MetaKernelSearch(model, cost_space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                               strategy=strategy)
     run_dir.start()
     resumed = search.restore()
