@@ -108,3 +108,63 @@ def test_deploy_preprocessing_refuses_bad_flags(args, tmp_path):
     r = run_module("benchmarks.deploy_preprocessing", f"--out={tmp_path / 'd.json'}", *args, timeout=120)
     error_line(r, "benchmarks.deploy_preprocessing")
     assert not (tmp_path / "d.json").exists()
+
+
+@pytest.fixture(scope="module")
+def imagenet_like(tmp_path_factory):
+    """A tiny tsv: list in the ImageNet sample's form (synsets, ids below 1000: 1000 classes), 320 8×8 images."""
+    from conftest import write_tiny_png
+    d = tmp_path_factory.mktemp("imagenet_like")
+    (d / "img").mkdir()
+    rows = ["file\tlabel\tsynset"]
+    for i in range(320):
+        write_tiny_png(d / "img" / f"{i}.png", value=i % 256)
+        rows.append(f"img/{i}.png\t{(3 * i) % 1000}\tn{i:08d}")
+    (d / "labels.tsv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--targets=260e6,370e6", "--names=a"], "one name per target"),
+    (["--targets=5e9", "--names=a"], "outside the lite0 space"),
+    (["--names=Bad Name,b"], "not a model name"),
+    (["--dataset=shapes"], "10 classes; the Lite0 teacher"),
+    (["--search_size=16"], "--search_size/--train_size ≥ 32"),
+])
+def test_metakernel_ab_refuses_bad_flags(args, needle, tmp_path, imagenet_like):
+    args = args if any(x.startswith("--dataset") for x in args) else [f"--dataset=tsv:{imagenet_like}", *args]
+    r = run_module("benchmarks.metakernel_ab", f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", *args,
+                   timeout=120)
+    assert needle in error_line(r, "benchmarks.metakernel_ab"), r.stderr
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_metakernel_ab_baselines_and_report(tmp_path, imagenet_like):
+    """The baselines stage writes both baselines of a budget as specs with inherited weights at the budget's MACs;
+    the report compares the searched model with each baseline (difference and its binomial SE)."""
+    from benchmarks import metakernel_ab as ab
+    from models import spec as S
+    from models.builder import build
+    from models.counting import count
+    from models.weights import assign, read_npz
+    a = ab.parse([f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", "--targets=260e6",
+                  "--names=mk_a", f"--dataset=tsv:{imagenet_like}"])
+    info = ab.write_baselines(a)
+    assert set(info) == {"crop_prune_mk_a", "prune_mk_a"}
+    for name in info:
+        p = ab._paths(a, name)
+        spec = S.loads(open(p["spec"]).read())
+        assert abs(count(spec).macs / 260e6 - 1) <= 0.01 and spec.provenance.method == "baseline"
+        assign(build(spec), read_npz(p["init"]))  # the weights fit the spec
+    crop = S.loads(open(ab._paths(a, "crop_prune_mk_a")["spec"]).read())
+    assert {k for st in crop.stages for b in st for k in b.kernels} == {3}
+    import shutil
+    shutil.copyfile(ab._paths(a, "prune_mk_a")["spec"], ab._paths(a, "mk_a")["spec"])  # stands in for a search
+    evals = {"mk_a": {"top1": 0.6, "top5": 0.8, "examples": 300}, "prune_mk_a": {"top1": 0.5, "examples": 300},
+             "crop_prune_mk_a": {"top1": 0.58, "examples": 300}}
+    res = ab.aggregate(a, {"top1": 0.85, "examples": 300}, {}, evals, {}, info)
+    vs = res["searched_vs_baselines"]["mk_a_vs_prune"]
+    assert vs["diff"] == pytest.approx(0.1) and vs["se"] == pytest.approx(math.sqrt(0.24 / 300 + 0.25 / 300))
+    assert vs["exceeds_2se"] and not res["searched_vs_baselines"]["mk_a_vs_crop_prune"]["exceeds_2se"]
+    assert res["models"]["mk_a"]["top1_vs_teacher"] == pytest.approx(-0.25)
