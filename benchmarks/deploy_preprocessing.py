@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="deploy_preprocessing", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path")
     p.add_argument("--model", default="mobilenet_v2_100",
-                   help="zoo model; with a keras.applications twin (mobilenet_v2_100) ratios are to the twin, "
-                        "otherwise to zoo_none (e.g. efficientnet_lite0, whose one mean folds into a single PADV2)")
+                   help="zoo model or spec .json; with a keras.applications twin (mobilenet_v2_100) ratios are to the "
+                        "twin, otherwise to zoo_none (e.g. efficientnet_lite0, whose one mean folds into one PADV2)")
     p.add_argument("--input_size", type=int, default=224)
     p.add_argument("--modes", default="float32,int8", help="comma-separated, of float32,int8")
     p.add_argument("--threads", type=int, default=1)
@@ -62,8 +62,10 @@ def main(argv=None) -> int:
         print(f"deploy_preprocessing: --out={a.out}: is a directory", file=sys.stderr)
         return 2
     import zoo  # TensorFlow-free until a model is built
-    if a.model not in zoo.list_models():
-        print(f"deploy_preprocessing: --model={a.model}: not a zoo model (python -m zoo list)", file=sys.stderr)
+    try:
+        spec = zoo.get_spec(a.model)
+    except Exception as e:  # ZooError / SpecError: one line
+        print(f"deploy_preprocessing: --model={a.model}: {e}", file=sys.stderr)
         return 2
 
     from common import quiet_tf
@@ -78,7 +80,6 @@ def main(argv=None) -> int:
     from workflows.export_tflite import normalise
 
     t0 = time.time()
-    spec = zoo.get_spec(a.model)
     size = a.input_size
     variants = VARIANTS if a.model in TWINS else VARIANTS[1:]
     base_name = "keras_applications" if a.model in TWINS else "zoo_none"

@@ -37,6 +37,10 @@ from benchmarks.harness import StageTimes, host_info, round_floats, write_json
 DATA = "tsv:../shared/data/imagenet_sample"
 TEACHER = "efficientnet_lite0:imagenet"
 STAGES = ("teacher", "search", "baselines", "distill", "evaluate", "latency")
+# Settings every stage's outputs depend on (the run directory's identity; --stop_after and --latency_rounds are not)
+IDENTITY = ("dataset", "targets", "names", "search_size", "search_epochs", "search_batch", "search_steps",
+            "search_flags", "train_size", "epochs", "steps_per_epoch", "batch_size", "lr", "mix", "temperature",
+            "eval_limit")
 KINDS = ("searched", "crop_prune", "prune")  # per target: the search's model and the two baselines
 
 
@@ -57,7 +61,8 @@ def parse(argv):
     p.add_argument("--search_epochs", type=int, default=4)
     p.add_argument("--search_batch", type=int, default=32)
     p.add_argument("--search_steps", type=int, default=0, help="steps per search epoch (0: one pass)")
-    p.add_argument("--search_flags", default="", help="extra comma-separated flags of recipes.search_metakernel")
+    p.add_argument("--search_flags", default="",
+                   help="extra flags of recipes.search_metakernel, space-separated as on a command line (quoted)")
     p.add_argument("--train_size", type=int, default=224, help="distillation resolution")
     p.add_argument("--epochs", type=int, default=10, help="distillation epochs")
     p.add_argument("--steps_per_epoch", type=int, default=0, help="distillation steps per epoch (0: one pass)")
@@ -102,6 +107,18 @@ def parse(argv):
     for t in a.targets:
         if not lo < t < hi:
             fail(f"--targets: {t:,.0f} is outside the lite0 space's {lo:,} … {hi:,} MACs at 224")
+    import shlex
+    try:
+        a.search_flag_list = shlex.split(a.search_flags)
+    except ValueError as e:
+        fail(f"--search_flags: {e}")
+    from common.errors import InputError
+    from common.rundir import RunDir
+    a.run_dir = RunDir(a.work_dir, {k: getattr(a, k) for k in IDENTITY}, flag="--work_dir")
+    try:  # every stage's outputs belong to these settings: other settings need another --work_dir
+        a.run_dir.check(what="a metakernel_ab run")
+    except InputError as e:
+        fail(str(e))
     return a
 
 
@@ -125,7 +142,7 @@ def search_args(a, name: str, target: float, out_dir: str) -> list[str]:
             "--budget_input_size=224", f"--target_macs={target:.0f}", f"--epochs={a.search_epochs}",
             f"--batch_size={a.search_batch}", *([f"--steps_per_epoch={a.search_steps}"] if a.search_steps else []),
             "--val_limit=0", "--seed=0", f"--name={name}", "--noprogress", f"--out_dir={out_dir}",
-            *[f for f in a.search_flags.split(",") if f]]
+            *a.search_flag_list]
 
 
 def train_args(a, m: dict) -> list[str]:
@@ -164,7 +181,10 @@ def write_baselines(a) -> dict:
             continue
         base = crop_kernels(net, member, {5: 3}) if m["kind"] == "crop_prune" else member
         if net.macs(base) > m["target"] * 1.01:
-            arch, share, macs = l1_prune(net, base, m["target"])
+            try:
+                arch, share, macs = l1_prune(net, base, m["target"])
+            except ValueError as e:
+                raise SystemExit(f"metakernel_ab: --targets: {m['name']}: {e}") from None
         else:
             arch, share, macs = base, 1.0, net.macs(base)
         how = ("Lite0, 5x5 kernels cropped to 3x3, " if m["kind"] == "crop_prune" else "Lite0, ") + \
@@ -255,6 +275,7 @@ def plot(result: dict, path: str) -> None:
 def main(argv=None) -> int:
     a = parse(argv)
     from recipes.cli import run_stage
+    a.run_dir.start()
     for d in ("logs", "search", "specs", "distill", "eval"):
         os.makedirs(os.path.join(a.work_dir, d), exist_ok=True)
     seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), seed=StageTimes.previous(a.out))

@@ -33,7 +33,10 @@ def int8_input_quantization(spec: ModelSpec) -> tuple[float, int] | None:
     """``(scale, zero_point)`` of an int8 input that *is* the normalisation: a caller feeds ``pixel − 128`` and the
     network reads ``(pixel − mean) / std`` — possible when one integral mean and one std serve every channel
     (EfficientNet-Lite: 127, 128 → ``(1/128, −1)``); None otherwise (per-channel statistics, a mean of 127.5). The
-    network's convolutions then pad with the zero point, i.e. a normalised zero: exact with no op added."""
+    network's convolutions then pad with the zero point, i.e. a normalised zero: exact with no op added. The export
+    gets these parameters from calibration itself (a black and a white image make the calibrated range exactly
+    ``[(0 − mean)/std, (255 − mean)/std]``), so the stem's quantized bias is consistent with them: rewriting an
+    input's scale after conversion would not be, as the bias was quantized at the calibrated input scale."""
     mean, std = set(spec.input.mean), set(spec.input.std)
     if len(mean) != 1 or len(std) != 1:
         return None

@@ -94,14 +94,12 @@ def converter_options(mode: str, representative: Callable[[], Iterable] | None =
 
 
 def export(model, path: str, mode: str = "float32", representative: Callable[[], Iterable] | None = None,
-           int8_io: bool = False, metadata: dict | None = None,
-           input_quantization: tuple[float, int] | None = None) -> int:
+           int8_io: bool = False, metadata: dict | None = None) -> int:
     """Converts a Keras 3 model to ``path`` (written to a temp name, then renamed); returns the file size in bytes.
 
     The exported signature has a dynamic batch and the model's static height, width and channels. ``metadata`` (a
     JSON-able dict: labels, normalisation, provenance) is embedded as the flatbuffer metadata entry
-    `METADATA_NAME` (`read_metadata` reads it back; runtimes ignore it). ``input_quantization`` ``(scale,
-    zero_point)`` replaces the calibrated quantization of an ``int8_io`` file's input (`set_input_quantization`).
+    `METADATA_NAME` (`read_metadata` reads it back; runtimes ignore it).
     """
     from common.io import atomic_write
     from common.quiet_tf import filtered_stderr
@@ -112,8 +110,6 @@ def export(model, path: str, mode: str = "float32", representative: Callable[[],
             model.export(staged, format="litert", verbose=False, **options)
         with open(staged, "rb") as f:
             data = f.read()
-    if input_quantization is not None:
-        data = set_input_quantization(data, *input_quantization)
     if metadata is not None:
         data = add_metadata(data, metadata)
     atomic_write(path, lambda f: f.write(data))
@@ -137,22 +133,6 @@ def add_metadata(data: bytes, metadata: dict) -> bytes:
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
     model.metadata.append(entry)
-    return bytes(fb.convert_object_to_bytearray(model))
-
-
-def set_input_quantization(data: bytes, scale: float, zero_point: int) -> bytes:
-    """``data`` (an int8-input .tflite) with its input's quantization set to ``(scale, zero_point)``, so the integer a
-    caller feeds means ``(q − zero_point) · scale``. Kernels derive their requantization from tensor parameters when
-    the interpreter prepares them, so the graph reads the new meaning; used to make an input normalisation exact
-    and free (export.fold: a normalised zero is the zero point, which is also what the convolutions pad with)."""
-    from tensorflow.lite.tools import flatbuffer_utils as fb
-    model = fb.read_model_from_bytearray(bytearray(data))
-    graph = model.subgraphs[0]
-    tensor = graph.tensors[graph.inputs[0]]
-    q = tensor.quantization
-    if q is None or q.scale is None or len(q.scale) != 1:
-        raise ValueError("set_input_quantization: the input is not a per-tensor quantized tensor")
-    q.scale, q.zeroPoint = np.asarray([scale], np.float32), np.asarray([zero_point], np.int64)
     return bytes(fb.convert_object_to_bytearray(model))
 
 

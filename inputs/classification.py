@@ -13,8 +13,9 @@ A dataset is named by one string:
   columns ``file`` (relative to the list's folder) and ``label`` (integer class id), optionally ``synset``: the form
   of ``../shared/data/imagenet_sample``. With ImageNet synsets and ids below 1000 the classes are the 1000 ImageNet
   names (`zoo.imagenet_labels`, their standard order), otherwise ``0 … max id``. Split ``test`` (aliases ``val``,
-  ``validation``) is a fixed evaluation part of `TSV_EVAL_IMAGES` files (the first of a fixed permutation,
-  `PARTITION_SEED`), split ``train`` the rest: the evaluation files never enter training.
+  ``validation``) is a fixed evaluation part of `TSV_EVAL_IMAGES` files (those with the smallest SHA-1 of their
+  file name: stable when rows are added or reordered), split ``train`` the rest: the evaluation files never enter
+  training. ImageNet ids are checked against the synsets' standard order.
 - any other name — a tensorflow-datasets name such as ``cifar10`` (``tfds.load(..., as_supervised=True)``; the
   split string goes to tfds as given). Without internet it must already be prepared under ``data_dir``.
 
@@ -500,9 +501,33 @@ def _tsv_table_cached(table: str, mtime: float) -> tuple[tuple[str, ...], tuple[
     if synsets and max(labels) < 1000 and all(re.fullmatch(r"n\d{8}", s) for s in synsets):
         from zoo import imagenet_labels
         names = tuple(imagenet_labels())
+        order = _imagenet_wnids()
+        if order:  # the standard id of a synset is its rank among the 1000 sorted wnids
+            index = {w: i for i, w in enumerate(order)}
+            for n, (syn, label) in enumerate(zip(synsets, labels), start=2):
+                if index.get(syn, -1) != label:
+                    raise DataError(f"{table}: row {n - 1}: label {label} but synset {syn} is ImageNet class "
+                                    f"{index.get(syn, 'none')} (ids must be the standard 0–999 order)")
     else:
         names = tuple(str(i) for i in range(max(labels) + 1))
     return names, tuple(files), tuple(labels)
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k synsets in standard (sorted) order, from the pinned tensorflow-datasets package's data
+    (read as a file: no import); () if it is not there."""
+    import importlib.util
+    spec = importlib.util.find_spec("tensorflow_datasets")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    path = os.path.join(spec.submodule_search_locations[0], "image_classification", "imagenet_resized_labels.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            wnids = sorted({line.strip() for line in f if line.strip()})
+    except OSError:
+        return ()
+    return tuple(wnids) if len(wnids) == 1000 else ()
 
 
 def _tsv_table(dataset: str):
@@ -530,14 +555,21 @@ def _tsv_examples(dataset: str, on_bad_image: str = "raise") -> tuple[tuple[str,
     return names, list(files), list(labels)
 
 
+def _tsv_evaluation(files) -> set[str]:
+    """The evaluation part of a list: the `TSV_EVAL_IMAGES` files with the smallest SHA-1 of their base name. It
+    depends on nothing but the names, so it stays put when rows are added, removed or reordered."""
+    import hashlib
+    ranked = sorted(files, key=lambda f: hashlib.sha1(os.path.basename(f).encode()).hexdigest())
+    return set(ranked[:TSV_EVAL_IMAGES])
+
+
 def _tsv_source(dataset: str, split: str, holdout: float, limit: int | None, on_bad_image: str) -> _Source:
-    """The evaluation part (the first `TSV_EVAL_IMAGES` of the listed files in a fixed permutation, decided before
-    any image is skipped) or the training rest, then the usual holdout/limit selection within it."""
+    """The evaluation part (`_tsv_evaluation`, decided on the whole list before any image is skipped) or the training
+    rest, then the usual holdout/limit selection within it."""
     import tensorflow as tf
     names, all_files, _ = _tsv_table(dataset)
     kept_names, files, labels = _tsv_examples(dataset, on_bad_image)
-    order = np.random.default_rng(PARTITION_SEED).permutation(len(all_files))
-    evaluation = {all_files[i] for i in order[:TSV_EVAL_IMAGES]}
+    evaluation = _tsv_evaluation(all_files)
     base = "test" if split in EVAL_SPLITS else "train"
     if split not in EVAL_SPLITS + ("train", "holdout"):
         raise DataError(f"{dataset}: no split {split!r} (train, test, or holdout with holdout > 0)")

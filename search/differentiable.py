@@ -266,7 +266,8 @@ class MetaKernelSearch(ResumableLoop):
             n += int(y.shape[0])
         return correct / max(n, 1)
 
-    def run(self, train_ds, arch_ds, steps_per_epoch: int, val_ds=None, writer=None, progress=None, on_epoch=None):
+    def run(self, train_ds, arch_ds, steps_per_epoch: int, val_ds=None, writer=None, progress=None, on_epoch=None,
+            recal_ds=None):
         """Searches for ``config.epochs`` epochs (resuming from ``checkpoint_dir``); returns the history.
 
         Args:
@@ -277,6 +278,8 @@ class MetaKernelSearch(ResumableLoop):
             writer: optional ``tf.summary`` writer (TensorBoard).
             progress: optional ``callable(total) -> tqdm-like`` progress bar factory.
             on_epoch: optional ``callable(search, record)`` after every saved epoch.
+            recal_ds: batches whose images re-estimate BatchNorm before each argmax evaluation (default
+                ``train_ds``; pass the un-mixed images when ``train_ds`` blends them).
         """
         cfg = self.config
         self.restore()
@@ -284,7 +287,7 @@ class MetaKernelSearch(ResumableLoop):
         distribute = self.strategy.experimental_distribute_dataset
         train_it = iter(distribute(train_ds))
         arch_it = iter(distribute(arch_ds)) if cfg.alpha_data == "holdout" else None
-        recal = train_ds.take(cfg.recal_batches) if cfg.recal_batches else None
+        recal = (recal_ds if recal_ds is not None else train_ds).take(cfg.recal_batches) if cfg.recal_batches else None
         bar = progress(total) if progress else None
         if bar is not None:
             bar.update(int(self.step.numpy()))

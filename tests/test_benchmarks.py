@@ -59,51 +59,28 @@ def test_quantization_benchmark_refuses_bad_flags(tmp_path):
 
 
 @pytest.mark.slow
-def test_kernel_ablation_runs_every_stage_and_resumes(tmp_path):
-    """Tiny end-to-end run: matched baselines, one search, trainings, latency, JSON + plot; a rerun skips all."""
-    out, work = tmp_path / "ka.json", tmp_path / "work"
-    args = ["--groups=A,B,C,searched", "--a_kernels=3", "--sets=2", "--seeds=0", "--dataset=shapes", "--epochs=2",
-            "--train_limit=64", "--batch_size=32", "--search_limit=64", "--search_epochs=2", "--latency_rounds=1",
-            "--search_flags=--steps_per_epoch=2,--val_limit=32,--batch_size=16", f"--work_dir={work}", f"--out={out}"]
-    r = run_module("benchmarks.kernel_ablation", *args, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads(out.read_text())
-    models = report["models"]
-    assert set(models) == {"A_k3", "B_k3-5", "C_k3-5", "searched_k3-5"}
-    # two sizes: the exponential split is the uniform one (1/2, 1/2), so C reuses B's training instead of repeating it
-    assert models["C_k3-5"]["identical_to"] == "B_k3-5"
-    assert models["C_k3-5"]["top1_per_seed"] == models["B_k3-5"]["top1_per_seed"]
-    assert not any("C_k3-5" in stage for stage in report["stage_seconds"])
-    target = report["setup"]["target_macs"]
-    for name in ("A_k3", "C_k3-5"):
-        assert abs(models[name]["macs"] / target - 1) <= 0.02
-        assert len(models[name]["top1_per_seed"]) == 1 and models[name]["latency_ms"]["median_ms"] > 0
-    assert models["C_k3-5"]["kernels"] == [3, 5] and models["C_k3-5"]["partition"] == "exponential"
-    assert "argmax_vs_target" in models["searched_k3-5"]["search"]
-    assert (tmp_path / "ka.png").stat().st_size > 0
-    r = run_module("benchmarks.kernel_ablation", *args, timeout=300)  # everything on disk: nothing reruns
-    assert r.returncode == 0, r.stderr[-3000:]
-    rerun = json.loads(out.read_text())
-    assert rerun["stages_run_now"] == [] and set(rerun["stage_seconds"]) == set(report["stage_seconds"])
-
-
-@pytest.mark.slow
 def test_deploy_preprocessing_quick(tmp_path):
     """Every variant exports, agrees with the zoo Keras model on raw pixels, and is timed against the reference."""
+    from conftest import tiny_spec_dict, write_spec
+    d = tiny_spec_dict(name="lite_like")
+    d["input"] = {"size": 32, "mean": [127.0] * 3, "std": [128.0] * 3}  # one mean, as EfficientNet-Lite's
+    spec = write_spec(tmp_path, d)
     out = tmp_path / "d.json"
-    r = run_module("benchmarks.deploy_preprocessing", f"--out={out}", "--model=efficientnet_lite0",
-                   "--input_size=64", "--modes=float32", "--rounds=1", "--runs=2", "--warmup=1", timeout=600)
+    r = run_module("benchmarks.deploy_preprocessing", f"--out={out}", f"--model={spec}", "--input_size=32",
+                   "--modes=float32", "--rounds=1", "--runs=2", "--warmup=1", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(out.read_text())
     assert set(d["files"]) == {"zoo_layer/float32", "zoo_fold/float32", "zoo_none/float32"}
     for f in d["files"].values():
         assert f["max_abs_diff_vs_zoo_keras"] <= 1e-4 * f["max_abs_zoo_keras_logit"]
-    assert "MUL" in d["files"]["zoo_layer/float32"]["ops"] and "MUL" not in d["files"]["zoo_fold/float32"]["ops"]
-    assert d["files"]["zoo_fold/float32"]["ops"]["PADV2"] == 1  # Lite0: one mean (127) for every channel
+    layer, fold = d["files"]["zoo_layer/float32"]["ops"], d["files"]["zoo_fold/float32"]["ops"]
+    assert fold["MUL"] == layer["MUL"] - 1 and fold["ADD"] == layer["ADD"] - 1  # the preprocess MUL + ADD are gone
+    assert d["files"]["zoo_fold/float32"]["ops"]["PADV2"] == 1  # one mean (127) for every channel
     assert d["setup"]["reference"] == "zoo_none" and d["summary"]["zoo_none/float32"]["cpu_ratio_median"] == 1.0
 
 
-@pytest.mark.parametrize("args", [["--modes=fp64"], ["--model=no_such_model"], ["--rounds=0"]])
+@pytest.mark.parametrize("args", [["--modes=fp64"], ["--model=no_such_model"], ["--rounds=0"],
+                                  ["--model=/nonexistent/spec.json"]])
 def test_deploy_preprocessing_refuses_bad_flags(args, tmp_path):
     r = run_module("benchmarks.deploy_preprocessing", f"--out={tmp_path / 'd.json'}", *args, timeout=120)
     error_line(r, "benchmarks.deploy_preprocessing")
@@ -116,10 +93,12 @@ def imagenet_like(tmp_path_factory):
     from conftest import write_tiny_png
     d = tmp_path_factory.mktemp("imagenet_like")
     (d / "img").mkdir()
+    from inputs.classification import _imagenet_wnids
+    wnids = _imagenet_wnids()
     rows = ["file\tlabel\tsynset"]
     for i in range(320):
         write_tiny_png(d / "img" / f"{i}.png", value=i % 256)
-        rows.append(f"img/{i}.png\t{(3 * i) % 1000}\tn{i:08d}")
+        rows.append(f"img/{i}.png\t{3 * i}\t{wnids[3 * i]}")
     (d / "labels.tsv").write_text("\n".join(rows) + "\n")
     return d
 
@@ -130,6 +109,7 @@ def imagenet_like(tmp_path_factory):
     (["--names=Bad Name,b"], "not a model name"),
     (["--dataset=shapes"], "10 classes; the Lite0 teacher"),
     (["--search_size=16"], "--search_size/--train_size ≥ 32"),
+    (["--search_flags=--seed='1"], "--search_flags: No closing quotation"),
 ])
 def test_metakernel_ab_refuses_bad_flags(args, needle, tmp_path, imagenet_like):
     args = args if any(x.startswith("--dataset") for x in args) else [f"--dataset=tsv:{imagenet_like}", *args]
@@ -137,6 +117,15 @@ def test_metakernel_ab_refuses_bad_flags(args, needle, tmp_path, imagenet_like):
                    timeout=120)
     assert needle in error_line(r, "benchmarks.metakernel_ab"), r.stderr
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "w").exists()
+
+
+def test_metakernel_ab_refuses_a_work_dir_of_other_settings(tmp_path, imagenet_like):
+    from benchmarks import metakernel_ab as ab
+    args = [f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", f"--dataset=tsv:{imagenet_like}"]
+    ab.parse(args).run_dir.start()
+    ab.parse(args)  # the same settings: resumable
+    r = run_module("benchmarks.metakernel_ab", *args, "--epochs=3", timeout=120)
+    assert "other settings (epochs)" in error_line(r, "benchmarks.metakernel_ab"), r.stderr
 
 
 @pytest.mark.slow

@@ -323,6 +323,11 @@ def test_tsv_lists_have_a_fixed_disjoint_evaluation_split(tmp_path):
     assert not paths["train"] & paths["test"] and len(paths["train"] | paths["test"]) == 320
     again = set(x.decode() for x, _ in data._tsv_source(name, "test", 0.0, None, "raise").examples.as_numpy_iterator())
     assert again == paths["test"]  # fixed
+    lines = (d / "labels.tsv").read_text().splitlines()
+    (d / "labels.tsv").write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")  # reordered rows
+    data._tsv_table_cached.cache_clear()
+    moved = set(x.decode() for x, _ in data._tsv_source(name, "test", 0.0, None, "raise").examples.as_numpy_iterator())
+    assert moved == paths["test"]
 
 
 @pytest.mark.parametrize("edit, needle", [
@@ -338,6 +343,23 @@ def test_tsv_bad_lists_are_one_line(edit, needle, tmp_path):
         data.validate(f"tsv:{d}")
     with pytest.raises(DataError, match="no such file"):
         data.validate(f"tsv:{tmp_path / 'nowhere'}")
+
+
+def test_tsv_imagenet_ids_must_be_the_standard_order(tmp_path):
+    from conftest import write_tiny_png
+    d = tmp_path / "inet"
+    (d / "img").mkdir(parents=True)
+    wnids = data._imagenet_wnids()
+    assert len(wnids) == 1000 and wnids[0] == "n01440764"  # tench
+    rows = ["file\tlabel\tsynset"] + [f"img/{i}.png\t{i}\t{wnids[i]}" for i in range(320)]
+    for i in range(320):
+        write_tiny_png(d / "img" / f"{i}.png")
+    (d / "labels.tsv").write_text("\n".join(rows) + "\n")
+    assert data.known_classes(f"tsv:{d}") == 1000
+    rows[5] = f"img/4.png\t0\t{wnids[4]}"  # a renumbered subset would mislabel everything
+    (d / "labels.tsv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=f"row 5: label 0 but synset {wnids[4]} is ImageNet class 4"):
+        data.validate(f"tsv:{d}")
 
 
 @pytest.mark.skipif(not IMAGENET_SAMPLE.is_dir(), reason="needs ../shared/data/imagenet_sample")

@@ -86,6 +86,15 @@ def test_bad_teachers_are_one_line(value, needle, teacher, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_temperature_needs_a_teacher_and_a_finite_value(teacher, tmp_path):
+    from workflows import train
+    spec, _ = teacher
+    for changes, needle in (({"temperature": 2.0}, "needs --teacher"), ({"mix_alpha": float("nan")}, "finite"),
+                            ({"temperature": float("inf"), "teacher": "x:y"}, "finite")):
+        with pytest.raises(ConfigError, match=needle):
+            train.validate(train.TrainConfig(model=str(spec), epochs=1, out_dir=str(tmp_path / "o"), **changes))
+
+
 def test_search_takes_the_same_teacher_checks(tmp_path):
     from workflows import search_metakernel as sm
     config = sm.SearchMetakernelConfig(target_macs=2e6, teacher="efficientnet_lite0:imagenet",
@@ -98,8 +107,8 @@ def test_search_takes_the_same_teacher_checks(tmp_path):
 
 @pytest.mark.slow
 def test_train_distils_from_a_teacher(teacher, tmp_path):
-    """The student distilled from its own teacher's weights starts at the teacher (zero KL at T): the first steps'
-    loss is far below the labels' cross-entropy, and the card records the teacher."""
+    """A distillation run through the command line: it trains, and its card and resume identity record the teacher,
+    the temperature and the mixing."""
     spec, weights = teacher
     out = tmp_path / "run"
     r = run_module("recipes.train", f"--model={spec}", f"--weights={weights}", "--dataset=shapes", "--epochs=1",

@@ -102,7 +102,8 @@ def test_int8_input_quantization_is_the_normalisation(tmp_path):
     inp = report["io"]["input"]
     assert inp["dtype"] == "int8" and inp["quantization"] == {"scale": 1 / 128, "zero_point": -1}, inp
     assert "PADV2" not in report["ops"] and report["metadata"]["input"].startswith("int8 pixel − 128")
-    assert report["parity"]["top1_agreement"] >= 0.75  # int8 of random weights, vs the Keras model on raw pixels
+    # int8 of random weights vs the Keras model on raw pixels: as close as the other int8 exports
+    assert report["parity"]["relative_max_abs_diff"] <= 0.25 and report["parity"]["top1_agreement"] >= 0.75
     it = litert.interpreter(str(out))
     x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
     direct = []

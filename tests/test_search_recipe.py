@@ -102,3 +102,13 @@ def test_budget_counts_at_its_own_input_size(tmp_path):
     space = sm.make_space(config, (3, 5, 7), 10)
     assert sm.budget_space(dataclasses.replace(config, budget_input_size=224), space).input_size == 224
     assert sm.budget_space(config, space) is space
+
+
+def test_lite0_space_needs_the_meta_kernel_and_lite0s_sizes(tmp_path):
+    from common.checks import ConfigError
+    from workflows import search_metakernel as sm
+    for changes in ({"dw_mode": "multi"}, {"candidates": (3, 7)}):
+        config = sm.SearchMetakernelConfig(space="lite0", input_size=64, budget_input_size=224, target_macs=260e6,
+                                           out_dir=str(tmp_path / "a"), **changes)
+        with pytest.raises(ConfigError, match="--space=lite0 starts from Lite0's 3×3 and 5×5 kernels"):
+            sm.validate(config)

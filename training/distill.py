@@ -13,6 +13,8 @@ student on ``(image, teacher probabilities)`` pairs with `DistillationLoss`; val
 """
 from __future__ import annotations
 
+import math
+
 from common.checks import ConfigError
 
 MIX_MODES = ("none", "mixup", "cutmix", "both")  # "both": each batch mixup or cutmix with probability ½
@@ -103,10 +105,13 @@ def check_teacher(teacher: str, mix: str, temperature: float, mix_alpha: float, 
     from models.spec import check_input_size
     from training import weights as W
     check_one_of(mix=(mix, MIX_MODES))
-    if temperature <= 0 or mix_alpha <= 0:
-        raise ConfigError(f"--temperature={temperature:g} and --mix_alpha={mix_alpha:g}: both must be positive")
+    if not (temperature > 0 and mix_alpha > 0) or math.isinf(temperature) or math.isinf(mix_alpha):  # NaN too
+        raise ConfigError(f"--temperature={temperature:g} and --mix_alpha={mix_alpha:g}: both must be positive and "
+                          "finite")
     name, weights = parse_teacher(teacher)
     if not name:
+        if temperature != 1.0:
+            raise ConfigError(f"--temperature={temperature:g} needs --teacher (it softens a teacher's outputs)")
         return None
     import zoo
     try:

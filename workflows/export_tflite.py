@@ -127,6 +127,9 @@ def metadata(config: ExportConfig, plan: ExportPlan) -> dict:
     spec = plan.spec
     if input_quantization(config, plan):
         what = "int8 pixel − 128 (the input's quantization is the normalisation)"
+    elif config.int8_io and config.mode == "int8":
+        what = ("int8: round(x / scale + zero_point) of the " + ("raw 0–255 pixels" if config.preprocessing != "none"
+                else "normalised pixels") + ", with the input's scale and zero point")
     elif config.preprocessing != "none":
         what = "RGB pixels 0–255 (normalisation inside the model)"
     else:
@@ -223,6 +226,10 @@ def run(config: ExportConfig) -> ExportResult:
                + (" (the built-in synthetic set: give --dataset=<your data> for activation ranges of real images)"
                   if config.dataset == "shapes" else ""))
 
+        if in_quant:  # a black and a white image pin the input range to the normalisation's exact span
+            import numpy as np
+            calib = np.concatenate([np.zeros_like(calib[:1]), np.full_like(calib[:1], 255.0), calib])
+
         def representative():
             for x in feed(calib):
                 yield [x[None]]
@@ -232,12 +239,16 @@ def run(config: ExportConfig) -> ExportResult:
 
     eprint(f"converting {plan.spec.name} to LiteRT ({mode}) …")
     meta = metadata(config, plan)
-    nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta,
-                           input_quantization=in_quant)
+    nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta)
     export_s = time.perf_counter() - t0
     ops = litert.op_counts(plan.output)
     it = litert.interpreter(plan.output)
     io = litert.io_details(it)
+    if in_quant:  # calibration on [0, 255] gives exactly (1/std, mean − 128): checked, never rewritten
+        q = io["input"]["quantization"] or {}
+        if not (abs(q.get("scale", 0.0) - in_quant[0]) <= 1e-9 * in_quant[0] and q.get("zero_point") == in_quant[1]):
+            raise RuntimeError(f"int8 input quantization {q} is not the normalisation {in_quant}: the converter "
+                               "calibrated another range")
     if check is not None:
         eprint(f"LiteRT vs Keras on {len(check[0])} images of {config.dataset} split {config.check_split!r} …")
     parity = _parity(config, model, it, check, plan.classes, feed) if check is not None else None

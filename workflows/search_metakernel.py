@@ -177,6 +177,10 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
                    a_weight_decay=(config.a_weight_decay, 0.0))
     if config.space != "cifar" and (config.width != 1.0 or config.depth != 1):
         raise ConfigError(f"--width/--depth apply to --space=cifar only (got --space={config.space})")
+    if config.space == "lite0" and (config.dw_mode != "meta" or not {3, 5} <= set(cands)):
+        raise ConfigError(f"--space=lite0 starts from Lite0's 3×3 and 5×5 kernels: it needs --dw_mode=meta and 3 and 5 "
+                          f"among --candidates (got --dw_mode={config.dw_mode}, "
+                          f"--candidates={','.join(map(str, cands))})")
     if config.space == "ablation" and config.input_size not in (None, 32):
         raise ConfigError(f"--input_size={config.input_size}: the ablation space is 32×32")
     if config.alpha_data == "holdout" and not 0 < config.holdout < 1:
@@ -247,6 +251,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     if holdout:
         arch_ds, arch_info = load(config.dataset, "holdout", image_size=size, training=True, repeat=True, **common)
         holdout_examples = arch_info.num_examples
+    plain_ds = train_ds  # unmixed images: BatchNorm statistics of the derived model are estimated on these
     if plan.teacher is not None or config.mix != "none":  # soft targets: a teacher's view of each augmented batch
         from training.distill import pipeline
         one_hot = lambda x, y: (x, tf.one_hot(y, info.num_classes))  # noqa: E731
@@ -286,7 +291,7 @@ def run(config: SearchMetakernelConfig) -> dict:
         inherit_lite0(net, info.num_classes)
     writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
     bar = lambda total: progress_bar(config.progress, total, "search", unit="step", leave=True)  # noqa: E731
-    history = search.run(train_ds, arch_ds, steps, val_ds=val_ds, writer=writer, progress=bar)
+    history = search.run(train_ds, arch_ds, steps, val_ds=val_ds, writer=writer, progress=bar, recal_ds=plain_ds)
 
     run_dir.write_json("history.json", history)
     expected = float(net.expected_cost()[0])
@@ -316,7 +321,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     output = config.output or run_dir.file("derived.json")
     write_text(output, spec_lib.dumps(derived))
     # derived_init.npz carries BN statistics of the derived architecture itself (not of the soft search mixtures)
-    recal_batches = search.recalibrate((x for x, _ in train_ds.take(search_config.recal_batches)), arch=choice)
+    recal_batches = search.recalibrate((x for x, _ in plain_ds.take(search_config.recal_batches)), arch=choice)
     weights = net.extract(choice, derived)
     atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
 
