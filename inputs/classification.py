@@ -42,13 +42,12 @@ import numpy as np
 from common.errors import InputError
 from common.io import eprint
 from inputs.images import BAD_IMAGE_POLICIES, list_image_files, verify_images
+from inputs.shapes import SHAPES_CLASSES, SHAPES_SEED, SHAPES_SIZES, shapes_boxes  # noqa: F401 — re-exported
+from inputs.shapes import rendered as _shapes_cached
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-SHAPES_CLASSES = ("circle", "square", "triangle", "cross", "ring", "hbars", "vbars", "diamond", "ellipse", "star")
-SHAPES_SIZES = {"train": 2000, "test": 500}
-SHAPES_SEED = 0
 PARTITION_SEED = 20240601
 SHUFFLE_BUFFER = 10_000
 AUGMENTS = ("standard", "paper", "none")
@@ -205,110 +204,6 @@ def shapes(split: str, image_size: int, seed: int = SHAPES_SEED) -> tuple[np.nda
     return _shapes_cached(split, image_size, seed)
 
 
-def shapes_boxes(n: int, image_size: int, seed: int) -> tuple[np.ndarray, list[list[tuple[int, int, int, int, int]]]]:
-    """Synthetic detection images: 1–3 non-overlapping shapes each (one per quadrant).
-
-    Returns:
-        uint8 (n, size, size, 3) images and, per image, boxes ``(class, x0, y0, x1, y1)`` in pixels: the tight box of
-        the drawn shape, x1/y1 exclusive.
-    """
-    rng = np.random.default_rng([seed, 2])
-    counts = rng.integers(1, 4, n)
-    quadrants = np.argsort(rng.random((n, 4)), axis=1)[:, :3]
-    radius = rng.uniform(0.10, 0.22, (n, 3))
-    cx = (quadrants % 2) * 0.5 + rng.uniform(radius, 0.5 - radius)
-    cy = (quadrants // 2) * 0.5 + rng.uniform(radius, 0.5 - radius)
-    classes = np.where(np.arange(3) < counts[:, None], rng.integers(0, len(SHAPES_CLASSES), (n, 3)), -1)
-    images, masks = _render(rng, image_size, classes, cx, cy, radius)
-    boxes = [[(int(c), *_tight_box(m)) for c, m in zip(classes[i], masks[i]) if c >= 0 and m.any()] for i in range(n)]
-    return images, boxes
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The shapes generator (numpy, vectorised over images; one mask function per class in local units of the radius,
-# u to the right and v downwards, every shape inside |u|, |v| ≤ 1)
-
-
-def _bars(w: np.ndarray, other: np.ndarray) -> np.ndarray:
-    return (np.maximum(abs(w), abs(other)) <= 0.9) & (np.floor((w + 0.9) / 0.36) % 2 == 0)
-
-
-def _star(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.hypot(u, v) <= 0.6 + 0.4 * np.cos(5 * np.arctan2(u, -v))
-
-
-_MASKS = (
-    lambda u, v: u * u + v * v <= 1.0,  # circle
-    lambda u, v: np.maximum(abs(u), abs(v)) <= 0.8,  # square
-    lambda u, v: (v >= -1.0) & (v <= 0.8) & (abs(u) <= (v + 1.0) * 0.5),  # triangle, apex up
-    lambda u, v: ((abs(u) <= 0.3) & (abs(v) <= 1.0)) | ((abs(v) <= 0.3) & (abs(u) <= 1.0)),  # cross
-    lambda u, v: (u * u + v * v <= 1.0) & (u * u + v * v >= 0.55 ** 2),  # ring
-    lambda u, v: _bars(v, u),  # three horizontal bars
-    lambda u, v: _bars(u, v),  # three vertical bars
-    lambda u, v: abs(u) + abs(v) <= 1.0,  # diamond
-    lambda u, v: u * u + 4.0 * v * v <= 1.0,  # ellipse, 2:1 horizontal
-    _star,  # five-pointed
-)
-_NOISE = 55.0  # width of the uniform pixel noise (standard deviation 16)
-_RENDER_CHUNK = 256  # images per vectorised step, bounding memory at large sizes
-
-
-def _render(rng: np.random.Generator, size: int, classes: np.ndarray, cx: np.ndarray, cy: np.ndarray,
-            radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Draws shapes ``(n, k)`` (class -1: none) on noisy backgrounds; returns uint8 images and (n, k, S, S) masks.
-
-    Centres and radii are fractions of the image side. Each shape's colour differs from the background by 80–176
-    in every channel, so shapes stay visible whatever the colours.
-    """
-    n, k = classes.shape
-    cx, cy, radius = (a.astype(np.float32) for a in (cx, cy, radius))
-    background = rng.uniform(0, 256, (n, 3)).astype(np.float32)
-    colours = ((background[:, None] + rng.uniform(80, 176, (n, k, 3))) % 256).astype(np.float32)
-    grid = ((np.arange(size) + 0.5) / size).astype(np.float32)
-    images = np.empty((n, size, size, 3), np.uint8)
-    masks = np.zeros((n, k, size, size), bool)
-    for lo in range(0, n, _RENDER_CHUNK):
-        part = slice(lo, min(n, lo + _RENDER_CHUNK))
-        canvas = np.broadcast_to(background[part, None, None], (part.stop - lo, size, size, 3)).copy()
-        for j in range(k):
-            r = radius[part, j, None, None]
-            u = (grid[None, None, :] - cx[part, j, None, None]) / r
-            v = (grid[None, :, None] - cy[part, j, None, None]) / r
-            masks[part, j] = _shape_masks(classes[part, j], *np.broadcast_arrays(u, v))
-            np.copyto(canvas, colours[part, j, None, None], where=masks[part, j, ..., None])
-        noise = rng.random(canvas.shape, dtype=np.float32)  # uniform: several times faster than normal
-        canvas += _NOISE * (noise - 0.5) + 0.5  # + 0.5: the uint8 cast truncates
-        images[part] = np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
-    return images, masks
-
-
-def _shape_masks(classes: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Per-image masks (n, S, S) of each image's class evaluated at local coordinates u, v."""
-    masks = np.zeros(u.shape, bool)
-    for c, mask in enumerate(_MASKS):
-        idx = np.flatnonzero(classes == c)
-        if idx.size:
-            masks[idx] = mask(u[idx], v[idx])
-    return masks
-
-
-def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-@functools.lru_cache(maxsize=8)
-def _shapes_cached(split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    n = SHAPES_SIZES[split]
-    rng = np.random.default_rng([seed, list(SHAPES_SIZES).index(split)])
-    labels = rng.permutation(np.arange(n) % len(SHAPES_CLASSES)).astype(np.int32)
-    radius = rng.uniform(0.25, 0.40, n)
-    cx, cy = (rng.uniform(radius, 1.0 - radius) for _ in range(2))
-    images, _ = _render(rng, size, labels[:, None], cx[:, None], cy[:, None], radius[:, None])
-    images.flags.writeable = labels.flags.writeable = False
-    return images, labels
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Sources: the examples of one split, before shuffling and decoding
 
@@ -415,22 +310,28 @@ def _folder_examples(root: str, layout: dict[str, str], split: str,
             bad.append((f, str(e).split(": ", 1)[-1]))
     not_images = {p for p, _ in bad}
     bad += verify_images([f for f in files if f not in not_images])
-    if bad:
-        if on_bad_image == "raise":
-            path, reason = bad[0]
-            more = f" (and {len(bad) - 1} more in {directory})" if len(bad) > 1 else ""
-            raise DataError(f"{path}: not a decodable image ({reason}){more}; repair or remove it, or pass "
-                            "--on_bad_image=skip")
-        drop = {path for path, _ in bad}
-        kept = [(f, y) for f, y in zip(files, labels) if f not in drop]
-        if not kept:
-            raise DataError(f"{directory}: none of its {len(files)} images can be decoded (first: {bad[0][0]})")
-        files, labels = [f for f, _ in kept], [y for _, y in kept]
-        if (directory, len(bad)) not in _WARNED:
-            _WARNED.add((directory, len(bad)))
-            eprint(f"{directory}: skipping {len(bad)} image(s) that cannot be decoded (first: {bad[0][0]}: "
-                   f"{bad[0][1]})")
+    files, labels = _drop_bad(bad, files, labels, directory, on_bad_image)
     return tuple(classes), files, labels
+
+
+def _drop_bad(bad, files: list, labels: list, where: str, on_bad_image: str) -> tuple[list, list]:
+    """``files``/``labels`` without the ``bad`` ``(path, reason)`` images: with ``raise`` a DataError naming the
+    first, with ``skip`` one warning line per (place, count) and the rest kept (at least one must remain)."""
+    if not bad:
+        return files, labels
+    if on_bad_image == "raise":
+        path, reason = bad[0]
+        more = f" (and {len(bad) - 1} more in {where})" if len(bad) > 1 else ""
+        raise DataError(f"{path}: not a decodable image ({reason}){more}; repair or remove it, or pass "
+                        "--on_bad_image=skip")
+    drop = {path for path, _ in bad}
+    kept = [(f, y) for f, y in zip(files, labels) if f not in drop]
+    if not kept:
+        raise DataError(f"{where}: none of its {len(files)} images can be decoded (first: {bad[0][0]})")
+    if (where, len(bad)) not in _WARNED:
+        _WARNED.add((where, len(bad)))
+        eprint(f"{where}: skipping {len(bad)} image(s) that cannot be decoded (first: {bad[0][0]}: {bad[0][1]})")
+    return [f for f, _ in kept], [y for _, y in kept]
 
 
 def _check_header(path: str) -> None:
@@ -539,20 +440,8 @@ def _tsv_table(dataset: str):
 def _tsv_examples(dataset: str, on_bad_image: str = "raise") -> tuple[tuple[str, ...], list[str], list[int]]:
     """Every listed image decoded once (`inputs.images.verify_images`, cached); bad ones raise or are skipped."""
     names, files, labels = _tsv_table(dataset)
-    bad = verify_images(list(files))
-    if bad:
-        if on_bad_image == "raise":
-            path, reason = bad[0]
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise DataError(f"{path}: not a decodable image ({reason}){more}; repair or remove it, or pass "
-                            "--on_bad_image=skip")
-        drop = {p for p, _ in bad}
-        if (dataset, len(bad)) not in _WARNED:
-            _WARNED.add((dataset, len(bad)))
-            eprint(f"{dataset}: skipping {len(bad)} image(s) that cannot be decoded (first: {bad[0][0]})")
-        kept = [(f, y) for f, y in zip(files, labels) if f not in drop]
-        return names, [f for f, _ in kept], [y for _, y in kept]
-    return names, list(files), list(labels)
+    files, labels = _drop_bad(verify_images(list(files)), list(files), list(labels), dataset, on_bad_image)
+    return names, files, labels
 
 
 def _tsv_evaluation(files) -> set[str]:
