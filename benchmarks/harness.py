@@ -100,6 +100,12 @@ def round_floats(x, digits: int = 5):
     return x
 
 
+def usage_error(prog: str, message: str):
+    """Bad flags of an argparse benchmark: one stderr line ``prog: message`` and exit status 2."""
+    print(f"{prog}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 # -------------------------------------------------------------------------------------------------------------- output
 def write_json(path: str, obj) -> None:
     """Writes ``obj`` as JSON indented by 2 atomically (`common.io.write_json`)."""

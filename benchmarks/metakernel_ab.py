@@ -32,7 +32,7 @@ import os
 import sys
 import time
 
-from benchmarks.harness import StageTimes, host_info, round_floats, write_json
+from benchmarks.harness import StageTimes, host_info, round_floats, usage_error, write_json
 
 DATA = "tsv:../shared/data/imagenet_sample"
 TEACHER = "efficientnet_lite0:imagenet"
@@ -76,8 +76,7 @@ def parse(argv):
     a = p.parse_args(argv)
 
     def fail(msg):
-        print(f"metakernel_ab: {msg}", file=sys.stderr)
-        raise SystemExit(2)
+        usage_error("metakernel_ab", msg)
     try:
         a.targets = [float(t) for t in a.targets.split(",") if t]
     except ValueError as e:

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import StageTimes, host_info, round_floats, write_json
+from benchmarks.harness import StageTimes, host_info, round_floats, usage_error, write_json
 
 DATA = "folder:../shared/data/cifar10"
 REPO_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo")
@@ -74,8 +74,7 @@ def parse(argv):
     a = p.parse_args(argv)
 
     def fail(msg):
-        print(f"metakernel_zoo: {msg}", file=sys.stderr)
-        raise SystemExit(2)
+        usage_error("metakernel_zoo", msg)
     try:
         a.candidates = [int(k) for k in a.candidates.split(",") if k]
         a.targets = [float(t) for t in a.targets.split(",") if t]
