@@ -324,7 +324,7 @@ def main(argv):
                "measured_p90_ms": m[clock]["p90_ms"], "measured_wall_ms": m["wall"]["median_ms"],
                "ape_pct": abs(e.ms - m[clock]["median_ms"]) / m[clock]["median_ms"] * 100.0,
                "fallback_parts": e.fallback, "parts": len(e.parts),
-               "blocks": [[p["key"], p["ms"]] for p in e.parts if p["kind"] in ("ir", "shuffle")]}
+               "blocks": [[p["key"], p["ms"]] for p in e.parts if p["kind"] in ("ir", "shuffle", "conv")]}
         if iso_table is not None and not iso_table.missing([spec]):
             row["predicted_isolated_ms"] = iso_table.predict(spec)
         rows.append(row)
@@ -341,7 +341,7 @@ def main(argv):
     for name, level in (("fallback_only", "group"), ("fallback_only_per_kind", "kind")):
         fb_pred = []
         for spec in specs:
-            own = {p.key for p in lat.parts(spec) if p.kind in ("ir", "shuffle")}
+            own = {p.key for p in lat.parts(spec) if p.kind in ("ir", "shuffle", "conv")}
             fb_pred.append(table.without(own).predict(spec, fallback=level))
         comparisons[name] = dict(_metrics(fb_pred, meas), note=(
             "every block of the architecture unseen: predicted by the MACs-affine fit of its slot group (same "

@@ -4,7 +4,8 @@ The Keras module is a parameter (``keras`` for Keras 3, ``tf_keras`` for the twi
 the same spec gives the same layer names in both, so weights move by name (see :mod:`models.weights`).
 
 Layer names: ``preprocess``, ``stem_*``, ``s{stage}_b{block}_*`` (branch ``g{i}`` of a mixed-kernel block:
-``s{stage}_b{block}_g{i}_*``), ``head_*``, ``pool``, ``dropout``, ``classifier``.
+``s{stage}_b{block}_g{i}_*``), ``head_*``, ``pool``, ``dropout``, ``classifier``. A plain ``conv`` block is
+``{p}_conv|bn|act`` (or its branches ``{p}_g{i}_conv|bn|act`` and ``{p}_concat``) and ``{p}_pool``.
 
 Mixed kernels use the QAT-safe branch form of DESIGN.md §3: per kernel size, ``1×1 expand (that group's filters) →
 BN → act → DepthwiseConv2D(k) → BN → act``, then ``Concatenate`` and the 1×1 projection. A grouped expansion
@@ -18,7 +19,7 @@ import operator
 
 import keras as keras3
 
-from models.spec import MAX_CLASSES, MBConvSpec, ModelSpec, ShuffleSpec, SpecError
+from models.spec import MAX_CLASSES, ConvSpec, MBConvSpec, ModelSpec, ShuffleSpec, SpecError
 from models.walk import ENDPOINT_STRIDES, Site, walk
 from models.weights import assign, read_npz
 
@@ -72,6 +73,10 @@ class Ops:
             gate = self.L.Rescaling(1.0 / 6.0, offset=0.5, name=f"{name}_affine")(x)
             gate = self.L.ReLU(1.0, name=f"{name}_gate")(gate)
             return self.L.Multiply(name=name)([x, gate])
+        if act == "tanh":
+            return self.L.Activation("tanh", name=name)(x)
+        if act == "prelu":  # one slope per channel (Keras initialises it to 0: ReLU)
+            return self.L.PReLU(shared_axes=[1, 2], name=name)(x)
         raise SpecError("act", f"unknown activation {act!r}")
 
     def conv_bn_act(self, x, filters, k, stride, name, act=None, groups=1):
@@ -86,12 +91,12 @@ class Ops:
 def _mbconv(o: Ops, x, site: Site):
     b, p = site.block, site.name
     branches = []
-    for g, (k, c) in enumerate(zip(b.kernels, b.split)):
+    for g, (k, c, act) in enumerate(zip(b.kernels, b.split, b.branch_acts())):
         bp = p if len(b.kernels) == 1 else f"{p}_g{g}"
         y = x
         if b.expand_channels is not None:
             y = o.conv_bn_act(x, c, 1, 1, f"{bp}_expand", b.act, groups=b.expand_groups)
-        branches.append(o.dw_bn(y, k, b.stride, f"{bp}_dw", b.act))
+        branches.append(o.dw_bn(y, k, b.stride, f"{bp}_dw", act))
     y = branches[0] if len(branches) == 1 else o.L.Concatenate(name=f"{p}_concat")(branches)
     if b.se_channels:
         mid = sum(b.split)
@@ -104,6 +109,20 @@ def _mbconv(o: Ops, x, site: Site):
     y = o.conv_bn_act(y, b.filters, 1, 1, f"{p}_project", None, groups=b.project_groups)
     if site.residual:
         y = o.L.Add(name=f"{p}_add")([x, y])
+    return y
+
+
+def _conv(o: Ops, x, site: Site):
+    """Plain conv block: per branch k×k conv → BN → act (``{p}_conv|bn|act``, branch ``g{i}``: ``{p}_g{i}_…``),
+    ``{p}_concat``, then the 2×2/2 ``{p}_pool``."""
+    b, p = site.block, site.name
+    branches = [o.conv_bn_act(x, c, k, b.stride, p if len(b.kernels) == 1 else f"{p}_g{g}", act)
+                for g, (k, c, act) in enumerate(zip(b.kernels, b.split, b.branch_acts()))]
+    y = branches[0] if len(branches) == 1 else o.L.Concatenate(name=f"{p}_concat")(branches)
+    if b.pool == "max":
+        y = o.L.MaxPooling2D(2, 2, padding="same", name=f"{p}_pool")(y)
+    elif b.pool == "avg":
+        y = o.L.AveragePooling2D(2, 2, padding="same", name=f"{p}_pool")(y)
     return y
 
 
@@ -163,6 +182,8 @@ def build_block(o: Ops, x, site: Site):
     """The block of ``site`` (a :class:`models.walk.Site`) on ``x``, its layers named ``{site.name}_*``."""
     if isinstance(site.block, MBConvSpec):
         return _mbconv(o, x, site)
+    if isinstance(site.block, ConvSpec):
+        return _conv(o, x, site)
     return _shuffle(o, x, site)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.spec import MBConvSpec, ModelSpec, ShuffleSpec
+from models.spec import ConvSpec, MBConvSpec, ModelSpec, ShuffleSpec
 from models.walk import Site, Walk, out_size, walk
 
 
@@ -30,6 +30,11 @@ class Cost:
         self.params += k * k * c + (2 * c if bn else 0)
         self.macs += n_out * n_out * k * k * c
 
+    def act(self, act, c):
+        """A per-branch activation of ``c`` channels: PReLU has one slope per channel, the others none."""
+        if act == "prelu":
+            self.params += c
+
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(self.params + other.params, self.macs + other.macs)
 
@@ -39,14 +44,25 @@ def mbconv_cost(b: MBConvSpec, in_ch: int, in_size: int) -> Cost:
     c = Cost()
     n_out = out_size(in_size, b.stride)
     mid = sum(b.split)
-    for k, ch in zip(b.kernels, b.split):
+    for k, ch, act in zip(b.kernels, b.split, b.branch_acts()):
         if b.expand_channels is not None:
             c.conv(in_size, 1, in_ch, ch, groups=b.expand_groups)
         c.dw(n_out, k, ch)
+        c.act(act, ch)
     if b.se_channels:
         c.conv(1, 1, mid, b.se_channels, bias=True, bn=False)
         c.conv(1, 1, b.se_channels, mid, bias=True, bn=False)
     c.conv(n_out, 1, mid, b.filters, groups=b.project_groups)
+    return c
+
+
+def conv_cost(b: ConvSpec, in_ch: int, in_size: int) -> Cost:
+    """Params and MACs of a plain conv block (every branch's k×k conv with BN; pooling costs none)."""
+    c = Cost()
+    n_out = out_size(in_size, b.stride)
+    for k, ch, act in zip(b.kernels, b.split, b.branch_acts()):
+        c.conv(n_out, k, in_ch, ch)
+        c.act(act, ch)
     return c
 
 
@@ -77,6 +93,8 @@ def block_cost(site: Site) -> Cost:
     """Params and MACs of the block at ``site`` (a :class:`models.walk.Site`)."""
     if isinstance(site.block, MBConvSpec):
         return mbconv_cost(site.block, site.in_ch, site.in_size)
+    if isinstance(site.block, ConvSpec):
+        return conv_cost(site.block, site.in_ch, site.in_size)
     return shuffle_cost(site.block, site.in_ch, site.in_size)
 
 

@@ -18,7 +18,11 @@ from common.errors import InputError
 
 SCHEMA_VERSION = 1
 ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
-FAMILIES = ("mbconv", "shufflenet")
+# Per-branch activations (``acts`` of ir/conv blocks, a conv block's ``act``): FGNAS searches ReLU, PReLU and tanh
+# per channel. PReLU has one learned slope per channel (shared over height and width).
+BRANCH_ACTIVATIONS = ACTIVATIONS + ("tanh", "prelu")
+FAMILIES = ("mbconv", "shufflenet", "plain")
+POOLS = ("max", "avg")
 PADDINGS = ("same", "symmetric")
 SHUFFLE_CHOICES = ("3", "5", "7", "x")
 MAX_KERNEL = 31  # largest depthwise kernel a spec may hold (the schema's "kernel" maximum)
@@ -79,7 +83,9 @@ class MBConvSpec:
     ``expand_channels`` is the explicit expanded width (``None``: no 1×1 expansion, the depthwise conv runs on the
     block input, as in MobileNetV2's first block). ``split[i]`` filters use ``kernels[i]``; ``sum(split)`` equals the
     expanded width. ``se_channels`` is the squeeze width of squeeze-excite (0: none). A residual is added when
-    ``skip`` and the shapes allow it (stride 1, same width).
+    ``skip`` and the shapes allow it (stride 1, same width). ``acts`` (``None``: ``act`` everywhere) gives each
+    branch's depthwise activation (FGNAS operations); the expansion and SE keep ``act``. With ``acts`` two branches may
+    share a kernel size, never a (kernel, activation) pair.
     """
     kernels: tuple[int, ...]
     split: tuple[int, ...]
@@ -92,7 +98,12 @@ class MBConvSpec:
     project_groups: int = 1
     skip: bool = True
     bits: BitsSpec | None = None
+    acts: tuple[str, ...] | None = None
     block: str = "ir"
+
+    def branch_acts(self) -> tuple[str, ...]:
+        """The depthwise activation of each branch."""
+        return self.acts if self.acts is not None else (self.act,) * len(self.kernels)
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,28 @@ class ShuffleSpec:
     block: str = "shuffle"
 
 
-BlockSpec = Union[MBConvSpec, ShuffleSpec]
+@dataclass(frozen=True)
+class ConvSpec:
+    """Plain convolution block (VGG style; FGNAS's searched layers): per branch a k×k conv → BN → activation, the
+    branches concatenated (``split[i]`` filters use ``kernels[i]`` and ``acts[i]``, ``sum(split) == filters``), then
+    an optional 2×2 stride-2 ``pool`` (``"max"`` or ``"avg"``, "same" padding). Two branches may share a kernel size
+    when their activations differ. No residual.
+    """
+    kernels: tuple[int, ...]
+    split: tuple[int, ...]
+    filters: int
+    stride: int
+    act: str
+    acts: tuple[str, ...] | None = None
+    pool: str | None = None
+    block: str = "conv"
+
+    def branch_acts(self) -> tuple[str, ...]:
+        """The activation of each branch."""
+        return self.acts if self.acts is not None else (self.act,) * len(self.kernels)
+
+
+BlockSpec = Union[MBConvSpec, ShuffleSpec, ConvSpec]
 
 
 @dataclass(frozen=True)
@@ -257,14 +289,9 @@ def _bits(r: _Reader):
 
 def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:
     keys = ("block", "kernels", "split", "expand_channels", "filters", "stride", "act", "se_channels",
-            "expand_groups", "project_groups", "skip", "bits")
+            "expand_groups", "project_groups", "skip", "bits", "acts")
     r = _Reader(obj, path, keys, ("block", "kernels", "expand_channels", "filters", "stride", "act"))
-    kernels = r.int_list("kernels")
-    for i, k in enumerate(kernels):
-        if k % 2 == 0 or k > MAX_KERNEL:
-            raise SpecError(f"{r.p('kernels')}[{i}]", f"kernel sizes must be odd and <= {MAX_KERNEL}, got {k}")
-    if len(set(kernels)) != len(kernels):
-        raise SpecError(r.p("kernels"), f"kernel sizes must be distinct, got {list(kernels)}")
+    kernels, acts = _kernels_acts(r)
     expand = r.int("expand_channels", 1, MAX_CHANNELS, nullable=True)
     mid = in_ch if expand is None else expand
     if r.has("split"):
@@ -296,7 +323,51 @@ def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:
     return MBConvSpec(kernels=kernels, split=split, expand_channels=expand, filters=filters,
                       stride=r.int("stride", 1, 2), act=r.str("act", ACTIVATIONS),
                       se_channels=r.int("se_channels", 0, MAX_CHANNELS, default=0), expand_groups=eg, project_groups=pg,
-                      skip=r.bool("skip", default=True), bits=_bits(r))
+                      skip=r.bool("skip", default=True), bits=_bits(r), acts=acts)
+
+
+def _kernels_acts(r: _Reader):
+    """``kernels`` (odd, <= MAX_KERNEL) and the optional per-branch ``acts``; (kernel, act) pairs distinct."""
+    kernels = r.int_list("kernels")
+    for i, k in enumerate(kernels):
+        if k % 2 == 0 or k > MAX_KERNEL:
+            raise SpecError(f"{r.p('kernels')}[{i}]", f"kernel sizes must be odd and <= {MAX_KERNEL}, got {k}")
+    acts = None
+    if r.has("acts") and r.obj["acts"] is not None:
+        v = r.obj["acts"]
+        if not isinstance(v, list) or len(v) != len(kernels):
+            raise SpecError(r.p("acts"), f"must be null or a list of {len(kernels)} activations (one per kernel), "
+                                         f"got {v!r}")
+        for i, a in enumerate(v):
+            if a not in BRANCH_ACTIVATIONS:
+                raise SpecError(f"{r.p('acts')}[{i}]", f"must be one of {', '.join(BRANCH_ACTIVATIONS)}; got {a!r}")
+        acts = tuple(v)
+        pairs = list(zip(kernels, acts))
+        if len(set(pairs)) != len(pairs):
+            raise SpecError(r.p("kernels"), f"(kernel, activation) pairs must be distinct, got {pairs}")
+    elif len(set(kernels)) != len(kernels):
+        raise SpecError(r.p("kernels"), f"kernel sizes must be distinct, got {list(kernels)}")
+    return kernels, acts
+
+
+def _decode_conv(obj, path, in_ch: int) -> ConvSpec:
+    keys = ("block", "kernels", "split", "filters", "stride", "act", "acts", "pool")
+    r = _Reader(obj, path, keys, ("block", "kernels", "filters", "stride", "act"))
+    kernels, acts = _kernels_acts(r)
+    filters = r.int("filters", 1, MAX_CHANNELS)
+    if r.has("split"):
+        split = r.int_list("split", 1, MAX_CHANNELS)
+    elif len(kernels) == 1:
+        split = (filters,)
+    else:
+        raise SpecError(r.p("split"), "required when there are several branches")
+    if len(split) != len(kernels):
+        raise SpecError(r.p("split"), f"needs one count per kernel ({len(kernels)}), got {len(split)}")
+    if sum(split) != filters:
+        raise SpecError(r.p("split"), f"sums to {sum(split)} but filters is {filters}")
+    return ConvSpec(kernels=kernels, split=split, filters=filters, stride=r.int("stride", 1, 2),
+                    act=r.str("act", BRANCH_ACTIVATIONS), acts=acts, pool=r.str("pool", POOLS, default=None,
+                                                                                  nullable=True))
 
 
 def _decode_shuffle(obj, path, in_ch: int) -> ShuffleSpec:
@@ -320,7 +391,9 @@ def _decode_block(obj, path, in_ch):
         return _decode_mbconv(obj, path, in_ch)
     if kind == "shuffle":
         return _decode_shuffle(obj, path, in_ch)
-    raise SpecError(_join(path, "block"), f"must be 'ir' or 'shuffle', got {kind!r}")
+    if kind == "conv":
+        return _decode_conv(obj, path, in_ch)
+    raise SpecError(_join(path, "block"), f"must be 'ir', 'shuffle' or 'conv', got {kind!r}")
 
 
 def decode(obj: Any) -> ModelSpec:
@@ -423,10 +496,16 @@ def _encode_bits(b):
 
 def _encode_block(b: BlockSpec) -> dict:
     if isinstance(b, MBConvSpec):
-        return {"block": "ir", "kernels": list(b.kernels), "split": list(b.split), "expand_channels": b.expand_channels,
-                "filters": b.filters, "stride": b.stride, "act": b.act, "se_channels": b.se_channels,
-                "expand_groups": b.expand_groups, "project_groups": b.project_groups, "skip": b.skip,
-                "bits": _encode_bits(b.bits)}
+        d = {"block": "ir", "kernels": list(b.kernels), "split": list(b.split), "expand_channels": b.expand_channels,
+             "filters": b.filters, "stride": b.stride, "act": b.act, "se_channels": b.se_channels,
+             "expand_groups": b.expand_groups, "project_groups": b.project_groups, "skip": b.skip,
+             "bits": _encode_bits(b.bits)}
+        if b.acts is not None:  # written only when set: specs without per-branch activations encode as before
+            d["acts"] = list(b.acts)
+        return d
+    if isinstance(b, ConvSpec):
+        return {"block": "conv", "kernels": list(b.kernels), "split": list(b.split), "filters": b.filters,
+                "stride": b.stride, "act": b.act, "acts": None if b.acts is None else list(b.acts), "pool": b.pool}
     return {"block": "shuffle", "choice": b.choice, "filters": b.filters, "mid_channels": b.mid_channels,
             "stride": b.stride, "act": b.act, "bits": _encode_bits(b.bits)}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.spec import BlockSpec, MBConvSpec, ModelSpec, SpecError, check_input_size
+from models.spec import BlockSpec, ConvSpec, MBConvSpec, ModelSpec, SpecError, check_input_size
 
 ENDPOINT_STRIDES = (8, 16, 32)  # the feature maps build(features=True) returns (detection necks)
 
@@ -32,7 +32,7 @@ class Site:
         block: the block spec.
         in_ch, out_ch: input and output channels.
         in_size, out_size: input and output spatial size (square maps).
-        stride: the block's own stride.
+        stride: the block's own stride (a conv block's pool included).
         reduction: cumulative stride from the model input to the block's output (timm's ``reduction``).
     """
     stage: int
@@ -48,7 +48,7 @@ class Site:
 
     @property
     def kind(self) -> str:
-        """``"ir"`` (MBConv) or ``"shuffle"`` (ShuffleNetV2 unit)."""
+        """``"ir"`` (MBConv), ``"shuffle"`` (ShuffleNetV2 unit) or ``"conv"`` (plain conv block)."""
         return self.block.block
 
     @property
@@ -58,13 +58,19 @@ class Site:
         return isinstance(b, MBConvSpec) and b.skip and b.stride == 1 and self.in_ch == b.filters
 
 
+def block_stride(block: BlockSpec) -> int:
+    """The block's stride from input to output: a conv block's 2×2 pool doubles its conv's stride
+    (``ceil(ceil(n / s) / 2) == ceil(n / 2s)``)."""
+    return block.stride * (2 if isinstance(block, ConvSpec) and block.pool else 1)
+
+
 def block_site(block: BlockSpec, in_ch: int, in_size: int, *, stage: int = 0, index: int = 0,
                reduction_in: int = 1) -> Site:
     """The :class:`Site` of ``block`` on an ``in_ch``-channel ``in_size``×``in_size`` input (a one-block model by
     default: name ``s0_b0``); ``reduction_in`` is the cumulative stride of that input."""
+    stride = block_stride(block)
     return Site(stage=stage, index=index, name=f"s{stage}_b{index}", block=block, in_ch=in_ch, out_ch=block.filters,
-                in_size=in_size, out_size=out_size(in_size, block.stride), stride=block.stride,
-                reduction=reduction_in * block.stride)
+                in_size=in_size, out_size=out_size(in_size, stride), stride=stride, reduction=reduction_in * stride)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ import numpy as np
 
 from common.io import progress_bar
 from models.counting import block_cost, head_cost, stem_cost
-from models.spec import MBConvSpec, ModelSpec, ShuffleSpec
+from models.spec import ConvSpec, MBConvSpec, ModelSpec, ShuffleSpec
 from models.walk import Site, block_site, walk
 
 # Conversion, slicing and timing live in search.tflite_timing; re-exported here as the table's public API.
@@ -78,7 +78,7 @@ from search.tflite_timing import (  # noqa: F401
 )
 
 TABLE_VERSION = 1
-KINDS = ("stem", "ir", "shuffle", "head")
+KINDS = ("stem", "ir", "shuffle", "conv", "head")
 OVERHEAD = "__overhead__"
 METHODS = ("slice", "block")
 CLOCKS = ("cpu", "wall")
@@ -88,6 +88,8 @@ KEY_FORMAT = ("stem|c{channels}|n{size}|o{filters}|k{kernel}|s{stride}|a{act}|po
               "ir|i{in_ch}|n{in_size}|k{k}x{filters}+…|e{expand/-}|o{filters}|s{stride}|a{act}|se{se}|"
               "g{expand_groups}.{project_groups}|r{residual 0/1}|p{same/sym} · "
               "shuffle|i{in_ch}|n{in_size}|c{choice}|o{filters}|m{mid}|s{stride}|a{act}|p{same/sym} · "
+              "conv|i{in_ch}|n{in_size}|k{k}x{filters}[.{act}]+…|o{filters}|s{stride}|a{act}|pool{-/max/avg}|"
+              "p{same/sym} · "
               "head|i{in_ch}|n{in_size}|f{filters/-}|a{act}|cls{classes}|b{bias 0/1}")
 
 
@@ -102,11 +104,16 @@ def block_key(block, in_ch: int, in_size: int, padding: str = "same") -> str:
     ``ir|i{in_ch}|n{in_size}|k{k}x{c}+…|e{expand or -}|o{filters}|s{stride}|a{act}|se{se}|g{eg}.{pg}|r{0/1}|p{pad}``
     — branches in the spec's order (``k5x40+k7x20``: 40 filters at 5×5, 20 at 7×7); ``r1`` when the residual add is
     built (``skip``, stride 1, same width); ``p``: ``same`` or ``sym`` padding.
-    ``shuffle|i{in_ch}|n{in_size}|c{choice}|o{filters}|m{mid}|s{stride}|a{act}|p{pad}`` for ShuffleNetV2 units.
+    ``shuffle|i{in_ch}|n{in_size}|c{choice}|o{filters}|m{mid}|s{stride}|a{act}|p{pad}`` for ShuffleNetV2 units,
+    ``conv|i{in_ch}|n{in_size}|k{k}x{c}+…|o{filters}|s{stride}|a{act}|pool{-/max/avg}|p{pad}`` for plain conv
+    blocks. A branch with its own activation (``acts``) is ``k{k}x{c}.{act}``.
     """
     pad = _pad(padding)
+    if isinstance(block, ConvSpec):
+        return (f"conv|i{in_ch}|n{in_size}|{_branches(block)}|o{block.filters}|s{block.stride}|a{block.act}|"
+                f"pool{block.pool or '-'}|p{pad}")
     if isinstance(block, MBConvSpec):
-        branches = "+".join(f"k{k}x{c}" for k, c in zip(block.kernels, block.split))
+        branches = _branches(block)
         expand = "-" if block.expand_channels is None else str(block.expand_channels)
         residual = int(block_site(block, in_ch, in_size).residual)
         return (f"ir|i{in_ch}|n{in_size}|{branches}|e{expand}|o{block.filters}|s{block.stride}|a{block.act}|"
@@ -115,6 +122,12 @@ def block_key(block, in_ch: int, in_size: int, padding: str = "same") -> str:
         return (f"shuffle|i{in_ch}|n{in_size}|c{block.choice}|o{block.filters}|m{block.mid_channels}|"
                 f"s{block.stride}|a{block.act}|p{pad}")
     raise TypeError(f"block_key: not a block spec: {type(block).__name__}")
+
+
+def _branches(block) -> str:
+    if block.acts is None:
+        return "+".join(f"k{k}x{c}" for k, c in zip(block.kernels, block.split))
+    return "+".join(f"k{k}x{c}.{a}" for k, c, a in zip(block.kernels, block.split, block.acts))
 
 
 def stem_key(spec: ModelSpec, size: int) -> str:
@@ -138,6 +151,8 @@ def slot_group(key: str) -> str:
     fields = key.split("|")
     if fields[0] == "ir":
         return "|".join(f for f in fields if not re.match(r"^(k\d|e(\d+|-)$)", f))
+    if fields[0] == "conv":  # a channel search changes the branches, the width and the next block's input
+        return "|".join(f for f in fields if not re.match(r"^(k\d|[io]\d+$)", f))
     if fields[0] == "shuffle":
         return "|".join(f for f in fields if not re.match(r"^(c[357x]|m\d+)$", f))
     return fields[0]
@@ -152,11 +167,11 @@ class Part:
     macs: int
     in_ch: int
     in_size: int
-    site: Site | None = None  # where the block sits (:func:`models.walk.walk`), for ``ir``/``shuffle`` parts
+    site: Site | None = None  # where the block sits (:func:`models.walk.walk`), for block parts
 
     @property
     def block(self):
-        """The block spec of an ``ir``/``shuffle`` part (None for the stem and the head)."""
+        """The block spec of a block part (None for the stem and the head)."""
         return None if self.site is None else self.site.block
 
 
@@ -462,7 +477,7 @@ def profile(specs, table: LatencyTable | None = None, threads: int = 1, warmup: 
                 for p in ps:
                     if p.key in flat:
                         continue
-                    if method == "block" and p.kind in ("ir", "shuffle"):
+                    if method == "block" and p.kind in ("ir", "shuffle", "conv"):
                         keras.backend.clear_session()
                         flat[p.key] = to_tflite(block_model(p.site, s))
                     else:

@@ -131,7 +131,7 @@ def test_table_save_load_round_trip(tmp_path):
     ('{"format": "other"}', "not a latency table"),
     ('{"format": "latency_lut", "version": 99, "entries": {}}', "version"),
     ('{"format": "latency_lut", "version": 1, "entries": {"k": {"kind": "ir", "macs": 1, "ms": -1}}}', "entries"),
-    ('{"format": "latency_lut", "version": 1, "entries": {"k": {"kind": "conv", "macs": 1, "ms": 1}}}', "entries"),
+    ('{"format": "latency_lut", "version": 1, "entries": {"k": {"kind": "dense", "macs": 1, "ms": 1}}}', "entries"),
 ])
 def test_table_load_rejects_bad_files(tmp_path, text, needle):
     path = tmp_path / "bad.json"

@@ -50,6 +50,8 @@ def test_schema_top_level_keys_match_the_decoder(validator):
     assert validator.schema["properties"]["family"]["enum"] == list(S.FAMILIES)
     assert validator.schema["properties"]["padding"]["enum"] == list(S.PADDINGS)
     assert validator.schema["$defs"]["activation"]["enum"] == list(S.ACTIVATIONS)
+    assert validator.schema["$defs"]["branch_activation"]["enum"] == list(S.BRANCH_ACTIVATIONS)
+    assert validator.schema["$defs"]["conv_block"]["properties"]["pool"]["oneOf"][1]["enum"] == list(S.POOLS)
     assert validator.schema["$defs"]["shuffle_block"]["properties"]["choice"]["enum"] == list(S.SHUFFLE_CHOICES)
     assert validator.schema["properties"]["name"]["pattern"] == S.NAME_RE.pattern
 
@@ -119,6 +121,14 @@ INVALID = [
     ("several kernels without split", IR, lambda d: (d["stages"][1][0].update(kernels=[3, 5]),
                                                     d["stages"][1][0].pop("split"))),
     ("no expansion with several kernels", IR, _set(("stages", 0, 0, "kernels"), [3, 5])),
+    ("repeated kernels in a conv block", IR, _set(("stages", 1, 0), {
+        "block": "conv", "kernels": [3, 3], "split": [12, 12], "filters": 24, "stride": 2, "act": "relu"})),
+    ("conv block pool 'min'", IR, _set(("stages", 1, 0), {
+        "block": "conv", "kernels": [3], "filters": 24, "stride": 2, "act": "relu", "pool": "min"})),
+    ("conv block with expand_channels", IR, _set(("stages", 1, 0), {
+        "block": "conv", "kernels": [3], "filters": 24, "stride": 2, "act": "relu", "expand_channels": 24})),
+    ("unknown branch activation", IR, _set(("stages", 1, 0, "acts"), ["gelu"])),
+    ("tanh as an ir block's act", IR, _set(("stages", 1, 0, "act"), "tanh")),
 ]
 
 
@@ -143,6 +153,14 @@ VALID = [
                                                    ("split", "se_channels", "expand_groups", "project_groups",
                                                     "skip", "bits")]),
     ("empty bn", IR, _set(("bn",), {})),
+    ("conv block", IR, _set(("stages", 1, 0), {
+        "block": "conv", "kernels": [3, 3, 5], "split": [8, 8, 8], "acts": ["relu", "prelu", "tanh"], "filters": 24,
+        "stride": 2, "act": "relu", "pool": "avg"})),
+    ("minimal conv block", IR, _set(("stages", 1, 0), {
+        "block": "conv", "kernels": [3], "filters": 24, "stride": 1, "act": "prelu"})),
+    ("per-branch activations in an ir block", IR, _set(("stages", 1, 0, "acts"), ["tanh"])),
+    ("a repeated kernel told apart by acts", IR, lambda d: d["stages"][1][0].update(
+        kernels=[3, 3], split=[48, 48], acts=["relu6", "prelu"])),
 ]
 
 

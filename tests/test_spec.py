@@ -44,7 +44,7 @@ def test_defaults_are_filled_and_encoded():
                                       "stride": 1}), "stages[1][1].choice"),
     (lambda d: d["stages"][1].append({"block": "shuffle", "choice": "3", "filters": 12, "mid_channels": 8,
                                       "stride": 1}), "stages[1][1].filters"),
-    (lambda d: d["stages"][1].append({"block": "conv"}), "stages[1][1].block"),
+    (lambda d: d["stages"][1].append({"block": "dense"}), "stages[1][1].block"),
     (lambda d: d.update(schema_version=2), "schema_version"),
     (lambda d: d["input"].update(std=[1, 0, 1]), "input.std[1]"),
     (lambda d: d["input"].update(mean=[0, 0]), "input.mean"),
