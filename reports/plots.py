@@ -59,6 +59,46 @@ def kernel_distribution(layers: list[str], counts: np.ndarray, labels: list[str]
     plt.close(fig)
 
 
+def fgnas_layers(rows: list[dict], path: str, title: str) -> None:
+    """FGNAS's searched architecture per layer (the paper's Fig. 6–7): left, every channel of the backbone as pruned
+    or by how many operations produce it (2 or more: a compositional channel); right, the channels each operation
+    produces (the derived branches; their sum is the width the next layer reads).
+
+    Args:
+        rows: :meth:`search.fgnas_space.FgnasSpace.summary` rows.
+    """
+    plt = pyplot()
+    names = [r["layer"] for r in rows]
+    x = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9.0, 0.9 * len(rows) + 4), 4.2))
+    hist = np.array([r["ops_per_channel"] for r in rows])
+    m = hist.shape[1] - 1
+    ramp = plt.cm.Blues(np.linspace(0.45, 0.95, max(m, 1)))
+    bottom = np.zeros(len(rows))
+    for n in range(m + 1):
+        label = "pruned" if n == 0 else f"{n} operation{'s' if n > 1 else ''}"
+        colour = "lightgrey" if n == 0 else ramp[n - 1]
+        left.bar(x, hist[:, n], bottom=bottom, color=colour, label=label, edgecolor="white", linewidth=0.3)
+        bottom += hist[:, n]
+    left.set_ylabel("backbone channels")
+    left.set_title("channels: pruned, or produced by n operations", fontsize=10)
+    ops = list(rows[0]["per_op"])
+    colours = plt.cm.tab10(np.arange(len(ops)) % 10)
+    bottom = np.zeros(len(rows))
+    for j, op in enumerate(ops):
+        counts = np.array([r["per_op"][op] for r in rows])
+        right.bar(x, counts, bottom=bottom, color=colours[j], label=op, edgecolor="white", linewidth=0.3)
+        bottom += counts
+    right.set_ylabel("channels (derived branches)")
+    right.set_title("channels per operation (kernel/activation)", fontsize=10)
+    for ax in (left, right):
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=9)
+        ax.legend(fontsize=8, ncols=2)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str], path: str,
                        target: float | None = None) -> None:
     """Mean choice probabilities per layer over the search epochs (one panel per layer), plus E[MACs] vs target."""

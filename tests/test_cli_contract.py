@@ -70,6 +70,17 @@ CASES = [
     ("benchmarks.metakernel_zoo", ["--publish_target=2", "--dataset=shapes", "--out={out}/result.json"],
      "--publish_target=2"),
     ("benchmarks.detection_raccoon", ["--dataset=voc:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
+    ("benchmarks.fgnas_cost", ["--kernels=3,4", "--out={out}/result.json"], "odd kernel sizes"),
+    ("benchmarks.fgnas_cost", ["--rounds=0", "--out={out}/result.json"], "--rounds"),
+    ("recipes.search_fgnas", ["--out_dir={out}"], "--target"),
+    ("recipes.search_fgnas", ["--target=1e6", "--kernels=3,4", "--out_dir={out}"], "odd kernel sizes"),
+    ("recipes.search_fgnas", ["--target=1e6", "--acts=relu,gelu", "--out_dir={out}"], "--acts=relu,gelu"),
+    ("recipes.search_fgnas", ["--target=1e6", "--kernels=a", "--out_dir={out}"], "--kernels=a"),
+    ("recipes.search_fgnas", ["--target=1e12", "--out_dir={out}"], "outside what the space can reach"),
+    ("recipes.search_fgnas", ["--target=1e6", "--space=mbconv", "--width=8", "--out_dir={out}"], "--width"),
+    ("recipes.search_fgnas", ["--target=1e6", "--dataset=folder:/nonexistent/dir", "--out_dir={out}"],
+     "/nonexistent/dir"),
+    ("recipes.search_fgnas", ["--target=1e6", "--out_dir={file}/run"], "is a file, not a directory"),
 ]
 
 
@@ -146,6 +157,7 @@ def _folder_with_a_truncated_png(root):
     ("recipes.evaluate", ["--model=mobilenet_v2_100", "--input_size=32", "--weights=", "--split=train"]),
     ("recipes.search_metakernel", ["--target_macs=3e6", "--out_dir={out}"]),
     ("recipes.search_spos", ["--out_dir={out}"]),
+    ("recipes.search_fgnas", ["--target=3e6", "--out_dir={out}"]),
 ])
 def test_undecodable_image_is_one_line_before_tensorflow(tmp_path, module, args):
     """A truncated image inside a folder dataset is named before any work (not a tf.data crash mid-epoch)."""

@@ -1,0 +1,211 @@
+"""The FGNAS search loop (paper §4.2, steps 2–3): pre-train the supernet with every gate on, then train weights and
+gates together on ``CE + λ·R(ψ)/R₀`` until the hard architecture's resource is at or below the target — the
+paper's stopping rule — and freeze ψ. Step 4 (fine-tuning the searched architecture with fixed gates) trains the
+derived model, which computes the same function with one operation per branch (``workflows.search_fgnas``).
+
+λ is scale-free here: R is divided by R₀, the resource of the backbone with every gate on, so ``λ = 1`` weighs the
+whole network's cost like one nat of cross-entropy (the paper's raw λ·R is this with λ_paper = λ/R₀; its CIFAR
+setting λ_paper = 1e-7 on parameters is λ ≈ 0.4 for a 4M-parameter backbone).
+
+Weights: SGD with Nesterov momentum and weight decay (the paper's optimizer). Gates: their own optimizer, both
+updated from the same backward pass (Eq. 7 minimises over θ and ψ jointly). ``psi_optimizer="sgd"`` (default;
+momentum 0.9, lr 10) moves each gate in proportion to its gradient, so the channels whose cost outweighs their use
+turn off first and the resource falls step by step onto the target (tiny VGG, 6 operations: 1.0 → 0.30 of R₀ over
+~35 steps, landing at 0.299 for a 0.30 target). ``adam`` normalises every gate's step to ~lr whatever its
+gradient, so all gates pushed the same way flip together after about ``gate_init / lr`` steps: in the same setting
+(lr 0.05) nothing moved for 16 gate steps, then the resource fell to 0.24 R₀ within 6 steps, 21% under a 0.30
+target. The per-gate gradient of λ·R/R₀
+shrinks with the number of gates (it sums to about 2λ over all of them), so larger spaces want a larger ``psi_lr``.
+The loop checkpoints every epoch (model, both optimizers, step, phase state) and resumes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.epoch_state import EpochState, ResumableLoop
+from search import fgnas
+from search.fgnas_space import RESOURCES, FgnasSpace
+
+PSI_OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class FgnasConfig:
+    """Hyper-parameters of one search (recorded in the derived spec's provenance)."""
+    target: float
+    resource: str = "macs"
+    lam: float = 1.0
+    pretrain_epochs: int = 2
+    search_epochs: int = 10  # at most; the gate phase ends as soon as the hard resource is at or below the target
+    w_lr: float = 0.05
+    w_momentum: float = 0.9
+    w_weight_decay: float = 1e-4
+    psi_lr: float = 10.0
+    psi_optimizer: str = "sgd"
+    input_count: str = "deployed"
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+
+class FgnasSearch(ResumableLoop):
+    """Runs pre-training and the gate phase on a supernet of :func:`search.fgnas.build_supernet`.
+
+    Args:
+        model: the supernet.
+        space: its space.
+        config: hyper-parameters.
+        checkpoint_dir: where the state lives; an existing checkpoint there is resumed.
+    """
+
+    def __init__(self, model: keras.Model, space: FgnasSpace, config: FgnasConfig,
+                 checkpoint_dir: str | None = None):
+        if config.resource not in RESOURCES:
+            raise ValueError(f"resource: one of {RESOURCES}, got {config.resource!r}")
+        if config.psi_optimizer not in PSI_OPTIMIZERS:
+            raise ValueError(f"psi_optimizer: one of {PSI_OPTIMIZERS}, got {config.psi_optimizer!r}")
+        self.model, self.space, self.config = model, space, config
+        self.net = fgnas.FgnasSupernet(model, space)
+        self.w_vars, self.psi_vars = fgnas.weight_variables(model), fgnas.gate_variables(model)
+        self.w_opt = keras.optimizers.SGD(config.w_lr, momentum=config.w_momentum, nesterov=True,
+                                          weight_decay=config.w_weight_decay or None)
+        self.psi_opt = (keras.optimizers.Adam(config.psi_lr) if config.psi_optimizer == "adam"
+                        else keras.optimizers.SGD(config.psi_lr, momentum=0.9))
+        self.w_opt.build(self.w_vars)
+        self.psi_opt.build(self.psi_vars)
+        self.loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="fgnas_step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="fgnas_epoch")
+        # step at which the hard resource first reached the target (-1: not yet); ψ is frozen from then on
+        self.reached_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="fgnas_reached_step")
+        self.history: list[dict] = []
+        self._state = EpochState(checkpoint_dir, self.epoch, model=model, w_opt=self.w_opt, psi_opt=self.psi_opt,
+                                 step=self.step, reached_step=self.reached_step)
+        self._classes = int(model.get_layer("classifier").units)
+        with tf.init_scope():
+            self.r0 = float(self.resource())
+        # autograph=False: the steps are straight-line TensorFlow (Python loops over layers only); converting them
+        # with autograph costs seconds of tracing and buys nothing
+        self._w_step = tf.function(self._w_step_fn, autograph=False)
+        self._gate_step = tf.function(self._gate_step_fn, autograph=False)
+        self._eval_step = tf.function(self._eval_fn, autograph=False)
+
+    def resource(self):
+        """R(ψ) (its forward value: the current hard architecture's exact params or MACs)."""
+        return self.net.resource(self.config.resource, self.config.input_count)
+
+    def _ce(self, y, logits):
+        y = tf.one_hot(tf.cast(y, tf.int32), self._classes) if y.shape.rank == 1 else y
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1)), tf.float32))
+        return self.loss(y, logits), acc
+
+    def _w_step_fn(self, x, y):
+        with tf.GradientTape() as tape:
+            ce, acc = self._ce(y, self.model(x, training=True))
+        self.w_opt.apply_gradients(zip(tape.gradient(ce, self.w_vars), self.w_vars))
+        return ce, acc
+
+    def _gate_step_fn(self, x, y):
+        with tf.GradientTape() as tape:
+            ce, acc = self._ce(y, self.model(x, training=True))
+            r = self.resource()
+            loss = ce + self.config.lam * r / self.r0
+        grads = tape.gradient(loss, self.w_vars + self.psi_vars)
+        n = len(self.w_vars)
+        self.w_opt.apply_gradients(zip(grads[:n], self.w_vars))
+        self.psi_opt.apply_gradients(zip(grads[n:], self.psi_vars))
+        return ce, acc, r
+
+    def _eval_fn(self, x, y):
+        logits = self.model(x, training=False)
+        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                              tf.cast(y, tf.int32)), tf.float32))
+
+    def evaluate(self, ds) -> float:
+        """Top-1 of the current hard architecture (the supernet in inference mode = the derived model)."""
+        correct, n = 0.0, 0
+        for x, y in ds:
+            correct += float(self._eval_step(x, y))
+            n += int(y.shape[0])
+        return correct / max(n, 1)
+
+    @property
+    def reached(self) -> bool:
+        return int(self.reached_step.numpy()) >= 0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.config.pretrain_epochs + self.config.search_epochs
+
+    def phase(self, epoch: int) -> str:
+        return "pretrain" if epoch < self.config.pretrain_epochs else "search"
+
+    def done(self) -> bool:
+        """Finished: the target was reached, or every search epoch has run."""
+        return self.reached or int(self.epoch.numpy()) >= self.total_epochs
+
+    def run(self, train_ds, steps_per_epoch: int, val_ds=None, writer=None, progress=None, on_epoch=None):
+        """Pre-trains, then searches until the target is reached (or ``search_epochs`` run out), resuming from the
+        checkpoint; returns the history (one record per epoch, the last one possibly partial: the epoch in which
+        the target was reached)."""
+        cfg = self.config
+        self.restore()
+        it = iter(train_ds)
+        bar = progress(self.total_epochs * steps_per_epoch) if progress else None
+        if bar is not None:
+            bar.update(int(self.step.numpy()))
+        while not self.done():
+            epoch = int(self.epoch.numpy())
+            phase = self.phase(epoch)
+            t0, sums, r = time.time(), np.zeros(3), float("nan")
+            for _ in range(steps_per_epoch):
+                x, y = next(it)
+                if phase == "pretrain":
+                    ce, acc = self._w_step(x, y)
+                else:
+                    ce, acc, r_t = self._gate_step(x, y)
+                    # the stopping rule on the architecture these gates now define (after the update)
+                    r = float(self.resource())
+                sums += [float(ce), float(acc), 1]
+                self.step.assign_add(1)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(phase=phase, ce=f"{float(ce):.3f}",
+                                    cost=f"{r / cfg.target:.3f}T" if r == r else "-")
+                if phase == "search" and r <= cfg.target:
+                    self.reached_step.assign(self.step)
+                    break
+            self.epoch.assign_add(1)
+            record = self._record(epoch, phase, sums, time.time() - t0, val_ds)
+            self.history.append(record)
+            if writer is not None:
+                with writer.as_default(step=epoch + 1):
+                    for k, v in record.items():
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                            tf.summary.scalar(k, v)
+            self.save()
+            if on_epoch:
+                on_epoch(self, record)
+        if bar is not None:
+            bar.close()
+        return self.history
+
+    def _record(self, epoch, phase, sums, seconds, val_ds) -> dict:
+        n = max(sums[2], 1)
+        arch = self.net.arch()
+        summary = self.space.summary(arch)
+        channels = sum(r["channels"] for r in summary)
+        rec = {"epoch": epoch + 1, "phase": phase, "step": int(self.step.numpy()), "steps": int(sums[2]),
+               "train_ce": sums[0] / n, "train_acc": sums[1] / n, "resource": float(self.resource()),
+               "macs": self.space.cost(arch, "macs"), "params": self.space.cost(arch, "params"),
+               "kept_share": sum(r["kept"] for r in summary) / channels,
+               "compositional_share": sum(r["compositional"] for r in summary) / channels,
+               "reached": self.reached, "seconds": seconds,
+               "per_layer": [[r["kept"], r["compositional"], r["deployed_width"]] for r in summary]}
+        if val_ds is not None:
+            rec["val_acc"] = self.evaluate(val_ds)
+        return rec

@@ -1,0 +1,223 @@
+"""FGNAS (issue 17): straight-through gates, the exact resource regularizer, export with compositional channels,
+serialization, the stopping rule, and the space's checks."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import spec as S
+from models.counting import count
+from search import fgnas
+from search.fgnas_space import FgnasSpace, mbconv_space, vgg_space
+from search.fgnas_train import FgnasConfig, FgnasSearch
+
+RNG = np.random.RandomState(0)
+
+
+def _spaces():
+    return {
+        "vgg": vgg_space(4, (1, 3), ("relu", "prelu", "tanh"), input_size=16),
+        "mbconv": mbconv_space((3, 5), ("relu6", "prelu"), expand=2, widths=(8, 8, 16, 16, 16), input_size=16),
+    }
+
+
+def _randomize(model, seed=0):
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        for w in layer.weights:
+            if "moving_variance" in w.path:
+                w.assign(rng.uniform(0.5, 1.5, w.shape))
+            elif any(k in w.path for k in ("moving_mean", "beta", "alpha")):
+                w.assign(rng.uniform(0.05, 0.3, w.shape))
+
+
+def _net(space, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = fgnas.build_supernet(space)
+    _randomize(model, seed)
+    return fgnas.FgnasSupernet(model, space)
+
+
+def _random_arch(space, p=0.4, seed=1):
+    rng = np.random.RandomState(seed)
+    arch = [rng.rand(*a.shape) < p for a in space.full_arch()]
+    for a in arch:
+        a[0, 0] = True  # every layer keeps a channel
+    return arch
+
+
+def test_gate_forward_is_exactly_binary_and_gradients_reach_psi():
+    psi = tf.Variable(RNG.normal(0, 2, (3, 50, 2)).astype("float32"))
+    with tf.GradientTape() as tape:
+        g = fgnas.gate(psi)
+        loss = tf.reduce_sum(g)
+    values = np.unique(g.numpy())
+    assert set(values.tolist()) <= {0.0, 1.0} and len(values) == 2
+    np.testing.assert_array_equal(g.numpy(), (psi[..., 0] > psi[..., 1]).numpy().astype("float32"))
+    grad = tape.gradient(loss, psi).numpy()
+    s = 1 / (1 + np.exp(-(psi[..., 0] - psi[..., 1]).numpy()))
+    np.testing.assert_allclose(grad[..., 0], s * (1 - s), rtol=1e-4, atol=1e-7)  # d softmax_on / d ψ_on
+    np.testing.assert_allclose(grad[..., 1], -s * (1 - s), rtol=1e-4, atol=1e-7)
+
+
+def test_binarize_is_binary_forward_identity_backward():
+    x = tf.Variable([0.0, 2.0, 3.0, 0.0])
+    with tf.GradientTape() as tape:
+        y = fgnas.binarize(x)
+        loss = tf.reduce_sum(y * [1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(y.numpy(), [0, 1, 1, 0])
+    np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), [1, 2, 3, 4])
+
+
+def test_a_layer_with_every_gate_off_keeps_its_most_confident_one():
+    space = _spaces()["vgg"]
+    net = _net(space)
+    layer = net.gated[1]
+    psi = np.full(layer.psi.shape, 0.0, np.float32)
+    psi[..., 1] = 1.0  # every gate off …
+    psi[2, 3, 1] = 0.5  # … this one least
+    layer.psi.assign(psi)
+    gates = layer.hard_gates()
+    assert gates.sum() == 1 and gates[2, 3]
+
+
+@pytest.mark.parametrize("kind", ["vgg", "mbconv"])
+def test_resource_equals_the_exact_count_of_the_derived_spec(kind):
+    space = _spaces()[kind]
+    net = _net(space)
+    for arch in (space.full_arch(), space.single_op_arch(2), _random_arch(space)):
+        net.set_arch(arch)
+        spec = net.derive()
+        for resource in ("params", "macs"):
+            exact = count(spec).params if resource == "params" else count(spec).macs
+            assert float(net.resource(resource)) == exact
+
+
+def test_the_paper_input_count_counts_a_channel_once():
+    space = _spaces()["vgg"]
+    net = _net(space)
+    net.set_arch(space.full_arch())  # every channel in all 6 operations
+    deployed, paper = float(net.resource("macs")), float(net.resource("macs", input_count="paper"))
+    assert paper < deployed
+    one = space.single_op_arch(0)
+    net.set_arch(one)  # no compositional channel: the two counts agree
+    assert float(net.resource("macs")) == float(net.resource("macs", input_count="paper"))
+
+
+@pytest.mark.parametrize("kind", ["vgg", "mbconv"])
+def test_derived_model_equals_the_supernet_with_pruned_and_compositional_channels(kind):
+    space = _spaces()[kind]
+    net = _net(space)
+    arch = _random_arch(space)
+    net.set_arch(arch)
+    rows = space.summary(arch)
+    assert sum(r["pruned"] for r in rows) > 0 and sum(r["compositional"] for r in rows) > 0
+    derived = net.derived_model()
+    assert not any(isinstance(layer, fgnas._Gated) for layer in derived.layers)
+    x = RNG.uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    want = net.model(x, training=False).numpy()
+    got = derived(x, training=False).numpy()
+    assert np.abs(want).max() > 1e-3
+    assert np.abs(got - want).max() <= 1e-4
+    spec = net.derive()
+    assert S.decode(S.encode(spec)) == spec
+    block = spec.stages[0][0]
+    if kind == "vgg":  # branches in operation order, (kernel, activation) per branch
+        ops = [space.ops[i] for i, _ in space.branches(arch[0])]
+        assert list(zip(block.kernels, block.branch_acts())) == ops
+
+
+def test_supernet_saves_and_loads(tmp_path):
+    space = _spaces()["vgg"]
+    net = _net(space)
+    net.set_arch(_random_arch(space))
+    layer = net.gated[2]
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    x = RNG.uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    path = str(tmp_path / "supernet.keras")
+    net.model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), net.model(x, training=False).numpy(), atol=1e-6)
+
+
+def test_space_checks():
+    with pytest.raises(ValueError, match="max pool"):
+        vgg_space(4, (1, 3), pool="max")
+    vgg_space(4, (3,), pool="max")  # one operation: no channel sums several, a max pool is fine
+    with pytest.raises(ValueError, match="kernels"):
+        vgg_space(4, (2, 3))
+    with pytest.raises(ValueError, match="acts"):
+        vgg_space(4, (3,), ("relu", "gelu"))
+    base = vgg_space(4).backbone
+    fixed = S.MBConvSpec(kernels=(3,), split=(32,), expand_channels=None, filters=32, stride=1, act="relu")
+    stages = base.stages[:-1] + ((fixed,),)
+    with pytest.raises(ValueError, match="after a searched conv block"):
+        FgnasSpace(dataclasses.replace(base, stages=stages))
+    space = _spaces()["vgg"]
+    with pytest.raises(ValueError, match="every channel is pruned"):
+        space.check_arch([np.zeros_like(a) for a in space.full_arch()])
+
+
+def _shapes_space(classes):
+    space = vgg_space(4, (1, 3), ("relu", "tanh"), input_size=16)
+    head = dataclasses.replace(space.backbone.head, classes=classes)
+    return dataclasses.replace(space, backbone=dataclasses.replace(space.backbone, head=head))
+
+
+def _tiny_search(tmp_path, seed=0):
+    from inputs.classification import load
+    ds, info = load("shapes", "train", image_size=16, batch_size=32, training=True, repeat=True, limit=128)
+    space = _shapes_space(info.num_classes)
+    keras.utils.set_random_seed(seed)
+    full = space.cost(space.full_arch())
+    config = FgnasConfig(target=0.5 * full, pretrain_epochs=1, search_epochs=6, lam=2.0, psi_lr=100.0)
+    search = FgnasSearch(fgnas.build_supernet(space), space, config, checkpoint_dir=str(tmp_path / "ckpt"))
+    return search, search.run(ds, 3), full
+
+
+def test_search_stops_at_the_target(tmp_path):
+    search, history, full = _tiny_search(tmp_path)
+    assert history[0]["phase"] == "pretrain" and history[0]["macs"] == full
+    assert search.reached and history[-1]["reached"]
+    assert history[-1]["macs"] <= search.config.target == 0.5 * full
+    assert history[-1]["macs"] == search.net.cost() == count(search.net.derive()).macs
+
+
+@pytest.mark.slow
+def test_a_finished_search_resumes_with_frozen_gates(tmp_path):
+    search, _, _ = _tiny_search(tmp_path)
+    arch, steps = search.net.arch(), int(search.step.numpy())
+    again, _, _ = _tiny_search(tmp_path, seed=1)  # other initial weights: all restored from the checkpoint
+    assert int(again.step.numpy()) == steps
+    assert all((a == b).all() for a, b in zip(again.net.arch(), arch))
+
+
+@pytest.mark.slow
+def test_recipe_end_to_end_and_rerun(tmp_path):
+    """The recipe: search to the target, the derived spec and weights reproduce the supernet's top-1, fine-tune;
+    a rerun resumes the finished run and repeats nothing."""
+    import json
+
+    from conftest import run_module
+    out = tmp_path / "run"
+    args = ["--kernels=1,3", "--acts=relu,tanh", "--width=4", "--input_size=16", "--target=2e5", "--limit=256",
+            "--batch_size=32", "--pretrain_epochs=1", "--search_epochs=4", "--finetune_epochs=1", "--val_limit=64",
+            "--psi_lr=100", "--noprogress", f"--out_dir={out}"]
+    r = run_module("recipes.search_fgnas", *args, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reached"] and summary["macs"] <= 2e5 and summary["resource_value"] == summary["macs"]
+    spec = S.loads((out / "derived.json").read_bytes())
+    assert spec.provenance.method == "fgnas" and count(spec).macs == summary["macs"]
+    card = json.loads((out / "finetune" / "model_card.json").read_text())
+    assert card["epochs"] == 1 and (out / "fgnas_layers.png").stat().st_size > 10000
+    assert "reached" in r.stdout and "fine-tuned top-1" in r.stdout
+    stamp = (out / "finetune" / "weights.npz").stat().st_mtime_ns
+    again = run_module("recipes.search_fgnas", *args, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stderr
+    assert (out / "finetune" / "weights.npz").stat().st_mtime_ns == stamp  # the finished fine-tune is not redone
+    assert json.loads((out / "summary.json").read_text())["macs"] == summary["macs"]

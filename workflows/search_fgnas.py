@@ -1,0 +1,274 @@
+"""FGNAS (Kim et al.) to a params or MACs budget (``python -m recipes.search_fgnas``): the config, its
+TensorFlow-free validation, and the run — the paper's four steps (§4.2):
+
+1. a backbone and candidate operations (``--space``, ``--kernels``, ``--acts``; :mod:`search.fgnas_space`);
+2. pre-train the supernet with every gate on (``--pretrain_epochs``);
+3. train weights and gates on ``CE + λ·R/R₀`` until the hard architecture's resource is at or below ``--target``
+   (at most ``--search_epochs``; :class:`search.fgnas_train.FgnasSearch`), then freeze the gates;
+4. fine-tune the derived model (``--finetune_epochs``, ``workflows.train`` from the extracted weights: the derived
+   model computes what the supernet with frozen gates computes, with one operation per branch).
+
+Writes under ``out_dir``: ``derived.json`` (or ``output``; provenance ``fgnas``), ``derived_init.npz`` (weights
+extracted from the supernet), ``fgnas_layers.png`` (per layer: pruned/single/compositional channels and channels
+per operation, the paper's Fig. 6–7), ``history.json``, ``summary.json``, ``tensorboard/``, ``checkpoints/``,
+``search_settings.json`` (a rerun resumes; other settings are refused before TensorFlow is imported) and, with
+fine-tuning, ``finetune/`` (a ``recipes.train`` run directory: ``weights.npz``, ``model_card.json``; it resumes too).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from common.checks import ConfigError, check_at_least, check_one_of
+from common.rundir import RunDir
+
+SETTINGS_FILE = "search_settings.json"
+RESUME_KEYS = ("dataset", "space", "width", "kernels", "acts", "input_size", "resource", "target", "lam",
+               "pretrain_epochs", "search_epochs", "batch_size", "steps_per_epoch", "limit", "w_lr", "psi_lr",
+               "psi_optimizer", "input_count", "gate_init", "seed")
+SPACES = ("vgg", "mbconv")
+RESOURCES = ("params", "macs")  # search.fgnas_space.RESOURCES
+PSI_OPTIMIZERS = ("sgd", "adam")  # search.fgnas_train.PSI_OPTIMIZERS
+INPUT_COUNTS = ("deployed", "paper")  # search.fgnas.INPUT_COUNTS
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchFgnasConfig:
+    """One search; the fields are the flags of ``recipes.search_fgnas`` (see its ``--help``)."""
+
+    target: float | None = None
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    on_bad_image: str = "raise"
+    space: str = "vgg"
+    width: int = 12
+    kernels: tuple[int, ...] = (3,)
+    acts: tuple[str, ...] = ("relu",)
+    input_size: int = 32
+    resource: str = "macs"
+    lam: float = 1.0
+    pretrain_epochs: int = 2
+    search_epochs: int = 10
+    finetune_epochs: int = 0
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    limit: int | None = None
+    val_limit: int = 1000
+    w_lr: float = 0.05
+    psi_lr: float = 10.0
+    psi_optimizer: str = "sgd"
+    input_count: str = "deployed"
+    gate_init: float = 2.0
+    seed: int = 0
+    name: str | None = None
+    output: str | None = None
+    out_dir: str = "runs/search_fgnas"
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchFgnasPlan:
+    run_dir: RunDir
+    classes: int | None
+
+
+def settings(config: SearchFgnasConfig) -> dict:
+    out = {k: getattr(config, k) for k in RESUME_KEYS}
+    out["kernels"], out["acts"] = list(config.kernels), list(config.acts)
+    return out
+
+
+def make_space(config: SearchFgnasConfig, classes: int):
+    """The space of ``config`` with a ``classes``-way classifier (TensorFlow-free).
+
+    Raises:
+        ConfigError: the kernels, activations or width make no valid space.
+    """
+    from search.fgnas_space import mbconv_space, vgg_space
+    try:
+        if config.space == "vgg":
+            space = vgg_space(config.width, config.kernels, config.acts, classes, config.input_size)
+        else:
+            space = mbconv_space(config.kernels, config.acts, classes=classes, input_size=config.input_size)
+    except ValueError as e:
+        raise ConfigError(f"--space={config.space} --kernels={','.join(map(str, config.kernels))} "
+                          f"--acts={','.join(config.acts)}: {e}") from None
+    return space
+
+
+def reachable(space, resource: str) -> tuple[int, int]:
+    """The cheapest (one channel of the cheapest operation per layer) and dearest (every gate on) architectures'
+    resource."""
+    import numpy as np
+    costs = []
+    for i in range(len(space.ops)):
+        arch = [np.zeros((len(space.ops), layer.channels), bool) for layer in space.layers()]
+        for a in arch:
+            a[i, 0] = True
+        costs.append(space.cost(arch, resource))
+    return min(costs), space.cost(space.full_arch(), resource)
+
+
+def check_target(config: SearchFgnasConfig, space) -> None:
+    lo, hi = reachable(space, config.resource)
+    if not lo < config.target < hi:
+        raise ConfigError(f"--target={config.target:.4g} is outside what the space can reach ({lo:.4g} … {hi:.4g} "
+                          f"{config.resource})")
+
+
+def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
+    """Everything checkable without TensorFlow (values, space, dataset, the run directory's settings, the target
+    when the class count is known)."""
+    from inputs.classification import check_eval_split, known_classes
+    from inputs.classification import validate as validate_dataset
+
+    if config.target is None or config.target <= 0:
+        raise ConfigError("--target: required, a positive number of parameters or MACs (see --resource)")
+    check_one_of(space=(config.space, SPACES), resource=(config.resource, RESOURCES),
+                 psi_optimizer=(config.psi_optimizer, PSI_OPTIMIZERS), input_count=(config.input_count, INPUT_COUNTS))
+    check_at_least(width=(config.width, 1), input_size=(config.input_size, 8),
+                   pretrain_epochs=(config.pretrain_epochs, 0), search_epochs=(config.search_epochs, 1),
+                   finetune_epochs=(config.finetune_epochs, 0), batch_size=(config.batch_size, 1),
+                   steps_per_epoch=(config.steps_per_epoch, 1), limit=(config.limit, 2),
+                   val_limit=(config.val_limit, 0), lam=(config.lam, 0.0), w_lr=(config.w_lr, 0.0),
+                   psi_lr=(config.psi_lr, 0.0))
+    if config.gate_init <= 0:
+        raise ConfigError(f"--gate_init={config.gate_init}: gates start on, so the margin must be positive")
+    if config.space != "vgg" and config.width != 12:
+        raise ConfigError(f"--width applies to --space=vgg only (got --space={config.space})")
+    if config.name is not None:
+        from models.spec import NAME_RE
+        if not NAME_RE.fullmatch(config.name):
+            raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
+    make_space(config, 10)  # kernels, acts and the backbone, before the data is scanned
+    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE)
+    run_dir.check(what="a search")
+    validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
+    if config.val_limit or config.finetune_epochs:
+        check_eval_split(config.dataset, "pass --val_limit=0 and --finetune_epochs=0 to search without it")
+    classes = known_classes(config.dataset)
+    if classes is not None:
+        check_target(config, make_space(config, classes))
+    return SearchFgnasPlan(run_dir, classes)
+
+
+def run(config: SearchFgnasConfig) -> dict:
+    """Validates, searches (resuming from ``out_dir``), writes every output, fine-tunes; returns the summary."""
+    plan = validate(config)
+    run_dir = plan.run_dir
+    os.makedirs(config.out_dir, exist_ok=True)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from common.io import atomic_write, eprint, progress_bar, write_json, write_text
+    from inputs.classification import load
+    from models import spec as spec_lib
+    from models.counting import count
+    from reports import plots
+    from search import fgnas
+    from search.fgnas_train import FgnasConfig, FgnasSearch
+
+    keras.utils.set_random_seed(config.seed)
+    size = config.input_size
+    train_ds, info = load(config.dataset, "train", image_size=size, batch_size=config.batch_size, training=True,
+                          repeat=True, data_dir=config.data_dir, seed=config.seed, limit=config.limit,
+                          on_bad_image=config.on_bad_image)
+    val_ds = None
+    if config.val_limit:
+        val_ds, _ = load(config.dataset, "test", image_size=size, batch_size=config.batch_size, training=False,
+                         data_dir=config.data_dir, limit=config.val_limit, on_bad_image=config.on_bad_image)
+    space = make_space(config, info.num_classes)
+    check_target(config, space)
+    steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
+    model = fgnas.build_supernet(space, gate_init=config.gate_init)
+    search_config = FgnasConfig(target=config.target, resource=config.resource, lam=config.lam,
+                                pretrain_epochs=config.pretrain_epochs, search_epochs=config.search_epochs,
+                                w_lr=config.w_lr, psi_lr=config.psi_lr, psi_optimizer=config.psi_optimizer,
+                                input_count=config.input_count, seed=config.seed)
+    search = FgnasSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"))
+    run_dir.start()
+    resumed = search.restore()
+    if resumed:
+        eprint(f"resuming from epoch {int(search.epoch.numpy())} in {config.out_dir}")
+    writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
+    bar = lambda total: progress_bar(config.progress, total, "fgnas", unit="step", leave=True)  # noqa: E731
+    history = search.run(train_ds, steps, val_ds=val_ds, writer=writer, progress=bar)
+    run_dir.write_json("history.json", history)
+
+    net = search.net
+    arch = net.arch()
+    name = config.name or f"fgnas_{config.space}_{config.resource}_{config.target / 1e6:g}m".replace(".", "p")
+    backbone = count(space.backbone)
+    reached = search.reached
+    last = history[-1] if history else {}
+    val = last.get("val_acc")
+    exact = count(space.derive(arch))
+    metrics = {"macs": float(exact.macs), "params": float(exact.params), "search_steps": float(search.step.numpy())}
+    if val is not None:
+        metrics["supernet_val_acc"] = float(val)
+    prov = spec_lib.Provenance(
+        method="fgnas", source=f"FGNAS on {space.backbone.name}, ops {[f'{k}x{k}/{a}' for k, a in space.ops]}",
+        target=config.target, target_macs=int(round(config.target)) if config.resource == "macs" else None,
+        seed=config.seed, data=config.dataset, metrics=tuple(sorted(metrics.items())),
+        notes=(f"FGNAS: {config.resource} regularizer lambda={config.lam} (R/R0), {config.pretrain_epochs} pre-train "
+               f"+ <= {config.search_epochs} gate epochs x {steps} steps, batch {config.batch_size}, psi "
+               f"{config.psi_optimizer} lr {config.psi_lr}, input count {config.input_count}; "
+               + (f"target reached at step {int(search.reached_step.numpy())}" if reached else "target NOT reached")))
+    derived = net.derive(arch, name=name, provenance=prov)
+    output = config.output or run_dir.file("derived.json")
+    write_text(output, spec_lib.dumps(derived))
+    weights = net.extract(arch, derived)
+    atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
+    rows = space.summary(arch)
+    resource_now = exact.params if config.resource == "params" else exact.macs
+    plots.fgnas_layers(rows, run_dir.file("fgnas_layers.png"),
+                       f"{name}: {exact.macs / 1e6:.2f}M MACs, {exact.params / 1e3:.1f}k params "
+                       f"({config.resource} target {config.target:.4g}{'' if reached else ', NOT reached'}); "
+                       f"backbone {backbone.macs / 1e6:.2f}M MACs")
+    channels = sum(r["channels"] for r in rows)
+    summary = {"spec": output, "name": name, "resource": config.resource, "target": config.target,
+               "reached": reached, "reached_step": int(search.reached_step.numpy()) if reached else None,
+               "resource_value": resource_now, "vs_target": resource_now / config.target - 1,
+               "macs": exact.macs, "params": exact.params,
+               "backbone_macs": backbone.macs, "backbone_params": backbone.params,
+               "supernet_macs": space.cost(space.full_arch(), "macs"),
+               "kept_share": sum(r["kept"] for r in rows) / channels,
+               "compositional_share": sum(r["compositional"] for r in rows) / channels,
+               "layers": rows, "supernet_val_acc": val, "val_examples": config.val_limit,
+               "steps_per_epoch": steps, "train_examples": info.num_examples, "resumed": resumed}
+    if not reached:
+        eprint(f"warning: after {config.search_epochs} search epochs the architecture's {config.resource} is "
+               f"{resource_now:,} > --target={config.target:,.0f}: raise --lam or --psi_lr, or --search_epochs")
+    if config.finetune_epochs:
+        summary["finetune"] = _finetune(config, output, run_dir)
+    write_json(run_dir.file("summary.json"), summary)
+    return summary
+
+
+def _finetune(config: SearchFgnasConfig, spec_file: str, run_dir) -> dict:
+    """Step 4: trains the derived model from its extracted weights (``workflows.train`` into ``finetune/``); a
+    finished fine-tune with the same settings is not repeated."""
+    import json
+
+    from workflows import train
+    out = run_dir.file("finetune")
+    cfg = train.TrainConfig(
+        model=spec_file, weights=run_dir.file("derived_init.npz"), dataset=config.dataset, data_dir=config.data_dir,
+        on_bad_image=config.on_bad_image, input_size=config.input_size, epochs=config.finetune_epochs,
+        batch_size=config.batch_size, steps_per_epoch=config.steps_per_epoch, limit=config.limit,
+        val_limit=config.val_limit or 0, lr=config.w_lr, momentum=0.9, nesterov=True, weight_decay=1e-4,
+        label_smoothing=0.0, seed=config.seed, out_dir=out, progress=config.progress,
+        produced_by="recipes.search_fgnas (fine-tune of the derived model)")
+    card_file, card = os.path.join(out, "model_card.json"), None
+    if os.path.exists(card_file):
+        plan = train.validate(cfg)
+        saved = plan.run_dir.saved_settings()
+        if saved is not None and all(saved.get(k) == v for k, v in plan.run_dir.settings.items()):
+            with open(card_file, encoding="utf-8") as f:
+                card = json.load(f)
+    if card is None:
+        card = train.run(cfg).card or {}
+    return {"dir": out, "weights": os.path.join(out, "weights.npz"),
+            "val_top1": card.get("metrics", {}).get("val_top1"), "epochs": config.finetune_epochs}
