@@ -106,6 +106,112 @@ def usage_error(prog: str, message: str):
     raise SystemExit(2)
 
 
+# ------------------------------------------------------------------------------------------- training-step workers
+def import_tf(threads: int):
+    """TensorFlow with its thread pools sized before the runtime starts (``threads`` 0: TensorFlow's default)."""
+    import tensorflow as tf
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
+def _memory_info(tf):
+    try:
+        return tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:  # needs TF_CPU_ALLOCATOR_USE_BFC=true in the worker's environment
+        return None
+
+
+def time_train_step(tf, step, args, warmup: int, steps: int) -> dict:
+    """Traces ``step(*args)`` (a ``tf.function``), runs ``warmup`` untimed and ``steps`` timed calls, and measures:
+    wall and CPU seconds per step; the allocator's peak bytes during each timed step and the bytes in use before it
+    (with ``TF_CPU_ALLOCATOR_USE_BFC=true``); RSS before the first step, the RSS high-water mark after the timed steps
+    (reset before the first step where ``/proc`` allows) and ``ru_maxrss``. ``loss``: the last step's output."""
+    import time
+    t0 = time.perf_counter()
+    step.get_concrete_function(*args)  # trace outside the measured region
+    trace_s = time.perf_counter() - t0
+    rss0 = rss_bytes()  # model, optimizer slots, batch and traced graph exist; no step has run yet
+    hwm_reset = reset_hwm()
+    first = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        step(*args).numpy()
+        if i == 0:
+            first = time.perf_counter() - t0
+    times, cpu_times, peaks, currents, out = [], [], [], [], None
+    for _ in range(steps):
+        info = _memory_info(tf)
+        if info is not None:
+            tf.config.experimental.reset_memory_stats("CPU:0")
+            currents.append(int(_memory_info(tf)["current"]))
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = step(*args).numpy()
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+        if info is not None:
+            peaks.append(int(_memory_info(tf)["peak"]))
+    hwm = hwm_bytes()
+    return {"step_s": times, "step_cpu_s": cpu_times, "first_step_s": first, "trace_s": trace_s,
+            "loss": None if out is None else float(out),
+            "alloc_peak_bytes": peaks or None, "alloc_current_before_bytes": currents or None,
+            "rss_before_bytes": rss0, "hwm_after_bytes": hwm if hwm_reset else None, "hwm_reset": hwm_reset,
+            "maxrss_after_bytes": maxrss_bytes(),
+            "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}
+
+
+def summarize_steps(rs: list[dict]) -> dict:
+    """One configuration's `time_train_step` results over rounds: median step time (pooled), per-round medians and
+    their spread, p10/p90, CPU time, memory by each measure (MiB)."""
+    pooled = [t for r in rs for t in r["step_s"]]
+    per_round = [statistics.median(r["step_s"]) for r in rs]
+    peaks = [p for r in rs for p in (r["alloc_peak_bytes"] or [])]
+    transient = [p - c for r in rs if r["alloc_peak_bytes"]
+                 for p, c in zip(r["alloc_peak_bytes"], r["alloc_current_before_bytes"])]
+    hwm = [r["hwm_after_bytes"] - r["rss_before_bytes"] for r in rs if r["hwm_after_bytes"] is not None]
+    maxrss = [r["maxrss_after_bytes"] - r["rss_before_bytes"] for r in rs]
+    return {
+        "step_ms": 1e3 * statistics.median(pooled),
+        "step_ms_per_round_median": [1e3 * t for t in per_round],
+        "step_ms_round_spread": {k: (1e3 * v if k != "n" else v) for k, v in spread(per_round).items()},
+        "step_ms_p10_p90_all_steps": [1e3 * quantile(pooled, 0.1), 1e3 * quantile(pooled, 0.9)],
+        "step_cpu_ms": 1e3 * statistics.median(t for r in rs for t in r["step_cpu_s"]),
+        "loadavg_1min_at_start": [r["loadavg_at_start"][0] if r["loadavg_at_start"] else None for r in rs],
+        "alloc_peak_mib": statistics.median(peaks) / 2**20 if peaks else None,
+        "alloc_peak_mib_min_max": [min(peaks) / 2**20, max(peaks) / 2**20] if peaks else None,
+        "alloc_step_transient_mib": statistics.median(transient) / 2**20 if transient else None,
+        "rss_hwm_growth_mib": statistics.median(hwm) / 2**20 if hwm else None,
+        "rss_hwm_growth_mib_min_max": [min(hwm) / 2**20, max(hwm) / 2**20] if hwm else None,
+        "ru_maxrss_growth_mib": statistics.median(maxrss) / 2**20,
+        "trace_s_median": statistics.median(r["trace_s"] for r in rs),
+        "first_step_s_median": (statistics.median(r["first_step_s"] for r in rs)
+                                if all(r["first_step_s"] is not None for r in rs) else None),
+    }
+
+
+def paired_ratio(num: list[dict], den: list[dict], key: str = "step_s") -> dict | None:
+    """Spread of the per-round ratio of two configurations' medians of ``key`` (rounds paired in order)."""
+    rr = [statistics.median(a[key]) / statistics.median(b[key]) for a, b in zip(num, den) if a[key] and b[key]]
+    return spread(rr) if rr else None
+
+
+WORKER_ENV = {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def launch_worker(module: str, args: list[str], out: str, timeout: float | None = None) -> dict:
+    """Runs a benchmark's worker (``python -m module *args``, `WORKER_ENV`) that writes its JSON to ``out``;
+    returns that JSON, or raises RuntimeError with the worker's last stderr line."""
+    r = run_worker(module, args, env=WORKER_ENV, timeout=timeout)
+    if r.returncode != 0 or not os.path.exists(out):
+        tail = [line for line in r.stderr.splitlines() if line.strip()][-1:] or ["(no stderr)"]
+        raise RuntimeError(f"worker {' '.join(args[:2])} failed with exit status {r.returncode}: {tail[0]}")
+    with open(out) as f:
+        return json.load(f)
+
+
 # -------------------------------------------------------------------------------------------------------------- output
 def write_json(path: str, obj) -> None:
     """Writes ``obj`` as JSON indented by 2 atomically (`common.io.write_json`)."""

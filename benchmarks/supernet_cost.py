@@ -29,7 +29,6 @@ times ``--steps`` steps after ``--warmup`` untimed ones. Memory is measured two 
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -114,31 +113,14 @@ def _check(s: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------- the worker
-def _memory_info(tf):
-    try:
-        return tf.config.experimental.get_memory_info("CPU:0")
-    except ValueError:
-        return None
-
-
-def _import_tf(threads: int):
-    """TensorFlow with its thread pools sized before the runtime starts."""
-    import tensorflow as tf
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    return tf
-
-
 def _train_step_worker(mode: str, n: int, s: dict) -> dict:
-    tf = _import_tf(s["threads"])
+    tf = harness.import_tf(s["threads"])
     import keras
     import numpy as np
 
     from search.metakernel_space import cifar_space
     from search.supernet import arch_variables, build_supernet, weight_variables
 
-    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     keras.utils.set_random_seed(s["seed"])
     space = cifar_space(width=s["width"], depth=s["depth"], candidates=candidates_for(n), input_size=s["input_size"])
     model = build_supernet(space, mode, seed=s["seed"])
@@ -167,50 +149,15 @@ def _train_step_worker(mode: str, n: int, s: dict) -> dict:
             a_opt.apply(grads[nw:], avars)
         return loss
 
-    t0 = time.perf_counter()
-    step.get_concrete_function(x, y)  # trace outside the measured region
-    trace_s = time.perf_counter() - t0
-
-    # Baseline: model, optimizer slots, batch and traced graph exist; no training step has run yet.
-    rss0 = harness.rss_bytes()
-    hwm_reset = harness.reset_hwm()
-    first = None
-    for i in range(s["warmup"]):
-        t0 = time.perf_counter()
-        step(x, y).numpy()
-        if i == 0:
-            first = time.perf_counter() - t0
-    times, cpu_times, peaks, currents = [], [], [], []
-    for _ in range(s["steps"]):
-        info = _memory_info(tf)
-        if info is not None:
-            tf.config.experimental.reset_memory_stats("CPU:0")
-            currents.append(int(_memory_info(tf)["current"]))
-        c0, t0 = time.process_time(), time.perf_counter()
-        loss = step(x, y).numpy()
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
-        if info is not None:
-            peaks.append(int(_memory_info(tf)["peak"]))
-    hwm, maxrss = harness.hwm_bytes(), harness.maxrss_bytes()
     count = lambda vs: int(sum(int(np.prod(v.shape)) for v in vs))  # noqa: E731
-    return {
-        "mode": mode, "n": n, "candidates": list(candidates_for(n)), "step_s": times, "step_cpu_s": cpu_times,
-        "first_step_s": first, "loadavg_at_start": load,
-        "trace_s": trace_s, "loss": float(loss),
-        "weight_params": count(wvars), "arch_params": count(avars),
-        "alloc_peak_bytes": peaks or None, "alloc_current_before_bytes": currents or None,
-        "rss_before_bytes": rss0, "hwm_after_bytes": hwm if hwm_reset else None, "hwm_reset": hwm_reset,
-        "maxrss_after_bytes": maxrss,
-        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-    }
+    return {"mode": mode, "n": n, "candidates": list(candidates_for(n)), "weight_params": count(wvars),
+            "arch_params": count(avars), **harness.time_train_step(tf, step, (x, y), s["warmup"], s["steps"])}
 
 
 def _op_cost_worker(s: dict) -> dict:
     """Forward+backward time of one depthwise conv per kernel size, summed over the searchable layers' shapes, and
     of the layers' 1×1 convs (expansion + projection) for scale. Medians of ``max(steps, 5)`` repeats."""
-    tf = _import_tf(s["threads"])
+    tf = harness.import_tf(s["threads"])
     import keras
     import numpy as np
 
@@ -292,18 +239,10 @@ def _worker_args(s: dict, worker: str, n: int, out: str) -> list[str]:
             f"--ns={','.join(map(str, s['ns']))}", f"--threads={s['threads']}", "--rounds=1"]
 
 
-WORKER_ENV = {"TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
 def _launch(s: dict, worker: str, n: int, tmpdir: str) -> dict:
     out = os.path.join(tmpdir, f"{worker}_{n}_{time.monotonic_ns()}.json")
-    r = harness.run_worker("benchmarks.supernet_cost", _worker_args(s, worker, n, out), env=WORKER_ENV,
-                            timeout=FLAGS.worker_timeout)
-    if r.returncode != 0 or not os.path.exists(out):
-        tail = [l for l in r.stderr.splitlines() if l.strip()][-1:] or ["(no stderr)"]
-        raise RuntimeError(f"worker {worker} N={n} failed with exit status {r.returncode}: {tail[0]}")
-    with open(out) as f:
-        return json.load(f)
+    return harness.launch_worker("benchmarks.supernet_cost", _worker_args(s, worker, n, out), out,
+                                 timeout=FLAGS.worker_timeout)
 
 
 def _ratio(a, b):
@@ -317,39 +256,12 @@ def _summarize(s: dict, runs: dict) -> dict:
         modes = {}
         for mode in MODES:
             rs = runs[(n, mode)]
-            pooled = [t for r in rs for t in r["step_s"]]
-            per_round = [statistics.median(r["step_s"]) for r in rs]
-            peaks = [p for r in rs for p in (r["alloc_peak_bytes"] or [])]
-            transient = [p - c for r in rs if r["alloc_peak_bytes"]
-                         for p, c in zip(r["alloc_peak_bytes"], r["alloc_current_before_bytes"])]
-            hwm = [r["hwm_after_bytes"] - r["rss_before_bytes"] for r in rs if r["hwm_after_bytes"] is not None]
-            maxrss = [r["maxrss_after_bytes"] - r["rss_before_bytes"] for r in rs]
-            modes[mode] = {
-                "step_ms": 1e3 * statistics.median(pooled),
-                "step_ms_per_round_median": [1e3 * t for t in per_round],
-                "step_ms_round_spread": {k: (1e3 * v if k != "n" else v)
-                                         for k, v in harness.spread(per_round).items()},
-                "step_ms_p10_p90_all_steps": [1e3 * harness.quantile(pooled, 0.1),
-                                              1e3 * harness.quantile(pooled, 0.9)],
-                "step_cpu_ms": 1e3 * statistics.median(t for r in rs for t in r["step_cpu_s"]),
-                "loadavg_1min_at_start": [r["loadavg_at_start"][0] if r["loadavg_at_start"] else None for r in rs],
-                "alloc_peak_mib": statistics.median(peaks) / 2**20 if peaks else None,
-                "alloc_peak_mib_min_max": [min(peaks) / 2**20, max(peaks) / 2**20] if peaks else None,
-                "alloc_step_transient_mib": statistics.median(transient) / 2**20 if transient else None,
-                "rss_hwm_growth_mib": statistics.median(hwm) / 2**20 if hwm else None,
-                "rss_hwm_growth_mib_min_max": [min(hwm) / 2**20, max(hwm) / 2**20] if hwm else None,
-                "ru_maxrss_growth_mib": statistics.median(maxrss) / 2**20,
-                "weight_params": rs[0]["weight_params"], "arch_params": rs[0]["arch_params"],
-                "trace_s_median": statistics.median(r["trace_s"] for r in rs),
-                "first_step_s_median": (statistics.median(r["first_step_s"] for r in rs)
-                                        if all(r["first_step_s"] is not None for r in rs) else None),
-            }
+            modes[mode] = {**harness.summarize_steps(rs), "weight_params": rs[0]["weight_params"],
+                           "arch_params": rs[0]["arch_params"]}
         f, m, d = (modes[k] for k in MODES)
 
         def paired(num, den, key="step_s"):  # ratio of the two configurations' medians within each round
-            rr = [statistics.median(a[key]) / statistics.median(b[key])
-                  for a, b in zip(runs[(n, num)], runs[(n, den)]) if a[key] and b[key]]
-            return harness.spread(rr) if rr else None
+            return harness.paired_ratio(runs[(n, num)], runs[(n, den)], key)
 
         primary_mem = "alloc_peak_mib" if all(x["alloc_peak_mib"] for x in (f, m, d)) else "rss_hwm_growth_mib"
         out[str(n)] = {
@@ -489,8 +401,8 @@ def _report(s: dict, runs: dict, op_costs: dict | None, host: dict, wall_s: floa
         results[str(n)]["modes"][mode]["raw_per_round"] = [
             {k: v for k, v in r.items() if k not in ("threads", "mode", "n", "candidates")} for r in rs]
     first = next(iter(runs.values()))[0]
-    host = dict(host, run={"settings": dict(s, quick=quick), "wall_s": round(wall_s, 1), "worker_env": WORKER_ENV,
-                           "tf_threads": first.get("threads")})
+    host = dict(host, run={"settings": dict(s, quick=quick), "wall_s": round(wall_s, 1),
+                           "worker_env": harness.WORKER_ENV, "tf_threads": first.get("threads")})
     return harness.round_floats({"N": results, "host": host, "method": _method(s),
                    "targets": {"bounds": TARGETS, "verdict": _check_targets(results)}, "command": COMMAND})
 

@@ -157,3 +157,18 @@ def test_metakernel_ab_baselines_and_report(tmp_path, imagenet_like):
     assert vs["diff"] == pytest.approx(0.1) and vs["se"] == pytest.approx(math.sqrt(0.24 / 300 + 0.25 / 300))
     assert vs["exceeds_2se"] and not res["searched_vs_baselines"]["mk_a_vs_crop_prune"]["exceeds_2se"]
     assert res["models"]["mk_a"]["top1_vs_teacher"] == pytest.approx(-0.25)
+
+
+@pytest.mark.slow
+def test_fgnas_cost_quick(tmp_path):
+    out = tmp_path / "f.json"
+    r = run_module("benchmarks.fgnas_cost", "--quick", f"--out={out}", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["command"] == "python -m benchmarks.fgnas_cost --out benchmarks/results/fgnas_cost.json"
+    configs = report["configs"]
+    assert set(configs) == {"fixed", "gated1", "gated"} and configs["gated"]["ops"] == 6
+    assert configs["fixed"]["gate_params"] == 0 < configs["gated1"]["gate_params"] < configs["gated"]["gate_params"]
+    for ratio in report["ratios"].values():
+        assert math.isfinite(ratio["time"]) and ratio["time"] > 0 and ratio["memory"] > 0
+    assert os.listdir(tmp_path) == ["f.json"]
