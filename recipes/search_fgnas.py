@@ -61,8 +61,11 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the training split).",
                      lower_bound=1)
 flags.DEFINE_integer("limit", None, "Use only the first N training examples (quick runs).", lower_bound=2)
-flags.DEFINE_integer("val_limit", 1000, "Test examples for the per-epoch top-1 of the current architecture and the "
-                                        "fine-tune's validation (0: skip).", lower_bound=0)
+flags.DEFINE_integer("val_limit", 1000, "Test examples for the per-epoch top-1 of the current architecture (0: skip).",
+                     lower_bound=0)
+flags.DEFINE_integer("finetune_val_limit", None, "Test examples scored after the last fine-tune epoch (default: the "
+                                                 "whole test split; 0: none). Nothing is selected on them.",
+                     lower_bound=0)
 flags.DEFINE_float("w_lr", 0.05, "Weight learning rate (SGD, Nesterov momentum 0.9, weight decay 1e-4).",
                    lower_bound=0.0)
 flags.DEFINE_float("psi_lr", 10.0, "Gate learning rate. The per-gate gradient of λ·R/R₀ is small (it sums to ~2λ over "

@@ -71,6 +71,8 @@ CASES = [
      "--publish_target=2"),
     ("benchmarks.detection_raccoon", ["--dataset=voc:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
     ("benchmarks.fgnas_cost", ["--kernels=3,4", "--out={out}/result.json"], "odd kernel sizes"),
+    ("benchmarks.fgnas_ablation", ["--variants=P,X", "--out={out}/result.json"], "--variants"),
+    ("benchmarks.fgnas_ablation", ["--fractions=1.5", "--out={out}/result.json"], "--fractions"),
     ("benchmarks.fgnas_cost", ["--rounds=0", "--out={out}/result.json"], "--rounds"),
     ("recipes.search_fgnas", ["--out_dir={out}"], "--target"),
     ("recipes.search_fgnas", ["--target=1e6", "--kernels=3,4", "--out_dir={out}"], "odd kernel sizes"),

@@ -205,6 +205,7 @@ def test_recipe_end_to_end_and_rerun(tmp_path):
     out = tmp_path / "run"
     args = ["--kernels=1,3", "--acts=relu,tanh", "--width=4", "--input_size=16", "--target=2e5", "--limit=256",
             "--batch_size=32", "--pretrain_epochs=1", "--search_epochs=4", "--finetune_epochs=1", "--val_limit=64",
+            "--finetune_val_limit=64",
             "--psi_lr=100", "--noprogress", f"--out_dir={out}"]
     r = run_module("recipes.search_fgnas", *args, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

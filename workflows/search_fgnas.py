@@ -54,6 +54,7 @@ class SearchFgnasConfig:
     steps_per_epoch: int | None = None
     limit: int | None = None
     val_limit: int = 1000
+    finetune_val_limit: int | None = None  # None: the whole test split, scored after the last fine-tune epoch
     w_lr: float = 0.05
     psi_lr: float = 10.0
     psi_optimizer: str = "sgd"
@@ -130,7 +131,8 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
                    pretrain_epochs=(config.pretrain_epochs, 0), search_epochs=(config.search_epochs, 1),
                    finetune_epochs=(config.finetune_epochs, 0), batch_size=(config.batch_size, 1),
                    steps_per_epoch=(config.steps_per_epoch, 1), limit=(config.limit, 2),
-                   val_limit=(config.val_limit, 0), lam=(config.lam, 0.0), w_lr=(config.w_lr, 0.0),
+                   val_limit=(config.val_limit, 0), finetune_val_limit=(config.finetune_val_limit, 0),
+                   lam=(config.lam, 0.0), w_lr=(config.w_lr, 0.0),
                    psi_lr=(config.psi_lr, 0.0))
     if config.gate_init <= 0:
         raise ConfigError(f"--gate_init={config.gate_init}: gates start on, so the margin must be positive")
@@ -144,8 +146,8 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE)
     run_dir.check(what="a search")
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
-    if config.val_limit or config.finetune_epochs:
-        check_eval_split(config.dataset, "pass --val_limit=0 and --finetune_epochs=0 to search without it")
+    if config.val_limit or (config.finetune_epochs and config.finetune_val_limit != 0):
+        check_eval_split(config.dataset, "pass --val_limit=0 (and --finetune_val_limit=0) to search without it")
     classes = known_classes(config.dataset)
     if classes is not None:
         check_target(config, make_space(config, classes))
@@ -258,7 +260,8 @@ def _finetune(config: SearchFgnasConfig, spec_file: str, run_dir) -> dict:
         model=spec_file, weights=run_dir.file("derived_init.npz"), dataset=config.dataset, data_dir=config.data_dir,
         on_bad_image=config.on_bad_image, input_size=config.input_size, epochs=config.finetune_epochs,
         batch_size=config.batch_size, steps_per_epoch=config.steps_per_epoch, limit=config.limit,
-        val_limit=config.val_limit or 0, lr=config.w_lr, momentum=0.9, nesterov=True, weight_decay=1e-4,
+        val_limit=config.finetune_val_limit, val_freq=config.finetune_epochs, lr=config.w_lr, momentum=0.9,
+        nesterov=True, weight_decay=1e-4,
         label_smoothing=0.0, seed=config.seed, out_dir=out, progress=config.progress,
         produced_by="recipes.search_fgnas (fine-tune of the derived model)")
     card_file, card = os.path.join(out, "model_card.json"), None
