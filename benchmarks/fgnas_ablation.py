@@ -9,6 +9,11 @@ Models (CIFAR-10, ``../shared/data/cifar10``; every training on ``--train_limit`
 - **K** (+ kernel choice): {1, 3, 5} × ReLU;
 - **KA** (+ activation choice): {1, 3, 5} × {ReLU, PReLU, tanh} (the paper's Table 2 activations);
 
+and E2 (the paper's Table 7 gating ablation, ``--variants=KA,M,O``):
+
+- **M**: KA's operations, several per channel but no pruning (``--gating=no_prune``);
+- **O**: KA's operations, pruning with one operation per channel (``--gating=one_op``);
+
 each FGNAS variant searched (``recipes.search_fgnas``: ``--pretrain_epochs`` with every gate on, then weights and
 gates until the derived model's MACs are at or below the target, at most ``--search_epochs``) and fine-tuned
 (``--finetune_epochs``) for every target (``--fractions`` of the backbone's MACs) and seed. Baselines train for
@@ -34,7 +39,8 @@ import numpy as np
 from benchmarks.harness import StageTimes, host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
-VARIANTS = {"P": ("3", "relu"), "K": ("1,3,5", "relu"), "KA": ("1,3,5", "relu,prelu,tanh")}
+VARIANTS = {"P": ("3", "relu", "full"), "K": ("1,3,5", "relu", "full"), "KA": ("1,3,5", "relu,prelu,tanh", "full"),
+            "M": ("1,3,5", "relu,prelu,tanh", "no_prune"), "O": ("1,3,5", "relu,prelu,tanh", "one_op")}
 TEST_IMAGES = 5000
 
 
@@ -55,16 +61,16 @@ def plot(rows: dict, path: str, title: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     styles = {"backbone": ("black", "*"), "W": ("grey", "s"), "P": ("tab:blue", "o"), "K": ("tab:orange", "^"),
-              "KA": ("tab:green", "D")}
+              "KA": ("tab:green", "D"), "M": ("tab:purple", "v"), "O": ("tab:brown", "<")}
     labels = {"backbone": "backbone", "W": "uniform width", "P": "FGNAS(P): channels", "K": "+ kernels 1/3/5",
-              "KA": "+ ReLU/PReLU/tanh"}
+              "KA": "+ ReLU/PReLU/tanh", "M": "KA ops, no pruning", "O": "KA ops, one per channel"}
     for group, (colour, marker) in styles.items():
         pts = sorted((r["macs"], r["top1_mean"], r.get("top1_err") or 0.0) for r in rows.values()
                      if r["group"] == group and "top1_mean" in r)
         if pts:
             x, y, e = (np.array(v) for v in zip(*pts))
             ax.errorbar(x / 1e6, 100 * y, yerr=100 * e, color=colour, marker=marker, capsize=3,
-                        linestyle="-" if group in ("P", "K", "KA", "W") else "none", label=labels[group])
+                        linestyle="none" if group == "backbone" else "-", label=labels[group])
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("top-1 on 5,000 CIFAR-10 test images (%)")
     ax.set_title(title, fontsize=9)
@@ -162,7 +168,8 @@ def main(argv=None) -> int:
             rows[name] = row
         result = {"setup": {"dataset": a.dataset, "train_limit": a.train_limit or "all", "test_images": TEST_IMAGES,
                             "backbone": f"search.fgnas_space.vgg_space({a.width})", "backbone_macs": full,
-                            "variants": {v: VARIANTS[v] for v in variants}, "fractions": fractions, "seeds": seeds,
+                            "variants": {v: dict(zip(("kernels", "acts", "gating"), VARIANTS[v])) for v in variants},
+                            "fractions": fractions, "seeds": seeds,
                             "fgnas_schedule": f"{a.pretrain_epochs} pre-train + <= {a.search_epochs} search + "
                                               f"{a.finetune_epochs} fine-tune epochs, lambda {a.lam}, psi lr "
                                               f"{a.psi_lr} (SGD)",
@@ -181,10 +188,11 @@ def main(argv=None) -> int:
         for name, m in models.items():
             out_dir = os.path.join(a.work_dir, "runs", f"{name}_s{seed}")
             if m["group"] in VARIANTS:
-                kernels, acts = VARIANTS[m["group"]]
+                kernels, acts, gating = VARIANTS[m["group"]]
                 card = os.path.join(out_dir, "finetune", "model_card.json")
                 args = ["recipes.search_fgnas", "--space=vgg", f"--width={a.width}", f"--kernels={kernels}",
-                        f"--acts={acts}", f"--target={m['target']}", f"--pretrain_epochs={a.pretrain_epochs}",
+                        f"--acts={acts}", f"--gating={gating}", f"--target={m['target']}",
+                        f"--pretrain_epochs={a.pretrain_epochs}",
                         f"--search_epochs={a.search_epochs}", f"--finetune_epochs={a.finetune_epochs}",
                         f"--w_lr={a.lr}", f"--lam={a.lam}", f"--psi_lr={a.psi_lr}", "--val_limit=0",
                         f"--seed={seed}", f"--name={name.lower().replace('.', 'p')}", f"--out_dir={out_dir}", *common]

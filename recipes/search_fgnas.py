@@ -76,6 +76,9 @@ flags.DEFINE_enum("psi_optimizer", "sgd", ["sgd", "adam"], "Gate optimizer: 'sgd
 flags.DEFINE_enum("input_count", "deployed", ["deployed", "paper"], "Input width a layer's cost counts: 'deployed' "
                   "(a compositional channel once per branch, as the derived model reads it: R is exact) or 'paper' "
                   "(Eq. 10: each live channel once; same gradient, under-counts compositional channels).")
+flags.DEFINE_enum("gating", "full", ["full", "no_prune", "one_op"], "Gating function (the paper's Table 7): 'full' "
+                  "(any subset of operations per channel; none prunes it), 'no_prune' (several operations, no pruning) "
+                  "or 'one_op' (pruning, one operation per channel).")
 flags.DEFINE_float("gate_init", 2.0, "Initial gate margin ψ_on − ψ_off (gates start on).", lower_bound=1e-3)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation and data order.")
 flags.DEFINE_string("name", None, "Name of the derived spec (default: fgnas_<space>_<resource>_<target>).")

@@ -2,8 +2,7 @@
 deterministic straight-through estimator and an exact resource regularizer.
 
 - :func:`gate` is paper Eq. 5: ``g = 1[ψ_on > ψ_off]`` in the forward pass, ``softmax_on(ψ)`` in the backward pass
-  (no noise). The forward value is exactly 0 or 1 (``soft + (hard − soft)`` with ``soft ≥ 1/2`` exactly when
-  ``hard = 1``: Sterbenz, so the subtraction and the sum are exact).
+  (no noise), written ``hard + (soft − stop_gradient(soft))`` so the forward value is exactly 0 or 1.
 - :class:`GatedConv` (a searched ``conv`` block) and :class:`GatedMBConv` (a searched ``ir`` block: the depthwise
   conv is the operation) compute every operation at full width and return ``(1/M) Σ_i G_i ⊙ o_i(x)`` (Eq. 1–2);
   operations that share a kernel size share its conv and BN and differ in activation (paper Fig. 3). Gates start
@@ -38,6 +37,11 @@ from search.protocol import build_derived
 
 BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 INPUT_COUNTS = ("deployed", "paper")
+# The paper's Table 7 ablation of the gating function: "full" (FGNAS: per channel any subset of operations, pruning
+# when none), "no_prune" (type 1: several operations per channel, no pruning: a channel whose gates are all off keeps
+# its most confident operation) and "one_op" (type 2: pruning with one operation per channel: each channel's
+# operation is its most confident one, straight-through over a softmax of the margins; its gate decides on/off).
+GATINGS = ("full", "no_prune", "one_op")
 
 
 def gate(psi):
@@ -45,12 +49,12 @@ def gate(psi):
     backward the gradient of ``softmax_on(ψ) = σ(ψ_on − ψ_off)``."""
     soft = ops.sigmoid(psi[..., 0] - psi[..., 1])
     hard = ops.cast(psi[..., 0] > psi[..., 1], soft.dtype)
-    return soft + ops.stop_gradient(hard - soft)
+    return hard + (soft - ops.stop_gradient(soft))
 
 
 def binarize(x):
     """h of Eq. 10: 1 where ``x`` is non-zero in the forward pass, the identity in the backward pass."""
-    return x + ops.stop_gradient(ops.cast(ops.not_equal(x, 0), x.dtype) - x)
+    return ops.cast(ops.not_equal(x, 0), x.dtype) + (x - ops.stop_gradient(x))
 
 
 def _act(x, act, prelu=None):
@@ -74,8 +78,11 @@ class _Gated(keras.layers.Layer):
     settings, one PReLU per PReLU operation."""
 
     def __init__(self, channels, kernels=(3,), acts=("relu",), strides=1, bn_epsilon=1e-3, bn_momentum=0.99,
-                 gate_init=2.0, **kwargs):
+                 gate_init=2.0, gating="full", **kwargs):
         super().__init__(**kwargs)
+        if gating not in GATINGS:
+            raise ValueError(f"gating: one of {GATINGS}, got {gating!r}")
+        self.gating = gating
         self.channels, self.strides = int(channels), int(strides)
         self.kernels, self.acts = tuple(int(k) for k in kernels), tuple(acts)
         self.bn_epsilon, self.bn_momentum, self.gate_init = float(bn_epsilon), float(bn_momentum), float(gate_init)
@@ -93,9 +100,19 @@ class _Gated(keras.layers.Layer):
         self.psi = self.add_weight(shape=init.shape, initializer=keras.initializers.Constant(init), name="psi")
 
     def gates(self):
-        """``(M, C)`` straight-through gates; a layer with every gate off keeps its most confident one."""
+        """``(M, C)`` straight-through gates under the layer's ``gating``; a layer with every gate off keeps its
+        most confident one."""
         g = gate(self.psi)
-        margin = ops.reshape(self.psi[..., 0] - self.psi[..., 1], (-1,))
+        margins = self.psi[..., 0] - self.psi[..., 1]
+        if self.gating != "full":
+            best = ops.one_hot(ops.argmax(margins, axis=0), len(self.ops), axis=0, dtype=g.dtype)  # (M, C)
+            if self.gating == "no_prune":
+                off = ops.sum(ops.stop_gradient(g), axis=0, keepdims=True) == 0
+                g = ops.where(off, g + ops.stop_gradient(best), g)
+            else:
+                p = ops.softmax(margins, axis=0)
+                g = g * (best + (p - ops.stop_gradient(p)))
+        margin = ops.reshape(margins, (-1,))
         keep = ops.reshape(ops.one_hot(ops.argmax(margin), margin.shape[0], dtype=g.dtype), g.shape)
         return ops.where(ops.sum(ops.stop_gradient(g)) > 0, g, g + ops.stop_gradient(keep))
 
@@ -115,7 +132,8 @@ class _Gated(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(channels=self.channels, kernels=list(self.kernels), acts=list(self.acts), strides=self.strides,
-                      bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum, gate_init=self.gate_init)
+                      bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum, gate_init=self.gate_init,
+                      gating=self.gating)
         return config
 
     @staticmethod
@@ -257,17 +275,18 @@ class GatedMBConv(_Gated):
         return out
 
 
-def build_supernet(space: FgnasSpace, *, gate_init: float = 2.0, name: str | None = None) -> keras.Model:
+def build_supernet(space: FgnasSpace, *, gate_init: float = 2.0, gating: str = "full",
+                   name: str | None = None) -> keras.Model:
     """The supernet of ``space`` as a Keras 3 Functional model on raw 0–255 RGB: the builder's preprocessing, stem,
     fixed blocks and head (the derived model's layers and names) and one gated layer per searched block, named like
-    the block (``s{i}_b{j}``)."""
+    the block (``s{i}_b{j}``); ``gating`` is one of :data:`GATINGS`."""
     spec = space.backbone
     o = Ops(keras, spec)
     searched = {layer.name: layer for layer in space.layers()}
     inputs = keras.layers.Input((spec.input.size, spec.input.size, spec.input.channels), name="image")
     x = build_stem(o, build_preprocess(o, inputs))
     common = dict(kernels=space.kernels, acts=space.acts, bn_epsilon=spec.bn.eps, bn_momentum=spec.bn.momentum,
-                  gate_init=gate_init)
+                  gate_init=gate_init, gating=gating)
     for site in walk(spec).blocks:
         layer, b = searched.get(site.name), site.block
         if layer is None:

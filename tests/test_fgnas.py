@@ -129,6 +129,30 @@ def test_derived_model_equals_the_supernet_with_pruned_and_compositional_channel
         assert list(zip(block.kernels, block.branch_acts())) == ops
 
 
+@pytest.mark.parametrize("gating", ["no_prune", "one_op"])
+def test_gating_ablations_hold_their_constraint_and_stay_exact(gating):
+    """Table 7's gating variants: no_prune never prunes a channel, one_op never lets two operations share one; the
+    derived model still equals the supernet and R its exact count."""
+    space = _spaces()["vgg"]
+    keras.utils.set_random_seed(0)
+    model = fgnas.build_supernet(space, gating=gating)
+    _randomize(model)
+    net = fgnas.FgnasSupernet(model, space)
+    net.set_arch(_random_arch(space, p=0.3))
+    rows = space.summary(net.arch())
+    if gating == "no_prune":
+        assert sum(r["pruned"] for r in rows) == 0 and sum(r["compositional"] for r in rows) > 0
+    else:
+        assert sum(r["compositional"] for r in rows) == 0 and sum(r["pruned"] for r in rows) > 0
+    assert float(net.resource("macs")) == count(net.derive()).macs
+    x = RNG.uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    assert np.abs(net.derived_model()(x, training=False).numpy() - model(x, training=False).numpy()).max() <= 1e-4
+    with tf.GradientTape() as tape:
+        r = net.resource("macs")
+    grads = tape.gradient(r, fgnas.gate_variables(model))
+    assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
+
+
 def test_supernet_saves_and_loads(tmp_path):
     space = _spaces()["vgg"]
     net = _net(space)

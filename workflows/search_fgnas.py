@@ -25,11 +25,12 @@ from common.rundir import RunDir
 SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "kernels", "acts", "input_size", "resource", "target", "lam",
                "pretrain_epochs", "search_epochs", "batch_size", "steps_per_epoch", "limit", "w_lr", "psi_lr",
-               "psi_optimizer", "input_count", "gate_init", "seed")
+               "psi_optimizer", "input_count", "gate_init", "gating", "seed")
 SPACES = ("vgg", "mbconv")
 RESOURCES = ("params", "macs")  # search.fgnas_space.RESOURCES
 PSI_OPTIMIZERS = ("sgd", "adam")  # search.fgnas_train.PSI_OPTIMIZERS
 INPUT_COUNTS = ("deployed", "paper")  # search.fgnas.INPUT_COUNTS
+GATINGS = ("full", "no_prune", "one_op")  # search.fgnas.GATINGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,7 @@ class SearchFgnasConfig:
     psi_optimizer: str = "sgd"
     input_count: str = "deployed"
     gate_init: float = 2.0
+    gating: str = "full"
     seed: int = 0
     name: str | None = None
     output: str | None = None
@@ -126,7 +128,8 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
     if config.target is None or config.target <= 0:
         raise ConfigError("--target: required, a positive number of parameters or MACs (see --resource)")
     check_one_of(space=(config.space, SPACES), resource=(config.resource, RESOURCES),
-                 psi_optimizer=(config.psi_optimizer, PSI_OPTIMIZERS), input_count=(config.input_count, INPUT_COUNTS))
+                 psi_optimizer=(config.psi_optimizer, PSI_OPTIMIZERS), input_count=(config.input_count, INPUT_COUNTS),
+                 gating=(config.gating, GATINGS))
     check_at_least(width=(config.width, 1), input_size=(config.input_size, 8),
                    pretrain_epochs=(config.pretrain_epochs, 0), search_epochs=(config.search_epochs, 1),
                    finetune_epochs=(config.finetune_epochs, 0), batch_size=(config.batch_size, 1),
@@ -184,7 +187,7 @@ def run(config: SearchFgnasConfig) -> dict:
     space = make_space(config, info.num_classes)
     check_target(config, space)
     steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
-    model = fgnas.build_supernet(space, gate_init=config.gate_init)
+    model = fgnas.build_supernet(space, gate_init=config.gate_init, gating=config.gating)
     search_config = FgnasConfig(target=config.target, resource=config.resource, lam=config.lam,
                                 pretrain_epochs=config.pretrain_epochs, search_epochs=config.search_epochs,
                                 w_lr=config.w_lr, psi_lr=config.psi_lr, psi_optimizer=config.psi_optimizer,
@@ -216,7 +219,7 @@ def run(config: SearchFgnasConfig) -> dict:
         seed=config.seed, data=config.dataset, metrics=tuple(sorted(metrics.items())),
         notes=(f"FGNAS: {config.resource} regularizer lambda={config.lam} (R/R0), {config.pretrain_epochs} pre-train "
                f"+ <= {config.search_epochs} gate epochs x {steps} steps, batch {config.batch_size}, psi "
-               f"{config.psi_optimizer} lr {config.psi_lr}, input count {config.input_count}; "
+               f"{config.psi_optimizer} lr {config.psi_lr}, input count {config.input_count}, gating {config.gating}; "
                + (f"target reached at step {int(search.reached_step.numpy())}" if reached else "target NOT reached")))
     derived = net.derive(arch, name=name, provenance=prov)
     output = config.output or run_dir.file("derived.json")
