@@ -85,6 +85,10 @@ flags.DEFINE_float("weight_decay", 4e-5, "Decoupled weight decay: each step w -=
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy (not used with --teacher).",
                    lower_bound=0.0, upper_bound=0.99)
 define_distillation()
+flags.DEFINE_string("reparam", "", "E-DNAS additive kernel merging (Eq. 1-2): train every depthwise conv as parallel "
+                                   "kernels of these sizes (up to the spec's; e.g. 1,3,5,7), each with its own "
+                                   "BatchNorm, summed; the saved weights merge them into the spec's one kernel "
+                                   "(deployed model and latency unchanged). Empty: plain training.")
 flags.DEFINE_integer("checkpoint_every", 200, "Write the resumable checkpoint every N optimizer steps (and at every "
                                               "epoch end).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and augmentation.")

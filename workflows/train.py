@@ -22,9 +22,9 @@ SETTINGS_FILE = "train_settings.json"
 # Settings that must match to resume from the checkpoint in out_dir (the spec is compared by content).
 RESUME_KEYS = ("model", "weights", "dataset", "input_size", "epochs", "batch_size", "steps_per_epoch", "limit",
                "augment", "optimizer", "lr", "momentum", "nesterov", "rho", "epsilon", "warmup_epochs",
-               "weight_decay", "label_smoothing", "seed", "teacher", "temperature", "mix", "mix_alpha")
+               "weight_decay", "label_smoothing", "seed", "teacher", "temperature", "mix", "mix_alpha", "reparam")
 # Identity keys added later: a settings file written before them is read with the value every run had then.
-ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2}
+ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2, "reparam": ""}
 _METRIC_NAMES = {"loss": "train_loss", "top1": "train_top1", "top5": "train_top5", "val_loss": "val_loss",
                  "val_top1": "val_top1", "val_top5": "val_top5"}
 
@@ -59,6 +59,7 @@ class TrainConfig:
     temperature: float = 1.0  # distillation temperature T
     mix: str = "none"  # mixup / cutmix / both of every training batch (training.distill.mix_batch)
     mix_alpha: float = 0.2  # Beta(α, α) of the mixing ratio
+    reparam: str = ""  # e.g. "1,3,5,7": train every depthwise conv as parallel kernels + BNs, merged at the end
     checkpoint_every: int = 200
     seed: int = 0
     out_dir: str = "runs/train"
@@ -139,6 +140,18 @@ def validate(config: TrainConfig) -> TrainPlan:
     check_replicas(config.strategy, config.cpu_replicas, config.batch_size)
     if config.strategy != "mirrored" and config.cpu_replicas > 1:
         raise ConfigError(f"--cpu_replicas={config.cpu_replicas} needs --strategy=mirrored")
+    if config.reparam:
+        from search.reparam import check_branches
+        try:
+            check_branches(config.reparam.split(","))
+        except ValueError as e:
+            raise ConfigError(f"--reparam={config.reparam}: {e}") from None
+        if config.weights:
+            raise ConfigError(f"--reparam trains the parallel-kernel form from scratch; it takes no --weights "
+                              f"(got --weights={config.weights})")
+        if spec.padding != "same" and any(getattr(b, "stride", 1) == 2 for _, _, b in spec.blocks()):
+            raise ConfigError(f"--reparam: {config.model} uses symmetric padding with stride 2, which the "
+                              "re-parameterised depthwise convs do not support")
     weights_path = W.resolve_weights(spec, config.weights)
     arrays = W.read_weights(weights_path) if weights_path else None
     check_out_dir(config.out_dir)  # cheap checks before the dataset's images are decoded
@@ -258,7 +271,12 @@ def run(config: TrainConfig) -> TrainResult:
     warmup_steps = int(round(config.warmup_epochs * steps))
 
     with strategy.scope():
-        model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
+        if config.reparam:  # E-DNAS Eq. 1–2: parallel kernels + BNs now, one merged kernel in the saved weights
+            from search.reparam import build_reparam
+            model = build_reparam(plan.spec, [int(k) for k in config.reparam.split(",")], input_size=plan.size,
+                                  classes=classes)
+        else:
+            model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
         init = {"weights": config.weights, "path": plan.weights_path, "loaded": 0, "skipped": []}
         if plan.init_arrays is not None:
             init.update(W.load_init_weights(model, plan.init_arrays, plan.weights_path))
@@ -306,6 +324,12 @@ def run(config: TrainConfig) -> TrainResult:
     card_file = os.path.join(out_dir, "model_card.json")
     if os.path.exists(card_file):  # a card of earlier weights must never sit beside new ones (read_npz checks it)
         os.unlink(card_file)
+    if config.reparam:  # the deployable model: the spec itself with the merged kernels
+        from models.weights import assign
+        from search.reparam import merge
+        merged = merge(model, plan.spec)
+        model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
+        assign(model, merged, source="merged re-parameterised weights")
     digest = save_npz(model, weights_file)
     write_json(os.path.join(out_dir, "history.json"), history)
     card = {
@@ -322,6 +346,9 @@ def run(config: TrainConfig) -> TrainResult:
                           "temperature": config.temperature, "loss": "T² · KL(teacher ‖ student) on the same "
                           "augmented view; training top-1 = agreement with the teacher"} if plan.teacher else None),
         "mix": {"mode": config.mix, "alpha": config.mix_alpha} if config.mix != "none" else None,
+        "reparam": ({"branches": [int(k) for k in config.reparam.split(",")],
+                     "note": "trained as parallel depthwise kernels + BNs, merged into the spec's kernel (E-DNAS "
+                             "Eq. 1-2); validation metrics are the parallel form's"} if config.reparam else None),
         "metrics": final,
         "strategy": config.strategy, "replicas": replicas,
         "resumed": backup.restored,
