@@ -72,6 +72,8 @@ CASES = [
     ("benchmarks.detection_raccoon", ["--dataset=voc:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
     ("benchmarks.fgnas_cost", ["--kernels=3,4", "--out={out}/result.json"], "odd kernel sizes"),
     ("benchmarks.fgnas_ablation", ["--variants=P,X", "--out={out}/result.json"], "--variants"),
+    ("benchmarks.reparam_ablation", ["--kernels=4", "--out={out}/result.json"], "--kernels"),
+    ("recipes.train", ["--model=mixnet_s", "--reparam=1,2", "--out_dir={out}"], "--reparam=1,2"),
     ("benchmarks.fgnas_ablation", ["--fractions=1.5", "--out={out}/result.json"], "--fractions"),
     ("benchmarks.fgnas_cost", ["--rounds=0", "--out={out}/result.json"], "--rounds"),
     ("recipes.search_fgnas", ["--out_dir={out}"], "--target"),
