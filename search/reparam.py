@@ -128,14 +128,6 @@ def build_reparam(spec: ModelSpec, branches=BRANCHES, *, input_size: int | None 
     return keras.Model(inputs, build_head(o, x), name=name or f"{spec.name}_reparam")
 
 
-def check_branches(branches) -> tuple[int, ...]:
-    """Distinct odd sizes (``ValueError`` otherwise), sorted."""
-    ks = [int(k) for k in branches]
-    if not ks or any(k < 1 or k % 2 == 0 for k in ks) or len(set(ks)) != len(ks):
-        raise ValueError(f"need distinct odd kernel sizes, got {list(branches)}")
-    return tuple(sorted(ks))
-
-
 def merge(model: keras.Model, spec: ModelSpec) -> dict[str, np.ndarray]:
     """The zoo model's weights (``"layer/variable"``) from a trained :func:`build_reparam` model: merged depthwise
     kernels and their bias as the identity BN (module docstring); every other weight by name."""

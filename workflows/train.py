@@ -141,11 +141,12 @@ def validate(config: TrainConfig) -> TrainPlan:
     if config.strategy != "mirrored" and config.cpu_replicas > 1:
         raise ConfigError(f"--cpu_replicas={config.cpu_replicas} needs --strategy=mirrored")
     if config.reparam:
-        from search.reparam import check_branches
-        try:
-            check_branches(config.reparam.split(","))
-        except ValueError as e:
-            raise ConfigError(f"--reparam={config.reparam}: {e}") from None
+        try:  # (search.reparam imports Keras: checked here without it)
+            sizes = [int(k) for k in config.reparam.split(",")]
+        except ValueError:
+            sizes = []
+        if not sizes or any(k < 1 or k % 2 == 0 for k in sizes) or len(set(sizes)) != len(sizes):
+            raise ConfigError(f"--reparam={config.reparam}: need distinct odd kernel sizes, e.g. 1,3,5,7")
         if config.weights:
             raise ConfigError(f"--reparam trains the parallel-kernel form from scratch; it takes no --weights "
                               f"(got --weights={config.weights})")
