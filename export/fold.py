@@ -92,10 +92,16 @@ def fold_preprocessing(model, spec: ModelSpec, size: int):
 
     inputs = keras.Input((size, size, spec.input.channels), name="image")
     x = BorderPad(name="stem_border_pad")(inputs) if before or after else inputs
-    folded = keras.layers.Conv2D(conv.filters, conv.kernel_size, strides=conv.strides, padding="valid",
-                                 use_bias=False, name="stem_conv")
+    if spec.stem.depthwise:  # kernel (k, k, in, multiplier); output channel c·m + j sees input channel c only
+        folded = keras.layers.DepthwiseConv2D(conv.kernel_size, strides=conv.strides, padding="valid",
+                                              depth_multiplier=conv.depth_multiplier, use_bias=False, name="stem_conv")
+        shift = np.einsum("hwcm,c->cm", kernel, mean / std).reshape(-1)
+    else:
+        folded = keras.layers.Conv2D(conv.filters, conv.kernel_size, strides=conv.strides, padding="valid",
+                                     use_bias=False, name="stem_conv")
+        shift = np.einsum("hwio,i->o", kernel, mean / std)
     y = folded(x)
     folded.set_weights([kernel / std[None, None, :, None]])
-    bn.moving_mean.assign(np.asarray(bn.moving_mean) + np.einsum("hwio,i->o", kernel, mean / std))
+    bn.moving_mean.assign(np.asarray(bn.moving_mean) + shift)
     rest = keras.Model(bn.input, plain.output, name=f"{spec.name}_body")
     return keras.Model(inputs, rest(y), name=f"{spec.name}_folded")

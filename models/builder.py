@@ -169,9 +169,16 @@ def build_preprocess(o: Ops, x):
 
 def build_stem(o: Ops, x):
     """The spec's stem on ``x``: conv → BN → act (``stem_conv``, ``stem_bn``, ``stem_act``), then the 3×3 stride-2
-    max pool ``stem_pool`` when ``stem.pool``."""
+    max pool ``stem_pool`` when ``stem.pool``. With ``stem.depthwise`` the conv is a depthwise k×k conv of depth
+    multiplier ``filters / channels`` (E-DNAS's 11×11 stem)."""
     s = o.spec.stem
-    x = o.conv_bn_act(x, s.filters, s.kernel, s.stride, "stem", s.act)
+    if s.depthwise:
+        x, padding = o.pad(x, s.kernel, s.stride, "stem_conv")
+        x = o.L.DepthwiseConv2D(s.kernel, strides=s.stride, padding=padding, use_bias=False,
+                                depth_multiplier=s.filters // o.spec.input.channels, name="stem_conv")(x)
+        x = o.act(o.bn(x, "stem_bn"), s.act, "stem_act")
+    else:
+        x = o.conv_bn_act(x, s.filters, s.kernel, s.stride, "stem", s.act)
     if s.pool:
         x, padding = o.pad(x, 3, 2, "stem_pool")
         x = o.L.MaxPooling2D(3, 2, padding=padding, name="stem_pool")(x)

@@ -101,7 +101,10 @@ def block_cost(site: Site) -> Cost:
 def stem_cost(w: Walk) -> Cost:
     """Params and MACs of the stem conv (with BN) of a walked spec; preprocessing and the max pool cost none."""
     c = Cost()
-    c.conv(w.stem.conv_size, w.spec.stem.kernel, w.stem.in_ch, w.stem.out_ch)
+    if w.spec.stem.depthwise:  # depth multiplier out/in: each output channel sees one input channel
+        c.conv(w.stem.conv_size, w.spec.stem.kernel, w.stem.in_ch, w.stem.out_ch, groups=w.stem.in_ch)
+    else:
+        c.conv(w.stem.conv_size, w.spec.stem.kernel, w.stem.in_ch, w.stem.out_ch)
     return c
 
 

@@ -67,6 +67,7 @@ class StemSpec:
     stride: int
     act: str
     pool: bool = False  # 3×3 stride-2 max pool after the stem conv (ShuffleNetV2)
+    depthwise: bool = False  # E-DNAS: a depthwise k×k conv on the image, depth multiplier filters / channels
 
 
 @dataclass(frozen=True)
@@ -422,13 +423,17 @@ def decode(obj: Any) -> ModelSpec:
                            for i, x in enumerate(v))
     inp = InputSpec(size=ri.int("size", 8, 4096), channels=channels, mean=stats["mean"], std=stats["std"])
 
-    rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool"),
+    rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool", "depthwise"),
                  ("filters", "kernel", "stride", "act"))
     stem = StemSpec(filters=rs.int("filters", 1, MAX_CHANNELS), kernel=rs.int("kernel", 1, 31),
                     stride=rs.int("stride", 1, 2), act=rs.str("act", ACTIVATIONS),
-                    pool=rs.bool("pool", default=False))
+                    pool=rs.bool("pool", default=False),
+                    depthwise=rs.bool("depthwise", default=False))
     if stem.kernel % 2 == 0:
         raise SpecError("stem.kernel", f"must be odd, got {stem.kernel}")
+    if stem.depthwise and stem.filters % channels:
+        raise SpecError("stem.filters", f"a depthwise stem multiplies the {channels} input channels: filters must be "
+                                        f"a multiple of {channels}, got {stem.filters}")
 
     stages_obj = obj["stages"]
     if not isinstance(stages_obj, list) or not stages_obj:
@@ -510,6 +515,13 @@ def _encode_block(b: BlockSpec) -> dict:
             "stride": b.stride, "act": b.act, "bits": _encode_bits(b.bits)}
 
 
+def _encode_stem(stem: StemSpec) -> dict:
+    d = dataclasses.asdict(stem)
+    if not stem.depthwise:  # written only when set: specs without it encode as before
+        del d["depthwise"]
+    return d
+
+
 def encode(spec: ModelSpec) -> dict:
     """The canonical JSON-ready dict of ``spec`` (every field explicit)."""
     p = spec.provenance
@@ -517,7 +529,7 @@ def encode(spec: ModelSpec) -> dict:
         "schema_version": spec.schema_version, "name": spec.name, "family": spec.family,
         "input": {"size": spec.input.size, "channels": spec.input.channels, "mean": list(spec.input.mean),
                   "std": list(spec.input.std)},
-        "stem": dataclasses.asdict(spec.stem),
+        "stem": _encode_stem(spec.stem),
         "stages": [[_encode_block(b) for b in stage] for stage in spec.stages],
         "head": dataclasses.asdict(spec.head),
         "bn": dataclasses.asdict(spec.bn),

@@ -131,10 +131,11 @@ def _branches(block) -> str:
 
 
 def stem_key(spec: ModelSpec, size: int) -> str:
-    """``stem|c{channels}|n{size}|o{filters}|k{kernel}|s{stride}|a{act}|pool{0/1}|p{pad}`` (preprocess included)."""
+    """``stem|c{channels}|n{size}|o{filters}|k{kernel}|s{stride}|a{act}|pool{0/1}|p{pad}`` (preprocess included;
+    a depthwise stem ends in ``|dw``)."""
     s = spec.stem
     return (f"stem|c{spec.input.channels}|n{size}|o{s.filters}|k{s.kernel}|s{s.stride}|a{s.act}|"
-            f"pool{int(s.pool)}|p{_pad(spec.padding)}")
+            f"pool{int(s.pool)}|p{_pad(spec.padding)}" + ("|dw" if s.depthwise else ""))
 
 
 def head_key(spec: ModelSpec, in_ch: int, n: int, classes: int | None = None) -> str:

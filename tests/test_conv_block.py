@@ -172,3 +172,24 @@ def test_qat_quantizes_conv_blocks_prelu_and_tanh(tmp_path):
     assert report["twin_max_abs_diff"] <= 1e-5
     assert {"PRELU", "TANH", "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"} <= set(report["ops"])
     assert all("preprocess" in op for op in report["float_ops"]), report["float_ops"]
+
+
+def test_depthwise_stem():
+    """E-DNAS's 11×11 depthwise stem: multiplier filters / channels; counts, key and round trip; a width that the
+    input channels do not divide is refused."""
+    d = copy.deepcopy(VGG)
+    d["stem"] = {"filters": 12, "kernel": 11, "stride": 2, "act": "relu", "depthwise": True}
+    spec = S.decode(d)
+    assert S.decode(S.encode(spec)) == spec and S.encode(spec)["stem"]["depthwise"] is True
+    assert "depthwise" not in S.encode(S.decode(VGG))["stem"]  # written only when set
+    model = build(spec)
+    stem = model.get_layer("stem_conv")
+    assert isinstance(stem, keras.layers.DepthwiseConv2D) and stem.depth_multiplier == 4
+    assert tuple(stem.output.shape[1:]) == (8, 8, 12)
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == count(spec).params
+    assert count(spec).macs - count(S.decode({**d, "stem": {**d["stem"], "kernel": 3}})).macs == 8 * 8 * 12 * (121 - 9)
+    assert L.stem_key(spec, 15).endswith("|dw")
+    d["stem"]["filters"] = 10
+    with pytest.raises(S.SpecError, match="multiple of 3") as e:
+        S.decode(d)
+    assert e.value.path == "stem.filters"

@@ -11,8 +11,11 @@ from models.builder import build
 IMAGENET = {"size": 32, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 
 
-def _spec(padding="same", kernel=3, stride=2, size=32, inp=None):
-    d = tiny_spec_dict(padding=padding, stem={"filters": 8, "kernel": kernel, "stride": stride, "act": "relu"})
+def _spec(padding="same", kernel=3, stride=2, size=32, inp=None, depthwise=False):
+    stem = {"filters": 9 if depthwise else 8, "kernel": kernel, "stride": stride, "act": "relu"}
+    if depthwise:
+        stem["depthwise"] = True
+    d = tiny_spec_dict(padding=padding, stem=stem)
     d["input"] = dict(inp or d["input"], size=size)
     return S.decode(d)
 
@@ -22,15 +25,16 @@ def test_same_padding_matches_tf():
     assert same_padding(32, 3, 1) == (1, 1) and same_padding(32, 1, 1) == (0, 0) and same_padding(33, 5, 2) == (2, 2)
 
 
-@pytest.mark.parametrize("padding, kernel, stride, size, inp", [
-    ("same", 3, 2, 32, None),          # TF same, stride 2, even input: one pixel after only; one mean (PADV2)
-    ("same", 3, 2, 33, IMAGENET),      # odd input: both sides; per-channel means (PAD + ADD)
-    ("symmetric", 3, 2, 32, IMAGENET),  # explicit symmetric padding (PyTorch-converted models)
-    ("same", 5, 1, 32, None),          # stride 1, two pixels each side
-    ("same", 1, 1, 32, IMAGENET),      # no padding at all: nothing added
+@pytest.mark.parametrize("padding, kernel, stride, size, inp, depthwise", [
+    ("same", 3, 2, 32, None, False),          # TF same, stride 2, even input: one pixel after; one mean (PADV2)
+    ("same", 3, 2, 33, IMAGENET, False),      # odd input: both sides; per-channel means (PAD + ADD)
+    ("symmetric", 3, 2, 32, IMAGENET, False),  # explicit symmetric padding (PyTorch-converted models)
+    ("same", 5, 1, 32, None, False),          # stride 1, two pixels each side
+    ("same", 1, 1, 32, IMAGENET, False),      # no padding at all: nothing added
+    ("same", 11, 2, 32, IMAGENET, True),      # E-DNAS 11×11 depthwise stem, multiplier 3
 ])
-def test_folded_model_equals_the_zoo_model(padding, kernel, stride, size, inp):
-    spec = _spec(padding, kernel, stride, size, inp)
+def test_folded_model_equals_the_zoo_model(padding, kernel, stride, size, inp, depthwise):
+    spec = _spec(padding, kernel, stride, size, inp, depthwise)
     model = build(spec)
     arrays = randomized_weights(model, seed=1)
     from models.weights import assign
