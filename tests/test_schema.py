@@ -160,8 +160,8 @@ VALID = [
     ("minimal conv block", IR, _set(("stages", 1, 0), {
         "block": "conv", "kernels": [3], "filters": 24, "stride": 1, "act": "prelu"})),
     ("per-branch activations in an ir block", IR, _set(("stages", 1, 0, "acts"), ["tanh"])),
-    ("depthwise stem", IR, _set(("stem",), {"filters": 33, "kernel": 11, "stride": 2, "act": "relu",
-                                             "depthwise": True})),
+    ("depthwise stem", IR, lambda d: (d["stem"].update(filters=33, kernel=11, depthwise=True),
+                                      d["stages"][0][0].update(split=[33]))),
     ("a repeated kernel told apart by acts", IR, lambda d: d["stages"][1][0].update(
         kernels=[3, 3], split=[48, 48], acts=["relu6", "prelu"])),
 ]
