@@ -64,6 +64,9 @@ flags.DEFINE_enum("alpha_data", "holdout", ["holdout", "same"], "Batches α lear
 flags.DEFINE_float("tau_start", 5.0, "Initial Gumbel-softmax temperature.", lower_bound=1e-3)
 flags.DEFINE_float("tau_end", 0.5, "Final temperature (exponential annealing per step).", lower_bound=1e-3)
 flags.DEFINE_integer("epochs", 10, "Search epochs.", lower_bound=1)
+flags.DEFINE_bool("feedback", False, "E-DNAS feedback block: every weight step runs two paths on two training batches "
+                  "and merges them with weights tanh(1/L_j) normalised (Eq. 3-4); an epoch then reads twice the "
+                  "batches.")
 flags.DEFINE_integer("warmup_epochs", 0, "Epochs that train only the weights before α starts moving.", lower_bound=0)
 flags.DEFINE_integer("batch_size", 64, "Batch size (weights and α batches).", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the weight split).",

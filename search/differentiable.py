@@ -7,6 +7,11 @@ Nesterov momentum and weight decay, α fixed) and one α update on a batch of th
 batch gives both updates. τ decays exponentially from ``tau_start`` to ``tau_end`` over the search; α stays frozen
 for ``warmup_epochs``. The search checkpoints every epoch (model, both optimizers, step, history) and resumes.
 
+``feedback=True`` is E-DNAS's feedback block (García López et al., Eq. 3–4): every weight step takes two training
+batches, one per path, and merges the paths by their losses (``_feedback_step_fn``; exactly one optimizer step on
+the β-weighted gradients, since both paths start from the same weights). With β₁ ≈ β₂ ≈ ½ this is one path at twice
+the batch; ``history.json`` records how far β strays from ½.
+
 The cost term (:func:`cost_loss`) is, by default, the paper's Eq. 6 as printed: ``−log E[C]`` below ``T(1−η)``,
 ``+log E[C]`` above ``T(1+η)``, and **0 inside the band** (cross-entropy alone moves α there). ``cost_form="pull"``
 is the form this project used before the paper's text was available (``d = |log(E/T)|``, ``L = d + max(0, d −
@@ -82,6 +87,7 @@ class SearchConfig:
     alpha_data: str = "holdout"
     recal_batches: int = 20
     seed: int = 0
+    feedback: bool = False  # E-DNAS feedback block: two weight paths on two batches, merged by their losses
 
     def tau(self, progress: float) -> float:
         """Exponential annealing: τ_start at progress 0, τ_end at 1."""
@@ -130,6 +136,13 @@ class MetaKernelSearch(ResumableLoop):
         if config.alpha_data not in ALPHA_DATA:
             raise ValueError(f"alpha_data: one of {ALPHA_DATA}, got {config.alpha_data!r}")
         self._w_step = self._distributed(self._w_step_fn)
+        if config.feedback:
+            if self.strategy.num_replicas_in_sync > 1:
+                raise ValueError("feedback: the two paths are the two batches of one device's step; use one replica")
+            if config.alpha_data != "holdout":
+                raise ValueError("feedback: merges two weight paths; α trains on the held-out batches "
+                                 "(alpha_data='holdout')")
+            self._feedback_step = tf.function(self._feedback_step_fn)
         self._a_step = self._distributed(self._a_step_fn)
         self._joint_step = self._distributed(self._joint_step_fn)
         self._eval_step = tf.function(self._eval_fn)
@@ -176,6 +189,30 @@ class MetaKernelSearch(ResumableLoop):
         acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), self._labels(y)),
                                      tf.float32))
         return ce, acc
+
+    def _path_grads(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            ce = self._ce(y, logits)
+            decay = tf.add_n([tf.reduce_sum(v ** 2) for v in self.w_vars if len(v.shape) > 1])
+            loss = ce + 0.5 * self.config.w_weight_decay * decay
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), self._labels(y)),
+                                     tf.float32))
+        return tape.gradient(loss, self.w_vars), ce, acc
+
+    def _feedback_step_fn(self, x1, y1, x2, y2):
+        """E-DNAS Eq. 3–4: two paths start from the same weights and step on their own batches; the merged weights
+        are ``β₁K₁ + β₂K₂`` with ``β_j ∝ tanh(1/L_j)``. With both paths stepping by this optimizer from one shared
+        state, the merge equals one step on ``β₁g₁ + β₂g₂`` (β₁ + β₂ = 1; for SGD with momentum the merged
+        momentum is the same combination), which is what runs here: one optimizer update per step, no weight
+        copies. Returns both paths' mean CE and accuracy and β₁."""
+        g1, ce1, acc1 = self._path_grads(x1, y1)
+        g2, ce2, acc2 = self._path_grads(x2, y2)
+        t1, t2 = tf.tanh(1.0 / ce1), tf.tanh(1.0 / ce2)
+        b1, b2 = t1 / (t1 + t2), t2 / (t1 + t2)
+        grads = [b1 * a + b2 * b for a, b in zip(g1, g2)]
+        self.w_opt.apply_gradients(zip(grads, self.w_vars))
+        return (ce1 + ce2) / 2, (acc1 + acc2) / 2, b1
 
     def _arch_loss(self, ce):
         expected = self.cost_fn(self.model)
@@ -294,12 +331,20 @@ class MetaKernelSearch(ResumableLoop):
         while int(self.epoch.numpy()) < cfg.epochs:
             epoch = int(self.epoch.numpy())
             t0, sums = time.time(), np.zeros(5)
+            self._betas = []
             for _ in range(steps_per_epoch):
                 step = int(self.step.numpy())
                 sn.set_temperature(self.model, cfg.tau(step / max(total - 1, 1)))
                 x, y = next(train_it)
                 c_loss, expected = 0.0, float("nan")
-                if epoch < cfg.warmup_epochs:
+                if cfg.feedback:  # the second path's batch
+                    x2, y2 = next(train_it)
+                    ce, acc, beta = self._feedback_step(x, y, x2, y2)
+                    self._betas.append(float(beta))
+                    if epoch >= cfg.warmup_epochs:
+                        ax, ay = next(arch_it)
+                        _, c_loss, expected = self._a_step(ax, ay)
+                elif epoch < cfg.warmup_epochs:
                     ce, acc = self._w_step(x, y)
                 elif cfg.alpha_data == "same":
                     ce, acc, c_loss, expected = self._joint_step(x, y)
@@ -339,6 +384,11 @@ class MetaKernelSearch(ResumableLoop):
                "argmax_macs": self.supernet.macs(), "mean_max_prob": max_prob, "seconds": seconds,
                "probs": [np.asarray(b.dw.probabilities()).mean(0).round(5).tolist()
                          for b in sn.search_blocks(self.model) if b.searchable]}
+        if self.config.feedback and self._betas:  # how far the loss weighting is from a plain average
+            b = np.asarray(self._betas)
+            rec["feedback_beta1_mean"] = float(b.mean())
+            rec["feedback_beta1_abs_dev_mean"] = float(np.abs(b - 0.5).mean())
+            rec["feedback_beta1_abs_dev_max"] = float(np.abs(b - 0.5).max())
         if val_ds is not None:
             rec["val_acc_argmax"] = self.evaluate(val_ds, recal_ds)
         return rec

@@ -73,6 +73,8 @@ CASES = [
     ("benchmarks.fgnas_cost", ["--kernels=3,4", "--out={out}/result.json"], "odd kernel sizes"),
     ("benchmarks.fgnas_ablation", ["--variants=P,X", "--out={out}/result.json"], "--variants"),
     ("benchmarks.reparam_ablation", ["--kernels=4", "--out={out}/result.json"], "--kernels"),
+    ("recipes.search_metakernel", ["--target_macs=3e6", "--feedback", "--alpha_data=same", "--out_dir={out}"],
+     "--feedback"),
     ("recipes.train", ["--model=mixnet_s", "--reparam=1,2", "--out_dir={out}"], "--reparam=1,2"),
     ("benchmarks.fgnas_ablation", ["--fractions=1.5", "--out={out}/result.json"], "--fractions"),
     ("benchmarks.fgnas_cost", ["--rounds=0", "--out={out}/result.json"], "--rounds"),

@@ -146,3 +146,52 @@ def test_soft_targets_are_distilled():
     hard = keras.losses.CategoricalCrossentropy(from_logits=True)(tf.one_hot([0, 2], 10), logits)
     np.testing.assert_allclose(float(search._ce(tf.constant([0, 2]), logits)), float(hard), rtol=1e-6)
     assert search._labels(soft).numpy().tolist() == [0, 2]
+
+
+def test_feedback_step_is_the_loss_weighted_merge_of_two_paths():
+    """E-DNAS Eq. 3–4: two paths step from the same weights on their own batches and merge as β₁K₁ + β₂K₂ with
+    β_j ∝ tanh(1/L_j). With plain SGD the search's single update on β-weighted gradients is that merge exactly."""
+    keras.utils.set_random_seed(0)
+    space = SPACE.replace(dropout=0.0)
+    model = sn.build_supernet(space, seed=0)
+    search = _search(model, feedback=True, w_momentum=0.0, w_weight_decay=0.0, w_lr=0.1)
+    sn.set_temperature(model, 0.0)  # no Gumbel noise: the same forward pass every time
+    rng = np.random.default_rng(2)
+    x1, x2 = (tf.constant(rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")) for _ in range(2))
+    y1, y2 = tf.constant(np.arange(8) % 10), tf.constant((np.arange(8) + 3) % 10)
+    w0 = [np.asarray(v).copy() for v in search.w_vars]
+    bn0 = [np.asarray(v).copy() for v in model.non_trainable_variables]
+    paths, losses = [], []
+    for x, y in ((x1, y1), (x2, y2)):  # each path from the same start (weights and BN statistics)
+        for v, a in zip(search.w_vars, w0):
+            v.assign(a)
+        for v, a in zip(model.non_trainable_variables, bn0):
+            v.assign(a)
+        grads, ce, _ = search._path_grads(x, y)
+        paths.append([a - 0.1 * np.asarray(g) for a, g in zip(w0, grads)])
+        losses.append(float(ce))
+    t = np.tanh(1.0 / np.array(losses))
+    beta = t / t.sum()
+    for v, a in zip(search.w_vars, w0):
+        v.assign(a)
+    for v, a in zip(model.non_trainable_variables, bn0):
+        v.assign(a)
+    ce, acc, b1 = search._feedback_step(x1, y1, x2, y2)
+    assert float(b1) == pytest.approx(beta[0], rel=1e-5) and 0 < float(b1) < 1
+    for v, k1, k2 in zip(search.w_vars, *paths):
+        np.testing.assert_allclose(np.asarray(v), beta[0] * k1 + beta[1] * k2, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="alpha_data"):
+        _search(model, feedback=True, alpha_data="same")
+
+
+def test_feedback_search_runs_and_records_the_path_weights():
+    keras.utils.set_random_seed(0)
+    model = sn.build_supernet(SPACE, seed=0)
+    search = _search(model, feedback=True, epochs=1)
+    rng = np.random.default_rng(3)
+    ds = tf.data.Dataset.from_tensor_slices((rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32"),
+                                             np.arange(16) % 10)).batch(4).repeat()
+    history = search.run(ds, ds, steps_per_epoch=2)
+    rec = history[-1]
+    assert int(search.step.numpy()) == 2 and 0 < rec["feedback_beta1_mean"] < 1
+    assert rec["feedback_beta1_abs_dev_max"] >= rec["feedback_beta1_abs_dev_mean"] >= 0

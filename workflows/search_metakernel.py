@@ -23,9 +23,10 @@ SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
                "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay", "teacher", "temperature",
-               "mix", "mix_alpha", "budget_input_size")
+               "mix", "mix_alpha", "budget_input_size", "feedback")
 # Identity keys added later: a settings file written before them is read with the value every search had then.
-ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2, "budget_input_size": None}
+ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2, "budget_input_size": None,
+                  "feedback": False}
 SPACES = ("cifar", "imagenet", "ablation", "lite0")
 ABLATION_EXPAND = 6  # the ablation supernet's expansion ratio (its baselines use 3, scaled to match MACs)
 DW_MODES = ("meta", "multi")
@@ -72,6 +73,7 @@ class SearchMetakernelConfig:
     temperature: float = 1.0
     mix: str = "none"
     mix_alpha: float = 0.2
+    feedback: bool = False  # E-DNAS feedback block: two weight paths per step on two batches, merged by their losses
     name: str | None = None
     output: str | None = None
     out_dir: str = "runs/search_metakernel"
@@ -190,6 +192,11 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
         raise ConfigError(f"--eta={config.eta}: the slack of Eq. 6 must be in (0, 1)")
     if config.tau_end > config.tau_start:
         raise ConfigError(f"--tau_end={config.tau_end} is above --tau_start={config.tau_start}")
+    if config.feedback and config.alpha_data != "holdout":
+        raise ConfigError("--feedback merges two weight paths; α then trains on the held-out split "
+                          "(--alpha_data=holdout)")
+    if config.feedback and (config.strategy != "default" or config.cpu_replicas > 1):
+        raise ConfigError("--feedback runs both paths on one device (--strategy=default)")
     if config.warmup_epochs >= config.epochs:
         raise ConfigError(f"--warmup_epochs={config.warmup_epochs} leaves no epoch for α (--epochs={config.epochs})")
     if config.name is not None:
@@ -218,7 +225,8 @@ def _notes(config: SearchMetakernelConfig, cands, steps: int, moves: int) -> str
     return (f"meta-kernel search ({config.dw_mode}), candidates {list(cands)}, cost {config.cost_form}, "
             f"lambda={config.lam}, eta={config.eta}, tau {config.tau_start}->{config.tau_end}, alpha lr {config.a_lr}, "
             f"{config.epochs} epochs ({config.warmup_epochs} warm-up) x {steps} steps, batch {config.batch_size}, "
-            f"{alpha}; " + (f"projection moves={moves}" if config.project else "argmax, no projection"))
+            f"{alpha}; " + ("feedback block (two weight paths per step); " if config.feedback else "")
+            + (f"projection moves={moves}" if config.project else "argmax, no projection"))
 
 
 def run(config: SearchMetakernelConfig) -> dict:
@@ -279,7 +287,8 @@ def run(config: SearchMetakernelConfig) -> dict:
                                  tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
                                  a_lr=config.a_lr, a_weight_decay=config.a_weight_decay,
                                  warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
-                                 alpha_data=config.alpha_data, seed=config.seed, temperature=config.temperature)
+                                 alpha_data=config.alpha_data, seed=config.seed, temperature=config.temperature,
+                                 feedback=config.feedback)
     initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
     search = MetaKernelSearch(model, cost_space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                               strategy=strategy)
