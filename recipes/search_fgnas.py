@@ -68,8 +68,10 @@ flags.DEFINE_integer("finetune_val_limit", None, "Test examples scored after the
                      lower_bound=0)
 flags.DEFINE_float("w_lr", 0.05, "Weight learning rate (SGD, Nesterov momentum 0.9, weight decay 1e-4).",
                    lower_bound=0.0)
-flags.DEFINE_float("psi_lr", 10.0, "Gate learning rate. The per-gate gradient of λ·R/R₀ is small (it sums to ~2λ over "
-                                   "all gates), hence the large default for SGD.", lower_bound=0.0)
+flags.DEFINE_float("psi_lr", None, "Gate learning rate (default: 0.2 × the number of operations, SGD). Faster gates "
+                                   "reach the target sooner but prune the high-resolution layers before the "
+                                   "cross-entropy can respond (measured: workflows/search_fgnas.py PSI_LR_PER_OP).",
+                   lower_bound=0.0)
 flags.DEFINE_enum("psi_optimizer", "sgd", ["sgd", "adam"], "Gate optimizer: 'sgd' (momentum 0.9: each gate moves in "
                   "proportion to its gradient, so the resource falls gradually) or 'adam' (every gate moves ~lr per "
                   "step: gates pushed the same way flip together).")

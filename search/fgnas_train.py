@@ -9,13 +9,14 @@ setting λ_paper = 1e-7 on parameters is λ ≈ 0.4 for a 4M-parameter backbone)
 
 Weights: SGD with Nesterov momentum and weight decay (the paper's optimizer). Gates: their own optimizer, both
 updated from the same backward pass (Eq. 7 minimises over θ and ψ jointly). ``psi_optimizer="sgd"`` (default;
-momentum 0.9, lr 10) moves each gate in proportion to its gradient, so the channels whose cost outweighs their use
-turn off first and the resource falls step by step onto the target (tiny VGG, 6 operations: 1.0 → 0.30 of R₀ over
-~35 steps, landing at 0.299 for a 0.30 target). ``adam`` normalises every gate's step to ~lr whatever its
-gradient, so all gates pushed the same way flip together after about ``gate_init / lr`` steps: in the same setting
-(lr 0.05) nothing moved for 16 gate steps, then the resource fell to 0.24 R₀ within 6 steps, 21% under a 0.30
-target. The per-gate gradient of λ·R/R₀
-shrinks with the number of gates (it sums to about 2λ over all of them), so larger spaces want a larger ``psi_lr``.
+momentum 0.9) moves each gate in proportion to its gradient, so the channels whose cost outweighs their use turn off
+first and the resource falls step by step onto the target (tiny VGG, 6 operations, lr 10: 1.0 → 0.30 of R₀ over ~35
+steps, landing at 0.299 for a 0.30 target; on real data slower gates do better: the recipe's default is
+``workflows.search_fgnas.PSI_LR_PER_OP`` × the number of operations). ``adam`` normalises every gate's step to ~lr
+whatever its gradient, so all gates pushed the same way flip together after about ``gate_init / lr`` steps: in the
+same tiny setting (lr 0.05) nothing moved for 16 gate steps, then the resource fell to 0.24 R₀ within 6 steps, 21%
+under a 0.30 target. The per-gate gradient of λ·R/R₀ shrinks with the number of gates (it sums to about 2λ over all
+of them), so larger spaces want a larger ``psi_lr``.
 The loop checkpoints every epoch (model, both optimizers, step, phase state) and resumes.
 """
 from __future__ import annotations
