@@ -184,6 +184,7 @@ def test_feedback_step_is_the_loss_weighted_merge_of_two_paths():
         _search(model, feedback=True, alpha_data="same")
 
 
+@pytest.mark.slow
 def test_feedback_search_runs_and_records_the_path_weights():
     keras.utils.set_random_seed(0)
     model = sn.build_supernet(SPACE, seed=0)
