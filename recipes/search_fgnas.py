@@ -47,9 +47,14 @@ flags.DEFINE_list("kernels", ["3"], "Candidate kernel sizes of every operation (
 flags.DEFINE_list("acts", ["relu"], "Candidate activations of every operation (relu, relu6, swish, hswish, tanh, "
                                     "prelu); operations are every (kernel, activation) pair.")
 flags.DEFINE_integer("input_size", 32, "Input size.", lower_bound=8)
-flags.DEFINE_enum("resource", "macs", ["params", "macs"], "The regularized resource R and the unit of --target.")
+flags.DEFINE_enum("resource", "macs", ["params", "macs", "latency"], "The regularized resource R and the unit of "
+                  "--target: parameters, MACs, or predicted LiteRT milliseconds (--latency_model: the paper's "
+                  "per-condition affine functions of MACs measured on this host).")
+flags.DEFINE_string("latency_model", "", "With --resource=latency: the fitted latency model JSON "
+                                         "(python -m benchmarks.fgnas_latency writes benchmarks/results/"
+                                         "fgnas_latency_model.json).")
 flags.DEFINE_float("target", None, "Budget: the search stops once the hard architecture's --resource is at or below "
-                                   "it (e.g. 3e6 MACs).")
+                                   "it (e.g. 3e6 MACs, or 0.2 ms).")
 flags.DEFINE_float("lam", 1.0, "λ of CE + λ·R/R₀ (R₀: the all-on supernet's resource, so λ = 1 weighs the whole "
                                "network's cost like one nat of cross-entropy).", lower_bound=0.0)
 flags.DEFINE_integer("pretrain_epochs", 2, "Epochs with every gate on before the gates train.", lower_bound=0)
@@ -106,8 +111,8 @@ def main(argv):
     acc = "n/a" if s["supernet_val_acc"] is None else f"{s['supernet_val_acc']:.3f}"
     tuned = s.get("finetune", {}).get("val_top1")
     tuned = "" if tuned is None else f"; fine-tuned top-1 {tuned:.3f}"
-    print(f"{s['name']}: {s['resource']} {s['resource_value']:,} ({s['vs_target']:+.2%} vs target "
-          f"{s['target']:,.0f}, {'reached' if s['reached'] else 'NOT reached'}); {s['macs']:,} MACs, "
+    print(f"{s['name']}: {s['resource']} {s['resource_value']:,.6g} ({s['vs_target']:+.2%} vs target "
+          f"{s['target']:,.6g}, {'reached' if s['reached'] else 'NOT reached'}); {s['macs']:,} MACs, "
           f"{s['params']:,} params (backbone {s['backbone_macs']:,} MACs); {s['kept_share']:.0%} of channels kept, "
           f"{s['compositional_share']:.0%} compositional; supernet top-1 {acc}{tuned} -> {s['spec']}")
 

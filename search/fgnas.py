@@ -323,7 +323,7 @@ class FgnasSupernet:
         self.layers = space.layers()
         by_name = {layer.name: layer for layer in gated_layers(model)}
         self.gated = [by_name[layer.name] for layer in self.layers]
-        self._terms = {r: self._cost_terms(r) for r in ("params", "macs")}
+        self._terms = {r: space.cost_terms(r) for r in ("params", "macs")}
 
     # --- architecture ---------------------------------------------------------------------------------------------
     def arch(self) -> list[np.ndarray]:
@@ -375,61 +375,14 @@ class FgnasSupernet:
         return build_derived(self, arch, keras_module, spec)
 
     # --- the regularizer R(ψ) ------------------------------------------------------------------------------------
-    def _cost_terms(self, resource: str):
-        """Per searched layer ``(a, b)`` arrays over its operations such that the layer's variable cost is
-        ``Σ_i γ_out,i · (a_i + b_i · γ_in)`` (``b = 0`` unless the layer is chained), plus the head's coefficient on
-        the last layer's deployed width and the constant rest, so that the total is exact for hard gates."""
-        space, spec = self.space, self.space.backbone
-        sites = {s.name: s for s in walk(spec).blocks}
-        terms = []
-        for layer in self.layers:
-            s, b = sites[layer.name], layer.site.block
-            n_out = -(-s.in_size // b.stride)
-            a, bb = [], []
-            for k, act in space.ops:
-                extra = 1 if act == "prelu" else 0
-                if layer.kind == "conv":
-                    per_in = (n_out * n_out * k * k) if resource == "macs" else k * k
-                    own = 0 if resource == "macs" else 2 + extra
-                else:  # expansion row + its BN, depthwise + BN (+ PReLU), projection column
-                    per_in = s.in_size * s.in_size if resource == "macs" else 1
-                    own = (k * k * n_out * n_out + b.filters * n_out * n_out if resource == "macs"
-                           else 2 + k * k + 2 + extra + b.filters)
-                if layer.chained:
-                    a.append(own)
-                    bb.append(per_in)
-                else:
-                    a.append(own + per_in * s.in_ch)
-                    bb.append(0)
-            terms.append((np.array(a, np.float64), np.array(bb, np.float64)))
-        # The head reads the last searched layer's deployed width when that layer is the last block.
-        w = walk(spec)
-        head_coef = 0.0
-        if self.layers[-1].kind == "conv" and self.layers[-1].name == w.blocks[-1].name:
-            h = spec.head
-            if h.filters is not None:
-                head_coef = w.head.in_size ** 2 * h.filters if resource == "macs" else h.filters
-            else:
-                head_coef = float(h.classes)
-        full = space.full_arch()
-        variable = self._variable_numpy(terms, head_coef, full)
-        fixed = space.cost(full, resource) - variable
-        return terms, head_coef, fixed
-
-    def _variable_numpy(self, terms, head_coef, arch) -> float:
-        total, prev = 0.0, None
-        for layer, (a, b), g in zip(self.layers, terms, arch):
-            gamma = np.asarray(g, np.float64).sum(axis=1)
-            gin = prev if layer.chained else 0.0
-            total += float(np.sum(gamma * (a + b * gin)))
-            prev = float(gamma.sum()) if layer.kind == "conv" else None
-        return total + head_coef * (prev or 0.0)
-
-    def resource(self, resource: str = "macs", input_count: str = "deployed"):
-        """R(ψ) as a scalar tensor (params or MACs); its forward value is the exact cost of the current hard gates
-        (``input_count="deployed"``)."""
+    def resource(self, resource: str = "macs", input_count: str = "deployed", latency=None):
+        """R(ψ) as a scalar tensor: params or MACs (forward value: the exact cost of the current hard gates with
+        ``input_count="deployed"``), or ``"latency"``: the :class:`search.fgnas_latency.AffineLatency` prediction
+        ``fixed + Σ a_c·h(γ_out,i) + b_c·MACs_i`` (h of Eq. 10: binary forward, identity backward)."""
         if input_count not in INPUT_COUNTS:
             raise ValueError(f"input_count: one of {INPUT_COUNTS}, got {input_count!r}")
+        if resource == "latency":
+            return self._latency(latency, input_count)
         terms, head_coef, fixed = self._terms[resource]
         total, prev = ops.convert_to_tensor(float(fixed)), None
         for layer, (a, b), g in zip(self.layers, terms, self.gated):
@@ -454,3 +407,22 @@ class FgnasSupernet:
     def cost(self, arch=None, resource: str = "macs") -> int:
         """Exact params or MACs of the derived model of ``arch`` (default: the current gates)."""
         return self.space.cost(self.arch() if arch is None else arch, resource)
+
+    def _latency(self, latency, input_count: str):
+        if latency is None:
+            raise ValueError("resource='latency' needs a latency model (search.fgnas_latency.AffineLatency)")
+        coefs = latency.layer_coefs(self.space)
+        terms, _, _ = self._terms["macs"]
+        total, prev = ops.convert_to_tensor(float(latency.fixed_ms)), None
+        for layer, (a, b), g, cs in zip(self.layers, terms, self.gated, coefs):
+            gates = g.gates()
+            gamma = ops.sum(gates, axis=1)
+            per = ops.convert_to_tensor(a.astype("float32"))
+            if layer.chained:
+                per = per + ops.convert_to_tensor(b.astype("float32")) * prev
+            macs = gamma * per
+            ca = ops.convert_to_tensor(np.array([c[0] for c in cs], np.float32))
+            cb = ops.convert_to_tensor(np.array([c[1] for c in cs], np.float32))
+            total = total + ops.sum(ca * binarize(gamma) + cb * macs)
+            prev = self._width(gates, input_count) if layer.kind == "conv" else None
+        return total

@@ -42,7 +42,7 @@ from models.spec import (
 )
 from models.walk import Site, walk
 
-RESOURCES = ("params", "macs")  # latency (the paper's affine-in-MACs model): not yet
+RESOURCES = ("params", "macs", "latency")  # latency: search.fgnas_latency.AffineLatency
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,58 @@ class FgnasSpace:
         """Exact params or MACs of the derived model of ``arch``."""
         c = count(self.derive(arch))
         return c.params if resource == "params" else c.macs
+
+    def cost_terms(self, resource: str = "macs"):
+        """Per searched layer ``(a, b)`` arrays over its operations such that the layer's variable cost is
+        ``Σ_i γ_out,i · (a_i + b_i · γ_in)`` (``b = 0`` unless the layer is chained), plus the head's coefficient on
+        the last layer's deployed width and the constant rest, so that the total is exact for hard gates."""
+        space, spec = self, self.backbone
+        sites = {s.name: s for s in walk(spec).blocks}
+        terms = []
+        for layer in self.layers():
+            s, b = sites[layer.name], layer.site.block
+            n_out = -(-s.in_size // b.stride)
+            a, bb = [], []
+            for k, act in space.ops:
+                extra = 1 if act == "prelu" else 0
+                if layer.kind == "conv":
+                    per_in = (n_out * n_out * k * k) if resource == "macs" else k * k
+                    own = 0 if resource == "macs" else 2 + extra
+                else:  # expansion row + its BN, depthwise + BN (+ PReLU), projection column
+                    per_in = s.in_size * s.in_size if resource == "macs" else 1
+                    own = (k * k * n_out * n_out + b.filters * n_out * n_out if resource == "macs"
+                           else 2 + k * k + 2 + extra + b.filters)
+                if layer.chained:
+                    a.append(own)
+                    bb.append(per_in)
+                else:
+                    a.append(own + per_in * s.in_ch)
+                    bb.append(0)
+            terms.append((np.array(a, np.float64), np.array(bb, np.float64)))
+        # The head reads the last searched layer's deployed width when that layer is the last block.
+        w = walk(spec)
+        head_coef = 0.0
+        last = self.layers()[-1]
+        if last.kind == "conv" and last.name == w.blocks[-1].name:
+            h = spec.head
+            if h.filters is not None:
+                head_coef = w.head.in_size ** 2 * h.filters if resource == "macs" else h.filters
+            else:
+                head_coef = float(h.classes)
+        full = space.full_arch()
+        variable = self.variable_cost(terms, head_coef, full)
+        fixed = space.cost(full, resource) - variable
+        return terms, head_coef, fixed
+
+    def variable_cost(self, terms, head_coef, arch) -> float:
+        """The gate-dependent part of the resource of ``arch`` for :meth:`cost_terms`' coefficients."""
+        total, prev = 0.0, None
+        for layer, (a, b), g in zip(self.layers(), terms, arch):
+            gamma = np.asarray(g, np.float64).sum(axis=1)
+            gin = prev if layer.chained else 0.0
+            total += float(np.sum(gamma * (a + b * gin)))
+            prev = float(gamma.sum()) if layer.kind == "conv" else None
+        return total + head_coef * (prev or 0.0)
 
     def summary(self, arch) -> list[dict]:
         """Per searched layer: channels kept, pruned, compositional (≥ 2 operations), the deployed width, channels per

@@ -61,15 +61,16 @@ class FgnasSearch(ResumableLoop):
         space: its space.
         config: hyper-parameters.
         checkpoint_dir: where the state lives; an existing checkpoint there is resumed.
+        latency: the :class:`search.fgnas_latency.AffineLatency` model when ``config.resource == "latency"``.
     """
 
     def __init__(self, model: keras.Model, space: FgnasSpace, config: FgnasConfig,
-                 checkpoint_dir: str | None = None):
+                 checkpoint_dir: str | None = None, latency=None):
         if config.resource not in RESOURCES:
             raise ValueError(f"resource: one of {RESOURCES}, got {config.resource!r}")
         if config.psi_optimizer not in PSI_OPTIMIZERS:
             raise ValueError(f"psi_optimizer: one of {PSI_OPTIMIZERS}, got {config.psi_optimizer!r}")
-        self.model, self.space, self.config = model, space, config
+        self.model, self.space, self.config, self.latency = model, space, config, latency
         self.net = fgnas.FgnasSupernet(model, space)
         self.w_vars, self.psi_vars = fgnas.weight_variables(model), fgnas.gate_variables(model)
         self.w_opt = keras.optimizers.SGD(config.w_lr, momentum=config.w_momentum, nesterov=True,
@@ -96,8 +97,8 @@ class FgnasSearch(ResumableLoop):
         self._eval_step = tf.function(self._eval_fn, autograph=False)
 
     def resource(self):
-        """R(ψ) (its forward value: the current hard architecture's exact params or MACs)."""
-        return self.net.resource(self.config.resource, self.config.input_count)
+        """R(ψ) (its forward value: the current hard architecture's exact params or MACs, or its predicted ms)."""
+        return self.net.resource(self.config.resource, self.config.input_count, self.latency)
 
     def _ce(self, y, logits):
         y = tf.one_hot(tf.cast(y, tf.int32), self._classes) if y.shape.rank == 1 else y

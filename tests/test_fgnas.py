@@ -246,3 +246,47 @@ def test_recipe_end_to_end_and_rerun(tmp_path):
     assert "resuming" in again.stderr
     assert (out / "finetune" / "weights.npz").stat().st_mtime_ns == stamp  # the finished fine-tune is not redone
     assert json.loads((out / "summary.json").read_text())["macs"] == summary["macs"]
+
+
+def _synthetic_latency(space, seed=0):
+    from search.fgnas_latency import AffineLatency, condition_keys
+    rng = np.random.RandomState(seed)
+    keys = {k for layer in condition_keys(space) for k in layer}
+    return AffineLatency({k: (float(rng.uniform(0.001, 0.01)), float(rng.uniform(1e-8, 1e-7))) for k in keys}, 0.05)
+
+
+def test_latency_fit_recovers_an_affine_relation():
+    from search.fgnas_latency import AffineLatency, fit
+    macs = np.array([1e5, 2e5, 4e5, 8e5])
+    coefs = fit({"conv|x": [[m, 0.02 + 3e-8 * m] for m in macs], "one": [[1e5, 0.01]]})
+    assert coefs["conv|x"] == pytest.approx((0.02, 3e-8), rel=1e-6)
+    assert coefs["one"] == pytest.approx((0.0, 1e-7))
+    model = AffineLatency(coefs, 0.1, {"host": "x"})
+    assert AffineLatency.from_json(model.to_json()) == model
+
+
+@pytest.mark.parametrize("kind", ["vgg", "mbconv"])
+def test_latency_regularizer_is_the_model_prediction_and_reaches_the_gates(kind):
+    space = _spaces()[kind]
+    net = _net(space)
+    model = _synthetic_latency(space)
+    for arch in (space.full_arch(), _random_arch(space)):
+        net.set_arch(arch)
+        with tf.GradientTape() as tape:
+            r = net.resource("latency", latency=model)
+        assert float(r) == pytest.approx(model.predict(space, net.arch()), rel=1e-5)
+        grads = tape.gradient(r, fgnas.gate_variables(net.model))
+        assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="latency model"):
+        net.resource("latency")
+
+
+@pytest.mark.slow
+def test_latency_points_are_measured_for_every_condition():
+    from search.fgnas_latency import condition_keys, fit, measure_points
+    space = vgg_space(4, (1, 3), ("relu",), input_size=16)
+    points = measure_points(space, fractions=(0.5, 1.0), rounds=1, runs=3)
+    keys = {k for layer in condition_keys(space) for k in layer}
+    assert set(points) == keys
+    assert all(ms > 0 and macs > 0 for pts in points.values() for macs, ms in pts)
+    assert all(b >= 0 for _, b in fit(points).values())

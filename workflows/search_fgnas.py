@@ -24,10 +24,12 @@ from common.rundir import RunDir
 
 SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "kernels", "acts", "input_size", "resource", "target", "lam",
-               "pretrain_epochs", "search_epochs", "batch_size", "steps_per_epoch", "limit", "w_lr", "psi_lr",
-               "psi_optimizer", "input_count", "gate_init", "gating", "seed")
+               "pretrain_epochs", "search_epochs", "batch_size", "latency_model", "steps_per_epoch", "limit", "w_lr",
+               "psi_lr", "psi_optimizer", "input_count", "gate_init", "gating", "seed")
+# Identity keys added later: a settings file written before them is read with the value every search had then.
+ADDED_SETTINGS = {"latency_model": "", "gating": "full"}
 SPACES = ("vgg", "mbconv")
-RESOURCES = ("params", "macs")  # search.fgnas_space.RESOURCES
+RESOURCES = ("params", "macs", "latency")  # search.fgnas_space.RESOURCES
 PSI_OPTIMIZERS = ("sgd", "adam")  # search.fgnas_train.PSI_OPTIMIZERS
 INPUT_COUNTS = ("deployed", "paper")  # search.fgnas.INPUT_COUNTS
 GATINGS = ("full", "no_prune", "one_op")  # search.fgnas.GATINGS
@@ -53,6 +55,7 @@ class SearchFgnasConfig:
     acts: tuple[str, ...] = ("relu",)
     input_size: int = 32
     resource: str = "macs"
+    latency_model: str = ""  # --resource=latency: an AffineLatency JSON (python -m benchmarks.fgnas_latency)
     lam: float = 1.0
     pretrain_epochs: int = 2
     search_epochs: int = 10
@@ -79,6 +82,7 @@ class SearchFgnasConfig:
 class SearchFgnasPlan:
     run_dir: RunDir
     classes: int | None
+    latency: object = None  # search.fgnas_latency.AffineLatency with --resource=latency
 
 
 def settings(config: SearchFgnasConfig) -> dict:
@@ -110,21 +114,39 @@ def psi_lr(config: SearchFgnasConfig, space) -> float:
     return config.psi_lr if config.psi_lr is not None else PSI_LR_PER_OP * len(space.ops)
 
 
-def reachable(space, resource: str) -> tuple[int, int]:
+def reachable(space, resource: str, latency=None) -> tuple[float, float]:
     """The cheapest (one channel of the cheapest operation per layer) and dearest (every gate on) architectures'
-    resource."""
+    resource (predicted ms for ``latency``)."""
     import numpy as np
+    cost = (lambda a: latency.predict(space, a)) if resource == "latency" else (  # noqa: E731
+        lambda a: space.cost(a, resource))
     costs = []
     for i in range(len(space.ops)):
         arch = [np.zeros((len(space.ops), layer.channels), bool) for layer in space.layers()]
         for a in arch:
             a[i, 0] = True
-        costs.append(space.cost(arch, resource))
-    return min(costs), space.cost(space.full_arch(), resource)
+        costs.append(cost(arch))
+    return min(costs), cost(space.full_arch())
 
 
-def check_target(config: SearchFgnasConfig, space) -> None:
-    lo, hi = reachable(space, config.resource)
+def load_latency(config: SearchFgnasConfig, space):
+    """The ``--latency_model`` for ``space`` (TensorFlow-free): readable, the right format, every condition."""
+    from search.fgnas_latency import AffineLatency
+    if not config.latency_model:
+        raise ConfigError("--resource=latency needs --latency_model=PATH (python -m benchmarks.fgnas_latency writes "
+                          "one for this host)")
+    try:
+        model = AffineLatency.load(config.latency_model)
+        model.layer_coefs(space)
+    except OSError as e:
+        raise ConfigError(f"--latency_model={config.latency_model}: {e.strerror or e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--latency_model={config.latency_model}: {e}") from None
+    return model
+
+
+def check_target(config: SearchFgnasConfig, space, latency=None) -> None:
+    lo, hi = reachable(space, config.resource, latency)
     if not lo < config.target < hi:
         raise ConfigError(f"--target={config.target:.4g} is outside what the space can reach ({lo:.4g} … {hi:.4g} "
                           f"{config.resource})")
@@ -137,7 +159,7 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
     from inputs.classification import validate as validate_dataset
 
     if config.target is None or config.target <= 0:
-        raise ConfigError("--target: required, a positive number of parameters or MACs (see --resource)")
+        raise ConfigError("--target: required, a positive number of parameters, MACs or milliseconds (--resource)")
     check_one_of(space=(config.space, SPACES), resource=(config.resource, RESOURCES),
                  psi_optimizer=(config.psi_optimizer, PSI_OPTIMIZERS), input_count=(config.input_count, INPUT_COUNTS),
                  gating=(config.gating, GATINGS))
@@ -156,16 +178,19 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
         from models.spec import NAME_RE
         if not NAME_RE.fullmatch(config.name):
             raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
-    make_space(config, 10)  # kernels, acts and the backbone, before the data is scanned
-    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE)
+    space = make_space(config, 10)  # kernels, acts and the backbone, before the data is scanned
+    latency = load_latency(config, space) if config.resource == "latency" else None
+    if config.latency_model and config.resource != "latency":
+        raise ConfigError("--latency_model is for --resource=latency")
+    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     run_dir.check(what="a search")
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     if config.val_limit or (config.finetune_epochs and config.finetune_val_limit != 0):
         check_eval_split(config.dataset, "pass --val_limit=0 (and --finetune_val_limit=0) to search without it")
     classes = known_classes(config.dataset)
     if classes is not None:
-        check_target(config, make_space(config, classes))
-    return SearchFgnasPlan(run_dir, classes)
+        check_target(config, make_space(config, classes), latency)
+    return SearchFgnasPlan(run_dir, classes, latency)
 
 
 def run(config: SearchFgnasConfig) -> dict:
@@ -196,14 +221,15 @@ def run(config: SearchFgnasConfig) -> dict:
         val_ds, _ = load(config.dataset, "test", image_size=size, batch_size=config.batch_size, training=False,
                          data_dir=config.data_dir, limit=config.val_limit, on_bad_image=config.on_bad_image)
     space = make_space(config, info.num_classes)
-    check_target(config, space)
+    check_target(config, space, plan.latency)
     steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
     model = fgnas.build_supernet(space, gate_init=config.gate_init, gating=config.gating)
     search_config = FgnasConfig(target=config.target, resource=config.resource, lam=config.lam,
                                 pretrain_epochs=config.pretrain_epochs, search_epochs=config.search_epochs,
                                 w_lr=config.w_lr, psi_lr=psi_lr(config, space), psi_optimizer=config.psi_optimizer,
                                 input_count=config.input_count, seed=config.seed)
-    search = FgnasSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"))
+    search = FgnasSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
+                         latency=plan.latency)
     run_dir.start()
     resumed = search.restore()
     if resumed:
@@ -215,7 +241,8 @@ def run(config: SearchFgnasConfig) -> dict:
 
     net = search.net
     arch = net.arch()
-    name = config.name or f"fgnas_{config.space}_{config.resource}_{config.target / 1e6:g}m".replace(".", "p")
+    budget = f"{config.target:g}ms" if config.resource == "latency" else f"{config.target / 1e6:g}m"
+    name = config.name or f"fgnas_{config.space}_{config.resource}_{budget}".replace(".", "p")
     backbone = count(space.backbone)
     reached = search.reached
     last = history[-1] if history else {}
@@ -239,7 +266,9 @@ def run(config: SearchFgnasConfig) -> dict:
     weights = net.extract(arch, derived)
     atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
     rows = space.summary(arch)
-    resource_now = exact.params if config.resource == "params" else exact.macs
+    resource_now = {"params": exact.params, "macs": exact.macs}.get(config.resource)
+    if config.resource == "latency":
+        resource_now = plan.latency.predict(space, arch)
     plots.fgnas_layers(rows, run_dir.file("fgnas_layers.png"),
                        f"{name}: {exact.macs / 1e6:.2f}M MACs, {exact.params / 1e3:.1f}k params "
                        f"({config.resource} target {config.target:.4g}{'' if reached else ', NOT reached'}); "
@@ -257,7 +286,7 @@ def run(config: SearchFgnasConfig) -> dict:
                "steps_per_epoch": steps, "train_examples": info.num_examples, "resumed": resumed}
     if not reached:
         eprint(f"warning: after {config.search_epochs} search epochs the architecture's {config.resource} is "
-               f"{resource_now:,} > --target={config.target:,.0f}: raise --lam or --psi_lr, or --search_epochs")
+               f"{resource_now:,.6g} > --target={config.target:,.6g}: raise --lam or --psi_lr, or --search_epochs")
     if config.finetune_epochs:
         summary["finetune"] = _finetune(config, output, run_dir)
     write_json(run_dir.file("summary.json"), summary)
