@@ -2,7 +2,8 @@
 
 1. Every condition of the space (:func:`search.fgnas_latency.condition_keys`) is timed as single-branch LiteRT
    models at several widths and fitted as ``a + b · MACs`` (:func:`search.fgnas_latency.fit`).
-2. ``fixed_ms`` (stem, pooling, concatenation, head, invocation) is calibrated on ``--calibrate`` whole models.
+2. ``fixed_ms`` (stem, pooling, concatenation, head, invocation) and one scale on the operations' sum are fitted on
+   ``--calibrate`` whole models (least squares).
 3. ``--validate`` other random architectures (every gate on with probability drawn in [0.15, 0.9], per layer) are
    timed whole, side by side in one process, and compared with the prediction: MAPE, Spearman rank correlation and
    the bias. The issue's bar for a table that can steer a search: MAPE ≤ 5%, Spearman ≥ 0.95 on ≥ 30 models.
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=12)
     p.add_argument("--kernels", default="1,3,5")
     p.add_argument("--acts", default="relu,prelu,tanh")
-    p.add_argument("--calibrate", type=int, default=3)
+    p.add_argument("--calibrate", type=int, default=10)
     p.add_argument("--validate", type=int, default=30)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--runs", type=int, default=10)
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     if a.calibrate < 1 or a.validate < 2 or a.rounds < 1 or a.runs < 1:
         print("fgnas_latency: --calibrate >= 1, --validate >= 2, --rounds and --runs >= 1", file=sys.stderr)
         return 2
-    from search.fgnas_latency import AffineLatency, calibrate_fixed, fit, measure_models, measure_points
+    from search.fgnas_latency import AffineLatency, calibrate, fit, measure_models, measure_points
     from search.latency import spearman
     from search.tflite_timing import host, versions
     t0 = time.time()
@@ -70,8 +71,8 @@ def main(argv=None) -> int:
     coefs = fit(points)
     archs = random_archs(space, a.calibrate + a.validate, a.seed)
     measured = measure_models(space, archs, rounds=a.rounds, runs=a.runs, progress=True)
-    fixed = calibrate_fixed(space, coefs, archs[:a.calibrate], measured[:a.calibrate])
-    model = AffineLatency(coefs, fixed, {"host": host(), "versions": versions(), "threads": 1, "clock": "cpu",
+    fixed, scale = calibrate(space, coefs, archs[:a.calibrate], measured[:a.calibrate])
+    model = AffineLatency(coefs, fixed, scale, {"host": host(), "versions": versions(), "threads": 1, "clock": "cpu",
                                          "space": space.backbone.name, "ops": [f"{k}x{k}/{x}" for k, x in space.ops],
                                          "rounds": a.rounds, "runs": a.runs}, points)
     model.save(a.model_out)
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
     macs = [space.cost(x) for x in archs[a.calibrate:]]
     result = {
         "space": space.backbone.name, "ops": [f"{k}x{k}/{x}" for k, x in space.ops], "conditions": len(coefs),
-        "points": sum(len(v) for v in points.values()), "fixed_ms": fixed,
+        "points": sum(len(v) for v in points.values()), "fixed_ms": fixed, "scale": scale,
+        "calibration_models": a.calibrate,
         "validation": {"models": len(meas), "mape": float(np.mean(np.abs(err))), "bias": float(np.mean(err)),
                        "max_abs_error": float(np.max(np.abs(err))),
                        "spearman": spearman(pred, meas),

@@ -423,6 +423,6 @@ class FgnasSupernet:
             macs = gamma * per
             ca = ops.convert_to_tensor(np.array([c[0] for c in cs], np.float32))
             cb = ops.convert_to_tensor(np.array([c[1] for c in cs], np.float32))
-            total = total + ops.sum(ca * binarize(gamma) + cb * macs)
+            total = total + float(latency.scale) * ops.sum(ca * binarize(gamma) + cb * macs)
             prev = self._width(gates, input_count) if layer.kind == "conv" else None
         return total

@@ -28,10 +28,12 @@ FORMAT = "fgnas_latency"
 
 @dataclasses.dataclass(frozen=True)
 class AffineLatency:
-    """``coefs[key] = (a_ms, b_ms_per_mac)`` per condition; ``fixed_ms`` the rest of the model; ``meta`` how and
-    where it was measured; ``points`` the measurements behind each fit (for the record)."""
+    """``coefs[key] = (a_ms, b_ms_per_mac)`` per condition; ``fixed_ms`` the rest of the model; ``scale`` one factor
+    on the operations' sum (calibrated on whole models: operations timed alone do not overlap, cache or fuse as in a
+    whole model); ``meta`` how and where it was measured; ``points`` the measurements behind each fit."""
     coefs: dict
     fixed_ms: float
+    scale: float = 1.0
     meta: dict = dataclasses.field(default_factory=dict)
     points: dict = dataclasses.field(default_factory=dict)
 
@@ -47,8 +49,12 @@ class AffineLatency:
 
     def predict(self, space: FgnasSpace, arch) -> float:
         """Predicted milliseconds of ``arch``'s derived model."""
+        return self.fixed_ms + self.scale * self.ops_ms(space, arch)
+
+    def ops_ms(self, space: FgnasSpace, arch) -> float:
+        """The operations' summed per-condition latency of ``arch`` (before ``scale`` and ``fixed_ms``)."""
         terms, _, _ = space.cost_terms("macs")
-        total, prev = self.fixed_ms, 0.0
+        total, prev = 0.0, 0.0
         for layer, (a, b), coefs, g in zip(space.layers(), terms, self.layer_coefs(space), space.check_arch(arch)):
             gamma = np.asarray(g, np.float64).sum(axis=1)
             macs = gamma * (a + b * (prev if layer.chained else 0.0))
@@ -58,14 +64,14 @@ class AffineLatency:
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "coefs": {k: list(v) for k, v in self.coefs.items()}, "fixed_ms": self.fixed_ms,
-                "meta": self.meta, "points": self.points}
+                "scale": self.scale, "meta": self.meta, "points": self.points}
 
     @classmethod
     def from_json(cls, d: dict) -> "AffineLatency":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"not an FGNAS latency model (format {FORMAT!r})")
-        return cls({k: tuple(v) for k, v in d["coefs"].items()}, float(d["fixed_ms"]), d.get("meta", {}),
-                   d.get("points", {}))
+        return cls({k: tuple(v) for k, v in d["coefs"].items()}, float(d["fixed_ms"]), float(d.get("scale", 1.0)),
+                   d.get("meta", {}), d.get("points", {}))
 
     def save(self, path: str) -> None:
         from common.io import write_json
@@ -102,11 +108,12 @@ def measure_points(space: FgnasSpace, fractions=(0.25, 0.5, 0.75, 1.0), rounds: 
                    progress: bool = False) -> dict:
     """Times one single-branch model per condition and (input width, branch width) pair — widths at ``fractions``
     of the layer's (chained layers vary both) — in one process, interleaved. Returns ``{key: [[macs, ms], …]}``
-    (ms: median CPU time of the calling thread, one LiteRT thread)."""
+    (ms: median CPU time of the calling thread, one LiteRT thread, minus the invocation overhead of a trivial model
+    timed in the same session)."""
     import keras
 
-    from search.tflite_timing import block_model, time_chains, to_tflite
-    bufs, macs_of, seen = {}, {}, set()
+    from search.tflite_timing import block_model, overhead_tflite, time_chains, to_tflite
+    bufs, macs_of, seen = {"__overhead__": overhead_tflite()}, {}, set()
     for layer in space.layers():
         for k, act in space.ops:
             key = _key(layer, k, act)
@@ -126,9 +133,10 @@ def measure_points(space: FgnasSpace, fractions=(0.25, 0.5, 0.75, 1.0), rounds: 
                     from models.counting import block_cost
                     macs_of[name] = (key, block_cost(site).macs)
     timed = time_chains(bufs, {n: [n] for n in bufs}, threads=1, rounds=rounds, runs=runs, progress=progress)
+    overhead = float(np.median(timed["__overhead__"]["__overhead__"]["cpu"]))
     points: dict = {}
     for name, (key, macs) in macs_of.items():
-        points.setdefault(key, []).append([macs, float(np.median(timed[name][name]["cpu"]))])
+        points.setdefault(key, []).append([macs, float(np.median(timed[name][name]["cpu"])) - overhead])
     return points
 
 
@@ -146,10 +154,15 @@ def fit(points: dict) -> dict:
     return coefs
 
 
-def calibrate_fixed(space: FgnasSpace, coefs: dict, archs, measured_ms) -> float:
-    """``fixed_ms``: the median over calibration architectures of measured minus the operations' prediction."""
-    model = AffineLatency(coefs, 0.0)
-    return float(np.median([m - model.predict(space, a) for a, m in zip(archs, measured_ms)]))
+def calibrate(space: FgnasSpace, coefs: dict, archs, measured_ms) -> tuple[float, float]:
+    """``(fixed_ms, scale)``: least squares ``measured = fixed + scale · Σ operations`` over calibration
+    architectures (one architecture: scale 1 and the residual as ``fixed_ms``)."""
+    ops_ms = np.array([AffineLatency(coefs, 0.0).ops_ms(space, a) for a in archs])
+    m = np.asarray(measured_ms, np.float64)
+    if len(m) < 2 or np.ptp(ops_ms) == 0:
+        return float(np.median(m - ops_ms)), 1.0
+    (fixed, scale), *_ = np.linalg.lstsq(np.stack([np.ones(len(m)), ops_ms], axis=1), m, rcond=None)
+    return float(fixed), float(scale)
 
 
 def measure_models(space: FgnasSpace, archs, rounds: int = 3, runs: int = 10, progress: bool = False) -> list[float]:

@@ -252,7 +252,8 @@ def _synthetic_latency(space, seed=0):
     from search.fgnas_latency import AffineLatency, condition_keys
     rng = np.random.RandomState(seed)
     keys = {k for layer in condition_keys(space) for k in layer}
-    return AffineLatency({k: (float(rng.uniform(0.001, 0.01)), float(rng.uniform(1e-8, 1e-7))) for k in keys}, 0.05)
+    return AffineLatency({k: (float(rng.uniform(0.001, 0.01)), float(rng.uniform(1e-8, 1e-7))) for k in keys}, 0.05,
+                         0.9)
 
 
 def test_latency_fit_recovers_an_affine_relation():
@@ -261,7 +262,7 @@ def test_latency_fit_recovers_an_affine_relation():
     coefs = fit({"conv|x": [[m, 0.02 + 3e-8 * m] for m in macs], "one": [[1e5, 0.01]]})
     assert coefs["conv|x"] == pytest.approx((0.02, 3e-8), rel=1e-6)
     assert coefs["one"] == pytest.approx((0.0, 1e-7))
-    model = AffineLatency(coefs, 0.1, {"host": "x"})
+    model = AffineLatency(coefs, 0.1, 0.8, {"host": "x"})
     assert AffineLatency.from_json(model.to_json()) == model
 
 
