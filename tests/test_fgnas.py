@@ -291,3 +291,21 @@ def test_latency_points_are_measured_for_every_condition():
     assert set(points) == keys
     assert all(ms > 0 and macs > 0 for pts in points.values() for macs, ms in pts)
     assert all(b >= 0 for _, b in fit(points).values())
+
+
+@pytest.mark.slow
+def test_search_to_a_latency_target(tmp_path):
+    """The gate phase steers by the latency model's prediction and stops at the target (a synthetic model here;
+    benchmarks.fgnas_latency measures one)."""
+    from inputs.classification import load
+    ds, info = load("shapes", "train", image_size=16, batch_size=32, training=True, repeat=True, limit=128)
+    space = _shapes_space(info.num_classes)
+    model = _synthetic_latency(space)
+    full = model.predict(space, space.full_arch())
+    keras.utils.set_random_seed(0)
+    config = FgnasConfig(target=0.6 * full, resource="latency", pretrain_epochs=1, search_epochs=6, lam=2.0,
+                         psi_lr=100.0)
+    search = FgnasSearch(fgnas.build_supernet(space), space, config, latency=model)
+    history = search.run(ds, 3)
+    assert search.reached and history[-1]["resource"] <= 0.6 * full
+    assert history[-1]["resource"] == pytest.approx(model.predict(space, search.net.arch()), rel=1e-5)
