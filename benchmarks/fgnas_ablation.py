@@ -64,6 +64,12 @@ def _width_for(target: float, width: int) -> int:
     return min(range(1, 4 * width + 1), key=lambda w: abs(count(vgg_space(w).backbone).macs - target))
 
 
+def gate_lr(a, kernels: str, acts: str) -> float:
+    """``--psi_lr``, × the number of operations with ``--normalize=supernet`` (see PSI_LR)."""
+    m = len(kernels.split(",")) * len(acts.split(",")) if a.normalize == "supernet" else 1
+    return a.psi_lr * m
+
+
 def plot(rows: dict, path: str, title: str) -> None:
     from reports.plots import pyplot, save_figure
     plt = pyplot()
@@ -104,8 +110,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--lam", type=float, default=1.0)
-    p.add_argument("--psi_lr", type=float, default=0.2,
-                   help="gate learning rate per operation: a variant with M operations uses M × this (see PSI_LR)")
+    p.add_argument("--psi_lr", type=float, default=None,
+                   help="gate learning rate (default: the recipe's; with --normalize=supernet a variant with M "
+                        "operations uses M × this, see PSI_LR)")
+    p.add_argument("--normalize", default="target", choices=["target", "supernet"],
+                   help="R₀ of the recipe's λ·R/R₀ (the earlier runs: supernet)")
     p.add_argument("--latency_rounds", type=int, default=5, help="interleaved LiteRT timing rounds (0: skip)")
     a = p.parse_args(argv)
     try:
@@ -180,8 +189,9 @@ def main(argv=None) -> int:
                             "variants": {v: dict(zip(("kernels", "acts", "gating"), VARIANTS[v])) for v in variants},
                             "fractions": fractions, "seeds": seeds,
                             "fgnas_schedule": f"{a.pretrain_epochs} pre-train + <= {a.search_epochs} search + "
-                                              f"{a.finetune_epochs} fine-tune epochs, lambda {a.lam}, psi lr "
-                                              f"{a.psi_lr} x operations (SGD)",
+                                              f"{a.finetune_epochs} fine-tune epochs, lambda {a.lam} (R/R0, R0: "
+                                              f"{a.normalize}), psi lr "
+                                              f"{'recipe default' if a.psi_lr is None else a.psi_lr} (SGD)",
                             "baseline_epochs": epochs, "batch_size": a.batch_size,
                             "optimizer": f"SGD Nesterov 0.9, lr {a.lr}, 1 warm-up epoch, cosine, wd 1e-4"},
                   "models": rows, "stage_seconds": dict(seconds), "stages_run_now": seconds.ran,
@@ -203,8 +213,8 @@ def main(argv=None) -> int:
                         f"--acts={acts}", f"--gating={gating}", f"--target={m['target']}",
                         f"--pretrain_epochs={a.pretrain_epochs}",
                         f"--search_epochs={a.search_epochs}", f"--finetune_epochs={a.finetune_epochs}",
-                        f"--w_lr={a.lr}", f"--lam={a.lam}",
-                        f"--psi_lr={a.psi_lr * len(kernels.split(',')) * len(acts.split(',')):g}", "--val_limit=0",
+                        f"--w_lr={a.lr}", f"--lam={a.lam}", f"--normalize={a.normalize}", "--val_limit=0",
+                        *([] if a.psi_lr is None else [f"--psi_lr={gate_lr(a, kernels, acts):g}"]),
                         f"--seed={seed}", f"--name={name.lower().replace('.', 'p')}", f"--out_dir={out_dir}", *common]
             else:
                 card = os.path.join(out_dir, "model_card.json")

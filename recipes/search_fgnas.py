@@ -55,8 +55,11 @@ flags.DEFINE_string("latency_model", "", "With --resource=latency: the fitted la
                                          "fgnas_latency_model.json).")
 flags.DEFINE_float("target", None, "Budget: the search stops once the hard architecture's --resource is at or below "
                                    "it (e.g. 3e6 MACs, or 0.2 ms).")
-flags.DEFINE_float("lam", 1.0, "λ of CE + λ·R/R₀ (R₀: the all-on supernet's resource, so λ = 1 weighs the whole "
-                               "network's cost like one nat of cross-entropy).", lower_bound=0.0)
+flags.DEFINE_float("lam", 1.0, "λ of CE + λ·R/R₀ (--normalize: R₀ = the target, so a network at the target costs λ "
+                               "nats; or the all-on supernet's resource).", lower_bound=0.0)
+flags.DEFINE_enum("normalize", "target", ["target", "supernet"], "R₀ of λ·R/R₀: 'target' (the push per MAC is λ/T in "
+                  "every space, like the paper's raw λ·R) or 'supernet' (the all-on supernet: with several "
+                  "operations its deployed cost is 10-80× the backbone's, which weakens the push as much).")
 flags.DEFINE_integer("pretrain_epochs", 2, "Epochs with every gate on before the gates train.", lower_bound=0)
 flags.DEFINE_integer("search_epochs", 10, "At most this many gate epochs (the search stops at the target).",
                      lower_bound=1)
@@ -73,7 +76,8 @@ flags.DEFINE_integer("finetune_val_limit", None, "Test examples scored after the
                      lower_bound=0)
 flags.DEFINE_float("w_lr", 0.05, "Weight learning rate (SGD, Nesterov momentum 0.9, weight decay 1e-4).",
                    lower_bound=0.0)
-flags.DEFINE_float("psi_lr", None, "Gate learning rate (default: 0.2 × the number of operations, SGD). Faster gates "
+flags.DEFINE_float("psi_lr", None, "Gate learning rate (default: 0.1 with --normalize=target, 0.2 × the number of "
+                                   "operations with --normalize=supernet; SGD). Faster gates "
                                    "reach the target sooner but prune the high-resolution layers before the "
                                    "cross-entropy can respond (measured: workflows/search_fgnas.py PSI_LR_PER_OP).",
                    lower_bound=0.0)

@@ -25,19 +25,24 @@ from common.rundir import RunDir
 SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "kernels", "acts", "input_size", "resource", "target", "lam",
                "pretrain_epochs", "search_epochs", "batch_size", "latency_model", "steps_per_epoch", "limit", "w_lr",
-               "psi_lr", "psi_optimizer", "input_count", "gate_init", "gating", "seed")
+               "psi_lr", "psi_optimizer", "input_count", "gate_init", "gating", "normalize", "seed")
 # Identity keys added later: a settings file written before them is read with the value every search had then.
-ADDED_SETTINGS = {"latency_model": "", "gating": "full"}
+ADDED_SETTINGS = {"latency_model": "", "gating": "full", "normalize": "supernet"}
+NORMALIZE = ("target", "supernet")  # search.fgnas_train.NORMALIZE
 SPACES = ("vgg", "mbconv")
 RESOURCES = ("params", "macs", "latency")  # search.fgnas_space.RESOURCES
 PSI_OPTIMIZERS = ("sgd", "adam")  # search.fgnas_train.PSI_OPTIMIZERS
 INPUT_COUNTS = ("deployed", "paper")  # search.fgnas.INPUT_COUNTS
 GATINGS = ("full", "no_prune", "one_op")  # search.fgnas.GATINGS
-# Default gate learning rate per operation (SGD). Measured on 10k CIFAR-10 images, VGG w12, FGNAS(P) to half the MACs,
-# one seed (`python -m benchmarks.fgnas_ablation --variants=P --fractions=0.5 --psi_lr=…`): lr 10 reached the target
-# 24 gate steps in and fine-tuned to 61.7% (run not kept); lr 1, 120 steps, 64.0% (results/fgnas_ablation_lr1.json);
-# lr 0.2, 540 steps, 65.8% (results/fgnas_ablation.json); the uniform-width net at those MACs: 68.9%. The per-gate
-# gradient of λ·R/R₀ shrinks as 1/(operations × channels), so M operations get M × this.
+# Default gate learning rate with --normalize=target (SGD): the push per MAC is λ/T whatever the space; for FGNAS(P)
+# at half the backbone's MACs it is the same push as the supernet default below.
+PSI_LR_TARGET = 0.1
+# Default gate learning rate per operation with --normalize=supernet (SGD). Measured on 10k CIFAR-10 images, VGG w12,
+# FGNAS(P) to half the MACs, one seed (`python -m benchmarks.fgnas_ablation --normalize=supernet --variants=P
+# --fractions=0.5 --psi_lr=…`): lr 10 reached the target 24 gate steps in and fine-tuned to 61.7% (run not kept);
+# lr 1, 120 steps, 64.0% (results/fgnas_ablation_lr1.json); lr 0.2, 540 steps, 65.8%
+# (results/fgnas_ablation_supernet.json); the uniform-width net at those MACs: 68.9%. The per-gate gradient of λ·R/R₀
+# shrinks as 1/(operations × channels), so M operations get M × this.
 PSI_LR_PER_OP = 0.2
 
 
@@ -71,6 +76,7 @@ class SearchFgnasConfig:
     input_count: str = "deployed"
     gate_init: float = 2.0
     gating: str = "full"
+    normalize: str = "target"
     seed: int = 0
     name: str | None = None
     output: str | None = None
@@ -110,8 +116,11 @@ def make_space(config: SearchFgnasConfig, classes: int):
 
 
 def psi_lr(config: SearchFgnasConfig, space) -> float:
-    """The gate learning rate: ``--psi_lr``, or `PSI_LR_PER_OP` × the number of operations."""
-    return config.psi_lr if config.psi_lr is not None else PSI_LR_PER_OP * len(space.ops)
+    """The gate learning rate: ``--psi_lr``, or `PSI_LR_TARGET` (``--normalize=target``), or `PSI_LR_PER_OP` × the
+    number of operations (``--normalize=supernet``)."""
+    if config.psi_lr is not None:
+        return config.psi_lr
+    return PSI_LR_TARGET if config.normalize == "target" else PSI_LR_PER_OP * len(space.ops)
 
 
 def reachable(space, resource: str, latency=None) -> tuple[float, float]:
@@ -162,7 +171,7 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
         raise ConfigError("--target: required, a positive number of parameters, MACs or milliseconds (--resource)")
     check_one_of(space=(config.space, SPACES), resource=(config.resource, RESOURCES),
                  psi_optimizer=(config.psi_optimizer, PSI_OPTIMIZERS), input_count=(config.input_count, INPUT_COUNTS),
-                 gating=(config.gating, GATINGS))
+                 gating=(config.gating, GATINGS), normalize=(config.normalize, NORMALIZE))
     check_at_least(width=(config.width, 1), input_size=(config.input_size, 8),
                    pretrain_epochs=(config.pretrain_epochs, 0), search_epochs=(config.search_epochs, 1),
                    finetune_epochs=(config.finetune_epochs, 0), batch_size=(config.batch_size, 1),
@@ -227,7 +236,7 @@ def run(config: SearchFgnasConfig) -> dict:
     search_config = FgnasConfig(target=config.target, resource=config.resource, lam=config.lam,
                                 pretrain_epochs=config.pretrain_epochs, search_epochs=config.search_epochs,
                                 w_lr=config.w_lr, psi_lr=psi_lr(config, space), psi_optimizer=config.psi_optimizer,
-                                input_count=config.input_count, seed=config.seed)
+                                input_count=config.input_count, normalize=config.normalize, seed=config.seed)
     search = FgnasSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                          latency=plan.latency)
     run_dir.start()
@@ -255,7 +264,8 @@ def run(config: SearchFgnasConfig) -> dict:
         method="fgnas", source=f"FGNAS on {space.backbone.name}, ops {[f'{k}x{k}/{a}' for k, a in space.ops]}",
         target=config.target, target_macs=int(round(config.target)) if config.resource == "macs" else None,
         seed=config.seed, data=config.dataset, metrics=tuple(sorted(metrics.items())),
-        notes=(f"FGNAS: {config.resource} regularizer lambda={config.lam} (R/R0), {config.pretrain_epochs} pre-train "
+        notes=(f"FGNAS: {config.resource} regularizer lambda={config.lam} (R/R0, R0: {config.normalize}), "
+               f"{config.pretrain_epochs} pre-train "
                f"+ <= {config.search_epochs} gate epochs x {steps} steps, batch {config.batch_size}, psi "
                f"{config.psi_optimizer} lr {psi_lr(config, space):g}, input count {config.input_count}, "
                f"gating {config.gating}; "
