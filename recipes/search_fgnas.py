@@ -115,8 +115,9 @@ def main(argv):
     acc = "n/a" if s["supernet_val_acc"] is None else f"{s['supernet_val_acc']:.3f}"
     tuned = s.get("finetune", {}).get("val_top1")
     tuned = "" if tuned is None else f"; fine-tuned top-1 {tuned:.3f}"
-    print(f"{s['name']}: {s['resource']} {s['resource_value']:,.6g} ({s['vs_target']:+.2%} vs target "
-          f"{s['target']:,.6g}, {'reached' if s['reached'] else 'NOT reached'}); {s['macs']:,} MACs, "
+    fmt = (lambda v: f"{v:.4g} ms") if s["resource"] == "latency" else (lambda v: f"{v:,.0f}")  # noqa: E731
+    print(f"{s['name']}: {s['resource']} {fmt(s['resource_value'])} ({s['vs_target']:+.2%} vs target "
+          f"{fmt(s['target'])}, {'reached' if s['reached'] else 'NOT reached'}); {s['macs']:,} MACs, "
           f"{s['params']:,} params (backbone {s['backbone_macs']:,} MACs); {s['kept_share']:.0%} of channels kept, "
           f"{s['compositional_share']:.0%} compositional; supernet top-1 {acc}{tuned} -> {s['spec']}")
 

@@ -296,7 +296,7 @@ def run(config: SearchFgnasConfig) -> dict:
                "steps_per_epoch": steps, "train_examples": info.num_examples, "resumed": resumed}
     if not reached:
         eprint(f"warning: after {config.search_epochs} search epochs the architecture's {config.resource} is "
-               f"{resource_now:,.6g} > --target={config.target:,.6g}: raise --lam or --psi_lr, or --search_epochs")
+               f"{resource_now:,.4f} > --target={config.target:,.4f}: raise --lam or --psi_lr, or --search_epochs")
     if config.finetune_epochs:
         summary["finetune"] = _finetune(config, output, run_dir)
     write_json(run_dir.file("summary.json"), summary)
