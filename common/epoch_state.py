@@ -55,3 +55,18 @@ class ResumableLoop:
 
     def save(self) -> None:
         self._state.save(self.history)
+
+    def finish_epoch(self, record: dict, step: int, writer=None, on_epoch=None, keys=None, prefix: str = "") -> None:
+        """The end of every epoch of a loop: ``record`` joins the history, its numbers go to the TensorBoard
+        ``writer`` at ``step`` (``keys``: only those; default every int or float that is neither a bool nor NaN; named
+        ``prefix + key``), the checkpoint is saved, then ``on_epoch(self, record)`` runs."""
+        self.history.append(record)
+        if writer is not None:
+            names = keys if keys is not None else [
+                k for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+            with writer.as_default(step=step):
+                for k in names:
+                    tf.summary.scalar(f"{prefix}{k}", record[k])
+        self.save()
+        if on_epoch:
+            on_epoch(self, record)

@@ -359,15 +359,7 @@ class MetaKernelSearch(ResumableLoop):
                     bar.set_postfix(ce=f"{float(ce):.3f}", mmacs=f"{float(expected) / 1e6:.2f}")
             self.epoch.assign_add(1)
             record = self._record(epoch, sums, time.time() - t0, val_ds, recal)
-            self.history.append(record)
-            if writer is not None:
-                with writer.as_default(step=epoch + 1):
-                    for k, v in record.items():
-                        if isinstance(v, (int, float)) and v == v:
-                            tf.summary.scalar(k, v)
-            self.save()
-            if on_epoch:
-                on_epoch(self, record)
+            self.finish_epoch(record, epoch + 1, writer, on_epoch)
         if bar is not None:
             bar.close()
         return self.history

@@ -30,7 +30,7 @@ from keras import ops
 
 from models.builder import Ops, build_block, build_head, build_preprocess, build_stem
 from models.spec import ModelSpec, Provenance
-from models.walk import walk
+from models.walk import out_size, walk
 from search import PACKAGE
 from search.fgnas_space import FgnasSpace
 from search.protocol import build_derived
@@ -55,6 +55,10 @@ def gate(psi):
 def binarize(x):
     """h of Eq. 10: 1 where ``x`` is non-zero in the forward pass, the identity in the backward pass."""
     return ops.cast(ops.not_equal(x, 0), x.dtype) + (x - ops.stop_gradient(x))
+
+
+def _out(n, stride):
+    return None if n is None else out_size(n, stride)
 
 
 def _act(x, act, prelu=None):
@@ -178,8 +182,7 @@ class GatedConv(_Gated):
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         s = self.strides * (2 if self.pool else 1)
-        out = lambda n: None if n is None else -(-n // s)  # noqa: E731
-        return (b, out(h), out(w), self.channels)
+        return (b, _out(h, s), _out(w, s), self.channels)
 
     def get_config(self):
         config = super().get_config()
@@ -244,8 +247,7 @@ class GatedMBConv(_Gated):
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
-        out = lambda n: None if n is None else -(-n // self.strides)  # noqa: E731
-        return (b, out(h), out(w), self.filters)
+        return (b, _out(h, self.strides), _out(w, self.strides), self.filters)
 
     def get_config(self):
         config = super().get_config()

@@ -259,14 +259,8 @@ class SposTrainer(ResumableLoop):
             record = {"epoch": epoch + 1, "step": int(self.step.numpy()), "lr": float(self.lr.numpy()),
                       "train_ce": sums[0] / sums[2], "train_acc": sums[1] / sums[2], "seconds": time.time() - t0,
                       "choice_frequency": (sampled / sampled.sum()).round(4).tolist()}
-            self.history.append(record)
-            if writer is not None:
-                with writer.as_default(step=epoch + 1):
-                    for k in ("train_ce", "train_acc", "lr"):
-                        tf.summary.scalar(f"supernet/{k}", record[k])
-            self.save()
-            if on_epoch:
-                on_epoch(self, record)
+            self.finish_epoch(record, epoch + 1, writer, on_epoch, keys=("train_ce", "train_acc", "lr"),
+                              prefix="supernet/")
         if bar is not None:
             bar.close()
         return self.history

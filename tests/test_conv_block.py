@@ -155,25 +155,6 @@ def test_float_tflite_matches_keras(tmp_path):
     assert np.abs(got - want).max() <= 1e-4
 
 
-@pytest.mark.slow
-def test_qat_quantizes_conv_blocks_prelu_and_tanh(tmp_path):
-    """QAT (tf_keras twin + tfmot) takes conv blocks, PReLU and tanh branches: everything but the input
-    normalisation is int8 in the exported file."""
-    import json
-
-    from conftest import run_module, write_spec
-    d = copy.deepcopy(VGG)
-    d["input"]["size"], d["head"]["classes"] = 32, 10
-    spec = write_spec(tmp_path, d)
-    r = run_module("recipes.qat", f"--model={spec}", "--weights=", "--dataset=shapes", "--limit=64", "--val_limit=32",
-                   "--epochs=1", "--batch_size=32", f"--out_dir={tmp_path / 'out'}", "--noprogress")
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads((tmp_path / "out" / "qat_report.json").read_text())
-    assert report["twin_max_abs_diff"] <= 1e-5
-    assert {"PRELU", "TANH", "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"} <= set(report["ops"])
-    assert all("preprocess" in op for op in report["float_ops"]), report["float_ops"]
-
-
 def test_depthwise_stem():
     """E-DNAS's 11×11 depthwise stem: multiplier filters / channels; counts, key and round trip; a width that the
     input channels do not divide is refused."""

@@ -202,12 +202,16 @@ def _tiny_search(tmp_path, seed=0):
     return search, search.run(ds, 3), full
 
 
-def test_search_stops_at_the_target(tmp_path):
+def test_search_stops_at_the_target_and_resumes_with_frozen_gates(tmp_path):
     search, history, full = _tiny_search(tmp_path)
     assert history[0]["phase"] == "pretrain" and history[0]["macs"] == full
     assert search.reached and history[-1]["reached"]
     assert history[-1]["macs"] <= search.config.target == 0.5 * full
     assert history[-1]["macs"] == search.net.cost() == count(search.net.derive()).macs
+    arch, steps = search.net.arch(), int(search.step.numpy())
+    again, _, _ = _tiny_search(tmp_path, seed=1)  # other initial weights: all restored from the checkpoint
+    assert int(again.step.numpy()) == steps
+    assert all((a == b).all() for a, b in zip(again.net.arch(), arch))
 
 
 def _synthetic_latency(space, seed=0):

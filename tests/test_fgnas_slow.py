@@ -1,23 +1,15 @@
 """FGNAS (issue 17), the slow tier: end-to-end recipe runs, resume, measured latency points, a latency-steered
 search. In their own file so pytest-xdist (--dist loadfile) can run them beside the fast FGNAS tests."""
 import keras
+import numpy as np
 import pytest
-from test_fgnas import _shapes_space, _synthetic_latency, _tiny_search
+from test_fgnas import _shapes_space, _synthetic_latency
 
 from models import spec as S
 from models.counting import count
 from search import fgnas
 from search.fgnas_space import vgg_space
 from search.fgnas_train import FgnasConfig, FgnasSearch
-
-
-@pytest.mark.slow
-def test_a_finished_search_resumes_with_frozen_gates(tmp_path):
-    search, _, _ = _tiny_search(tmp_path)
-    arch, steps = search.net.arch(), int(search.step.numpy())
-    again, _, _ = _tiny_search(tmp_path, seed=1)  # other initial weights: all restored from the checkpoint
-    assert int(again.step.numpy()) == steps
-    assert all((a == b).all() for a, b in zip(again.net.arch(), arch))
 
 
 @pytest.mark.slow
@@ -52,11 +44,14 @@ def test_recipe_end_to_end_and_rerun(tmp_path):
 @pytest.mark.slow
 def test_latency_points_are_measured_for_every_condition():
     from search.fgnas_latency import condition_keys, fit, measure_points
-    space = vgg_space(4, (1, 3), ("relu",), input_size=16)
-    points = measure_points(space, fractions=(0.5, 1.0), rounds=1, runs=3)
+    space = vgg_space(4, (1, 3), ("relu",), input_size=32)
+    points = measure_points(space, fractions=(1.0,), rounds=2, runs=5)
     keys = {k for layer in condition_keys(space) for k in layer}
     assert set(points) == keys
-    assert all(ms > 0 and macs > 0 for pts in points.values() for macs, ms in pts)
+    flat = [(macs, ms) for pts in points.values() for macs, ms in pts]
+    assert all(macs > 0 and np.isfinite(ms) for macs, ms in flat)  # ms net of the invocation overhead: ≈ 0 if tiny
+    # at 32×32 a 3×3 branch (9× the MACs) costs more than a 1×1 one
+    assert points["conv|n32|k3|s1|arelu|i4"][0][1] > points["conv|n32|k1|s1|arelu|i4"][0][1]
     assert all(b >= 0 for _, b in fit(points).values())
 
 

@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 from conftest import error_line, python_json, randomized_weights, run_module, write_spec
 
-# QAT-friendly: relu6 everywhere, mixed kernels in the branch form (CONCATENATION), one residual (ADD).
+# QAT-friendly: relu6, mixed kernels in the branch form (CONCATENATION), one residual (ADD), and a plain conv block
+# with PReLU and tanh branches and an average pool (FGNAS's derived layers).
 SPEC = {"schema_version": 1, "name": "tiny_qat", "family": "mbconv",
         "input": {"size": 32, "mean": [127.5] * 3, "std": [127.5] * 3},
         "stem": {"filters": 8, "kernel": 3, "stride": 2, "act": "relu6"},
         "stages": [[{"block": "ir", "kernels": [3, 5], "split": [8, 8], "expand_channels": 16, "filters": 8,
                      "stride": 1, "act": "relu6"},
                     {"block": "ir", "kernels": [3, 5], "split": [16, 8], "expand_channels": 24, "filters": 16,
-                     "stride": 2, "act": "relu6"}]],
+                     "stride": 2, "act": "relu6"}],
+                   [{"block": "conv", "kernels": [1, 3], "split": [8, 8], "acts": ["prelu", "tanh"], "filters": 16,
+                     "stride": 1, "act": "relu", "pool": "avg"}]],
         "head": {"filters": 32, "act": "relu6", "dropout": 0.1, "classes": 10}}
 
 
@@ -51,10 +54,12 @@ def test_qat_end_to_end(tiny, tmp_path):
     assert report["twin_max_abs_diff"] <= 1e-5
     tflite = out / "model_int8_qat.tflite"
     assert tflite.exists() and tflite.stat().st_size == report["file_bytes"]
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION", "ADD"} <= set(report["ops"])
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "CONCATENATION", "ADD", "PRELU", "TANH", "AVERAGE_POOL_2D"} <= set(
+        report["ops"])
     assert report["input_dtype"] == "float32" and report["output_dtype"] == "float32"
-    # Everything but the preprocessing Rescaling is int8; it is the only layer that needed an explicit config.
-    assert report["quantize_configs"] == {"output_only": ["preprocess"], "noop": []}
+    # Everything but the preprocessing Rescaling is int8; it and the PReLU (no-op config: LiteRT quantizes PRELU
+    # itself) are the only layers that needed an explicit config.
+    assert report["quantize_configs"] == {"output_only": ["preprocess"], "noop": ["s1_b0_g0_act"]}
     assert report["float_ops"] and all("preprocess" in op for op in report["float_ops"]), report["float_ops"]
     for key in ("float_top1", "qat_top1_before_finetune", "qat_top1", "int8_top1"):
         assert 0.0 <= report[key] <= 1.0
