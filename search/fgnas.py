@@ -34,6 +34,7 @@ from models.walk import out_size, walk
 from search import PACKAGE
 from search.fgnas_space import FgnasSpace
 from search.protocol import build_derived
+from search.supernet import activation
 
 BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 INPUT_COUNTS = ("deployed", "paper")
@@ -59,22 +60,6 @@ def binarize(x):
 
 def _out(n, stride):
     return None if n is None else out_size(n, stride)
-
-
-def _act(x, act, prelu=None):
-    if act == "relu":
-        return ops.relu(x)
-    if act == "relu6":
-        return ops.relu6(x)
-    if act == "swish":
-        return x * ops.sigmoid(x)
-    if act == "hswish":
-        return x * ops.clip(x / 6.0 + 0.5, 0.0, 1.0)
-    if act == "tanh":
-        return ops.tanh(x)
-    if act == "prelu":
-        return prelu(x)
-    raise ValueError(f"act: unknown activation {act!r}")
 
 
 class _Gated(keras.layers.Layer):
@@ -129,7 +114,7 @@ class _Gated(keras.layers.Layer):
         y, i = 0.0, 0
         for k, z in zip(self.kernels, branches_by_kernel):
             for a in self.acts:
-                y = y + g[i] * _act(z, a, self.prelus.get(k))
+                y = y + g[i] * activation(z, a, self.prelus.get(k))
                 i += 1
         return y / float(len(self.ops))
 
@@ -240,7 +225,7 @@ class GatedMBConv(_Gated):
         self._build_gates()
 
     def call(self, x, training=None):
-        y = _act(self.expand_bn(self.expand_conv(x), training=training), self.act)
+        y = activation(self.expand_bn(self.expand_conv(x), training=training), self.act)
         z = [bn(dw(y), training=training) for dw, bn in zip(self.dws, self.bns)]
         y = self.project_bn(self.project_conv(self._mix(z, self.gates())), training=training)
         return y + x if self.residual else y

@@ -30,7 +30,6 @@ import numpy as np
 from models.counting import count
 from models.spec import (
     BRANCH_ACTIVATIONS,
-    MAX_KERNEL,
     BNSpec,
     ConvSpec,
     HeadSpec,
@@ -41,6 +40,7 @@ from models.spec import (
     StemSpec,
 )
 from models.walk import Site, walk
+from search.metakernel_space import check_candidates
 
 RESOURCES = ("params", "macs", "latency")  # latency: search.fgnas_latency.AffineLatency
 
@@ -65,13 +65,14 @@ class Layer:
 def check_ops(kernels, acts) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """Validates candidate kernel sizes and activations; returns them (kernels sorted, activations in the given
     order)."""
-    ks = [int(k) for k in kernels]
-    if not ks or any(k < 1 or k % 2 == 0 or k > MAX_KERNEL for k in ks) or len(set(ks)) != len(ks):
-        raise ValueError(f"kernels: need distinct odd kernel sizes from 1 to {MAX_KERNEL}, got {list(kernels)}")
+    try:
+        ks = check_candidates(kernels)
+    except ValueError as e:
+        raise ValueError(f"kernels: {str(e).split(': ', 1)[1]}") from None
     acts = tuple(acts)
     if not acts or len(set(acts)) != len(acts) or any(a not in BRANCH_ACTIVATIONS for a in acts):
         raise ValueError(f"acts: need distinct activations from {', '.join(BRANCH_ACTIVATIONS)}, got {list(acts)}")
-    return tuple(sorted(ks)), acts
+    return ks, acts
 
 
 @dataclass(frozen=True)

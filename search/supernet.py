@@ -43,7 +43,8 @@ from search.protocol import block_specs, build_derived
 BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def _activation(x, act):
+def activation(x, act, prelu=None):
+    """The spec's activation ``act`` on ``x`` inside a search layer (``prelu``: the PReLU layer of ``"prelu"``)."""
     if act == "relu":
         return ops.relu(x)
     if act == "relu6":
@@ -52,6 +53,10 @@ def _activation(x, act):
         return x * ops.sigmoid(x)
     if act == "hswish":
         return x * ops.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    if act == "tanh":
+        return ops.tanh(x)
+    if act == "prelu" and prelu is not None:
+        return prelu(x)
     raise ValueError(f"act: unknown activation {act!r}")
 
 
@@ -127,7 +132,7 @@ class SearchMBConv(keras.layers.Layer):
     def call(self, inputs, training=None):
         y = inputs
         if self.expand_channels is not None:
-            y = _activation(self.expand_bn(self.expand_conv(y), training=training), self.act)
+            y = activation(self.expand_bn(self.expand_conv(y), training=training), self.act)
         keep = None
         if self.searchable:
             p = self.dw.sample(training)
@@ -135,14 +140,14 @@ class SearchMBConv(keras.layers.Layer):
             keep = self.dw.keep(p)
         else:
             y = self.dw(y)
-        y = _activation(self.dw_bn(y, training=training), self.act)
+        y = activation(self.dw_bn(y, training=training), self.act)
         # The keep gate multiplies every channel of y; it is applied where it costs no stored activation: on SE's
         # pooled vector and folded into the projection kernel's input rows (conv(y·keep, W) = conv(y, keep·W)).
         if self.se_channels:
             s = ops.mean(y, axis=(1, 2), keepdims=True)
             if keep is not None:
                 s = s * keep
-            s = _activation(self.se_reduce(s), self.act)
+            s = activation(self.se_reduce(s), self.act)
             y = y * ops.sigmoid(self.se_expand(s))
         kernel = self.project_conv.kernel
         if keep is not None:
