@@ -55,6 +55,10 @@ flags.DEFINE_enum("dw_mode", "meta", ["meta", "multi"], "Supernet form: 'meta' (
                                                         "'multi' (DARTS-style baseline, one conv per candidate).")
 flags.DEFINE_float("target_macs", None, "Target T of the cost loss: multiply-accumulates of one forward pass at the "
                                         "search input size (e.g. 8e6).")
+flags.DEFINE_string("latency_table", "", "E-DNAS latency loss: a per-filter latency table of this space (JSON "
+                    "written by python -m benchmarks.ednas_latency); the cost becomes the expected latency in ms "
+                    "(Eq. 11) steered to --target_ms with the same band barrier, instead of E[MACs] to --target_macs.")
+flags.DEFINE_float("target_ms", None, "Target T in milliseconds with --latency_table (the table's host and clock).")
 flags.DEFINE_float("lam", 2.0, "λ: weight of the cost loss (paper: 2.0).", lower_bound=0.0)
 flags.DEFINE_float("eta", 0.1, "η: slack of the cost loss around T (paper: 0.1).", lower_bound=1e-4)
 flags.DEFINE_enum("cost_form", "paper", ["paper", "pull"], "Cost loss: 'paper' (Eq. 6: ±log E[MACs] outside "
@@ -79,8 +83,9 @@ flags.DEFINE_float("w_lr", 0.05, "Weight learning rate (SGD, Nesterov momentum 0
 flags.DEFINE_float("a_lr", 1e-2, "α learning rate (Adam, β1 = 0.5).", lower_bound=0.0)
 flags.DEFINE_float("a_weight_decay", 0.0, "L2 weight on α. Per-filter α get CE gradients of ~1e-4, so even 1e-3 "
                                         "pins them near 0 (benchmarks/metakernel_dynamics.py).", lower_bound=0.0)
-flags.DEFINE_bool("project", True, "If the argmax architecture misses --target_macs by more than --tolerance, "
-                                   "move single filters' choices (least α preference lost per MAC first) until it "
+flags.DEFINE_bool("project", True, "If the argmax architecture misses --target_macs (or --target_ms by the latency "
+                                   "table) by more than --tolerance, move single filters' choices (least α "
+                                   "preference lost per MAC, or per ms, first) until it "
                                    "lands on the target; the spec records both figures and the number of moves.")
 flags.DEFINE_float("tolerance", 0.03, "Relative MACs tolerance around the target.", lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, Gumbel noise, data order.")
@@ -108,9 +113,20 @@ def config_from_flags() -> SearchMetakernelConfig:
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    s = run_search(config_from_flags())
+    report(run_search(config_from_flags()))
+
+
+def report(s: dict) -> None:
+    """The summary line of a finished search."""
     acc = "n/a" if s["argmax_val_acc"] is None else f"{s['argmax_val_acc']:.3f}"
     mix = s["mixture"]
+    if "target_ms" in s:
+        print(f"{s['name']}: {s['table_ms']:.3f} ms by the latency table ({s['table_ms_vs_target']:+.2%} vs target "
+              f"{s['target_ms']:g} ms), E[latency] {s['expected_ms']:.3f} ms; {s['macs']:,} MACs; argmax supernet "
+              f"top-1 {acc}; projection {'moved' if s['projected'] else 'would move'} "
+              f"{s['projection_filters_changed']} of {s['searchable_filters']} filters; "
+              f"{mix['mixed_layers']}/{mix['layers']} layers mixed; {s['params']:,} params -> {s['spec']}")
+        return
     print(f"{s['name']}: {s['macs']:,} MACs ({s['macs_vs_target']:+.2%} vs target {s['target_macs']:,.0f}); "
           f"argmax {s['argmax_macs']:,} ({s['argmax_vs_target']:+.2%}), E[MACs] {s['expected_macs']:,.0f}, argmax "
           f"supernet top-1 {acc}; projection {'moved' if s['projected'] else 'would move'} "

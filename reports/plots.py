@@ -100,8 +100,9 @@ def fgnas_layers(rows: list[dict], path: str, title: str) -> None:
 
 
 def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str], path: str,
-                       target: float | None = None) -> None:
-    """Mean choice probabilities per layer over the search epochs (one panel per layer), plus E[MACs] vs target."""
+                       target: float | None = None, cost: str = "macs") -> None:
+    """Mean choice probabilities per layer over the search epochs (one panel per layer), plus the expected and the
+    argmax cost vs target: MACs (``cost="macs"``) or the latency table's milliseconds (``cost="ms"``)."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
     epochs = [h["epoch"] for h in history]
@@ -121,13 +122,15 @@ def alpha_trajectories(history: list[dict], layers: list[str], labels: list[str]
         ax.tick_params(labelsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax = axes[(n - 1) // cols][(n - 1) % cols]
-    ax.plot(epochs, [h["expected_macs"] / 1e6 for h in history], color="tab:blue", label="E[MACs]")
-    ax.plot(epochs, [h["argmax_macs"] / 1e6 for h in history], color="tab:orange", label="argmax MACs")
+    unit, scale, title = ("ms", 1.0, "latency (ms, table)") if cost == "ms" else ("macs", 1e6, "MACs (M)")
+    label = "latency" if cost == "ms" else "MACs"
+    ax.plot(epochs, [h[f"expected_{unit}"] / scale for h in history], color="tab:blue", label=f"E[{label}]")
+    ax.plot(epochs, [h[f"argmax_{unit}"] / scale for h in history], color="tab:orange", label=f"argmax {label}")
     if target:
-        ax.axhline(target / 1e6, color="k", linestyle=":", linewidth=1, label="target")
+        ax.axhline(target / scale, color="k", linestyle=":", linewidth=1, label="target")
     ax.tick_params(labelsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title("MACs (M)" + (" and argmax top-1" if "val_acc_argmax" in history[-1] else ""), fontsize=10)
+    ax.set_title(title + (" and argmax top-1" if "val_acc_argmax" in history[-1] else ""), fontsize=10)
     handles, texts = ax.get_legend_handles_labels()
     if "val_acc_argmax" in history[-1]:
         acc = ax.twinx()

@@ -29,12 +29,15 @@ BatchNorm's statistics under that architecture (the running averages of the sear
 mixtures, whose kernels are scaled by the choice probabilities: scored with them, a sound argmax network looks like
 chance).
 
-Costs are pluggable: ``cost_fn(model) -> tensor`` (default E[MACs] from :func:`search.supernet.expected_cost`);
-a latency model can supply its own expected latency through the same argument.
+Costs are pluggable: ``cost_fn(model) -> tensor`` (default E[MACs] from :func:`search.supernet.expected_cost`).
+``latency=`` a per-filter latency table (:class:`search.kernel_latency.KernelLatency`) makes the cost E-DNAS's
+expected latency (Eq. 11, FBNet-style Σ P · LAT in ms) with the same band barrier (Eq. 12's budget; the ±log form
+makes λ unit-free, so λ plays Eq. 13's β).
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -102,7 +105,10 @@ class MetaKernelSearch(ResumableLoop):
         model: the supernet (``dw_mode="meta"`` or ``"multi"``).
         space: its search space.
         config: hyper-parameters.
-        cost_fn: ``model -> E[cost]`` tensor (default: expected MACs).
+        cost_fn: ``model -> E[cost]`` tensor (default: expected MACs, or expected latency with ``latency``).
+        latency: a :class:`search.kernel_latency.KernelLatency` of ``space``: the cost is E-DNAS's expected latency
+            in milliseconds (Eq. 11, Σ P · LAT over the per-filter table; ``config.target`` in ms) and every epoch
+            records ``expected_ms`` and the argmax's table latency ``argmax_ms``.
         checkpoint_dir: where the search state lives; an existing checkpoint there is resumed.
         strategy: the ``tf.distribute`` strategy the model was built under (default: the current one). Steps run
             per replica on ``strategy.experimental_distribute_dataset`` batches; gradients are summed across
@@ -110,11 +116,14 @@ class MetaKernelSearch(ResumableLoop):
     """
 
     def __init__(self, model: keras.Model, space: SearchSpace, config: SearchConfig, cost_fn=None,
-                 checkpoint_dir: str | None = None, strategy=None):
+                 checkpoint_dir: str | None = None, strategy=None, latency=None):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model, self.space, self.config = model, space, config
         self.supernet = sn.MetaKernelSupernet(model, space)
-        self.cost_fn = cost_fn or self.expected_macs
+        self.latency = latency
+        if latency is not None:
+            latency.check(space)
+        self.cost_fn = cost_fn or (self.expected_latency if latency is not None else self.expected_macs)
         self.w_vars, self.a_vars = sn.weight_variables(model), sn.arch_variables(model)
         if not self.a_vars:
             raise ValueError("the model has no architecture parameters (dw_mode='fixed'?)")
@@ -164,6 +173,10 @@ class MetaKernelSearch(ResumableLoop):
         return sn.expected_cost(model, self.space)[0]
 
     # --- steps -------------------------------------------------------------------------------------------------
+    def expected_latency(self, model):
+        """E-DNAS's cost: E[LAT] in ms under the choice probabilities (differentiable in α)."""
+        return self.latency.expected_ms([b.dw.probabilities() for b in sn.search_blocks(model)])
+
     def _ce(self, y, logits):
         """Cross-entropy to integer labels, or — targets of rank 2, a teacher's softened probabilities
         (training.distill) — the distillation loss ``T² · CE(p_teacher, softmax(logits / T))``."""
@@ -328,6 +341,8 @@ class MetaKernelSearch(ResumableLoop):
         bar = progress(total) if progress else None
         if bar is not None:
             bar.update(int(self.step.numpy()))
+        self._in_band_step = next((h["first_in_band_step"] for h in reversed(self.history)
+                                   if h.get("first_in_band_step") is not None), None)
         while int(self.epoch.numpy()) < cfg.epochs:
             epoch = int(self.epoch.numpy())
             t0, sums = time.time(), np.zeros(5)
@@ -353,10 +368,14 @@ class MetaKernelSearch(ResumableLoop):
                     ax, ay = next(arch_it)
                     _, c_loss, expected = self._a_step(ax, ay)
                 sums += [float(ce), float(acc), float(c_loss), float(expected), 1]
+                if self._in_band_step is None and abs(float(expected) / cfg.target - 1) <= cfg.eta:
+                    self._in_band_step = step + 1
                 self.step.assign_add(1)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(ce=f"{float(ce):.3f}", mmacs=f"{float(expected) / 1e6:.2f}")
+                    cost = {"ms": f"{float(expected):.3f}"} if self.latency is not None else {
+                        "mmacs": f"{float(expected) / 1e6:.2f}"}
+                    bar.set_postfix(ce=f"{float(ce):.3f}", **cost)
             self.epoch.assign_add(1)
             record = self._record(epoch, sums, time.time() - t0, val_ds, recal)
             self.finish_epoch(record, epoch + 1, writer, on_epoch)
@@ -376,6 +395,11 @@ class MetaKernelSearch(ResumableLoop):
                "argmax_macs": self.supernet.macs(), "mean_max_prob": max_prob, "seconds": seconds,
                "probs": [np.asarray(b.dw.probabilities()).mean(0).round(5).tolist()
                          for b in sn.search_blocks(self.model) if b.searchable]}
+        rec["first_in_band_step"] = self._in_band_step  # the first α step with E[cost] inside T(1 ± η)
+        rec["argmax_changed_share"] = self._argmax_change(epoch + 1)
+        if self.latency is not None:
+            rec["expected_ms"] = float(self.expected_latency(self.model))
+            rec["argmax_ms"] = self.latency.predict(self.space, self.supernet.choices())
         if self.config.feedback and self._betas:  # how far the loss weighting is from a plain average
             b = np.asarray(self._betas)
             rec["feedback_beta1_mean"] = float(b.mean())
@@ -384,6 +408,31 @@ class MetaKernelSearch(ResumableLoop):
         if val_ds is not None:
             rec["val_acc_argmax"] = self.evaluate(val_ds, recal_ds)
         return rec
+
+    def _argmax_change(self, epoch: int) -> float | None:
+        """Share of per-filter choices whose argmax differs from the previous epoch's (None after the first). The
+        argmax of every epoch is kept in ``checkpoint_dir/argmax.npz`` so that a resumed search continues the
+        series."""
+        cur = [c for c, b in zip(self.supernet.choices(), self.supernet.blocks) if b.dw.per_filter]
+        if not cur:
+            return None
+        cur = np.concatenate(cur)
+        path = os.path.join(self.checkpoint_dir, "argmax.npz") if self.checkpoint_dir else None
+        if not hasattr(self, "_argmax_store"):
+            self._argmax_store = {}
+            if path and os.path.exists(path):
+                with np.load(path) as f:
+                    self._argmax_store = {k: f[k] for k in f.files}
+        store = self._argmax_store
+        for k in [k for k in store if int(k[1:]) >= epoch]:  # epochs a resume repeats
+            del store[k]
+        prev = store.get(f"e{epoch - 1}")
+        store[f"e{epoch}"] = cur
+        if path:
+            from common.io import atomic_write
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            atomic_write(path, lambda f: np.savez(f, **store))
+        return None if prev is None or prev.shape != cur.shape else float(np.mean(prev != cur))
 
     def model_tau(self) -> float:
         block = next(b for b in sn.search_blocks(self.model) if b.searchable)

@@ -477,9 +477,13 @@ class MetaKernelSupernet:
         """Exact MACs of ``arch``'s derived model."""
         return count(self.derive(arch, name="probe")).macs
 
-    def project_to_target(self, target: float, tol: float = 0.03,
-                          max_moves: int = 100_000) -> tuple[list[np.ndarray], int, int]:
+    def project_to_target(self, target: float, tol: float = 0.03, max_moves: int = 100_000,
+                          latency=None) -> tuple[list[np.ndarray], int, float]:
         """Moves the argmax architecture onto the MACs budget with the least loss of α preference.
+
+        ``latency``: a :class:`search.kernel_latency.KernelLatency` of the space: the budget is then the table's
+        milliseconds, each row's cost its per-filter entries (a block's extra-branch term is left out of the moves'
+        ranking; the returned cost is the table's exact sum).
 
         MACs are additive over α rows (each filter's expansion, depthwise, SE and projection share; a layer-wise
         row's whole layer), so a move (one row to another choice) changes MACs by a known amount. Greedily, the move
@@ -493,9 +497,12 @@ class MetaKernelSupernet:
         """
         blocks = self.blocks
         logits = [np.asarray(b.dw.tie_broken(np.asarray(b.dw.alpha)), np.float64) for b in blocks]
-        costs = [b.choice_macs(s.n_in) for b, s in zip(blocks, self.slots)]
+        if latency is None:
+            costs, total = [b.choice_macs(s.n_in) for b, s in zip(blocks, self.slots)], self.macs
+        else:
+            costs, total = latency.choice_costs(self.space), lambda c: latency.predict(self.space, c)  # noqa: E731
         choice = [c.copy() for c in self.choices()]
-        macs = self.macs(choice)
+        macs = total(choice)
         if abs(macs - target) <= tol * target:
             return choice, 0, macs
         moves = 0
@@ -521,9 +528,9 @@ class MetaKernelSupernet:
                 break  # no move gets closer (or the target is out of reach)
             _, n, r, j, d = best
             choice[n][r] = j
-            macs += int(round(d))
+            macs = macs + (d if latency is not None else int(round(d)))
             moves += 1
-        return choice, moves, self.macs(choice)
+        return choice, moves, total(choice)
 
     def kernel_distribution(self, arch=None) -> tuple[list[str], np.ndarray, list[str]]:
         """Filters per kernel size per searchable layer (the paper's Fig. 6): ``(layer names, counts (layers ×

@@ -23,10 +23,10 @@ SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
                "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay", "teacher", "temperature",
-               "mix", "mix_alpha", "budget_input_size", "feedback")
+               "mix", "mix_alpha", "budget_input_size", "feedback", "latency_table", "target_ms")
 # Identity keys added later: a settings file written before them is read with the value every search had then.
 ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2, "budget_input_size": None,
-                  "feedback": False}
+                  "feedback": False, "latency_table": "", "target_ms": None}
 SPACES = ("cifar", "imagenet", "ablation", "lite0")
 ABLATION_EXPAND = 6  # the ablation supernet's expansion ratio (its baselines use 3, scaled to match MACs)
 DW_MODES = ("meta", "multi")
@@ -40,6 +40,8 @@ class SearchMetakernelConfig:
     """One search; the fields are the flags of ``recipes.search_metakernel`` (see its ``--help``)."""
 
     target_macs: float | None = None
+    latency_table: str = ""  # E-DNAS latency loss: a per-filter table (search.kernel_latency), budget --target_ms
+    target_ms: float | None = None
     dataset: str = "shapes"
     data_dir: str | None = None
     on_bad_image: str = "raise"  # folder: images that cannot be decoded: raise (naming the file) or skip
@@ -90,6 +92,7 @@ class SearchMetakernelPlan:
     candidates: tuple[int, ...]  # sorted
     run_dir: RunDir
     teacher: tuple | None = None  # training.distill.check_teacher's (spec, weights path, arrays)
+    latency: object = None  # search.kernel_latency.KernelLatency with --latency_table
 
 
 def settings(config: SearchMetakernelConfig) -> dict:
@@ -141,8 +144,24 @@ def budget_space(config: SearchMetakernelConfig, space):
     return space.replace(input_size=config.budget_input_size) if config.budget_input_size else space
 
 
-def check_target(config: SearchMetakernelConfig, space) -> None:
-    """``target_macs`` must lie strictly between the space's cheapest and dearest architecture."""
+def target(config: SearchMetakernelConfig) -> float:
+    """The budget T of the cost loss: ``target_ms`` with a latency table, else ``target_macs``."""
+    return config.target_ms if config.latency_table else config.target_macs
+
+
+def check_target(config: SearchMetakernelConfig, space, latency=None) -> None:
+    """The target must lie strictly between the space's cheapest and dearest architecture (MACs, or the latency
+    table's milliseconds)."""
+    if latency is not None:
+        try:
+            latency.check(space)
+        except ValueError as e:
+            raise ConfigError(f"--latency_table={config.latency_table}: {e}") from None
+        lo, hi = latency.reach(space)
+        if not lo < config.target_ms < hi:
+            raise ConfigError(f"--target_ms={config.target_ms:g} is outside what the space can reach by the table "
+                              f"({lo:.4g} … {hi:.4g} ms)")
+        return
     lo, hi = space.macs_range()
     if not lo < config.target_macs < hi:
         size = space.input_size
@@ -162,7 +181,21 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     from inputs.classification import validate as validate_dataset
     from search.metakernel_space import check_candidates
 
-    if config.target_macs is None or config.target_macs <= 0:
+    latency = None
+    if config.latency_table:
+        from search.kernel_latency import KernelLatency
+        if config.target_macs is not None:
+            raise ConfigError("--target_macs and --latency_table: one budget per search (a latency table searches "
+                              "to --target_ms)")
+        if config.target_ms is None or config.target_ms <= 0:
+            raise ConfigError("--target_ms: required with --latency_table, a positive number of milliseconds")
+        try:
+            latency = KernelLatency.load(config.latency_table)
+        except ValueError as e:
+            raise ConfigError(f"--latency_table: {e}") from None
+    elif config.target_ms is not None:
+        raise ConfigError("--target_ms needs --latency_table (python -m benchmarks.ednas_latency writes one)")
+    elif config.target_macs is None or config.target_macs <= 0:
         raise ConfigError("--target_macs: required, a positive number of multiply-accumulates (e.g. 8e6)")
     try:
         cands = check_candidates(config.candidates)
@@ -208,11 +241,11 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     run_dir.check(what="a search")
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
-        check_target(config, budget_space(config, make_space(config, cands, classes)))
+        check_target(config, budget_space(config, make_space(config, cands, classes)), latency)
     from training.distill import check_teacher
     teacher = check_teacher(config.teacher, config.mix, config.temperature, config.mix_alpha, config.dataset, classes,
                             input_size(config))
-    return SearchMetakernelPlan(cands, run_dir, teacher)
+    return SearchMetakernelPlan(cands, run_dir, teacher, latency)
 
 
 def input_size(config: SearchMetakernelConfig) -> int:
@@ -222,7 +255,8 @@ def input_size(config: SearchMetakernelConfig) -> int:
 
 def _notes(config: SearchMetakernelConfig, cands, steps: int, moves: int) -> str:
     alpha = f"holdout {config.holdout}" if config.alpha_data == "holdout" else "alpha on the weights' batches"
-    return (f"meta-kernel search ({config.dw_mode}), candidates {list(cands)}, cost {config.cost_form}, "
+    cost = f"latency table {config.latency_table}, " if config.latency_table else ""
+    return (f"meta-kernel search ({config.dw_mode}), candidates {list(cands)}, {cost}cost {config.cost_form}, "
             f"lambda={config.lam}, eta={config.eta}, tau {config.tau_start}->{config.tau_end}, alpha lr {config.a_lr}, "
             f"{config.epochs} epochs ({config.warmup_epochs} warm-up) x {steps} steps, batch {config.batch_size}, "
             f"{alpha}; " + ("feedback block (two weight paths per step); " if config.feedback else "")
@@ -274,7 +308,7 @@ def run(config: SearchMetakernelConfig) -> dict:
                          data_dir=config.data_dir, limit=config.val_limit, on_bad_image=config.on_bad_image)
     space = make_space(config, cands, info.num_classes)
     cost_space = budget_space(config, space)  # the space whose MACs the budget counts (its input size)
-    check_target(config, cost_space)
+    check_target(config, cost_space, plan.latency)
     steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch_size={config.batch_size} does not split over {strategy.num_replicas_in_sync} "
@@ -283,7 +317,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     with strategy.scope():
         model = sn.build_supernet(space, config.dw_mode, tau=config.tau_start, seed=config.seed)
     net = sn.MetaKernelSupernet(model, cost_space)  # derived specs and their MACs at the budget's input size
-    search_config = SearchConfig(target=config.target_macs, epochs=config.epochs, lam=config.lam, eta=config.eta,
+    search_config = SearchConfig(target=target(config), epochs=config.epochs, lam=config.lam, eta=config.eta,
                                  tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
                                  a_lr=config.a_lr, a_weight_decay=config.a_weight_decay,
                                  warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
@@ -291,7 +325,7 @@ def run(config: SearchMetakernelConfig) -> dict:
                                  feedback=config.feedback)
     initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
     search = MetaKernelSearch(model, cost_space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
-                              strategy=strategy)
+                              strategy=strategy, latency=plan.latency)
     run_dir.start()
     resumed = search.restore()
     if resumed:
@@ -306,10 +340,12 @@ def run(config: SearchMetakernelConfig) -> dict:
     expected = float(net.expected_cost()[0])
     argmax_macs = net.macs()
     choice = net.choices()
-    projected, moves, _ = net.project_to_target(config.target_macs, config.tolerance)  # reported either way
+    lat = plan.latency
+    projected, moves, _ = net.project_to_target(target(config), config.tolerance, latency=lat)  # reported either way
     if config.project:
         choice = projected
-    name = config.name or f"mk_{config.space}_{config.target_macs / 1e6:g}m".replace(".", "p")
+    budget = (f"{config.target_ms:g}ms" if lat is not None else f"{config.target_macs / 1e6:g}m").replace(".", "p")
+    name = config.name or f"mk_{config.space}_{budget}"
     last = history[-1] if history else {}
     argmax_acc = last.get("val_acc_argmax", float("nan"))
     filters = sum(len(c) for b, c in zip(net.blocks, choice) if b.searchable and b.dw.per_filter)
@@ -317,9 +353,13 @@ def run(config: SearchMetakernelConfig) -> dict:
     metrics = {"expected_macs": expected, "argmax_macs": float(argmax_macs),
                "projection_moves": float(moves) if config.project else float("nan"),
                "supernet_val_acc_argmax": argmax_acc}
-    prov = spec_lib.Provenance(method="metakernel", source=f"search space {space.name}", target=config.target_macs,
-                               target_macs=int(round(config.target_macs)), seed=config.seed, data=config.dataset,
-                               notes=_notes(config, cands, steps, moves), metrics=())
+    if lat is not None:
+        metrics.update(expected_ms=float(search.expected_latency(model)), table_ms=lat.predict(cost_space, choice),
+                       argmax_ms=lat.predict(cost_space, net.choices()))
+    prov = spec_lib.Provenance(method="metakernel", source=f"search space {space.name}", target=target(config),
+                               target_macs=None if lat is not None else int(round(config.target_macs)),
+                               seed=config.seed, data=config.dataset, notes=_notes(config, cands, steps, moves),
+                               metrics=())
     derived = net.derive(choice, name=name, provenance=prov)
     exact = count(derived)
     metrics["macs"] = float(exact.macs)
@@ -336,19 +376,25 @@ def run(config: SearchMetakernelConfig) -> dict:
 
     layer_names, counts, labels = net.kernel_distribution(choice)
     acc_text = f", argmax supernet top-1 {argmax_acc:.3f}" if argmax_acc == argmax_acc else ""
-    plots.kernel_distribution(layer_names, counts, labels, run_dir.file("kernel_distribution.png"),
-                              f"{name}: {exact.macs / 1e6:.2f}M MACs (target {config.target_macs / 1e6:.2f}M)\n"
-                              f"argmax {argmax_macs / 1e6:.2f}M, E[MACs] {expected / 1e6:.2f}M{acc_text}"
-                              f"; projection changed {moved_filters if config.project else 0} of {filters} filters")
+    if lat is not None:
+        title = (f"{name}: {metrics['table_ms']:.3f} ms by the table (target {config.target_ms:g} ms), "
+                 f"{exact.macs / 1e6:.2f}M MACs\nE[latency] {metrics['expected_ms']:.3f} ms{acc_text}; projection "
+                 f"changed {moved_filters if config.project else 0} of {filters} filters")
+    else:
+        title = (f"{name}: {exact.macs / 1e6:.2f}M MACs (target {config.target_macs / 1e6:.2f}M)\n"
+                 f"argmax {argmax_macs / 1e6:.2f}M, E[MACs] {expected / 1e6:.2f}M{acc_text}"
+                 f"; projection changed {moved_filters if config.project else 0} of {filters} filters")
+    plots.kernel_distribution(layer_names, counts, labels, run_dir.file("kernel_distribution.png"), title)
     if history:
         plots.alpha_trajectories(history, layer_names, labels, run_dir.file("alpha_trajectories.png"),
-                                 config.target_macs)
+                                 target(config), "ms" if lat is not None else "macs")
     chance = 1.0 / info.num_classes
+    vs_target = lambda macs: None if lat is not None else macs / config.target_macs - 1  # noqa: E731
     near_chance = bool(argmax_acc == argmax_acc and argmax_acc < NEAR_CHANCE * chance)
     summary = {"spec": output, "name": name, "target_macs": config.target_macs, "macs": exact.macs,
-               "params": exact.params, "macs_vs_target": exact.macs / config.target_macs - 1,
+               "params": exact.params, "macs_vs_target": vs_target(exact.macs),
                "initial_expected_macs": initial_expected, "expected_macs": expected, "argmax_macs": argmax_macs,
-               "argmax_vs_target": argmax_macs / config.target_macs - 1,
+               "argmax_vs_target": vs_target(argmax_macs),
                "argmax_val_acc": argmax_acc if argmax_acc == argmax_acc else None,
                "val_examples": config.val_limit or 0, "argmax_near_chance": near_chance,
                "projected": config.project, "projection_moves": float(moves),
@@ -358,6 +404,11 @@ def run(config: SearchMetakernelConfig) -> dict:
                "epochs": config.epochs, "steps_per_epoch": steps, "train_examples": info.num_examples,
                "holdout_examples": holdout_examples, "bn_recalibration_batches": recal_batches, "resumed": resumed,
                "history": history[-1:] or None}
+    if lat is not None:
+        summary.update(target_ms=config.target_ms, table_ms=metrics["table_ms"], expected_ms=metrics["expected_ms"],
+                       argmax_ms=metrics["argmax_ms"],
+                       table_ms_vs_target=metrics["table_ms"] / config.target_ms - 1,
+                       latency_table=config.latency_table)
     write_json(run_dir.file("summary.json"), summary)
     if near_chance:
         eprint(f"warning: the argmax supernet scores {argmax_acc:.3f} on {config.val_limit} test images (chance "

@@ -1,0 +1,198 @@
+"""E-DNAS's per-filter latency table (search.kernel_latency): the expected latency equals the table's exact sum for
+one-hot choices, the fit recovers known coefficients, files round-trip and bad ones are refused, the projection
+lands on a latency budget, and recipes.search_ednas searches to --target_ms end to end."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from conftest import error_line, run_module
+
+from search import kernel_latency as kl
+from search.metakernel_space import cifar_space
+
+SPACE = cifar_space(0.25)
+
+
+def synthetic_table(space=SPACE, seed=0, noise=0.0):
+    """A table fitted to block latencies drawn from known coefficients (no timing)."""
+    rng = np.random.default_rng(seed)
+    truth = [(rng.uniform(0.01, 0.05), rng.uniform(1e-4, 2e-3, len(space.candidates)), rng.uniform(0, 0.01))
+             for _ in space.blocks()]
+    archs = [kl.sample_arch(space, rng) for _ in range(30)]
+    block_ms = []
+    for a in archs:
+        row = []
+        for (base, per, branch), n in zip(truth, kl.slot_counts(space, a)):
+            row.append(base + per @ n + branch * (np.count_nonzero(n) - 1) + noise * rng.normal())
+        block_ms.append(row)
+    return kl.fit(space, archs, block_ms, fixed_ms=0.1, meta={"source": "synthetic"}), truth, archs
+
+
+def one_hot(space, arch):
+    out = []
+    for slot, c in zip(space.blocks(), arch):
+        width = len(space.candidates) + (1 if kl.prunable(slot) else 0)
+        out.append(np.eye(width, dtype=np.float32)[np.asarray(c)])
+    return out
+
+
+def test_fit_recovers_known_coefficients_and_predicts_exactly():
+    table, truth, archs = synthetic_table()
+    for s, slot, (base, per, branch) in zip(table.slots, SPACE.blocks(), truth):
+        if kl.prunable(slot):  # a block without "None" has one width: only its total per kernel is identifiable
+            np.testing.assert_allclose(s.per_filter, per, rtol=1e-5, atol=1e-9)
+            assert s.base == pytest.approx(base, rel=1e-4) and s.branch == pytest.approx(branch, rel=1e-4, abs=1e-9)
+        assert s.shared == (0 if kl.prunable(slot) else slot.in_ch)
+    for slot_fit in table.fit["slots"].values():
+        assert slot_fit["points"] == 30 and slot_fit["rmse_ms"] < 1e-6
+
+
+def test_calibration_recovers_per_kernel_scales_and_keeps_the_exact_sum():
+    table, _, archs = synthetic_table()
+    scales, rest, fixed = np.array([0.9, 1.1, 1.6]), 0.8, 0.05
+    measured = [fixed + kl._terms(table, SPACE, a) @ np.append(scales, rest) for a in archs]
+    cal = kl.calibrate(table, SPACE, archs, measured, per_kernel=True)
+    assert cal.scale == 1.0 and cal.fixed_ms == pytest.approx(fixed, abs=1e-6)
+    assert [cal.fit["calibration"]["kernel_scales"][str(k)] for k in SPACE.candidates] == pytest.approx(scales)
+    arch = archs[3]
+    assert cal.predict(SPACE, arch) == pytest.approx(measured[3], rel=1e-6)
+    assert float(cal.expected_ms(one_hot(SPACE, arch))) == pytest.approx(measured[3], rel=1e-5)
+    one = kl.calibrate(table, SPACE, archs, measured)
+    assert one.scale != 1.0 and one.slots == table.slots
+
+
+def test_expected_latency_equals_the_tables_exact_sum_for_one_hot_choices():
+    table, _, _ = synthetic_table()
+    table = dataclasses.replace(table, scale=1.3)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        arch = kl.sample_arch(SPACE, rng)
+        expected = float(table.expected_ms(one_hot(SPACE, arch)))
+        assert expected == pytest.approx(table.predict(SPACE, arch), rel=1e-5)
+
+
+def test_expected_latency_is_differentiable_and_between_the_extremes():
+    import tensorflow as tf
+    table, _, _ = synthetic_table()
+    alphas = [tf.Variable(np.random.default_rng(n).normal(size=(slot.expand or 1, len(SPACE.candidates) +
+                                                                 (1 if kl.prunable(slot) else 0))), dtype=tf.float32)
+              for n, slot in enumerate(SPACE.blocks())]
+    with tf.GradientTape() as tape:
+        e = table.expected_ms([tf.nn.softmax(a, axis=-1) for a in alphas])
+    grads = tape.gradient(e, alphas)
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+    lo, hi = table.reach(SPACE)
+    assert lo < float(e) < hi
+
+
+def test_arch_spec_matches_the_supernets_derived_spec():
+    from search import supernet as sn
+    net = sn.MetaKernelSupernet(sn.build_supernet(SPACE, seed=0, classes=10), SPACE)
+    arch = kl.sample_arch(SPACE, np.random.default_rng(1))
+    derived = net.derive(arch, name="arch")
+    assert kl.arch_spec(SPACE, arch, name="arch").stages == derived.stages
+    back = kl.arch_of(SPACE, derived)  # the inverse, up to the order of the filters
+    assert [sorted(a.tolist()) for a in back] == [sorted(np.asarray(a).tolist()) for a in arch]
+
+
+def test_file_round_trip_and_bad_files(tmp_path):
+    table, _, _ = synthetic_table()
+    path = tmp_path / "t.json"
+    table.save(str(path))
+    back = kl.KernelLatency.load(str(path))
+    assert back == table
+    with pytest.raises(ValueError, match="not a per-filter latency table"):
+        kl.KernelLatency.from_json({"format": "latency_lut"}, "x.json")
+    bad = table.to_json()
+    bad["slots"][0]["per_filter"] = [1.0]
+    with pytest.raises(ValueError, match="malformed"):
+        kl.KernelLatency.from_json(bad, "x.json")
+    (tmp_path / "b.json").write_text("{")
+    with pytest.raises(ValueError, match="not JSON"):
+        kl.KernelLatency.load(str(tmp_path / "b.json"))
+    with pytest.raises(ValueError, match="measured for space"):
+        table.check(cifar_space(0.5))
+    with pytest.raises(ValueError, match="input size"):
+        table.check(SPACE.replace(input_size=64))
+
+
+def test_projection_lands_on_a_latency_budget():
+    from search import supernet as sn
+    table, _, _ = synthetic_table()
+    net = sn.MetaKernelSupernet(sn.build_supernet(SPACE, seed=0, classes=10, alpha_init_std=1.0), SPACE)
+    argmax = table.predict(SPACE, net.choices())
+    for target in (0.7 * argmax, 1.2 * argmax):
+        choice, moves, ms = net.project_to_target(target, 0.03, latency=table)
+        assert moves > 0 and abs(ms / target - 1) <= 0.03
+        assert ms == pytest.approx(table.predict(SPACE, choice))
+
+
+RECIPE = "recipes.search_ednas"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--target_ms=1"], "--latency_table: required"),
+    (["--latency_table={table}"], "--target_ms: required"),
+    (["--latency_table={table}", "--target_ms=1", "--target_macs=1e6"], "one budget per search"),
+    (["--latency_table={table}", "--target_ms=1e6"], "outside what the space can reach"),
+    (["--latency_table={table}", "--target_ms=1", "--width=0.5"], "measured for space"),
+    (["--latency_table={tmp}/none.json", "--target_ms=1"], "cannot read"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    table, _, _ = synthetic_table()
+    table.save(str(tmp_path / "t.json"))
+    args = [a.format(table=tmp_path / "t.json", tmp=tmp_path) for a in args]
+    r = run_module(RECIPE, "--width=0.25", *args, f"--out_dir={tmp_path / 'o'}", "--noprogress")
+    assert needle in error_line(r, RECIPE), r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_target_ms_needs_a_table(tmp_path):
+    r = run_module("recipes.search_metakernel", "--target_ms=1", f"--out_dir={tmp_path / 'o'}", "--noprogress")
+    assert "--target_ms needs --latency_table" in error_line(r, "recipes.search_metakernel"), r.stderr
+
+
+@pytest.mark.slow
+def test_ednas_search_steers_the_tables_latency_and_writes_everything(tmp_path):
+    table, _, _ = synthetic_table()
+    table.save(str(tmp_path / "t.json"))
+    lo, hi = table.reach(SPACE)
+    uniform = float(table.expected_ms([np.full((s.expand or 1, len(SPACE.candidates) + (1 if kl.prunable(s) else 0)),
+                                               1.0 / (len(SPACE.candidates) + (1 if kl.prunable(s) else 0)),
+                                               np.float32) for s in SPACE.blocks()]))
+    target = 0.6 * uniform
+    out = tmp_path / "run"
+    r = run_module(RECIPE, "--dataset=shapes", "--width=0.25", f"--latency_table={tmp_path / 't.json'}",
+                   f"--target_ms={target}", "--batch_size=16", "--limit=320", "--val_limit=32", "--epochs=2",
+                   "--steps_per_epoch=4", "--a_lr=0.1", "--noprogress", f"--out_dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["expected_ms"] - target) < abs(uniform - target)  # the latency loss pulled E[LAT] down
+    assert abs(summary["table_ms_vs_target"]) <= 0.03  # argmax, projected onto the budget by the table
+    assert "ms by the latency table" in r.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all("expected_ms" in h and "argmax_ms" in h and "feedback_beta1_mean" in h for h in history)
+    assert history[1]["argmax_changed_share"] is not None and "first_in_band_step" in history[1]
+    from models.spec import loads
+    spec = loads((out / "derived.json").read_text(), "derived.json")
+    assert spec.provenance.target == pytest.approx(target) and spec.provenance.target_macs is None
+    assert dict(spec.provenance.metrics)["table_ms"] == pytest.approx(summary["table_ms"])
+    for f in ("kernel_distribution.png", "alpha_trajectories.png", "derived_init.npz"):
+        assert (out / f).stat().st_size > 0
+
+
+def test_feedback_benchmark_convergence_and_bad_input(tmp_path):
+    from benchmarks.ednas_search import convergence
+    history = [{"epoch": e, "step": 10 * e, "seconds": 5.0, "first_in_band_step": None if e < 2 else 13,
+                "argmax_changed_share": [None, 0.2, 0.05, 0.004][e - 1], "expected_ms": 1.0, "argmax_ms": 1.1}
+               for e in (1, 2, 3, 4)]
+    c = convergence(history, steps_per_epoch=10)
+    assert c["first_in_band_step"] == 13 and c["first_in_band_s"] == pytest.approx(6.5)
+    assert c["argmax_settled_epoch"] == 4 and c["argmax_settled_step"] == 40 and c["argmax_settled_s"] == 20.0
+    r = run_module("benchmarks.ednas_search", f"--out={tmp_path / 'x.json'}", "--arms=a,d")
+    assert "--arms" in error_line(r, "ednas_search"), r.stderr
+    r = run_module("benchmarks.ednas_search", f"--out={tmp_path / 'x.json'}", "--dataset=shapes",
+                   f"--latency_table={tmp_path / 'none.json'}")
+    assert "cannot read" in error_line(r, "ednas_search"), r.stderr
