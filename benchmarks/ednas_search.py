@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import StageTimes, host_info, round_floats, write_json
+from benchmarks.harness import StageTimes, host_info, litert_latency_ms, round_floats, train_top1, write_json
 
 DATA = "folder:../shared/data/cifar10"
 TABLE = os.path.join("benchmarks", "results", "ednas_latency_table.json")
@@ -66,11 +66,8 @@ def convergence(history: list[dict], steps_per_epoch: int, threshold: float = 0.
 
 
 def plot(rows: dict, path: str, target: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common.io import atomic_write
+    from reports.plots import pyplot, save_figure
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     colours = {"a": "tab:blue", "b": "tab:red", "c": "tab:green", "m": "tab:purple"}
     for arm, row in rows.items():
@@ -92,11 +89,13 @@ def plot(rows: dict, path: str, target: float) -> None:
     axes[1].set(title="filters whose argmax changed (%)", xlabel="search epoch", yscale="log")
     axes[2].set(title="retrained top-1 vs measured latency", xlabel="LiteRT ms (1 thread, CPU time)",
                 ylabel="top-1 (%)")
+    from matplotlib.ticker import MaxNLocator
     for ax in axes:
         ax.legend(fontsize=8)
         ax.tick_params(labelsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    for ax in axes[:2]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -181,16 +180,9 @@ def main(argv=None) -> int:
             row["beta1_abs_dev_mean"].append(history[-1].get("feedback_beta1_abs_dev_mean"))
             spec = os.path.join(sdir, "derived.json")
             row["specs"].append(spec)
-            tdir = os.path.join(a.work_dir, "train", name)
-            targs = ["recipes.train", f"--model={spec}", "--weights=", f"--dataset={a.dataset}",
-                     f"--epochs={a.retrain_epochs}", "--batch_size=128", "--optimizer=sgd", f"--lr={a.lr}",
-                     "--warmup_epochs=1", f"--seed={seed}", f"--val_freq={a.retrain_epochs}", "--noprogress",
-                     f"--out_dir={tdir}", *([f"--limit={a.train_limit}"] if a.train_limit else [])]
-            card = os.path.join(tdir, "model_card.json")
-            if not os.path.exists(card):
-                seconds.record(f"train_{name}", run_stage(name, targs, os.path.join(a.work_dir, "logs",
-                                                                                   f"train_{name}.log")))
-            row["top1"].append(_load(card)["metrics"]["val_top1"])
+            row["top1"].append(train_top1(f"train_{name}", spec, os.path.join(a.work_dir, "train", name),
+                                          os.path.join(a.work_dir, "logs", f"train_{name}.log"), seconds, a.dataset,
+                                          a.retrain_epochs, 128, a.lr, seed, a.train_limit))
         row["top1_mean"] = float(np.mean(row["top1"]))
         row["top1_std"] = float(np.std(row["top1"], ddof=1)) if len(row["top1"]) > 1 else None
         rows[arm] = row
@@ -198,19 +190,10 @@ def main(argv=None) -> int:
     names = {f"{arm}_s{s}": spec for arm, row in rows.items() for s, spec in zip(row["seeds"], row["specs"])}
     lat = _load(lat_file) if os.path.exists(lat_file) else {}
     if set(lat) != set(names) and a.latency_rounds:
-        from search.tflite_timing import summarize, time_chains, to_tflite
-        t1 = time.time()
-        import keras
-
         from models import spec as spec_lib
-        from models.builder import build
-        bufs = {}
-        for n, path in names.items():
-            keras.backend.clear_session()
-            bufs[n] = to_tflite(build(spec_lib.loads(open(path, "rb").read())))
-        timed = time_chains(bufs, {n: [n] for n in bufs}, threads=1, rounds=a.latency_rounds, runs=20,
-                            progress=False)
-        lat = {n: summarize(timed[n][n]["cpu"])["median_ms"] for n in bufs}
+        t1 = time.time()
+        lat = litert_latency_ms({n: spec_lib.loads(open(path, "rb").read()) for n, path in names.items()},
+                                a.latency_rounds)
         write_json(lat_file, lat)
         seconds.record("latency", time.time() - t1)
     for arm, row in rows.items():

@@ -257,3 +257,36 @@ class StageTimes(dict):
                 return dict(json.load(f).get("stage_seconds") or {})
         except (OSError, ValueError, AttributeError):
             return {}
+
+
+# ------------------------------------------------------------------------------------------------ trainings and timing
+def train_top1(name: str, spec_path: str, out_dir: str, log: str, seconds: "StageTimes", dataset: str, epochs: int,
+               batch_size: int, lr: float, seed: int, limit: int | None = None, extra=()) -> float:
+    """Trains ``spec_path`` from scratch with the experiments' one schedule (``recipes.train``: SGD momentum 0.9,
+    ``lr``, one warm-up epoch, cosine; validation once, at the end) unless ``out_dir`` already holds its
+    ``model_card.json``; records the stage's seconds and returns the card's ``val_top1``."""
+    from recipes.cli import run_stage
+    card = os.path.join(out_dir, "model_card.json")
+    if not os.path.exists(card):
+        args = ["recipes.train", f"--model={spec_path}", "--weights=", f"--dataset={dataset}", f"--epochs={epochs}",
+                f"--batch_size={batch_size}", "--optimizer=sgd", f"--lr={lr}", "--warmup_epochs=1", f"--seed={seed}",
+                f"--val_freq={epochs}", "--noprogress", f"--out_dir={out_dir}",
+                *([f"--limit={limit}"] if limit else []), *extra]
+        seconds.record(name, run_stage(name, args, log))
+    with open(card) as f:
+        return json.load(f)["metrics"]["val_top1"]
+
+
+def litert_latency_ms(specs: dict, rounds: int, runs: int = 20) -> dict[str, float]:
+    """Median float32 LiteRT latency (ms; one thread, the calling thread's CPU time, the latency tables' clock) of
+    every :class:`~models.spec.ModelSpec` in ``specs`` (name → spec), all timed in one process, interleaved rounds."""
+    import keras
+
+    from models.builder import build
+    from search.tflite_timing import summarize, time_chains, to_tflite
+    bufs = {}
+    for name, spec in specs.items():
+        keras.backend.clear_session()
+        bufs[name] = to_tflite(build(spec))
+    timed = time_chains(bufs, {n: [n] for n in bufs}, threads=1, rounds=rounds, runs=runs, progress=False)
+    return {n: summarize(timed[n][n]["cpu"])["median_ms"] for n in bufs}

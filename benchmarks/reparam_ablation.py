@@ -13,7 +13,6 @@ its standard error.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -21,7 +20,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import StageTimes, host_info, round_floats, write_json
+from benchmarks.harness import StageTimes, host_info, round_floats, train_top1, write_json
 
 DATA = "folder:../shared/data/cifar10"
 
@@ -59,7 +58,6 @@ def main(argv=None) -> int:
     from common.io import write_text
     from models import spec as spec_lib
     from models.counting import count
-    from recipes.cli import run_stage
     from search.metakernel_space import ablation_space
 
     space = ablation_space(expand=3)
@@ -79,17 +77,10 @@ def main(argv=None) -> int:
             top1 = []
             for seed in seeds:
                 name = f"A_k{k}_{form}_s{seed}"
-                out_dir = os.path.join(a.work_dir, "train", name)
-                args = ["recipes.train", f"--model={spec_file}", "--weights=", f"--dataset={a.dataset}",
-                        f"--epochs={a.epochs}", f"--batch_size={a.batch_size}", "--optimizer=sgd", f"--lr={a.lr}",
-                        "--warmup_epochs=1", f"--seed={seed}", f"--val_freq={a.epochs}", "--noprogress",
-                        f"--out_dir={out_dir}", *([f"--limit={a.train_limit}"] if a.train_limit else []),
-                        *([f"--reparam={rep}"] if form == "merged" else [])]
-                card = os.path.join(out_dir, "model_card.json")
-                if not os.path.exists(card):
-                    seconds.record(name, run_stage(name, args, os.path.join(a.work_dir, "logs", f"{name}.log")))
-                with open(card) as f:
-                    top1.append(json.load(f)["metrics"]["val_top1"])
+                top1.append(train_top1(name, spec_file, os.path.join(a.work_dir, "train", name),
+                                       os.path.join(a.work_dir, "logs", f"{name}.log"), seconds, a.dataset, a.epochs,
+                                       a.batch_size, a.lr, seed, a.train_limit,
+                                       [f"--reparam={rep}"] if form == "merged" else []))
             row[form] = {"top1_per_seed": top1, "top1_mean": float(np.mean(top1)),
                          "top1_std": float(np.std(top1, ddof=1)) if len(top1) > 1 else None}
         d, m = row["direct"], row["merged"]

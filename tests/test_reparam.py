@@ -112,3 +112,26 @@ def test_train_reparam_flags_are_checked():
     with pytest.raises(ConfigError, match="symmetric padding"):
         train.validate(train.TrainConfig(model="spos_shufflenetv2", weights="", reparam="1,3", out_dir="/tmp/x_rep"))
     assert bad == SPEC
+
+
+def test_stem_sweep_specs_build_and_bad_input_is_one_line(tmp_path):
+    """benchmarks.ednas_stem (E2): every depthwise-stem variant is a valid spec that builds and costs what the
+    counter says; bad flags are one line and exit 2."""
+    from conftest import error_line
+
+    from benchmarks.ednas_stem import stem_specs
+    from models.counting import count, stem_cost
+    from models.walk import walk
+    specs = stem_specs([3, 11], 24)
+    assert set(specs) == {"conv3", "dw3", "dw11"}
+    for name, spec in specs.items():
+        spec = S.loads(S.dumps(spec))
+        assert spec.stem.depthwise is (name != "conv3")
+        if name == "dw11":
+            assert stem_cost(walk(spec)).macs == 32 * 32 * 24 * 11 * 11
+            model = build(spec)
+            assert model.output_shape == (None, 10)
+            assert count(spec).params == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    for args, needle in ((["--kernels=4"], "--kernels"), (["--stem_filters=16"], "--stem_filters")):
+        r = run_module("benchmarks.ednas_stem", f"--out={tmp_path / 'x.json'}", *args)
+        assert needle in error_line(r, "ednas_stem"), r.stderr
