@@ -483,7 +483,7 @@ class MetaKernelSupernet:
 
         ``latency``: a :class:`search.kernel_latency.KernelLatency` of the space: the budget is then the table's
         milliseconds, each row's cost its per-filter entries (a block's extra-branch term is left out of the moves'
-        ranking; the returned cost is the table's exact sum).
+        ranking; the running total is the table's exact sum).
 
         MACs are additive over α rows (each filter's expansion, depthwise, SE and projection share; a layer-wise
         row's whole layer), so a move (one row to another choice) changes MACs by a known amount. Greedily, the move
@@ -528,7 +528,8 @@ class MetaKernelSupernet:
                 break  # no move gets closer (or the target is out of reach)
             _, n, r, j, d = best
             choice[n][r] = j
-            macs = macs + (d if latency is not None else int(round(d)))
+            # the table's extra-branch term is not additive over rows: its exact sum after every move
+            macs = total(choice) if latency is not None else macs + int(round(d))
             moves += 1
         return choice, moves, total(choice)
 
