@@ -76,6 +76,9 @@ flags.DEFINE_integer("rounds", 8, "Rounds; every round visits all models/chains 
 flags.DEFINE_integer("seed", 0, "Seed of the architectures, weights, inputs and timing order.")
 flags.DEFINE_boolean("isolated", True, "Also time every new part alone (the comparison with chain context).")
 flags.DEFINE_boolean("quick", False, f"Tiny settings for tests: {QUICK}.")
+flags.DEFINE_boolean("reanalyze", False, "Time nothing: recompute the analyses that need only the per-architecture "
+                     "predictions and measurements (whole-model calibration, timing spread) in an existing --out and "
+                     "rewrite it.")
 
 
 def _settings() -> dict:
@@ -188,6 +191,44 @@ def _macs_affine_loo(macs, meas) -> dict:
     return dict(_metrics(pred, y), predicted_ms=[float(v) for v in pred])
 
 
+def _calibration(rows: list) -> dict:
+    """The table's prediction calibrated to whole models, ``measured ≈ a · predicted + b`` fitted on the other
+    architectures (leave-one-out): what remains when a constant bias of the parts' sum is removed; and the timing
+    spread of the whole models (median over architectures of p90 / p10 of their timed calls)."""
+    import numpy as np
+    x = np.array([r["predicted_ms"] for r in rows], np.float64)
+    y = np.array([r["measured_ms"] for r in rows], np.float64)
+    pred = []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        a, b = np.polyfit(x[keep], y[keep], 1)
+        pred.append(a * x[i] + b)
+    a, b = np.polyfit(x, y, 1)
+    spread = [r["measured_p90_ms"] / r["measured_p10_ms"] for r in rows if r.get("measured_p10_ms")]
+    return {"calibrated_loo": dict(_metrics(pred, y), scale_all=float(a), offset_ms_all=float(b)),
+            "measured_p90_over_p10_median": float(np.median(spread)) if spread else None}
+
+
+def reanalyze(path: str) -> None:
+    """``--reanalyze``: the calibration comparison of an existing result file, rewritten in place."""
+    import json
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        rows = report["archs"]
+        if not isinstance(rows, list) or not isinstance(report["comparisons"], dict):
+            raise ValueError("no archs list or comparisons")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--out={path}: not a latency_model result to reanalyze ({e})") from None
+    report["comparisons"].update(_calibration(rows))
+    report["reanalyzed_with"] = f"python -m benchmarks.latency_model --reanalyze --out {path}"
+    harness.write_json(path, harness.round_floats(report))
+    c = report["comparisons"]["calibrated_loo"]
+    print(f"{len(rows)} archs: calibrated (leave-one-out) MAPE {c['mape']:.2f}%, bias {c['bias_pct']:+.2f}%, "
+          f"Spearman {c['spearman']:.4f}; timing spread p90/p10 "
+          f"{report['comparisons']['measured_p90_over_p10_median']:.2f}")
+
+
 def _plot(path: str, rows: list, res: dict, s: dict, clock: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -278,6 +319,8 @@ def _method(s: dict, clock: str) -> str:
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.reanalyze:
+        return reanalyze(FLAGS.out)
     s = _check(_settings())
     plot = os.path.splitext(FLAGS.out)[0] + ".png" if FLAGS.plot is None else FLAGS.plot
     started = time.time()
@@ -335,7 +378,7 @@ def main(argv):
 
     res = _metrics(pred, meas)
     comparisons: dict = {"macs_rank_spearman": lat.spearman(macs, meas),
-                         "macs_affine_loo": _macs_affine_loo(macs, meas)}
+                         "macs_affine_loo": _macs_affine_loo(macs, meas), **_calibration(rows)}
     # The fallback alone: each architecture's block entries removed (stem and head stay: every architecture of a
     # space shares them), its blocks predicted by the MACs-affine fits over the other architectures' block entries.
     for name, level in (("fallback_only", "group"), ("fallback_only_per_kind", "kind")):

@@ -349,3 +349,24 @@ def test_benchmark_bad_lut(tmp_path):
     r = run_module("benchmarks.latency_model", f"--out={out}", "--quick", f"--lut={bad}", timeout=120)
     assert "--lut" in error_line(r, "benchmarks.latency_model"), r.stderr
     assert not out.exists()
+
+
+def test_reanalyze_calibrates_a_result_without_timing(tmp_path):
+    """``benchmarks.latency_model --reanalyze``: a constant bias of the parts' sum disappears under the
+    leave-one-out whole-model calibration; nothing is timed; a file that is not a result is one line, exit 2."""
+    rng = np.random.default_rng(0)
+    measured = rng.uniform(10, 40, 12)
+    rows = [{"name": f"a{i}", "predicted_ms": 1.08 * m + 0.5, "measured_ms": m, "measured_p10_ms": 0.9 * m,
+             "measured_p90_ms": 1.2 * m} for i, m in enumerate(measured)]
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps({"archs": rows, "comparisons": {}}))
+    r = run_module("benchmarks.latency_model", "--reanalyze", f"--out={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    c = report["comparisons"]["calibrated_loo"]
+    assert c["mape"] < 1e-3 and c["spearman"] == pytest.approx(1.0)
+    assert c["scale_all"] == pytest.approx(1 / 1.08, rel=1e-4)
+    assert report["comparisons"]["measured_p90_over_p10_median"] == pytest.approx(1.2 / 0.9, rel=1e-4)
+    (tmp_path / "bad.json").write_text("[]")
+    r = run_module("benchmarks.latency_model", "--reanalyze", f"--out={tmp_path / 'bad.json'}")
+    assert "not a latency_model result" in error_line(r, "benchmarks.latency_model"), r.stderr
