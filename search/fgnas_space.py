@@ -38,6 +38,7 @@ from models.spec import (
     ModelSpec,
     Provenance,
     StemSpec,
+    make_divisible,
 )
 from models.walk import Site, walk
 from search.metakernel_space import check_candidates
@@ -294,10 +295,17 @@ def vgg_space(width: int = 12, kernels=(3,), acts=("relu",), classes: int = 10, 
 
 
 def mbconv_space(kernels=(3,), acts=("relu6",), expand: int = 6, classes: int = 10, input_size: int = 32,
-                 widths=(16, 24, 32, 64, 96), depths=(1, 2, 2, 2, 1), strides=(1, 1, 2, 2, 1)) -> FgnasSpace:
+                 widths=(16, 24, 32, 64, 96), depths=(1, 2, 2, 2, 1), strides=(1, 1, 2, 2, 1),
+                 width_mult: float = 1.0) -> FgnasSpace:
     """A MobileNetV2-style CIFAR backbone: 3×3 stem (32), a first block without expansion (fixed), then ir blocks
-    (expansion ``expand``, 3×3 depthwise, ReLU6) whose expanded channels are searched; no head conv."""
-    stages, ch = [], 32
+    (expansion ``expand``, 3×3 depthwise, ReLU6) whose expanded channels are searched; no head conv.
+    ``width_mult`` scales the stem and every block width as MobileNetV2's multiplier does (multiples of 8)."""
+    if width_mult <= 0:
+        raise ValueError(f"width_mult: must be positive, got {width_mult}")
+    scale = lambda c: make_divisible(c * width_mult, 8)  # noqa: E731
+    widths = tuple(scale(c) for c in widths)
+    stages, ch = [], scale(32)
+    stem = ch
     for i, (c, d, s) in enumerate(zip(widths, depths, strides)):
         blocks = []
         for j in range(d):
@@ -306,8 +314,10 @@ def mbconv_space(kernels=(3,), acts=("relu6",), expand: int = 6, classes: int = 
                                      stride=s if j == 0 else 1, act="relu6"))
             ch = c
         stages.append(tuple(blocks))
-    spec = _plain_spec("fgnas_mbconv", "mbconv", input_size, 32, tuple(stages), classes,
-                       f"MobileNetV2-style FGNAS backbone, expansion {expand}")
+    name = "fgnas_mbconv" if width_mult == 1.0 else f"fgnas_mbconv_x{width_mult:g}".replace(".", "p")
+    spec = _plain_spec(name, "mbconv", input_size, stem, tuple(stages), classes,
+                       f"MobileNetV2-style FGNAS backbone, expansion {expand}"
+                       + ("" if width_mult == 1.0 else f", width multiplier {width_mult:g}"))
     return FgnasSpace(spec, kernels, acts)
 
 

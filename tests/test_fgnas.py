@@ -246,3 +246,21 @@ def test_latency_regularizer_is_the_model_prediction_and_reaches_the_gates(kind)
         assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
     with pytest.raises(ValueError, match="latency model"):
         net.resource("latency")
+
+
+def test_mbconv_width_multiplier_scales_like_mobilenet_v2(tmp_path):
+    """``mbconv_space(width_mult=…)`` (the E3 baseline): stem and block widths × the multiplier in multiples of 8,
+    the full-width space unchanged; the E3 driver refuses bad flags with one line."""
+    from conftest import error_line, run_module
+
+    from models.counting import count
+    full, x75 = mbconv_space().backbone, mbconv_space(width_mult=0.75).backbone
+    assert full.name == "fgnas_mbconv" and x75.name == "fgnas_mbconv_x0p75"
+    assert x75.stem.filters == 24 and [b.filters for _, _, b in x75.blocks()] == [16, 24, 24, 24, 24, 48, 48, 72]
+    assert all(b.filters % 8 == 0 for _, _, b in x75.blocks()) and count(x75).macs < count(full).macs
+    with pytest.raises(ValueError, match="width_mult"):
+        mbconv_space(width_mult=0)
+    for args, needle in ((["--arms=L,Q"], "--arms"), (["--multiplier=1.5"], "--multiplier"),
+                         (["--dataset=shapes", f"--latency_model={tmp_path / 'none.json'}"], "--latency_model")):
+        r = run_module("benchmarks.fgnas_latency_search", f"--out={tmp_path / 'x.json'}", *args)
+        assert needle in error_line(r, "fgnas_latency_search"), r.stderr
