@@ -9,9 +9,10 @@ Arms search ``cifar_space()`` (32×32) with the same number of steps and seeds:
   (``--feedback``);
 - **c**: the same, one path at batch 2B (``--nofeedback --batch_size=2B``): the images per step of b;
 - **m**: the FLOPs loss (``recipes.search_metakernel --target_macs``), one path, batch B, at the MACs of the budget's
-  reference network (the unpruned every-3×3 network, whose table latency is the latency arms' default budget).
+  reference network (the unpruned every-3×3 network, whose table latency is the latency arms' default budget);
+- **r**: that reference network itself, no search: the same latency and MACs as the budgets.
 
-E1 is ``--arms=a,b,c``, E3 ``--arms=a,m`` (the same work directory: arm a runs once).
+E1 is ``--arms=a,b,c``, E3 ``--arms=a,m,r`` (the same work directory: arm a runs once).
 
 Per search: the first α step with E[latency] inside T(1 ± η), the first epoch after which fewer than 1% of the
 filters change their argmax (steps and wall-clock to each), the β spread, and the derived architecture's table
@@ -20,7 +21,7 @@ retrained from scratch with one schedule and scored on the 5,000 CIFAR-10 test i
 LiteRT (single thread, CPU time, interleaved rounds), so accuracy is compared at measured latency.
 
     python -m benchmarks.ednas_search --arms=a,b,c --out benchmarks/results/ednas_feedback.json   # E1
-    python -m benchmarks.ednas_search --arms=a,m --out benchmarks/results/ednas_latency_loss.json  # E3
+    python -m benchmarks.ednas_search --arms=a,m,r --out benchmarks/results/ednas_latency_loss.json  # E3
 
 Resumable: a finished search or training (its ``summary.json`` / ``model_card.json``) is not rerun.
 """
@@ -40,7 +41,8 @@ from benchmarks.harness import StageTimes, host_info, litert_latency_ms, round_f
 DATA = "folder:../shared/data/cifar10"
 TABLE = os.path.join("benchmarks", "results", "ednas_latency_table.json")
 ARMS = {"a": "latency loss, one path, batch B", "b": "latency loss, feedback pair, 2 × batch B",
-        "c": "latency loss, one path, batch 2B", "m": "FLOPs loss, one path, batch B"}
+        "c": "latency loss, one path, batch 2B", "m": "FLOPs loss, one path, batch B",
+        "r": "no search: the budget's reference network (every filter 3×3, nothing pruned)"}
 
 
 def _load(path):
@@ -79,15 +81,16 @@ def plot(rows: dict, path: str, target: float) -> None:
                 axes[0].plot(epochs, c["argmax_ms"], color=colours[arm], linestyle="--")
             share = [np.nan if v is None else 100 * v for v in c["argmax_changed_share"]]
             axes[1].plot(epochs, share, color=colours[arm], marker=".", label=label)
-        if row.get("measured_ms"):
-            axes[2].errorbar(np.mean(row["measured_ms"]), 100 * row["top1_mean"],
-                             yerr=100 * (row["top1_std"] or 0), color=colours[arm], marker="o", capsize=3,
-                             label=f"{arm}: {ARMS[arm]}")
+        if row.get("measured_ms"):  # bars: std over seeds, or the binomial SE on 5,000 images for one seed
+            p = row["top1_mean"]
+            err = row["top1_std"] if row["top1_std"] is not None else math.sqrt(p * (1 - p) / 5000)
+            axes[2].errorbar(np.mean(row["measured_ms"]), 100 * p, yerr=100 * err, color=colours[arm], marker="o",
+                             capsize=3, label=f"{arm}: {ARMS[arm]}")
     axes[0].axhline(target, color="k", linestyle=":", linewidth=1, label="target")
     axes[0].set(title="E[latency] (solid) and argmax (dashed), table ms", xlabel="search epoch", ylabel="ms")
     axes[1].axhline(1.0, color="k", linestyle=":", linewidth=1)
     axes[1].set(title="filters whose argmax changed (%)", xlabel="search epoch", yscale="log")
-    axes[2].set(title="retrained top-1 vs measured latency", xlabel="LiteRT ms (1 thread, CPU time)",
+    axes[2].set(title="retrained top-1 (±1 SE) vs measured latency", xlabel="LiteRT ms (1 thread, CPU time)",
                 ylabel="top-1 (%)")
     from matplotlib.ticker import MaxNLocator
     for ax in axes:
@@ -148,6 +151,8 @@ def main(argv=None) -> int:
     target = a.target_ms or table.predict(space, every3)
     from models.counting import count
     target_macs = count(kl.arch_spec(space, every3)).macs
+    from common.io import write_text
+    from models import spec as spec_lib
     from recipes.cli import run_stage
     os.makedirs(os.path.join(a.work_dir, "logs"), exist_ok=True)
     seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"))
@@ -160,6 +165,19 @@ def main(argv=None) -> int:
         for seed in seeds:
             name = f"{arm}_s{seed}"
             sdir = os.path.join(a.work_dir, "search", name)
+            if arm == "r":  # no search: the reference network is trained as it is
+                spec = os.path.join(a.work_dir, "specs", "every3x3.json")
+                if not os.path.exists(spec):
+                    os.makedirs(os.path.dirname(spec), exist_ok=True)
+                    write_text(spec, spec_lib.dumps(kl.arch_spec(space, every3, name="every3x3")))
+                row["seeds"].append(seed)
+                row["table_ms"].append(table.predict(space, every3))
+                row.setdefault("macs", []).append(target_macs)
+                row["specs"].append(spec)
+                row["top1"].append(train_top1(f"train_{name}", spec, os.path.join(a.work_dir, "train", name),
+                                              os.path.join(a.work_dir, "logs", f"train_{name}.log"), seconds,
+                                              a.dataset, a.retrain_epochs, 128, a.lr, seed, a.train_limit))
+                continue
             budget = ([f"--target_macs={target_macs}"] if arm == "m" else
                       [f"--latency_table={a.latency_table}", f"--target_ms={target}"])
             args = ["recipes.search_ednas" if arm != "m" else "recipes.search_metakernel", f"--dataset={a.dataset}",
@@ -173,7 +191,6 @@ def main(argv=None) -> int:
             history = _load(os.path.join(sdir, "history.json"))
             row["seeds"].append(seed)
             row["convergence"].append(convergence(history, steps))
-            from models import spec as spec_lib
             derived = spec_lib.loads(open(os.path.join(sdir, "derived.json"), "rb").read())
             row["table_ms"].append(table.predict(space, kl.arch_of(space, derived)))
             row.setdefault("macs", []).append(count(derived).macs)
@@ -186,11 +203,10 @@ def main(argv=None) -> int:
         row["top1_mean"] = float(np.mean(row["top1"]))
         row["top1_std"] = float(np.std(row["top1"], ddof=1)) if len(row["top1"]) > 1 else None
         rows[arm] = row
-    lat_file = os.path.join(a.work_dir, "latency.json")
+    lat_file = os.path.join(a.work_dir, f"latency_{'_'.join(arms)}.json")  # one timing session per arm set
     names = {f"{arm}_s{s}": spec for arm, row in rows.items() for s, spec in zip(row["seeds"], row["specs"])}
     lat = _load(lat_file) if os.path.exists(lat_file) else {}
     if set(lat) != set(names) and a.latency_rounds:
-        from models import spec as spec_lib
         t1 = time.time()
         lat = litert_latency_ms({n: spec_lib.loads(open(path, "rb").read()) for n, path in names.items()},
                                 a.latency_rounds)
@@ -199,7 +215,7 @@ def main(argv=None) -> int:
     for arm, row in rows.items():
         row["measured_ms"] = [lat[f"{arm}_s{s}"] for s in row["seeds"]] if lat else []
     comparisons = {}
-    for x, y in (("b", "c"), ("b", "a"), ("c", "a"), ("a", "m")):
+    for x, y in (("b", "c"), ("b", "a"), ("c", "a"), ("a", "m"), ("a", "r")):
         if x in rows and y in rows and len(seeds) > 1:
             d = rows[x]["top1_mean"] - rows[y]["top1_mean"]
             se = math.sqrt((rows[x]["top1_std"] ** 2 + rows[y]["top1_std"] ** 2) / len(seeds))
@@ -218,11 +234,14 @@ def main(argv=None) -> int:
     write_json(a.out, round_floats(result))
     plot(rows, os.path.splitext(a.out)[0] + ".png", target)
     for arm, row in rows.items():
-        c = row["convergence"][0]
+        search = ""
+        if row["convergence"]:
+            c = row["convergence"][0]
+            search = (f", in band at step {c['first_in_band_step']}, settled at epoch {c['argmax_settled_epoch']}, "
+                      f"{c['seconds_per_step']:.2f} s/step")
         print(f"{arm} ({ARMS[arm]}): top-1 {row['top1_mean']:.4f}, table {np.mean(row['table_ms']):.3f} ms, "
-              f"measured {np.mean(row['measured_ms']) if row['measured_ms'] else float('nan'):.3f} ms, in band at step "
-              f"{c['first_in_band_step']}, settled at epoch {c['argmax_settled_epoch']}, {c['seconds_per_step']:.2f} "
-              "s/step", file=sys.stderr)
+              f"measured {np.mean(row['measured_ms']) if row['measured_ms'] else float('nan'):.3f} ms{search}",
+              file=sys.stderr)
     return 0
 
 
