@@ -40,6 +40,8 @@ from benchmarks.harness import StageTimes, host_info, litert_latency_ms, round_f
 
 DATA = "folder:../shared/data/cifar10"
 TABLE = os.path.join("benchmarks", "results", "ednas_latency_table.json")
+LEGEND = {"a": "latency loss, B", "b": "latency loss, feedback 2 × B", "c": "latency loss, 2B", "m": "FLOPs loss, B",
+          "r": "every 3×3, no search"}
 ARMS = {"a": "latency loss, one path, batch B", "b": "latency loss, feedback pair, 2 × batch B",
         "c": "latency loss, one path, batch 2B", "m": "FLOPs loss, one path, batch B",
         "r": "no search: the budget's reference network (every filter 3×3, nothing pruned)"}
@@ -71,11 +73,11 @@ def plot(rows: dict, path: str, target: float) -> None:
     from reports.plots import pyplot, save_figure
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    colours = {"a": "tab:blue", "b": "tab:red", "c": "tab:green", "m": "tab:purple"}
+    colours = {"a": "tab:blue", "b": "tab:red", "c": "tab:green", "m": "tab:purple", "r": "black"}
     for arm, row in rows.items():
         for s, c in zip(row["seeds"], row["convergence"]):
             epochs = np.arange(1, len(c["expected_ms"]) + 1)
-            label = f"{arm}: {ARMS[arm]}" if s == row["seeds"][0] else None
+            label = f"{arm}: {LEGEND[arm]}" if s == row["seeds"][0] else None
             if c["expected_ms"][0] is not None:  # latency arms (the FLOPs arm steers MACs)
                 axes[0].plot(epochs, c["expected_ms"], color=colours[arm], label=label)
                 axes[0].plot(epochs, c["argmax_ms"], color=colours[arm], linestyle="--")
@@ -85,7 +87,7 @@ def plot(rows: dict, path: str, target: float) -> None:
             p = row["top1_mean"]
             err = row["top1_std"] if row["top1_std"] is not None else math.sqrt(p * (1 - p) / 5000)
             axes[2].errorbar(np.mean(row["measured_ms"]), 100 * p, yerr=100 * err, color=colours[arm], marker="o",
-                             capsize=3, label=f"{arm}: {ARMS[arm]}")
+                             capsize=3, label=f"{arm}: {LEGEND[arm]}")
     axes[0].axhline(target, color="k", linestyle=":", linewidth=1, label="target")
     axes[0].set(title="E[latency] (solid) and argmax (dashed), table ms", xlabel="search epoch", ylabel="ms")
     axes[1].axhline(1.0, color="k", linestyle=":", linewidth=1)
