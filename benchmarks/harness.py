@@ -277,9 +277,10 @@ def train_top1(name: str, spec_path: str, out_dir: str, log: str, seconds: "Stag
         return json.load(f)["metrics"]["val_top1"]
 
 
-def litert_latency_ms(specs: dict, rounds: int, runs: int = 20) -> dict[str, float]:
-    """Median float32 LiteRT latency (ms; one thread, the calling thread's CPU time, the latency tables' clock) of
-    every :class:`~models.spec.ModelSpec` in ``specs`` (name → spec), all timed in one process, interleaved rounds."""
+def litert_latency(specs: dict, rounds: int, runs: int = 20, clock: str = "cpu") -> dict[str, dict]:
+    """Float32 LiteRT latency summaries (:func:`search.tflite_timing.summarize`, ms; one thread) of every
+    :class:`~models.spec.ModelSpec` in ``specs`` (name → spec), all timed in one process, interleaved rounds;
+    ``clock``: ``"cpu"`` (the calling thread's CPU time, the latency tables' clock) or ``"wall"``."""
     import keras
 
     from models.builder import build
@@ -289,4 +290,9 @@ def litert_latency_ms(specs: dict, rounds: int, runs: int = 20) -> dict[str, flo
         keras.backend.clear_session()
         bufs[name] = to_tflite(build(spec))
     timed = time_chains(bufs, {n: [n] for n in bufs}, threads=1, rounds=rounds, runs=runs, progress=False)
-    return {n: summarize(timed[n][n]["cpu"])["median_ms"] for n in bufs}
+    return {n: summarize(timed[n][n][clock]) for n in bufs}
+
+
+def litert_latency_ms(specs: dict, rounds: int, runs: int = 20) -> dict[str, float]:
+    """The median CPU-time milliseconds of :func:`litert_latency`."""
+    return {n: s["median_ms"] for n, s in litert_latency(specs, rounds, runs).items()}

@@ -137,19 +137,15 @@ def spec_path(a, m) -> str:
 
 
 def measure_latency(specs: dict[str, str], rounds: int) -> dict:
-    """Median single-thread LiteRT latency (ms) per spec, every model in one process, interleaved rounds."""
-    import keras
-
+    """Single-thread LiteRT latency summaries (wall clock) per spec file, every model in one process, interleaved
+    rounds (:func:`benchmarks.harness.litert_latency`)."""
+    from benchmarks.harness import litert_latency
     from models import spec as spec_lib
-    from models.builder import build
-    from search.tflite_timing import summarize, time_chains, to_tflite
-    bufs = {}
+    loaded = {}
     for name, path in specs.items():
-        keras.backend.clear_session()
         with open(path) as f:
-            bufs[name] = to_tflite(build(spec_lib.loads(f.read())))
-    timed = time_chains(bufs, {n: [n] for n in bufs}, threads=1, rounds=rounds, runs=20, progress=False)
-    return {n: summarize(timed[n][n]["wall"]) for n in bufs}
+            loaded[name] = spec_lib.loads(f.read())
+    return litert_latency(loaded, rounds, clock="wall")
 
 
 def _same_architecture(path_a: str, path_b: str) -> bool:
