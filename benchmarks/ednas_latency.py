@@ -2,17 +2,21 @@
 validate.
 
 1. ``--fit + --validate`` random architectures of the meta-kernel search space (:func:`search.kernel_latency.
-   sample_arch`: a keep level per architecture, per-block Dirichlet kernel probabilities, filters drawn
-   independently) are built as zoo specs, converted once each to float32 TFLite, sliced into stem / blocks / head and
-   timed in chain context, and every whole model timed alone: one :func:`search.latency.profile` session, every unit
-   interleaved in random order per round, single-thread LiteRT, the calling thread's CPU time.
+   sample_arch`: a keep level per architecture; per block 1 … all kernel sizes with Dirichlet probabilities, filters
+   drawn independently), plus the unpruned one-kernel networks, are built as zoo specs, converted to float32 TFLite,
+   sliced into stem / blocks / head and timed in chain context: one :func:`search.latency.profile` session, every
+   unit interleaved in random order per round, single-thread LiteRT, the calling thread's CPU time. The whole models
+   are timed apart from the parts, in two sessions of their own (whole models only, interleaved rounds): their mean
+   is the measured latency and their difference the measurement's repeatability (the MAPE's noise floor).
 2. Per block, ``base + Σ_k a_k · n_k + c · (B − 1)`` is fitted by non-negative least squares to the ``--fit``
    architectures' block latencies (:func:`search.kernel_latency.fit`); ``fixed_ms`` (stem + head + invocation) and one
    scale are calibrated on the same architectures' whole-model latencies (:func:`search.kernel_latency.calibrate`;
    one scale per kernel size is reported beside it).
 3. The ``--validate`` architectures (never fitted on) are predicted and compared with their measured whole-model
    latency: MAPE, Spearman's ρ, bias. Beside it: the table without calibration, the exact-key LUT
-   (:class:`search.latency.LatencyTable`, every part of each validation model looked up) and MACs alone.
+   (:class:`search.latency.LatencyTable`, every part of each validation model looked up) and MACs alone. The
+   unpruned one-kernel networks (every filter k×k, for each candidate k: the references searches are budgeted
+   against) are predicted and reported apart (``uniform_references``).
    The issue's bar for a table that can steer a search: MAPE ≤ 5%, Spearman ≥ 0.95 on ≥ 30 architectures.
 
 Writes ``--out`` (results), a scatter PNG beside it and ``--model_out`` (the table for ``recipes.search_ednas
@@ -42,7 +46,7 @@ def _metrics(pred, meas) -> dict:
             "spearman": spearman(p, m)}
 
 
-def _plot(path: str, meas, preds: dict, title: str) -> None:
+def _plot(path: str, meas, preds: dict, title: str, refs=()) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -51,11 +55,18 @@ def _plot(path: str, meas, preds: dict, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.2, 5.6))
     lo, hi = min(np.min(meas), *(np.min(p) for p in preds.values())), max(np.max(meas), *(np.max(p) for p in
                                                                                          preds.values()))
+    if refs:
+        hi = max(hi, *(max(r["measured_ms"], r["predicted_ms"]) for r in refs))
     ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, zorder=0, label="y = x")
     for (label, p), marker in zip(preds.items(), "osD^"):
         m = _metrics(p, meas)
         ax.scatter(meas, p, s=22, marker=marker, alpha=0.8,
                    label=f"{label}: MAPE {m['mape']:.1%}, ρ {m['spearman']:.3f}")
+    for i, r in enumerate(refs):  # the unpruned one-kernel networks (not in the metrics above)
+        ax.scatter([r["measured_ms"]], [r["predicted_ms"]], s=60, marker="X", color="black",
+                   label="unpruned one-kernel networks (table)" if i == 0 else None)
+        ax.annotate(f"{r['name']} {r['error']:+.0%}", (r["measured_ms"], r["predicted_ms"]), fontsize=8,
+                    xytext=(5, -10), textcoords="offset points")
     ax.set_xlabel("measured whole-model latency (ms, CPU time, 1 thread)", fontsize=10)
     ax.set_ylabel("predicted (ms)", fontsize=10)
     ax.set_title(title, fontsize=10)
@@ -82,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--validate", type=int, default=30, help="other architectures it is checked against")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--whole_rounds", type=int, default=30,
+                   help="rounds of each of the two whole-model sessions (4 × --runs timed runs per model per round)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -95,8 +108,8 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"ednas_latency: --candidates/--space: {e}", file=sys.stderr)
         return 2
-    if a.fit < 8 or a.validate < 2 or a.rounds < 1 or a.runs < 1:
-        print("ednas_latency: --fit >= 8, --validate >= 2, --rounds and --runs >= 1", file=sys.stderr)
+    if a.fit < 8 or a.validate < 2 or a.rounds < 1 or a.runs < 1 or a.whole_rounds < 1:
+        print("ednas_latency: --fit >= 8, --validate >= 2, --rounds, --runs and --whole_rounds >= 1", file=sys.stderr)
         return 2
     from models.counting import count
     from search import kernel_latency as kl
@@ -106,11 +119,29 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(a.seed)
     archs = [kl.sample_arch(space, rng) for _ in range(a.fit + a.validate)]
     specs = [kl.arch_spec(space, x, name=f"arch{i:03d}") for i, x in enumerate(archs)]
+    refs = [kl.uniform_arch(space, k) for k in cands]  # one kernel everywhere, nothing pruned: search references
+    archs += refs
+    specs += [kl.arch_spec(space, x, name=f"every{k}x{k}") for k, x in zip(cands, refs)]
     session = profile(specs, threads=1, warmup=a.warmup, runs=a.runs, rounds=a.rounds, seed=a.seed,
-                      input_size=space.input_size, clock="cpu", measure_models=True, progress=True)
+                      input_size=space.input_size, clock="cpu", progress=True)
     table = session.table
     table.save(a.lut_out)  # the parts' timings: the fit can be redone without timing again
-    measured = np.array([session.models[s.name]["cpu"]["median_ms"] for s in specs])
+    # whole models in sessions of their own, as a user times a model (not among the ~10× more part interpreters
+    # of the profile session, whose whole-model medians drifted from these by up to 50% on this host), twice:
+    # the mean is the measurement, the difference between the sessions its repeatability
+    import keras
+
+    from benchmarks.harness import litert_latency
+    from models.builder import build
+    from search.tflite_timing import to_tflite
+    bufs = {}
+    for s in specs:
+        keras.backend.clear_session()
+        bufs[s.name] = to_tflite(build(s))
+    sessions = [litert_latency(bufs, rounds=a.whole_rounds, runs=4 * a.runs) for _ in range(2)]
+    both = np.array([[w[s.name]["median_ms"] for s in specs] for w in sessions])
+    measured = both.mean(axis=0)
+    repeat = np.abs(both[0] - both[1]) / measured
 
     def part_ms(spec):
         return [float(table.entries[q.key]["ms"]) for q in parts(spec, space.input_size)]
@@ -124,7 +155,7 @@ def main(argv=None) -> int:
     model = kl.calibrate(raw, space, archs[:a.fit], measured[:a.fit])
     per_kernel = kl.calibrate(raw, space, archs[:a.fit], measured[:a.fit], per_kernel=True)
     model.save(a.model_out)
-    val = slice(a.fit, None)
+    val = slice(a.fit, a.fit + a.validate)
     meas = measured[val]
     pred = {"per-filter table": np.array([model.predict(space, x) for x in archs[val]]),
             "per-kernel scales": np.array([per_kernel.predict(space, x) for x in archs[val]]),
@@ -143,6 +174,14 @@ def main(argv=None) -> int:
                        "exact_key_lut": _metrics(pred["exact-key LUT"], meas),
                        "spearman_macs_vs_measured": spearman(macs, meas),
                        "measured_ms_range": [float(meas.min()), float(meas.max())]},
+        "uniform_references": [
+            {"name": s.name, "macs": count(s).macs, "measured_ms": float(y), "predicted_ms": model.predict(space, x),
+             "error": model.predict(space, x) / float(y) - 1}
+            for s, x, y in zip(specs[a.fit + a.validate:], archs[a.fit + a.validate:],
+                               measured[a.fit + a.validate:])],
+        "measurement_repeatability": {
+            "sessions": 2, "mean_abs_rel_diff": float(repeat.mean()), "max_abs_rel_diff": float(repeat.max()),
+            "note": "|session 1 − session 2| / mean over every whole model: the noise floor of the MAPE"},
         "targets": TARGETS,
         "per_model": [{"name": s.name, "macs": m, "measured_ms": float(y), "predicted_ms": float(x)}
                       for s, m, y, x in zip(specs[val], macs, meas, pred["per-filter table"])],
@@ -152,11 +191,14 @@ def main(argv=None) -> int:
     write_json(a.out, round_floats(result))
     _plot(os.path.splitext(a.out)[0] + ".png", meas, pred,
           f"E-DNAS per-filter latency table, {space.name} at {space.input_size}², kernels {list(cands)}\n"
-          f"{len(meas)} validation architectures (fitted on {a.fit} others)")
+          f"{len(meas)} validation architectures (fitted on {a.fit} others)", result["uniform_references"])
     v = result["validation"]
     print(f"per-filter table: MAPE {v['mape']:.1%}, Spearman {v['spearman']:.3f}, bias {v['bias']:+.1%} on "
           f"{v['models']} models (uncalibrated {v['uncalibrated']['mape']:.1%}; exact-key LUT "
-          f"{v['exact_key_lut']['mape']:.1%}; MACs alone ρ {v['spearman_macs_vs_measured']:.3f})", file=sys.stderr)
+          f"{v['exact_key_lut']['mape']:.1%}; MACs alone ρ {v['spearman_macs_vs_measured']:.3f}; measurement "
+          f"repeatability {repeat.mean():.1%}); uniform "
+          f"references: " + ", ".join(f"{r['name']} {r['error']:+.1%}" for r in result["uniform_references"]),
+          file=sys.stderr)
     return 0
 
 

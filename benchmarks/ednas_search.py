@@ -148,8 +148,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"{prog}: --latency_table: {e} (this benchmark searches cifar_space())", file=sys.stderr)
         return 2
-    three = table.candidates.index(3) if 3 in table.candidates else 0
-    every3 = [np.full(s.expand, 1 + three) if kl.prunable(s) else np.array([three]) for s in space.blocks()]
+    every3 = kl.uniform_arch(space, 3 if 3 in table.candidates else table.candidates[0])
     target = a.target_ms or table.predict(space, every3)
     from models.counting import count
     target_macs = count(kl.arch_spec(space, every3)).macs

@@ -279,14 +279,18 @@ def train_top1(name: str, spec_path: str, out_dir: str, log: str, seconds: "Stag
 
 def litert_latency(specs: dict, rounds: int, runs: int = 20, clock: str = "cpu") -> dict[str, dict]:
     """Float32 LiteRT latency summaries (:func:`search.tflite_timing.summarize`, ms; one thread) of every
-    :class:`~models.spec.ModelSpec` in ``specs`` (name → spec), all timed in one process, interleaved rounds;
-    ``clock``: ``"cpu"`` (the calling thread's CPU time, the latency tables' clock) or ``"wall"``."""
+    :class:`~models.spec.ModelSpec` in ``specs`` (name → spec, or → .tflite bytes already converted), all timed in
+    one process, interleaved rounds; ``clock``: ``"cpu"`` (the calling thread's CPU time, the latency tables' clock)
+    or ``"wall"``."""
     import keras
 
     from models.builder import build
     from search.tflite_timing import summarize, time_chains, to_tflite
     bufs = {}
     for name, spec in specs.items():
+        if isinstance(spec, bytes):
+            bufs[name] = spec
+            continue
         keras.backend.clear_session()
         bufs[name] = to_tflite(build(spec))
     timed = time_chains(bufs, {n: [n] for n in bufs}, threads=1, rounds=rounds, runs=runs, progress=False)

@@ -19,8 +19,17 @@ the JSON and the plot are rewritten after every finished stage):
    params, latency, the search that produced the spec); then ``recipes.evaluate --model=<name> --weights=cifar10``
    re-scores the shipped weights through the zoo and must reproduce the card's top-1.
 
+``--method=ednas`` runs the same protocol for E-DNAS (García López et al.): ``recipes.search_ednas`` (feedback pair
+on, the per-filter latency-table loss of ``--latency_table``, fitted on this space by ``benchmarks.ednas_latency
+--space=ablation``) with ``--targets`` in milliseconds (default: the table's latency of the meta-kernel search's
+reference network, every filter 7×7 at expansion 3 — half the filters of the expansion-6 supernet, all 7×7 — so both
+searches are budgeted by the same network, one in MACs, one in latency); the baselines are matched to the searched
+model's MACs as above and every model's latency is measured, so the card compares at measured latency too.
+
     python -m benchmarks.metakernel_zoo --out benchmarks/results/metakernel_zoo.json
     python -m benchmarks.metakernel_zoo --out … --stop_after=search       # the two searches only (a stage)
+    python -m benchmarks.metakernel_zoo --method=ednas --name=ednas_cifar10 --work_dir=runs/ednas_zoo \
+        --out benchmarks/results/ednas_zoo.json
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ from benchmarks.harness import StageTimes, host_info, round_floats, usage_error,
 DATA = "folder:../shared/data/cifar10"
 REPO_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo")
 STAGES = ("search", "retrain", "latency", "publish")
+ABLATION_TABLE = os.path.join("benchmarks", "results", "ednas_latency_ablation_table.json")
 
 
 def _load(path):
@@ -48,12 +58,16 @@ def _load(path):
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path (a PNG is written beside it)")
+    p.add_argument("--method", default="metakernel", choices=["metakernel", "ednas"],
+                   help="metakernel: FLOPs loss, --targets in MACs; ednas: feedback pair and latency-table loss, "
+                        "--targets in ms")
+    p.add_argument("--latency_table", default=ABLATION_TABLE, help="--method=ednas: the space's per-filter table")
     p.add_argument("--work_dir", default="runs/metakernel_zoo", help="searches, specs, trainings, logs")
     p.add_argument("--dataset", default=DATA)
     p.add_argument("--candidates", default="3,5,7", help="kernel sizes of the search (odd, ascending)")
-    p.add_argument("--targets", default="3370624,4500000",
-                   help="MACs budgets of the searches (default: the Fig. 4 budget, every kernel 7x7 at expansion 3, "
-                        "and 4.5M)")
+    p.add_argument("--targets", default=None,
+                   help="budgets of the searches: MACs (default: the Fig. 4 budget, every kernel 7x7 at expansion 3, "
+                        "and 4.5M) or, --method=ednas, ms (default: the table's latency of that every-7x7 network)")
     p.add_argument("--publish_target", type=int, default=0, help="index in --targets of the model to publish")
     p.add_argument("--search_epochs", type=int, default=4)
     p.add_argument("--search_limit", type=int, default=0,
@@ -77,7 +91,7 @@ def parse(argv):
         usage_error("metakernel_zoo", msg)
     try:
         a.candidates = [int(k) for k in a.candidates.split(",") if k]
-        a.targets = [float(t) for t in a.targets.split(",") if t]
+        a.targets = [float(t) for t in a.targets.split(",") if t] if a.targets is not None else None
         a.baselines = [int(k) for k in a.baselines.split(",") if k]
         a.seeds = [int(s) for s in a.seeds.split(",") if s]
     except ValueError as e:
@@ -87,8 +101,26 @@ def parse(argv):
         fail(f"--candidates={','.join(map(str, a.candidates))}: at least two odd kernel sizes, ascending")
     if any(k < 1 or k % 2 == 0 for k in a.baselines):
         fail(f"--baselines={','.join(map(str, a.baselines))}: odd kernel sizes")
+    from search.metakernel_space import ablation_space
+    from workflows.search_metakernel import ABLATION_EXPAND
+    if a.method == "ednas":
+        from search import kernel_latency as kl
+        try:
+            a.table = kl.KernelLatency.load(a.latency_table)
+        except (OSError, ValueError) as e:
+            fail(f"--latency_table={a.latency_table}: {e} (build it: python -m benchmarks.ednas_latency "
+                 "--space=ablation --out … --model_out …)")
+        space = ablation_space(tuple(a.candidates), ABLATION_EXPAND)
+        try:
+            a.table.check(space)
+        except ValueError as e:
+            fail(f"--latency_table={a.latency_table}: {e}")
+        if a.targets is None:
+            a.targets = [a.table.predict(space, reference_arch(space, max(a.candidates)))]
+    elif a.targets is None:
+        a.targets = [3370624.0, 4500000.0]
     if not a.targets or any(t <= 0 for t in a.targets):
-        fail("--targets: at least one positive MACs budget")
+        fail("--targets: at least one positive budget")
     if not 0 <= a.publish_target < len(a.targets):
         fail(f"--publish_target={a.publish_target}: an index into the {len(a.targets)} --targets")
     if not a.seeds:
@@ -103,22 +135,39 @@ def parse(argv):
         fail(f"--dataset={a.dataset}: no such directory")
     if not os.path.isdir(a.zoo_dir):
         fail(f"--zoo_dir={a.zoo_dir}: no such directory")
-    from search.metakernel_space import ablation_space
-    from workflows.search_metakernel import ABLATION_EXPAND
-    lo, hi = ablation_space(tuple(a.candidates), ABLATION_EXPAND).macs_range()
+    if a.method == "ednas":
+        lo, hi = a.table.reach(space)
+        unit = "ms"
+    else:
+        lo, hi = ablation_space(tuple(a.candidates), ABLATION_EXPAND).macs_range()
+        unit = "MACs"
     for t in a.targets:
         if not lo < t < hi:
-            fail(f"--targets: {t:,.0f} is outside the search space's {lo:,} … {hi:,} MACs")
+            fail(f"--targets: {t:,.6g} is outside the search space's {lo:,.6g} … {hi:,.6g} {unit}")
     return a
 
 
+def reference_arch(space, k: int) -> list:
+    """The FLOPs search's reference network inside the expansion-6 supernet: every block's first half of filters at
+    k×k and the rest pruned, i.e. every filter k×k at expansion 3 (the Fig. 4 budget network)."""
+    i = list(space.candidates).index(k)
+    arch = []
+    for slot in space.blocks():
+        c = np.zeros(slot.expand, np.int64)
+        c[:slot.expand // 2] = i + 1
+        arch.append(c)
+    return arch
+
+
 def _tag(t: float) -> str:
-    return f"T{t:.0f}"
+    return f"T{t:.0f}" if t >= 1000 else "T" + f"{t:.4f}ms".replace(".", "p")
 
 
 def search_args(a, target: float, out_dir: str) -> list[str]:
-    return ["recipes.search_metakernel", "--space=ablation", f"--dataset={a.dataset}",
-            f"--candidates={','.join(map(str, a.candidates))}", f"--target_macs={target:.0f}",
+    budget = (["recipes.search_ednas", f"--latency_table={a.latency_table}", f"--target_ms={target:.6g}"]
+              if a.method == "ednas" else ["recipes.search_metakernel", f"--target_macs={target:.0f}"])
+    return [budget[0], "--space=ablation", f"--dataset={a.dataset}",
+            f"--candidates={','.join(map(str, a.candidates))}", *budget[1:],
             f"--epochs={a.search_epochs}", *([f"--limit={a.search_limit}"] if a.search_limit else []),
             "--batch_size=64", "--seed=0", f"--name=searched_{_tag(target).lower()}", "--noprogress",
             f"--out_dir={out_dir}", *[f for f in a.search_flags.split(",") if f]]
@@ -135,9 +184,17 @@ def summarize_search(s: dict) -> dict:
     keys = ("target_macs", "macs", "macs_vs_target", "argmax_macs", "argmax_vs_target", "expected_macs",
             "projection_moves", "projection_filters_changed", "projection_moved_share", "argmax_val_acc", "params")
     row = {k: s.get(k) for k in keys}
+    if s.get("target_ms") is not None:  # E-DNAS: the budget is in milliseconds of the latency table
+        row.update({k: s.get(k) for k in ("target_ms", "table_ms", "expected_ms", "argmax_ms", "latency_table")})
+        row["argmax_vs_target"] = s["argmax_ms"] / s["target_ms"] - 1
+        row["budget"] = {"unit": "ms", "target": s["target_ms"], "argmax": s["argmax_ms"],
+                         "expected": s["expected_ms"], "final": s["table_ms"]}
+    else:
+        row["budget"] = {"unit": "MACs", "target": s["target_macs"], "argmax": s["argmax_macs"],
+                         "expected": s["expected_macs"], "final": s["macs"]}
     mix = s["mixture"]
     row["mixed_layers"] = f"{mix['mixed_layers']}/{mix['layers']}"
-    row["argmax_within_10pct"] = abs(s["argmax_vs_target"]) <= 0.10
+    row["argmax_within_10pct"] = abs(row["argmax_vs_target"]) <= 0.10
     return row
 
 
@@ -156,28 +213,32 @@ def diff(r: dict, b: dict) -> dict | None:
 
 
 def plot(result: dict, path: str) -> None:
-    """Left: every search's argmax MACs (and E[MACs], the final spec) against its target, with the ±10% band.
-    Right: top-1 of the retrained models, one dot per seed, mean ± std."""
+    """Left: every search's argmax cost (MACs or table ms; E[cost], the final spec) against its target, with the
+    ±10% band. Right: top-1 of the retrained models, one dot per seed, mean ± std."""
     from reports.plots import pyplot, save_figure
     plt = pyplot()
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
     searches = result["searches"]
-    for i, (tag, s) in enumerate(sorted(searches.items(), key=lambda kv: kv[1]["target_macs"])):
-        t = s["target_macs"] / 1e6
+    ordered = sorted(searches.values(), key=lambda s: s["budget"]["target"])
+    unit = ordered[0]["budget"]["unit"]
+    div, fmt = (1e6, "{:.2f}M") if unit == "MACs" else (1.0, "{:.3f} ms")
+    for i, s in enumerate(ordered):
+        b = {k: v / div for k, v in s["budget"].items() if k != "unit"}
+        t = b["target"]
         ax_s.add_patch(plt.Rectangle((i - 0.4, 0.9 * t), 0.8, 0.2 * t, color="grey", alpha=0.2,
                                      label="target ± 10%" if i == 0 else None))
         ax_s.plot([i - 0.4, i + 0.4], [t, t], color="grey", lw=1)
-        ax_s.plot(i - 0.15, s["argmax_macs"] / 1e6, "r*", ms=12, label="argmax (no projection)" if i == 0 else None)
-        ax_s.plot(i, s["expected_macs"] / 1e6, "bo", label="E[MACs]" if i == 0 else None)
-        ax_s.plot(i + 0.15, s["macs"] / 1e6, "ks", label="final spec (after the trim)" if i == 0 else None)
-        ax_s.annotate(f"{100 * s['argmax_vs_target']:+.1f}%\n{s['projection_filters_changed']} filters trimmed",
+        ax_s.plot(i - 0.15, b["argmax"], "r*", ms=12, label="argmax (no projection)" if i == 0 else None)
+        ax_s.plot(i, b["expected"], "bo", label=f"E[{unit}]" if i == 0 else None)
+        ax_s.plot(i + 0.15, b["final"], "ks", label="final spec (after the projection)" if i == 0 else None)
+        ax_s.annotate(f"{100 * s['argmax_vs_target']:+.1f}%\n{s['projection_filters_changed']} filters moved",
                       (i, 1.12 * t), ha="center", fontsize=8)
-    ax_s.set_xticks(range(len(searches)))
-    ax_s.set_xticklabels([f"T = {s['target_macs'] / 1e6:.2f}M" for s in
-                          sorted(searches.values(), key=lambda s: s["target_macs"])])
-    ax_s.set_ylabel("MACs (M)")
-    ax_s.set_ylim(0, 1.3 * max(s["target_macs"] for s in searches.values()) / 1e6)
-    ax_s.set_title("meta-kernel search on all of CIFAR-10", fontsize=9)
+    ax_s.set_xticks(range(len(ordered)))
+    ax_s.set_xticklabels([("T = " + fmt).format(s["budget"]["target"] / div) for s in ordered])
+    ax_s.set_ylabel("MACs (M)" if unit == "MACs" else "latency-table ms")
+    ax_s.set_ylim(0, 1.3 * max(s["budget"]["target"] for s in ordered) / div)
+    ax_s.set_title(("meta-kernel search" if unit == "MACs" else "E-DNAS search (latency-table loss, feedback)")
+                   + " on all of CIFAR-10", fontsize=9)
     ax_s.legend(fontsize=7, loc="lower right")
     models = result.get("models", {})
     for i, (name, m) in enumerate(models.items()):
@@ -232,7 +293,9 @@ def main(argv=None) -> int:
     os.makedirs(logs, exist_ok=True)
     command = "python -m benchmarks.metakernel_zoo " + " ".join(sys.argv[1:] if argv is None else argv)
     seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), seed=StageTimes.previous(a.out))
-    result = {"setup": {"dataset": a.dataset, "candidates": a.candidates, "targets": a.targets,
+    result = {"setup": {"method": a.method, "dataset": a.dataset, "candidates": a.candidates, "targets": a.targets,
+                        "target_unit": "ms" if a.method == "ednas" else "MACs",
+                        **({"latency_table": a.latency_table} if a.method == "ednas" else {}),
                         "publish_target": a.targets[a.publish_target], "search_epochs": a.search_epochs,
                         "search_limit": a.search_limit or "all (α on a held-out 20%)",
                         "search_flags": a.search_flags, "epochs": a.epochs, "batch_size": a.batch_size,
@@ -344,11 +407,15 @@ def main(argv=None) -> int:
                      "command": m["train_command"]},
         "search": {**{k: s[k] for k in ("target_macs", "argmax_macs", "argmax_vs_target", "expected_macs",
                                         "projection_filters_changed", "projection_moved_share", "mixed_layers")},
+                   **({k: s[k] for k in ("target_ms", "argmax_ms", "expected_ms", "table_ms", "latency_table")}
+                      if a.method == "ednas" else {}),
                    "command": s["command"]},
         "produced_by": command,
-        "source": "this repository: meta-kernel search (Chen et al. 2019) in search.metakernel_space.ablation_space "
-                  "(MobileNetV1-style CIFAR net: ReLU inverted residuals, every block expanded, no SE), retrained "
-                  "from scratch by recipes.train",
+        "source": "this repository: " + ("meta-kernel search (Chen et al. 2019)" if a.method == "metakernel" else
+                                          "E-DNAS search (García López et al.: feedback meta-kernels, latency-table "
+                                          "loss)")
+                  + " in search.metakernel_space.ablation_space (MobileNetV1-style CIFAR net: ReLU inverted "
+                    "residuals, every block expanded, no SE), retrained from scratch by recipes.train",
         "license": "Apache-2.0",
     }
     card = write_zoo(a, searched, card, os.path.join(a.work_dir, "train", f"searched_s{a.seeds[0]}", "weights.npz"))

@@ -99,14 +99,17 @@ def arch_of(space: SearchSpace, spec: ModelSpec) -> list[np.ndarray]:
 
 
 def sample_arch(space: SearchSpace, rng: np.random.Generator) -> list[np.ndarray]:
-    """A random architecture spread over what a search visits: a keep level per architecture (U(0.15, 1), ± 0.15 per
-    block) and per block kernel probabilities from a flat Dirichlet (some blocks dominated by one kernel, some
-    mixed), every filter drawn independently; a block keeps at least one filter."""
+    """A random architecture spread over what a search visits and what it ends at: a keep level per architecture
+    (U(0.15, 1), ± 0.15 per block, so some blocks keep every filter); per block, how many kernel sizes it uses
+    (1 … all, uniform: a search's argmax often leaves one or two), which ones, and their probabilities from a flat
+    Dirichlet; every filter drawn independently; a block keeps at least one filter."""
     cands = len(space.candidates)
     level = rng.uniform(0.15, 1.0)
     arch = []
     for slot in space.blocks():
-        q = rng.dirichlet(np.ones(cands))
+        used = rng.choice(cands, size=int(rng.integers(1, cands + 1)), replace=False)
+        q = np.zeros(cands)
+        q[used] = rng.dirichlet(np.ones(len(used)))
         if not prunable(slot):
             arch.append(np.array([rng.choice(cands, p=q)]))
             continue
@@ -116,6 +119,12 @@ def sample_arch(space: SearchSpace, rng: np.random.Generator) -> list[np.ndarray
             c[rng.integers(slot.expand)] = 1 + rng.choice(cands, p=q)
         arch.append(c)
     return arch
+
+
+def uniform_arch(space: SearchSpace, k: int) -> list[np.ndarray]:
+    """Every filter of every block at kernel ``k``, nothing pruned (a search's reference network)."""
+    i = list(space.candidates).index(k)
+    return [np.array([i]) if not prunable(slot) else np.full(slot.expand, i + 1) for slot in space.blocks()]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""benchmarks.metakernel_zoo end to end on tiny settings (search, retraining, baseline, latency, publish into a
-scratch zoo, re-score through it, resume), and every published CIFAR-10 card reproduced from its zoo weights."""
+"""benchmarks.metakernel_zoo end to end on tiny settings (E-DNAS search by the committed ablation-space latency table,
+retraining, baseline, latency, publish into a scratch zoo, re-score through it, resume), its meta-kernel (MACs) path
+in-process, and every published CIFAR-10 card reproduced from its zoo weights."""
 import json
 import os
 from pathlib import Path
@@ -8,7 +9,11 @@ import pytest
 from conftest import ROOT, run_module
 
 import zoo
+from benchmarks import metakernel_zoo as mz
+from models.counting import count
 from models.weights import sha256
+from search import kernel_latency as kl
+from search.metakernel_space import ablation_space
 
 CIFAR10 = Path(ROOT) / ".." / "shared" / "data" / "cifar10"
 
@@ -17,17 +22,26 @@ CIFAR10 = Path(ROOT) / ".." / "shared" / "data" / "cifar10"
 def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     out, work, scratch = tmp_path / "mz.json", tmp_path / "work", tmp_path / "zoo"
     (scratch / "specs").mkdir(parents=True)
-    args = ["--dataset=shapes", "--targets=3370624", "--seeds=0", "--baselines=3", "--epochs=2", "--train_limit=64",
+    args = ["--method=ednas", "--dataset=shapes", "--seeds=0", "--baselines=3", "--epochs=2", "--train_limit=64",
             "--batch_size=32", "--search_limit=64", "--search_epochs=2", "--latency_rounds=1", "--name=mk_tiny",
             "--search_flags=--steps_per_epoch=2,--val_limit=32,--batch_size=16", f"--work_dir={work}",
             f"--zoo_dir={scratch}", f"--out={out}"]
     r = run_module("benchmarks.metakernel_zoo", *args, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(out.read_text())
-    search = report["searches"]["T3370624"]
-    assert search["target_macs"] == 3370624  # exact: MACs are not rounded to 5 significant digits
-    for key in ("argmax_macs", "argmax_vs_target", "expected_macs", "projection_filters_changed", "mixed_layers"):
-        assert key in search, key
+    (tag, search), = report["searches"].items()
+    assert report["setup"]["target_unit"] == "ms" and tag.endswith("ms")
+    # the default budget: the table's latency of the meta-kernel search's reference network (every filter 7×7 at
+    # expansion 3: half of each expansion-6 block), whose MACs are that search's default budget
+    table = kl.KernelLatency.load(mz.ABLATION_TABLE)
+    space = ablation_space((3, 5, 7), 6)
+    ref = mz.reference_arch(space, 7)
+    assert count(kl.arch_spec(space, ref)).macs == 3370624
+    assert search["target_ms"] == pytest.approx(table.predict(space, ref), rel=1e-4)
+    assert search["budget"]["unit"] == "ms" and search["table_ms"] == pytest.approx(search["budget"]["final"])
+    assert "--feedback" not in search["command"] and "recipes.search_ednas" in search["command"]  # on by default
+    for key in ("argmax_ms", "argmax_vs_target", "expected_ms", "projection_filters_changed", "mixed_layers"):
+        assert search[key] is not None, key
     models = report["models"]
     assert set(models) == {"searched", "A_k3"}
     assert abs(models["A_k3"]["macs_vs_searched"]) <= 0.02
@@ -37,6 +51,7 @@ def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     assert card["sha256"] == sha256(str(scratch / "weights" / "mk_tiny-cifar10.npz"))
     assert card["metrics"]["top1"] == models["searched"]["top1_per_seed"][0]
     assert card["metrics"]["macs"] == models["searched"]["macs"] and card["metrics"]["params"] > 0
+    assert card["search"]["target_ms"] == search["target_ms"] and "E-DNAS" in card["source"]
     assert json.loads((scratch / "specs" / "mk_tiny.json").read_text())["name"] == "mk_tiny"
     assert report["published"]["reproduced"] is True
     assert (tmp_path / "mz.png").stat().st_size > 0
@@ -45,6 +60,25 @@ def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     rerun = json.loads(out.read_text())
     assert rerun["stages_run_now"] == ["zoo_evaluate"]
     assert set(rerun["stage_seconds"]) == set(report["stage_seconds"])  # earlier stages' times are kept
+
+
+def test_metakernel_method_budgets_in_macs():
+    """The default method: the FLOPs-loss search, its budget in MACs (what the published metakernel_cifar10_3m ran)."""
+    a = mz.parse(["--dataset=shapes", "--out=x.json"])
+    assert a.method == "metakernel" and a.targets == [3370624.0, 4500000.0]
+    args = mz.search_args(a, a.targets[0], "o")
+    assert args[0] == "recipes.search_metakernel" and "--target_macs=3370624" in args and "--space=ablation" in args
+    summary = {"target_macs": 3370624.0, "macs": 3471264, "macs_vs_target": 0.0299, "argmax_macs": 3471264,
+               "argmax_vs_target": 0.0299, "expected_macs": 3701500.0, "projection_filters_changed": 0,
+               "mixture": {"mixed_layers": 6, "layers": 6}}
+    row = mz.summarize_search(summary)
+    assert row["budget"] == {"unit": "MACs", "target": 3370624.0, "argmax": 3471264, "expected": 3701500.0,
+                             "final": 3471264}
+    assert row["mixed_layers"] == "6/6" and row["argmax_within_10pct"] and mz._tag(3370624.0) == "T3370624"
+    e = mz.parse(["--method=ednas", "--dataset=shapes", "--targets=0.25", "--out=x.json"])
+    assert mz.search_args(e, 0.25, "o")[:4] == ["recipes.search_ednas", "--space=ablation",
+                                                "--dataset=shapes", "--candidates=3,5,7"]
+    assert mz._tag(0.25) == "T0p2500ms"
 
 
 PUBLISHED = [name for name in zoo.list_models() if "cifar10" in zoo.weights_cards(name)]
