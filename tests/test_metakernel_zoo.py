@@ -5,12 +5,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, run_module
 
 import zoo
 from benchmarks import metakernel_zoo as mz
 from models.counting import count
+from models.spec import loads
 from models.weights import sha256
 from search import kernel_latency as kl
 from search.metakernel_space import ablation_space
@@ -24,7 +26,7 @@ def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     (scratch / "specs").mkdir(parents=True)
     args = ["--method=ednas", "--dataset=shapes", "--seeds=0", "--baselines=3", "--epochs=2", "--train_limit=64",
             "--batch_size=32", "--search_limit=64", "--search_epochs=2", "--latency_rounds=1", "--name=mk_tiny",
-            "--search_flags=--steps_per_epoch=2,--val_limit=32,--batch_size=16", f"--work_dir={work}",
+            "--search_flags=--steps_per_epoch=3,--val_limit=32,--batch_size=16,--a_lr=0.1", f"--work_dir={work}",
             f"--zoo_dir={scratch}", f"--out={out}"]
     r = run_module("benchmarks.metakernel_zoo", *args, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -42,6 +44,24 @@ def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     assert "--feedback" not in search["command"] and "recipes.search_ednas" in search["command"]  # on by default
     for key in ("argmax_ms", "argmax_vs_target", "expected_ms", "projection_filters_changed", "mixed_layers"):
         assert search[key] is not None, key
+    # the search itself (recipes.search_ednas): the latency loss moved E[LAT] from its uniform-α value toward the
+    # budget, the derived model is projected onto it by the table, and every output is written
+    sdir = work / "search" / tag
+    summary = json.loads((sdir / "summary.json").read_text())
+    uniform = float(table.expected_ms([np.full((s.expand, 4), 0.25, np.float32) for s in space.blocks()]))
+    assert abs(summary["expected_ms"] - search["target_ms"]) < abs(uniform - search["target_ms"])
+    assert abs(summary["table_ms_vs_target"]) <= 0.03
+    assert "ms by the latency table" in (work / "logs" / f"search_{tag}.log").read_text()
+    history = json.loads((sdir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all("expected_ms" in h and "argmax_ms" in h and "feedback_beta1_mean" in h for h in history)
+    assert history[1]["argmax_changed_share"] is not None and "first_in_band_step" in history[1]
+    derived = loads((sdir / "derived.json").read_text(), "derived.json")
+    assert derived.provenance.target == pytest.approx(search["target_ms"], rel=1e-4)
+    assert derived.provenance.target_macs is None
+    assert dict(derived.provenance.metrics)["table_ms"] == pytest.approx(summary["table_ms"])
+    for f in ("kernel_distribution.png", "alpha_trajectories.png", "derived_init.npz"):
+        assert (sdir / f).stat().st_size > 0, f
     models = report["models"]
     assert set(models) == {"searched", "A_k3"}
     assert abs(models["A_k3"]["macs_vs_searched"]) <= 0.02
