@@ -18,10 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	touch $@
 
 # Everything CI runs (≤ 12 min on a quiet 2-core host): lint, the reference-spec check, every test, one pytest-xdist
-# worker per core, each test file on one worker (module fixtures are built once).
+# worker per core, each test file on one worker (module fixtures are built once), the longest files first
+# (tests/conftest.py FILE_SECONDS; xdist's default order by test count sent the minute-long end-to-end files last).
 test: venv lint
 	$(PY) -m tools.reference_specs --check
-	$(PYTEST) -n auto --dist loadfile tests
+	$(PYTEST) -n auto --dist loadfile --no-loadscope-reorder tests
 
 # In-process unit tests on tiny configs (≤ 3 min on 2 cores): no test marked slow.
 test-fast: venv
