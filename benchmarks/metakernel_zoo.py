@@ -23,8 +23,10 @@ the JSON and the plot are rewritten after every finished stage):
 on, the per-filter latency-table loss of ``--latency_table``, fitted on this space by ``benchmarks.ednas_latency
 --space=ablation``) with ``--targets`` in milliseconds (default: the table's latency of the meta-kernel search's
 reference network, every filter 7×7 at expansion 3 — half the filters of the expansion-6 supernet, all 7×7 — so both
-searches are budgeted by the same network, one in MACs, one in latency); the baselines are matched to the searched
-model's MACs as above and every model's latency is measured, so the card compares at measured latency too.
+searches are budgeted by the same network, one in MACs, one in latency); its baselines (``L_k<k>``) are matched to
+the searched model's measured LiteRT latency (``--baseline_match=latency``: bisection on the expansion scale, each
+candidate timed beside the searched model, ± ``--latency_tol``), so the card compares accuracy at equal measured
+latency.
 
     python -m benchmarks.metakernel_zoo --out benchmarks/results/metakernel_zoo.json
     python -m benchmarks.metakernel_zoo --out … --stop_after=search       # the two searches only (a stage)
@@ -81,6 +83,11 @@ def parse(argv):
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.2, help="SGD peak learning rate (momentum 0.9)")
     p.add_argument("--tol", type=float, default=0.02, help="relative MACs tolerance of the baselines")
+    p.add_argument("--baseline_match", default=None, choices=["macs", "latency"],
+                   help="what the baselines are matched on: the searched model's MACs (± --tol; default of "
+                        "--method=metakernel) or its measured LiteRT latency (± --latency_tol, bisection on measured "
+                        "single-thread CPU time; default of --method=ednas, whose budget is a latency)")
+    p.add_argument("--latency_tol", type=float, default=0.03, help="relative latency tolerance of the baselines")
     p.add_argument("--latency_rounds", type=int, default=5, help="interleaved LiteRT timing rounds")
     p.add_argument("--name", default="metakernel_cifar10_3m", help="zoo name of the published model")
     p.add_argument("--zoo_dir", default=REPO_ZOO, help="zoo directory to publish into (specs/, weights/)")
@@ -125,6 +132,9 @@ def parse(argv):
         fail(f"--publish_target={a.publish_target}: an index into the {len(a.targets)} --targets")
     if not a.seeds:
         fail("--seeds: at least one seed")
+    a.baseline_match = a.baseline_match or ("latency" if a.method == "ednas" else "macs")
+    if not 0 < a.latency_tol < 0.5:
+        fail(f"--latency_tol={a.latency_tol}: in (0, 0.5)")
     if a.epochs < 2 or a.search_epochs < 2 or a.train_limit < 0 or a.search_limit < 0 or not 0 < a.tol < 0.5 \
             or a.latency_rounds < 1 or a.batch_size < 1:
         fail("--epochs and --search_epochs ≥ 2 (one warm-up epoch), --train_limit/--search_limit ≥ 0, --tol in "
@@ -157,6 +167,27 @@ def reference_arch(space, k: int) -> list:
         c[:slot.expand // 2] = i + 1
         arch.append(c)
     return arch
+
+
+def latency_matched(searched, k: int, tol: float, name: str, rounds: int = 5) -> tuple:
+    """The one-size (k×k) ablation-space network whose measured LiteRT latency (float32, one thread, CPU time; each
+    candidate timed with the searched model in one session) is within ``tol`` of the searched model's: bisection on
+    the expansion scale. Returns ``(spec, info)``."""
+    from benchmarks.harness import litert_latency
+    from models.counting import count
+    from search.metakernel_space import ablation_space
+    tried = []
+
+    def ratio(spec):  # candidate / searched, both timed in one session: host drift cancels
+        t = litert_latency({"searched": searched, "candidate": spec}, rounds=rounds)
+        r = t["candidate"]["median_ms"] / t["searched"]["median_ms"]
+        tried.append({"macs": count(spec).macs, "candidate_ms": t["candidate"]["median_ms"],
+                      "searched_ms": t["searched"]["median_ms"], "ratio": r})
+        return r
+
+    spec, scale = ablation_space(expand=3).matched((k,), "uniform", 1.0, tol, name=name, cost=ratio, iters=14,
+                                                   unit="× the searched model's latency")
+    return spec, {"expand_scale": scale, "tol": tol, "tried": tried}
 
 
 def _tag(t: float) -> str:
@@ -322,27 +353,40 @@ def main(argv=None) -> int:
     if a.stop_after == "search":
         return 0
 
-    # 2. retraining: the published search's spec and the one-size baselines at its MACs
+    # 2. retraining: the published search's spec and the one-size baselines at its MACs or measured latency
     searched = os.path.join(a.work_dir, "search", _tag(a.targets[a.publish_target]), "derived.json")
     with open(searched) as f:
-        macs = count(spec_lib.loads(f.read())).macs
+        searched_spec = spec_lib.loads(f.read())
+    macs = count(searched_spec).macs
     specs = {"searched": searched}
     from common.io import write_text
+    prefix = "A" if a.baseline_match == "macs" else "L"  # L: matched on latency
+    match_path = os.path.join(a.work_dir, "specs", "baseline_matching.json")
+    matching = _load(match_path) if os.path.exists(match_path) else {}
     for k in a.baselines:
-        path = os.path.join(a.work_dir, "specs", f"A_k{k}.json")
+        path = os.path.join(a.work_dir, "specs", f"{prefix}_k{k}.json")
         if not os.path.exists(path):
             try:
-                spec, _ = ablation_space(expand=3).matched((k,), "uniform", float(macs), a.tol, name=f"a_k{k}")
+                if a.baseline_match == "macs":
+                    spec, _ = ablation_space(expand=3).matched((k,), "uniform", float(macs), a.tol, name=f"a_k{k}")
+                else:
+                    t0 = time.time()
+                    spec, info = latency_matched(searched_spec, k, a.latency_tol, name=f"l_k{k}")
+                    seconds.record(f"match/{prefix}_k{k}", time.time() - t0)
+                    matching[f"{prefix}_k{k}"] = info
+                    write_json(match_path, matching)
             except ValueError as e:
-                print(f"metakernel_zoo: baseline k={k} cannot be matched to {macs:,} MACs: {e}", file=sys.stderr)
+                print(f"metakernel_zoo: baseline k={k} cannot be matched to the searched model's "
+                      f"{'MACs' if a.baseline_match == 'macs' else 'latency'}: {e}", file=sys.stderr)
                 return 2
             write_text(path, spec_lib.dumps(spec))
-        specs[f"A_k{k}"] = path
+        specs[f"{prefix}_k{k}"] = path
+    result["baseline_matching"] = {"on": a.baseline_match, **matching}
     cards = {}
     for name, path in specs.items():
         with open(path) as f:
             c = count(spec_lib.loads(f.read()))
-        result["models"][name] = {"group": "searched" if name == "searched" else "A", "spec": path, "macs": c.macs,
+        result["models"][name] = {"group": "searched" if name == "searched" else prefix, "spec": path, "macs": c.macs,
                                   "macs_vs_searched": c.macs / macs - 1, "params": c.params}
     for name, path in specs.items():  # every seed of the searched model first: it is the one to publish
         for seed in a.seeds:
@@ -395,8 +439,10 @@ def main(argv=None) -> int:
                     "seed": a.seeds[0],
                     "top1_mean_over_seeds": m["top1_mean"], "top1_std_over_seeds": m["top1_std"],
                     "seeds": a.seeds, "top1_per_seed": m["top1_per_seed"],
+                    "baselines_matched_on": {"macs": "MACs", "latency": "measured LiteRT latency"}[a.baseline_match],
                     "baselines": {b: {"top1_mean": result["models"][b]["top1_mean"],
                                       "top1_std": result["models"][b]["top1_std"], "macs": result["models"][b]["macs"],
+                                      "latency_ms": result["models"][b]["latency_ms"]["median_ms"],
                                       **(result["searched_vs_baselines"].get(b) or {})}
                                   for b in specs if b != "searched" and "top1_mean" in result["models"][b]},
                     "macs": m["macs"], "params": m["params"],

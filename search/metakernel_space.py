@@ -162,23 +162,25 @@ class SearchSpace:
         return self.assemble((tuple(blocks),), name or f"{self.name}_{partition[:3]}_k{tag}")
 
     def matched(self, kernels, partition: str, target: float, tol: float = 0.02,
-                name: str | None = None) -> tuple[ModelSpec, float]:
-        """:meth:`mixed` with the expansion scale that brings its MACs within ``tol`` of ``target`` (bisection;
-        MACs grow with the scale). Returns ``(spec, scale)``; raises ValueError when integer widths cannot get
-        within ``tol``."""
+                name: str | None = None, cost=None, iters: int = 60, unit: str = "MACs") -> tuple[ModelSpec, float]:
+        """:meth:`mixed` with the expansion scale that brings its cost within ``tol`` of ``target`` (bisection on
+        the scale; the cost grows with it). ``cost``: spec → number, default its MACs (e.g. a measured latency,
+        with fewer ``iters``). Returns ``(spec, scale)``; raises ValueError when no scale tried gets within ``tol``."""
+        cost = cost or (lambda spec: count(spec).macs)
         lo, hi = 0.05, 20.0
         best = None
-        for _ in range(60):
+        for _ in range(iters):
             mid = (lo * hi) ** 0.5
             spec = self.mixed(kernels, partition, mid, name)
-            macs = count(spec).macs
-            if best is None or abs(macs - target) < abs(best[2] - target):
-                best = (spec, mid, macs)
-            if abs(macs - target) <= tol * target:
+            c = cost(spec)
+            if best is None or abs(c - target) < abs(best[2] - target):
+                best = (spec, mid, c)
+            if abs(c - target) <= tol * target:
                 return spec, mid
-            lo, hi = (mid, hi) if macs < target else (lo, mid)
-        raise ValueError(f"{list(kernels)}/{partition}: no expansion scale within {tol:.0%} of {target:,.0f} MACs "
-                         f"(closest {best[2]:,} at scale {best[1]:.3f})")
+            lo, hi = (mid, hi) if c < target else (lo, mid)
+        fmt = "{:,.0f}" if unit == "MACs" else "{:.4g}"
+        raise ValueError(f"{list(kernels)}/{partition}: no expansion scale within {tol:.0%} of {fmt.format(target)} "
+                         f"{unit} (closest {fmt.format(best[2])} at scale {best[1]:.3f})")
 
     def thinnest(self) -> ModelSpec:
         """The cheapest architecture of the space: one filter per block at the smallest kernel."""

@@ -24,7 +24,8 @@ CIFAR10 = Path(ROOT) / ".." / "shared" / "data" / "cifar10"
 def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     out, work, scratch = tmp_path / "mz.json", tmp_path / "work", tmp_path / "zoo"
     (scratch / "specs").mkdir(parents=True)
-    args = ["--method=ednas", "--dataset=shapes", "--seeds=0", "--baselines=3", "--epochs=2", "--train_limit=64",
+    args = ["--method=ednas", "--baseline_match=macs", "--dataset=shapes", "--seeds=0", "--baselines=3", "--epochs=2",
+            "--train_limit=64",
             "--batch_size=32", "--search_limit=64", "--search_epochs=2", "--latency_rounds=1", "--name=mk_tiny",
             "--search_flags=--steps_per_epoch=3,--val_limit=32,--batch_size=16,--a_lr=0.1", f"--work_dir={work}",
             f"--zoo_dir={scratch}", f"--out={out}"]
@@ -80,6 +81,24 @@ def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     rerun = json.loads(out.read_text())
     assert rerun["stages_run_now"] == ["zoo_evaluate"]
     assert set(rerun["stage_seconds"]) == set(report["stage_seconds"])  # earlier stages' times are kept
+
+
+def test_latency_matched_baseline_bisects_on_measured_latency(monkeypatch):
+    """--baseline_match=latency: the one-size network whose latency (timed beside the searched model) is within the
+    tolerance of the searched model's; here a fake LiteRT clock makes latency proportional to MACs."""
+    import benchmarks.harness as harness
+    sessions = []
+
+    def fake_latency(specs, rounds, runs=20, clock="cpu"):
+        sessions.append(sorted(specs))
+        return {n: {"median_ms": count(s).macs / 1e7} for n, s in specs.items()}
+
+    monkeypatch.setattr(harness, "litert_latency", fake_latency)
+    searched = ablation_space((3, 5, 7), 3).mixed((7,))
+    spec, info = mz.latency_matched(searched, 3, 0.03, name="l_k3")
+    assert abs(count(spec).macs / count(searched).macs - 1) <= 0.03 and spec.name == "l_k3"
+    assert all(s == ["candidate", "searched"] for s in sessions) and len(info["tried"]) == len(sessions)
+    assert abs(info["tried"][-1]["ratio"] - 1) <= 0.03 and info["expand_scale"] > 1  # 3×3 needs more width
 
 
 def test_metakernel_method_budgets_in_macs():
