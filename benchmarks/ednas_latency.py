@@ -56,6 +56,7 @@ def _plot(path: str, meas, preds: dict, title: str, refs=()) -> None:
     lo, hi = min(np.min(meas), *(np.min(p) for p in preds.values())), max(np.max(meas), *(np.max(p) for p in
                                                                                          preds.values()))
     if refs:
+        lo = min(lo, *(min(r["measured_ms"], r["predicted_ms"]) for r in refs))
         hi = max(hi, *(max(r["measured_ms"], r["predicted_ms"]) for r in refs))
     ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, zorder=0, label="y = x")
     for (label, p), marker in zip(preds.items(), "osD^"):

@@ -153,16 +153,21 @@ def parse(argv):
         unit = "MACs"
     for t in a.targets:
         if not lo < t < hi:
-            fail(f"--targets: {t:,.6g} is outside the search space's {lo:,.6g} … {hi:,.6g} {unit}")
+            fmt = "{:,.0f}" if unit == "MACs" else "{:.4g}"
+            fail(f"--targets: {fmt.format(t)} is outside the search space's {fmt.format(lo)} … {fmt.format(hi)} "
+                 f"{unit}")
     return a
 
 
 def reference_arch(space, k: int) -> list:
     """The FLOPs search's reference network inside the expansion-6 supernet: every block's first half of filters at
     k×k and the rest pruned, i.e. every filter k×k at expansion 3 (the Fig. 4 budget network)."""
+    from search.kernel_latency import prunable
     i = list(space.candidates).index(k)
     arch = []
     for slot in space.blocks():
+        if not prunable(slot):
+            raise ValueError(f"{slot.name}: the reference network needs every block expanded (ablation_space)")
         c = np.zeros(slot.expand, np.int64)
         c[:slot.expand // 2] = i + 1
         arch.append(c)
@@ -170,16 +175,22 @@ def reference_arch(space, k: int) -> list:
 
 
 def latency_matched(searched, k: int, tol: float, name: str, rounds: int = 5) -> tuple:
-    """The one-size (k×k) ablation-space network whose measured LiteRT latency (float32, one thread, CPU time; each
-    candidate timed with the searched model in one session) is within ``tol`` of the searched model's: bisection on
-    the expansion scale. Returns ``(spec, info)``."""
+    """The one-size (k×k) ablation-space network whose measured LiteRT latency (float32, one thread, the calling
+    thread's CPU time; each candidate timed with the searched model in one session) is within ``tol`` of the searched
+    model's: bisection on the expansion scale. Returns ``(spec, info)``."""
+    import keras
+
     from benchmarks.harness import litert_latency
+    from models.builder import build
     from models.counting import count
     from search.metakernel_space import ablation_space
+    from search.tflite_timing import to_tflite
     tried = []
+    keras.backend.clear_session()
+    searched_tflite = to_tflite(build(searched))
 
     def ratio(spec):  # candidate / searched, both timed in one session: host drift cancels
-        t = litert_latency({"searched": searched, "candidate": spec}, rounds=rounds)
+        t = litert_latency({"searched": searched_tflite, "candidate": spec}, rounds=rounds)
         r = t["candidate"]["median_ms"] / t["searched"]["median_ms"]
         tried.append({"macs": count(spec).macs, "candidate_ms": t["candidate"]["median_ms"],
                       "searched_ms": t["searched"]["median_ms"], "ratio": r})
@@ -187,7 +198,7 @@ def latency_matched(searched, k: int, tol: float, name: str, rounds: int = 5) ->
 
     spec, scale = ablation_space(expand=3).matched((k,), "uniform", 1.0, tol, name=name, cost=ratio, iters=14,
                                                    unit="× the searched model's latency")
-    return spec, {"expand_scale": scale, "tol": tol, "tried": tried}
+    return spec, {"expand_scale": scale, "tol": tol, "clock": "cpu", "ratio": tried[-1]["ratio"], "tried": tried}
 
 
 def _tag(t: float) -> str:
@@ -371,17 +382,20 @@ def main(argv=None) -> int:
                     spec, _ = ablation_space(expand=3).matched((k,), "uniform", float(macs), a.tol, name=f"a_k{k}")
                 else:
                     t0 = time.time()
-                    spec, info = latency_matched(searched_spec, k, a.latency_tol, name=f"l_k{k}")
+                    spec, info = latency_matched(searched_spec, k, a.latency_tol, name=f"l_k{k}",
+                                                 rounds=a.latency_rounds)
                     seconds.record(f"match/{prefix}_k{k}", time.time() - t0)
                     matching[f"{prefix}_k{k}"] = info
-                    write_json(match_path, matching)
             except ValueError as e:
                 print(f"metakernel_zoo: baseline k={k} cannot be matched to the searched model's "
                       f"{'MACs' if a.baseline_match == 'macs' else 'latency'}: {e}", file=sys.stderr)
                 return 2
-            write_text(path, spec_lib.dumps(spec))
+            write_text(path, spec_lib.dumps(spec))  # the spec first: a matching record always has its spec
+            if a.baseline_match == "latency":
+                write_json(match_path, matching)
         specs[f"{prefix}_k{k}"] = path
-    result["baseline_matching"] = {"on": a.baseline_match, **matching}
+    result["baseline_matching"] = {"on": a.baseline_match,
+                                   **{b: m for b, m in matching.items() if b in specs}}
     cards = {}
     for name, path in specs.items():
         with open(path) as f:
@@ -443,6 +457,8 @@ def main(argv=None) -> int:
                     "baselines": {b: {"top1_mean": result["models"][b]["top1_mean"],
                                       "top1_std": result["models"][b]["top1_std"], "macs": result["models"][b]["macs"],
                                       "latency_ms": result["models"][b]["latency_ms"]["median_ms"],
+                                      **({"matched_latency_ratio_cpu_time": matching[b]["ratio"]}
+                                         if b in matching else {}),
                                       **(result["searched_vs_baselines"].get(b) or {})}
                                   for b in specs if b != "searched" and "top1_mean" in result["models"][b]},
                     "macs": m["macs"], "params": m["params"],

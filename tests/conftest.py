@@ -149,4 +149,4 @@ FILE_SECONDS = {
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: -FILE_SECONDS.get(os.path.basename(str(item.fspath)), 0))
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
