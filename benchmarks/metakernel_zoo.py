@@ -89,6 +89,9 @@ def parse(argv):
                         "single-thread CPU time; default of --method=ednas, whose budget is a latency)")
     p.add_argument("--latency_tol", type=float, default=0.03, help="relative latency tolerance of the baselines")
     p.add_argument("--latency_rounds", type=int, default=5, help="interleaved LiteRT timing rounds")
+    p.add_argument("--compare", default="",
+                   help="comma-separated published zoo models (cifar10 cards) timed in the same latency session and "
+                        "reported beside, with their cards' top-1 (e.g. metakernel_cifar10_3m for --method=ednas)")
     p.add_argument("--name", default="metakernel_cifar10_3m", help="zoo name of the published model")
     p.add_argument("--zoo_dir", default=REPO_ZOO, help="zoo directory to publish into (specs/, weights/)")
     p.add_argument("--stop_after", default="publish", choices=STAGES, help="last stage to run")
@@ -145,6 +148,10 @@ def parse(argv):
         fail(f"--dataset={a.dataset}: no such directory")
     if not os.path.isdir(a.zoo_dir):
         fail(f"--zoo_dir={a.zoo_dir}: no such directory")
+    a.compare = [c for c in a.compare.split(",") if c]
+    for c in a.compare:
+        if not os.path.isfile(os.path.join(REPO_ZOO, "weights", f"{c}-cifar10.json")):
+            fail(f"--compare={c}: no published zoo model with a cifar10 card (zoo/weights/{c}-cifar10.json)")
     if a.method == "ednas":
         lo, hi = a.table.reach(space)
         unit = "ms"
@@ -424,14 +431,27 @@ def main(argv=None) -> int:
     # 3. latency
     lat_path = os.path.join(a.work_dir, "latency.json")
     latency = _load(lat_path) if os.path.exists(lat_path) else {}
-    if set(specs) - set(latency):
+    compared = {f"zoo:{c}": os.path.join(REPO_ZOO, "specs", f"{c}.json") for c in a.compare}
+    if set(specs) - set(latency) or set(compared) - set(latency):
         from benchmarks.kernel_ablation import measure_latency
         t0 = time.time()
-        latency = measure_latency(specs, a.latency_rounds)
+        latency = measure_latency({**specs, **compared}, a.latency_rounds)
         seconds.record("latency", time.time() - t0)
         write_json(lat_path, latency)
     for name in specs:
         result["models"][name]["latency_ms"] = latency[name]
+    if compared:  # published models of the same space, timed in this session; top-1 from their cards
+        result["compared"] = {}
+        for c in a.compare:
+            m = _load(os.path.join(REPO_ZOO, "weights", f"{c}-cifar10.json"))["metrics"]
+            result["compared"][c] = {"top1_mean": m["top1_mean_over_seeds"], "top1_std": m["top1_std_over_seeds"],
+                                     "seeds": m["seeds"], "macs": m["macs"], "params": m["params"],
+                                     "latency_ms": latency[f"zoo:{c}"]}
+            if "top1_per_seed" in result["models"]["searched"]:
+                result["compared"][c]["searched_minus_it"] = diff(
+                    result["models"]["searched"], {"top1_mean": m["top1_mean_over_seeds"],
+                                                  "top1_std": m["top1_std_over_seeds"],
+                                                  "top1_per_seed": m["top1_per_seed"]})
     report()
     if a.stop_after == "latency":
         return 0
@@ -462,6 +482,7 @@ def main(argv=None) -> int:
                                       **(result["searched_vs_baselines"].get(b) or {})}
                                   for b in specs if b != "searched" and "top1_mean" in result["models"][b]},
                     "macs": m["macs"], "params": m["params"],
+                    **({"compared_published": result["compared"]} if result.get("compared") else {}),
                     "latency_ms_litert_fp32_1thread": {"median": lat["median_ms"], "p10": lat.get("p10_ms"),
                                                        "p90": lat.get("p90_ms"), "host": result["host"]}},
         "training": {"epochs": a.epochs, "batch_size": a.batch_size, "optimizer": result["setup"]["optimizer"],

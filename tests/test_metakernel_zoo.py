@@ -28,6 +28,7 @@ def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     args = ["--method=ednas", "--baseline_match=macs", "--dataset=shapes", "--seeds=0", "--baselines=3", "--epochs=2",
             "--train_limit=64",
             "--batch_size=32", "--search_limit=64", "--search_epochs=2", "--latency_rounds=1", "--name=mk_tiny",
+            "--compare=metakernel_cifar10_3m",
             "--search_flags=--steps_per_epoch=3,--val_limit=32,--batch_size=16,--a_lr=0.1", f"--work_dir={work}",
             f"--zoo_dir={scratch}", f"--out={out}"]
     r = run_module("benchmarks.metakernel_zoo", *args, timeout=600)
@@ -74,6 +75,10 @@ def test_metakernel_zoo_publishes_and_resumes(tmp_path):
     assert card["metrics"]["top1"] == models["searched"]["top1_per_seed"][0]
     assert card["metrics"]["macs"] == models["searched"]["macs"] and card["metrics"]["params"] > 0
     assert card["search"]["target_ms"] == search["target_ms"] and "E-DNAS" in card["source"]
+    # a published model of the same space, timed in the same session, its top-1 from its card
+    compared = report["compared"]["metakernel_cifar10_3m"]
+    assert compared["latency_ms"]["median_ms"] > 0 and compared["top1_mean"] == pytest.approx(0.7932)
+    assert card["metrics"]["compared_published"]["metakernel_cifar10_3m"]["macs"] == 3471264
     assert json.loads((scratch / "specs" / "mk_tiny.json").read_text())["name"] == "mk_tiny"
     assert report["published"]["reproduced"] is True
     assert (tmp_path / "mz.png").stat().st_size > 0
