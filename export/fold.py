@@ -14,8 +14,13 @@ with ``m`` rather than 0. So the folded stem pads explicitly and convolves ``val
 - no padding at this input size (e.g. a 1×1 or ``valid``-equivalent stem): nothing added;
 - one mean for every channel (EfficientNet-Lite ``127``, the CIFAR searches' ``127.5``): one ``PADV2`` with that
   constant;
-- per-channel means (the ImageNet ``mean``/``std`` models): ``PAD`` with zeros, then ``ADD`` of a constant that is
-  ``m`` on the padded border and 0 inside (TFLite's pad takes one scalar constant).
+- per-channel means (the ImageNet ``mean``/``std`` models): each channel padded with its own mean (``SPLIT``, one
+  ``PADV2`` per channel, ``CONCATENATION``; TFLite's pad takes one scalar constant). Only ops that keep an int8
+  tensor's quantization, so the same graph is all-int8 after QAT (``recipes.qat``).
+
+The folded model is one flat graph (``models.builder.build(spec, include_preprocessing="fold")``, layer
+``stem_border_pad`` + a ``valid`` stem conv) with the weights of :func:`fold_weights`; :func:`unfold_weights`
+turns weights trained in that form (QAT) back into the zoo's.
 
 The folded model agrees with the zoo model to float rounding (tests: max|Δ| ≤ 1e-4 relative to the logit scale);
 ``benchmarks/deploy_preprocessing.py`` times it against the zoo model with the layer and keras.applications.
@@ -61,47 +66,49 @@ def stem_padding(spec: ModelSpec, size: int) -> tuple[int, int]:
     return k // 2, k // 2  # symmetric (explicit ZeroPadding2D in the builder)
 
 
+def _stem_shift(spec: ModelSpec, kernel: np.ndarray) -> np.ndarray:
+    """``Σ W' · mean`` per stem output channel for the folded kernel ``W' = W / std``: what the folded conv adds
+    over the zoo model's on unpadded pixels (the BatchNorm's moving mean absorbs it)."""
+    mean = np.asarray(spec.input.mean, np.float64)
+    if spec.stem.depthwise:  # kernel (k, k, in, multiplier); output channel c·m + j sees input channel c only
+        return np.einsum("hwcm,c->cm", kernel.astype(np.float64), mean).reshape(-1)
+    return np.einsum("hwio,i->o", kernel.astype(np.float64), mean)
+
+
+def fold_weights(spec: ModelSpec, arrays: dict) -> dict:
+    """The zoo weights ``arrays`` (``layer/variable``) of ``spec`` for its folded build
+    (``build(spec, include_preprocessing="fold")``): ``stem_conv/kernel / std`` per input channel and the stem
+    BatchNorm's moving mean ``μ + Σ W·mean/std``; every other weight as it is. Inverse: :func:`unfold_weights`."""
+    std = np.asarray(spec.input.std, np.float64)
+    out = dict(arrays)
+    kernel = np.asarray(arrays["stem_conv/kernel"], np.float64) / std[None, None, :, None]
+    out["stem_conv/kernel"] = kernel.astype(np.float32)
+    mean = np.asarray(arrays["stem_bn/moving_mean"], np.float64)
+    out["stem_bn/moving_mean"] = (mean + _stem_shift(spec, kernel)).astype(np.float32)
+    return out
+
+
+def unfold_weights(spec: ModelSpec, arrays: dict) -> dict:
+    """The zoo weights of ``spec`` from weights of its folded build (e.g. fine-tuned there by QAT): the inverse of
+    :func:`fold_weights`."""
+    std = np.asarray(spec.input.std, np.float64)
+    out = dict(arrays)
+    kernel = np.asarray(arrays["stem_conv/kernel"], np.float64)
+    out["stem_bn/moving_mean"] = (np.asarray(arrays["stem_bn/moving_mean"], np.float64)
+                                  - _stem_shift(spec, kernel)).astype(np.float32)
+    out["stem_conv/kernel"] = (kernel * std[None, None, :, None]).astype(np.float32)
+    return out
+
+
 def fold_preprocessing(model, spec: ModelSpec, size: int):
     """A Keras model equal to ``model`` (a zoo model of ``spec`` built at ``size`` *with* its ``preprocess`` layer)
-    whose normalisation lives in the stem conv and its BatchNorm (see the module docstring). ``model`` itself is
-    left unchanged."""
-    import keras
-    import tensorflow as tf
-
+    whose normalisation lives in the stem conv and its BatchNorm (see the module docstring): the flat
+    ``build(spec, include_preprocessing="fold")`` with :func:`fold_weights` of ``model``'s weights. ``model``
+    itself is left unchanged."""
     from models.builder import build
+    from models.weights import assign, named_weights
 
-    mean = np.asarray(spec.input.mean, np.float32)
-    std = np.asarray(spec.input.std, np.float32)
-    plain = build(spec, input_size=size, include_preprocessing=False, classes=model.output_shape[-1],
-                  name=f"{spec.name}_folded_src")
-    plain.set_weights(model.get_weights())
-    conv, bn = plain.get_layer("stem_conv"), plain.get_layer("stem_bn")
-    kernel = np.asarray(conv.kernel)  # (k, k, in, out)
-    before, after = stem_padding(spec, size)
-
-    class BorderPad(keras.layers.Layer):
-        """Pads height and width by (before, after) with the raw value of a normalised zero."""
-
-        def call(self, x):
-            pads = [[0, 0], [before, after], [before, after], [0, 0]]
-            if np.all(mean == mean[0]):
-                return tf.pad(x, pads, constant_values=float(mean[0]))
-            border = np.ones((1, size + before + after, size + before + after, 1), np.float32) * mean
-            border[:, before:before + size, before:before + size, :] = 0.0
-            return tf.pad(x, pads) + tf.constant(border)
-
-    inputs = keras.Input((size, size, spec.input.channels), name="image")
-    x = BorderPad(name="stem_border_pad")(inputs) if before or after else inputs
-    if spec.stem.depthwise:  # kernel (k, k, in, multiplier); output channel c·m + j sees input channel c only
-        folded = keras.layers.DepthwiseConv2D(conv.kernel_size, strides=conv.strides, padding="valid",
-                                              depth_multiplier=conv.depth_multiplier, use_bias=False, name="stem_conv")
-        shift = np.einsum("hwcm,c->cm", kernel, mean / std).reshape(-1)
-    else:
-        folded = keras.layers.Conv2D(conv.filters, conv.kernel_size, strides=conv.strides, padding="valid",
-                                     use_bias=False, name="stem_conv")
-        shift = np.einsum("hwio,i->o", kernel, mean / std)
-    y = folded(x)
-    folded.set_weights([kernel / std[None, None, :, None]])
-    bn.moving_mean.assign(np.asarray(bn.moving_mean) + shift)
-    rest = keras.Model(bn.input, plain.output, name=f"{spec.name}_body")
-    return keras.Model(inputs, rest(y), name=f"{spec.name}_folded")
+    folded = build(spec, input_size=size, include_preprocessing="fold", classes=model.output_shape[-1],
+                   name=f"{spec.name}_folded")
+    assign(folded, fold_weights(spec, named_weights(model)), source=f"model {model.name!r}")
+    return folded

@@ -167,12 +167,64 @@ def build_preprocess(o: Ops, x):
                          name="preprocess")(x)
 
 
-def build_stem(o: Ops, x):
+_MEAN_PAD = {}
+
+
+def mean_pad_layer(K):
+    """The ``MeanPad`` layer class of Keras module ``K``: pads height and width by ``(before, after)`` with a raw
+    pixel value per channel (``mean``), i.e. with a normalised zero. One value for every channel is one
+    ``tf.pad`` (TFLite ``PADV2``); per-channel values pad each channel with its own (``SPLIT``, ``PADV2`` per
+    channel, ``CONCATENATION``): only ops that keep an int8 tensor's quantization, so a QAT model stays int8."""
+    if K in _MEAN_PAD:
+        return _MEAN_PAD[K]
+
+    class MeanPad(K.layers.Layer):
+        def __init__(self, before: int, after: int, mean, **kwargs):
+            super().__init__(**kwargs)
+            self.before, self.after, self.mean = int(before), int(after), [float(m) for m in mean]
+
+        def call(self, x):
+            import tensorflow as tf
+            pads = [[0, 0], [self.before, self.after], [self.before, self.after], [0, 0]]
+            if len(set(self.mean)) == 1:
+                return tf.pad(x, pads, constant_values=self.mean[0])
+            parts = tf.split(x, len(self.mean), axis=-1)
+            return tf.concat([tf.pad(c, pads, constant_values=m) for c, m in zip(parts, self.mean)], axis=-1)
+
+        def compute_output_shape(self, shape):
+            grow = self.before + self.after
+            return (shape[0], None if shape[1] is None else shape[1] + grow,
+                    None if shape[2] is None else shape[2] + grow, shape[3])
+
+        def get_config(self):
+            return {**super().get_config(), "before": self.before, "after": self.after, "mean": self.mean}
+
+    _MEAN_PAD[K] = MeanPad
+    return MeanPad
+
+
+def build_stem(o: Ops, x, folded_size: int | None = None):
     """The spec's stem on ``x``: conv → BN → act (``stem_conv``, ``stem_bn``, ``stem_act``), then the 3×3 stride-2
     max pool ``stem_pool`` when ``stem.pool``. With ``stem.depthwise`` the conv is a depthwise k×k conv of depth
-    multiplier ``filters / channels`` (E-DNAS's 11×11 stem)."""
+    multiplier ``filters / channels`` (E-DNAS's 11×11 stem).
+
+    ``folded_size``: ``x`` is the raw image of that size and the normalisation lives in the stem's weights
+    (`export.fold`): the conv pads with the spec's mean (``stem_border_pad``, a :func:`mean_pad_layer`, when the
+    conv pads at all) and convolves ``valid``, so its border sees what the zoo model's normalised zeros are."""
     s = o.spec.stem
-    if s.depthwise:
+    if folded_size is not None:
+        from export.fold import stem_padding
+        before, after = stem_padding(o.spec, folded_size)
+        if before or after:
+            x = mean_pad_layer(o.K)(before, after, o.spec.input.mean, name="stem_border_pad")(x)
+        if s.depthwise:
+            x = o.L.DepthwiseConv2D(s.kernel, strides=s.stride, padding="valid", use_bias=False,
+                                    depth_multiplier=s.filters // o.spec.input.channels, name="stem_conv")(x)
+        else:
+            x = o.L.Conv2D(s.filters, s.kernel, strides=s.stride, padding="valid", use_bias=False,
+                           name="stem_conv")(x)
+        x = o.act(o.bn(x, "stem_bn"), s.act, "stem_act")
+    elif s.depthwise:
         x, padding = o.pad(x, s.kernel, s.stride, "stem_conv")
         x = o.L.DepthwiseConv2D(s.kernel, strides=s.stride, padding=padding, use_bias=False,
                                 depth_multiplier=s.filters // o.spec.input.channels, name="stem_conv")(x)
@@ -218,7 +270,7 @@ def build_head(o: Ops, x, *, include_top: bool = True, classes: int | None = Non
 def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input_size: int | None = None,
           input_shape: tuple | None = None, classes: int | None = None, pooling: str | None = None,
           classifier_activation: str | None = None, features: bool = False, weights: str | None = None,
-          name: str | None = None, include_preprocessing: bool = True):
+          name: str | None = None, include_preprocessing: bool | str = True):
     """Builds ``spec`` as a Functional model of stock layers.
 
     Args:
@@ -237,6 +289,9 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
         name: model name; default ``spec.name``.
         include_preprocessing: False: no ``preprocess`` layer; the model takes images already normalised with the
             spec's ``input.mean``/``input.std`` (as keras.applications' ``include_preprocessing=False``).
+            ``"fold"``: raw 0–255 pixels in, no ``preprocess`` layer; the stem pads with the mean and convolves
+            ``valid`` (:func:`build_stem`); it equals the zoo model once its weights went through
+            `export.fold.fold_weights`.
 
     Returns:
         A Functional ``Model`` of ``keras_module``.
@@ -272,7 +327,12 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     o = Ops(K, spec)
 
     inputs = K.layers.Input((w.input_size, w.input_size, spec.input.channels), name="image")
-    x = build_stem(o, build_preprocess(o, inputs) if include_preprocessing else inputs)
+    if include_preprocessing not in (True, False, "fold"):
+        raise SpecError("include_preprocessing", f"must be True, False or 'fold', got {include_preprocessing!r}")
+    if include_preprocessing == "fold":
+        x = build_stem(o, inputs, folded_size=w.input_size)
+    else:
+        x = build_stem(o, build_preprocess(o, inputs) if include_preprocessing else inputs)
     outputs = {}
     for site in w.blocks:
         x = outputs[site.name] = build_block(o, x, site)

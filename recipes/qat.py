@@ -48,9 +48,19 @@ The recipe therefore annotates the model layer by layer (``quantize_annotate_lay
 - any other refused layer type would get `NoOpQuantizeConfig` (stays float in the file); no zoo model has one.
 
 The report lists the layers of each kind (``quantize_configs``) and the ops that remain float in the file
-(``float_ops``). The ``preprocess`` Rescaling always stays float (MUL + ADD with a per-channel constant, before the
-QUANTIZE; the converter cannot quantize a constant operand that carries no fake-quant range); with float32 input
-this is where the input would be quantized anyway.
+(``float_ops``).
+
+Input normalisation (``--preprocessing``)
+----------------------------------------
+``fold`` (default): the twin is the folded build of `export.fold` — no ``preprocess`` layer; ``W / std`` in the stem
+conv and ``μ + Σ W·mean/std`` in its BatchNorm; the stem pads the raw image with the mean (``stem_border_pad``, one
+``PADV2``, or per channel ``SPLIT`` + ``PADV2`` + ``CONCATENATION``) and convolves ``valid``, so it equals the zoo
+model exactly, borders included (the twin check measures it). The pad gets `OutputQuantizeConfig`; its ops keep the
+input's quantization, so **every op of the file is int8** (``float_ops`` is empty) and the input quantization covers
+the raw 0–255 range. ``weights.npz`` is unfolded back (`export.fold.unfold_weights`) into the zoo form that every
+other recipe loads. ``layer``: the zoo graph with its ``preprocess`` Rescaling, which stays float (MUL + ADD with a
+per-channel constant before the QUANTIZE; the converter cannot quantize a constant operand that carries no
+fake-quant range) — the rows below.
 
 Checked on this machine (tfmot 0.8.1, TF 2.21, ai-edge-litert 2.3.0; ``quantize_apply`` with these configs, then
 conversion; tiny specs at 32×32, zoo models at 64×64 with random init). Plain ``quantize_model`` fails on every row
@@ -125,6 +135,10 @@ flags.DEFINE_integer("calibration_batches", 10, "Training batches (no augmentati
                                                 "start the QAT ranges; 0: tfmot's initial [-6, 6].", lower_bound=0)
 flags.DEFINE_bool("int8_io", False, "int8 input and output tensors in the .tflite instead of float32 (feed "
                                     "round(x / scale + zero_point) of the raw 0–255 image; see the report's io).")
+flags.DEFINE_enum("preprocessing", "fold", ["fold", "layer"],
+                  "Input normalisation: 'fold' (default: mean/std folded into the stem conv and its BatchNorm before "
+                  "QAT, border padded with the mean; raw 0–255 pixels in, every op int8) or 'layer' (the preprocess "
+                  "layer, which stays float: MUL + ADD before the QUANTIZE).")
 flags.DEFINE_string("out_dir", "runs/qat", "Directory of qat_report.json, weights.npz and the default --output.")
 flags.DEFINE_string("output", None, "Path of the int8 .tflite (default: OUT_DIR/model_int8_qat.tflite).")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and augmentation.")

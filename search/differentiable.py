@@ -36,6 +36,7 @@ makes λ unit-free, so λ plays Eq. 13's β).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -151,10 +152,10 @@ class MetaKernelSearch(ResumableLoop):
             if config.alpha_data != "holdout":
                 raise ValueError("feedback: merges two weight paths; α trains on the held-out batches "
                                  "(alpha_data='holdout')")
-            self._feedback_step = tf.function(self._feedback_step_fn)
+            self._feedback_step = tf.function(self._feedback_step_fn, autograph=False)
         self._a_step = self._distributed(self._a_step_fn)
         self._joint_step = self._distributed(self._joint_step_fn)
-        self._eval_step = tf.function(self._eval_fn)
+        self._eval_step = tf.function(self._eval_fn, autograph=False)
         self._bn_layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
                            if isinstance(layer, keras.layers.BatchNormalization)]
 
@@ -162,7 +163,7 @@ class MetaKernelSearch(ResumableLoop):
         """``fn`` run on every replica; its outputs averaged over replicas."""
         replicas = self.strategy.num_replicas_in_sync
 
-        @tf.function
+        @functools.partial(tf.function, autograph=False)  # no tensor-valued Python control flow; tracing is faster
         def step(x, y):
             outs = self.strategy.run(fn, (x, y))
             return [self.strategy.reduce("SUM", o, axis=None) / replicas for o in outs]
@@ -283,7 +284,7 @@ class MetaKernelSearch(ResumableLoop):
             sn.set_temperature(self.model, 0.0)
             for bn in self._bn_layers:
                 bn.momentum = 0.0  # moving statistics := this batch's (read back and averaged below)
-            probe = tf.function(lambda x: self.model(x, training=True))
+            probe = tf.function(lambda x: self.model(x, training=True), autograph=False)
             for x in batches:
                 for bn in self._bn_layers:  # 0 · NaN would keep a NaN
                     bn.moving_mean.assign(tf.zeros_like(bn.moving_mean))

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from conftest import randomized_weights, tiny_spec_dict
 
-from export.fold import fold_preprocessing, same_padding, stem_padding
+from export.fold import fold_preprocessing, same_padding, stem_padding, unfold_weights
 from models import spec as S
 from models.builder import build
+from models.weights import named_weights
 
 IMAGENET = {"size": 32, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 
@@ -27,7 +28,7 @@ def test_same_padding_matches_tf():
 
 @pytest.mark.parametrize("padding, kernel, stride, size, inp, depthwise", [
     ("same", 3, 2, 32, None, False),          # TF same, stride 2, even input: one pixel after; one mean (PADV2)
-    ("same", 3, 2, 33, IMAGENET, False),      # odd input: both sides; per-channel means (PAD + ADD)
+    ("same", 3, 2, 33, IMAGENET, False),      # odd input: both sides; per-channel means (PADV2 per channel)
     ("symmetric", 3, 2, 32, IMAGENET, False),  # explicit symmetric padding (PyTorch-converted models)
     ("same", 5, 1, 32, None, False),          # stride 1, two pixels each side
     ("same", 1, 1, 32, IMAGENET, False),      # no padding at all: nothing added
@@ -50,9 +51,14 @@ def test_folded_model_equals_the_zoo_model(padding, kernel, stride, size, inp, d
     assert np.abs(got - ref).max() <= 1e-4 * scale, (np.abs(got - ref).max(), scale)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the source is untouched
     names = {layer.name for layer in folded.layers}
-    assert "preprocess" not in names and "preprocess" not in {l.name for l in folded.get_layer(
-        f"{spec.name}_body").layers}
+    assert "preprocess" not in names and f"{spec.name}_body" not in names  # one flat graph
     assert ("stem_border_pad" in names) == (stem_padding(spec, size) != (0, 0))
+    # the fold is exactly invertible (QAT fine-tunes the folded form and saves zoo weights)
+    zoo_w = named_weights(model)
+    back = unfold_weights(spec, named_weights(folded))
+    assert set(back) == set(zoo_w)
+    for key, a in zoo_w.items():
+        np.testing.assert_allclose(back[key], a, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(a).max())))
 
 
 @pytest.mark.slow

@@ -7,23 +7,31 @@ from __future__ import annotations
 
 import sys
 
-OUTPUT_QUANTIZED = ("Rescaling", "Multiply")
+OUTPUT_QUANTIZED = ("Rescaling", "Multiply", "MeanPad")
 
 
 
-def build_pair(spec, input_size: int | None = None, classes: int | None = None, weights: str | None = None):
-    """The Keras 3 model of ``spec`` (weights loaded from the ``.npz`` ``weights``) and its tf_keras twin with the
-    same weights copied by layer name."""
+def build_pair(spec, input_size: int | None = None, classes: int | None = None, weights: str | None = None,
+               preprocessing: str = "fold"):
+    """The Keras 3 model of ``spec`` (with its ``preprocess`` layer; weights loaded from the ``.npz`` ``weights``)
+    and its tf_keras twin, both on raw pixels. ``preprocessing="fold"``: the twin is the folded build (no
+    ``preprocess`` layer; mean/std in the stem conv and BatchNorm, border padded with the mean; `export.fold`)
+    with `export.fold.fold_weights` of the model's; ``"layer"``: the same graph, weights copied by name."""
     import keras
     import tf_keras
 
     from models.builder import build
-    from models.weights import copy_weights, load_npz
+    from models.weights import assign, copy_weights, load_npz, named_weights
     model = build(spec, keras, input_size=input_size, classes=classes)
     if weights:
         load_npz(model, weights)  # every name and shape checked (the classifier against --classes)
-    twin = build(spec, tf_keras, input_size=input_size, classes=classes)
-    copy_weights(model, twin)
+    if preprocessing == "fold":
+        from export.fold import fold_weights
+        twin = build(spec, tf_keras, input_size=input_size, classes=classes, include_preprocessing="fold")
+        assign(twin, fold_weights(spec, named_weights(model)), source=f"model {model.name!r}")
+    else:
+        twin = build(spec, tf_keras, input_size=input_size, classes=classes)
+        copy_weights(model, twin)
     return model, twin
 
 
@@ -111,7 +119,9 @@ def quantize(twin):
     # The annotation wrappers hold the twin's own layers (as in tfmot's quantize_annotate_model), so the weights
     # carry over; quantize_apply then clones them into the QAT model.
     annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
-    with Q.quantize_scope({"OutputQuantizeConfig": output_cfg, "NoOpQuantizeConfig": noop_cfg}):
+    from models.builder import mean_pad_layer
+    with Q.quantize_scope({"OutputQuantizeConfig": output_cfg, "NoOpQuantizeConfig": noop_cfg,
+                           "MeanPad": mean_pad_layer(tf_keras)}):
         qat = Q.quantize_apply(annotated)
     return qat, used
 

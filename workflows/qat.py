@@ -15,6 +15,7 @@ import time
 from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir, check_writable
 from training.weights import checked_weights_file
 
+QAT_PREPROCESSING = ("fold", "layer")
 REPORT = "qat_report.json"
 WEIGHTS = "weights.npz"
 DEFAULT_OUTPUT = "model_int8_qat.tflite"
@@ -22,7 +23,8 @@ TWIN_CHECK_EXAMPLES = 32
 TWIN_WARN = 1e-4  # relative max|Δ| above which the twin is reported as suspicious
 VERSIONS = ("tensorflow", "tf-keras", "keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy")
 SETTINGS = ("model", "weights", "classes", "dataset", "input_size", "epochs", "steps_per_epoch", "batch_size",
-            "optimizer", "lr", "augment", "limit", "val_limit", "calibration_batches", "int8_io", "seed")
+            "optimizer", "lr", "augment", "limit", "val_limit", "calibration_batches", "int8_io", "preprocessing",
+            "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,7 @@ class QatConfig:
     val_limit: int = 1000
     calibration_batches: int = 10
     int8_io: bool = False
+    preprocessing: str = "fold"  # fold (mean/std in the stem conv, all-int8 file) | layer (the preprocess layer, float)
     out_dir: str = "runs/qat"
     output: str | None = None
     seed: int = 0
@@ -87,7 +90,8 @@ def validate(config: QatConfig) -> QatPlan:
                    steps_per_epoch=(config.steps_per_epoch, 1), batch_size=(config.batch_size, 1),
                    lr=(config.lr, 0.0), limit=(config.limit, 1), val_limit=(config.val_limit, 1),
                    calibration_batches=(config.calibration_batches, 0))
-    check_one_of(optimizer=(config.optimizer, ("adam", "sgd")), augment=(config.augment, data.AUGMENTS))
+    check_one_of(optimizer=(config.optimizer, ("adam", "sgd")), augment=(config.augment, data.AUGMENTS),
+                 preprocessing=(config.preprocessing, QAT_PREPROCESSING))
     spec = zoo.get_spec(config.model)
     spec_file = zoo.spec_path(config.model)
     size = config.input_size or spec.input.size
@@ -152,7 +156,7 @@ def run(config: QatConfig) -> QatResult:
     steps = config.steps_per_epoch or max(1, info.num_examples // config.batch_size)
 
     # 1–2. Keras 3 model, tf_keras twin, parity.
-    model, twin = Q.build_pair(plan.spec, plan.size, plan.classes, plan.weights)
+    model, twin = Q.build_pair(plan.spec, plan.size, plan.classes, plan.weights, config.preprocessing)
     check = val_x[:TWIN_CHECK_EXAMPLES]
     twin_diff, twin_scale = Q.max_abs_diff(model, twin, check)
     if twin_diff > TWIN_WARN * max(1.0, twin_scale):
@@ -196,6 +200,9 @@ def run(config: QatConfig) -> QatResult:
     ops = litert.op_counts(plan.output)
 
     weights = Q.float_weights(qat, twin)
+    if config.preprocessing == "fold":  # back to the zoo form (with the preprocess layer) that every recipe loads
+        from export.fold import unfold_weights
+        weights = unfold_weights(plan.spec, weights)
     weights_path = os.path.join(config.out_dir, WEIGHTS)
     atomic_write(weights_path, lambda f: np.savez(f, **weights))
 
@@ -216,6 +223,7 @@ def run(config: QatConfig) -> QatResult:
                         "max_abs_qat_logit": float(np.abs(qat_logits).max())},
         "val_examples": int(len(val_y)), "train_examples": info.num_examples,
         "tflite": os.path.abspath(plan.output), "file_bytes": len(flatbuffer), "int8_io": config.int8_io,
+        "preprocessing": config.preprocessing,
         "ops": sorted(ops), "op_counts": ops, "float_ops": floats,
         "input_dtype": io["input"]["dtype"], "output_dtype": io["output"]["dtype"], "io": io,
         "weights_out": os.path.abspath(weights_path), "weights_sha256": sha256(weights_path),
