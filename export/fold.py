@@ -14,9 +14,9 @@ with ``m`` rather than 0. So the folded stem pads explicitly and convolves ``val
 - no padding at this input size (e.g. a 1×1 or ``valid``-equivalent stem): nothing added;
 - one mean for every channel (EfficientNet-Lite ``127``, the CIFAR searches' ``127.5``): one ``PADV2`` with that
   constant;
-- per-channel means (the ImageNet ``mean``/``std`` models): each channel padded with its own mean (``SPLIT``, one
-  ``PADV2`` per channel, ``CONCATENATION``; TFLite's pad takes one scalar constant). Only ops that keep an int8
-  tensor's quantization, so the same graph is all-int8 after QAT (``recipes.qat``).
+- per-channel means (the ImageNet ``mean``/``std`` models): ``PAD`` with zeros, then ``ADD`` of a constant that is
+  ``m`` on the padded border and 0 inside (TFLite's pad takes one scalar constant). After QAT (``recipes.qat``)
+  both forms are int8.
 
 The folded model is one flat graph (``models.builder.build(spec, include_preprocessing="fold")``, layer
 ``stem_border_pad`` + a ``valid`` stem conv) with the weights of :func:`fold_weights`; :func:`unfold_weights`

@@ -53,10 +53,10 @@ The report lists the layers of each kind (``quantize_configs``) and the ops that
 Input normalisation (``--preprocessing``)
 ----------------------------------------
 ``fold`` (default): the twin is the folded build of `export.fold` — no ``preprocess`` layer; ``W / std`` in the stem
-conv and ``μ + Σ W·mean/std`` in its BatchNorm; the stem pads the raw image with the mean (``stem_border_pad``, one
-``PADV2``, or per channel ``SPLIT`` + ``PADV2`` + ``CONCATENATION``) and convolves ``valid``, so it equals the zoo
-model exactly, borders included (the twin check measures it). The pad gets `OutputQuantizeConfig`; its ops keep the
-input's quantization, so **every op of the file is int8** (``float_ops`` is empty) and the input quantization covers
+conv and ``μ + Σ W·mean/std`` in its BatchNorm; the stem pads the raw image with the mean (``stem_border_pad``: one
+``PADV2``, or ``PAD`` + ``ADD`` of a constant border for per-channel means) and convolves ``valid``, so it equals the
+zoo model exactly, borders included (the twin check measures it). The pad gets `OutputQuantizeConfig`, so its ops are
+int8 too: **every op of the file is int8** (``float_ops`` is empty) and the input quantization covers
 the raw 0–255 range. ``weights.npz`` is unfolded back (`export.fold.unfold_weights`) into the zoo form that every
 other recipe loads. ``layer``: the zoo graph with its ``preprocess`` Rescaling, which stays float (MUL + ADD with a
 per-channel constant before the QUANTIZE; the converter cannot quantize a constant operand that carries no

@@ -156,6 +156,7 @@ class MetaKernelSearch(ResumableLoop):
         self._a_step = self._distributed(self._a_step_fn)
         self._joint_step = self._distributed(self._joint_step_fn)
         self._eval_step = tf.function(self._eval_fn, autograph=False)
+        self._probe = None  # recalibrate's forward pass in training mode (BatchNorm momentum 0)
         self._bn_layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
                            if isinstance(layer, keras.layers.BatchNormalization)]
 
@@ -284,7 +285,9 @@ class MetaKernelSearch(ResumableLoop):
             sn.set_temperature(self.model, 0.0)
             for bn in self._bn_layers:
                 bn.momentum = 0.0  # moving statistics := this batch's (read back and averaged below)
-            probe = tf.function(lambda x: self.model(x, training=True), autograph=False)
+            if self._probe is None:  # traced once (every call runs with momentum 0; τ and α are variables)
+                self._probe = tf.function(lambda x: self.model(x, training=True), autograph=False)
+            probe = self._probe
             for x in batches:
                 for bn in self._bn_layers:  # 0 · NaN would keep a NaN
                     bn.moving_mean.assign(tf.zeros_like(bn.moving_mean))

@@ -28,7 +28,7 @@ def test_same_padding_matches_tf():
 
 @pytest.mark.parametrize("padding, kernel, stride, size, inp, depthwise", [
     ("same", 3, 2, 32, None, False),          # TF same, stride 2, even input: one pixel after; one mean (PADV2)
-    ("same", 3, 2, 33, IMAGENET, False),      # odd input: both sides; per-channel means (PADV2 per channel)
+    ("same", 3, 2, 33, IMAGENET, False),      # odd input: both sides; per-channel means (PAD + ADD)
     ("symmetric", 3, 2, 32, IMAGENET, False),  # explicit symmetric padding (PyTorch-converted models)
     ("same", 5, 1, 32, None, False),          # stride 1, two pixels each side
     ("same", 1, 1, 32, IMAGENET, False),      # no padding at all: nothing added
