@@ -43,7 +43,8 @@ from recipes.cli import UsageError, run  # noqa: E402
 
 DEFAULT_LUT = os.path.join("benchmarks", "results", "latency_lut.json")
 TARGETS = {"mape_max": 8.0, "spearman_min": 0.95}
-QUICK = dict(space="cifar", width=0.25, input_size=32, n_archs=3, warmup=3, runs=2, rounds=2, isolated=False)
+QUICK = dict(space="cifar", width=0.25, input_size=32, n_archs=3, warmup=3, runs=2, rounds=2, isolated=False,
+             whole_sessions=0)
 SPACES = ["imagenet", "cifar", "spos_imagenet", "spos_cifar"]
 DEFAULT_SIZE = {"imagenet": 160, "cifar": 64, "spos_imagenet": 224, "spos_cifar": 32}
 SPOS_LUT = os.path.join("benchmarks", "results", "latency_lut_spos.json")
@@ -73,6 +74,13 @@ flags.DEFINE_enum("clock", "auto", ["auto", "cpu", "wall"], "Clock: cpu = the ca
 flags.DEFINE_integer("warmup", 20, "Untimed invocations of every model after allocate_tensors.")
 flags.DEFINE_integer("runs", 5, "Timed invocations of every model (or chain pass) per round.")
 flags.DEFINE_integer("rounds", 8, "Rounds; every round visits all models/chains in a new random order.")
+flags.DEFINE_integer("whole_sessions", 2, "Also time the random architectures' whole models in this many sessions of "
+                     "their own (whole models only, interleaved rounds), apart from the profile session and its "
+                     "~10x more part interpreters (whose whole-model medians drifted by up to 50% on this host, "
+                     "benchmarks.ednas_latency): their mean is the measurement the metrics use and their difference "
+                     "its repeatability (the MAPE's noise floor). 0: the in-session measurement, as before.")
+flags.DEFINE_integer("whole_rounds", 10, "Rounds of each whole-model session (4 x --runs timed calls per model and "
+                                         "round).")
 flags.DEFINE_integer("seed", 0, "Seed of the architectures, weights, inputs and timing order.")
 flags.DEFINE_boolean("isolated", True, "Also time every new part alone (the comparison with chain context).")
 flags.DEFINE_boolean("quick", False, f"Tiny settings for tests: {QUICK}.")
@@ -83,7 +91,8 @@ flags.DEFINE_boolean("reanalyze", False, "Time nothing: recompute the analyses t
 
 def _settings() -> dict:
     s = {k: FLAGS[k].value for k in ("space", "width", "input_size", "n_archs", "warmup", "runs", "rounds",
-                                      "isolated", "threads", "clock", "seed")}
+                                      "isolated", "threads", "clock", "seed", "whole_sessions",
+                                      "whole_rounds")}
     if FLAGS.quick:  # quick overrides the defaults, never a flag the user gave explicitly
         for k, v in QUICK.items():
             if not FLAGS[k].present:
@@ -103,7 +112,8 @@ def _check(s: dict) -> dict:
         raise UsageError("--out: an output JSON path is required")
     if os.path.isdir(FLAGS.out):
         raise UsageError(f"--out {FLAGS.out}: is a directory")
-    for name, lo in (("n_archs", 2), ("warmup", 0), ("runs", 1), ("rounds", 1), ("threads", 1)):
+    for name, lo in (("n_archs", 2), ("warmup", 0), ("runs", 1), ("rounds", 1), ("threads", 1),
+                     ("whole_sessions", 0), ("whole_rounds", 1)):
         if s[name] < lo:
             raise UsageError(f"--{name}: must be ≥ {lo}, got {s[name]}")
     if s["input_size"] < 8:
@@ -309,10 +319,41 @@ def _method(s: dict, clock: str) -> str:
         + ("the calling thread's CPU time, time.thread_time_ns; with one interpreter thread all work runs on the "
            "calling thread, and CPU time leaves out the time the thread waits for a core on a shared host; wall-"
            "clock numbers are under comparisons.wall_clock" if clock == "cpu" else "time.perf_counter_ns")
-        + "). Prediction = overhead + sum of the parts' entries (keys not in the table: MACs-affine fit of the "
+        + "). "
+        + (f"The measurement the metrics use is the mean over {s['whole_sessions']} later sessions that time the "
+           f"whole models only ({s['whole_rounds']} interleaved rounds x {4 * s['runs']} calls each); the "
+           f"in-session measurement is under comparisons.measured_in_profile_session. " if s["whole_sessions"]
+           else "")
+        + "Prediction = overhead + sum of the parts' entries (keys not in the table: MACs-affine fit of the "
           "part's slot group, else of its kind; comparisons.fallback_only* predict every block that way with the "
           "architecture's own block entries removed). MAPE = mean |pred - meas| / meas; Spearman = Pearson "
           "correlation of average ranks.")
+
+
+def _whole_sessions(specs, s: dict, clock: str) -> dict:
+    """The whole models of ``specs`` timed in ``s["whole_sessions"]`` sessions of their own (no part interpreters
+    alive): per model the mean of the sessions' medians (p10/p90 averaged likewise), and the sessions'
+    repeatability (|difference| / mean for two sessions, max − min over the mean for more)."""
+    import keras
+    import numpy as np
+
+    from models.builder import build
+    from search.tflite_timing import to_tflite
+    bufs = {}
+    for spec in specs:
+        keras.backend.clear_session()
+        bufs[spec.name] = to_tflite(build(spec))
+    sessions = []
+    for i in range(s["whole_sessions"]):
+        print(f"whole-model session {i + 1}/{s['whole_sessions']} ({len(bufs)} models)", file=sys.stderr, flush=True)
+        sessions.append(harness.litert_latency(bufs, rounds=s["whole_rounds"], runs=4 * s["runs"], clock=clock))
+    models = {n: {k: float(np.mean([w[n][k] for w in sessions])) for k in ("median_ms", "p10_ms", "p90_ms")}
+              for n in bufs}
+    med = np.array([[w[n]["median_ms"] for n in bufs] for w in sessions])
+    spread = (med.max(axis=0) - med.min(axis=0)) / med.mean(axis=0)
+    return {"models": models, "repeatability": {
+        "sessions": len(sessions), "mean_rel_spread": float(spread.mean()), "max_rel_spread": float(spread.max()),
+        "note": "per whole model (max - min) / mean of its medians over the sessions: the noise floor of the MAPE"}}
 
 
 # ------------------------------------------------------------------------------------------------------------- main
@@ -355,6 +396,7 @@ def main(argv):
     if s["lut"]:
         table.save(s["lut"])
 
+    apart = _whole_sessions(specs, s, clock) if s["whole_sessions"] else None
     iso_table = session.table_for(clock, "isolated") if s["isolated"] else None
     wall_table = session.table_for("wall", "chain") if clock != "wall" else None
     rows, macs, meas, pred, fallback = [], [], [], [], 0
@@ -362,17 +404,19 @@ def main(argv):
         e = table.explain(spec)
         m = session.models[spec.name]
         c = count(spec)
+        timed = m[clock] if apart is None else apart["models"][spec.name]
         row = {"name": spec.name, "macs": c.macs, "params": c.params, "predicted_ms": e.ms,
-               "measured_ms": m[clock]["median_ms"], "measured_p10_ms": m[clock]["p10_ms"],
-               "measured_p90_ms": m[clock]["p90_ms"], "measured_wall_ms": m["wall"]["median_ms"],
-               "ape_pct": abs(e.ms - m[clock]["median_ms"]) / m[clock]["median_ms"] * 100.0,
+               "measured_ms": timed["median_ms"], "measured_p10_ms": timed["p10_ms"],
+               "measured_p90_ms": timed["p90_ms"], "measured_wall_ms": m["wall"]["median_ms"],
+               "measured_in_profile_session_ms": m[clock]["median_ms"],
+               "ape_pct": abs(e.ms - timed["median_ms"]) / timed["median_ms"] * 100.0,
                "fallback_parts": e.fallback, "parts": len(e.parts),
                "blocks": [[p["key"], p["ms"]] for p in e.parts if p["kind"] in ("ir", "shuffle", "conv")]}
         if iso_table is not None and not iso_table.missing([spec]):
             row["predicted_isolated_ms"] = iso_table.predict(spec)
         rows.append(row)
         macs.append(c.macs)
-        meas.append(m[clock]["median_ms"])
+        meas.append(timed["median_ms"])
         pred.append(e.ms)
         fallback += e.fallback
 
@@ -392,6 +436,12 @@ def main(argv):
             "every block of the architecture unseen: predicted by one MACs-affine fit per block kind"))
     comparisons["fallback_only_per_kind"]["fit_all_entries"] = {
         k: v for k, v in table.fallback_fit().items() if k in lat.KINDS or k == "all"}
+    if apart is not None:
+        comparisons["measured_in_profile_session"] = dict(
+            _metrics(pred, [r["measured_in_profile_session_ms"] for r in rows]),
+            note="the same predictions against the whole models timed inside the profile session (among the parts' "
+                 "interpreters), the measurement before --whole_sessions")
+        comparisons["measurement_repeatability"] = apart["repeatability"]
     if iso_table is not None and all("predicted_isolated_ms" in r for r in rows):
         comparisons["isolated_context"] = _metrics([r["predicted_isolated_ms"] for r in rows], meas)
     if wall_table is not None and not wall_table.missing(specs):
@@ -421,6 +471,7 @@ def main(argv):
                 "entries_reused": entries_before, "entries_timed_now": len(table) - entries_before,
                 "overhead_ms": table.overhead_ms, "fallback_parts": fallback, "key_format": lat.KEY_FORMAT},
         "timing": {"warmup": s["warmup"], "runs_per_round": s["runs"], "rounds": s["rounds"], "clock": clock,
+                   "whole_sessions": s["whole_sessions"], "whole_rounds": s["whole_rounds"],
                    "context": "chain", "method": "slice", "isolated_comparison": s["isolated"],
                    "overhead_ms": session.overhead, "session_s": session.wall_s,
                    "runtime": table.meta.get("runtime")},

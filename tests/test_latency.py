@@ -288,7 +288,7 @@ def test_benchmark_quick_spos_space(tmp_path):
     """The SPOS ShuffleNetV2 space: uniform paths, every part of them in the table (no fallback)."""
     out = tmp_path / "s.json"
     r = run_module("benchmarks.latency_model", "--quick", "--space=spos_cifar", "--width=0.25", "--nocover",
-                   f"--out={out}", "--plot=", timeout=300)
+                   "--whole_sessions=2", "--whole_rounds=1", f"--out={out}", "--plot=", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["space"]["kind"] == "spos_cifar" and report["space"]["input_size"] == 32
@@ -298,6 +298,13 @@ def test_benchmark_quick_spos_space(tmp_path):
         assert row["fallback_parts"] == 0 and row["blocks"] and all(k.startswith("shuffle|") for k, _ in row["blocks"])
         assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
     assert "uniformly sampled paths of search.spos.cifar_space" in report["method"]
+    # whole models timed again in two sessions of their own: the metrics use their mean; the in-session numbers
+    # and the sessions' repeatability are reported beside it
+    assert report["timing"]["whole_sessions"] == 2 and "2 later sessions" in report["method"]
+    rep = report["comparisons"]["measurement_repeatability"]
+    assert rep["sessions"] == 2 and 0 <= rep["mean_rel_spread"] <= rep["max_rel_spread"]
+    assert report["comparisons"]["measured_in_profile_session"]["mape"] >= 0
+    assert all(row["measured_in_profile_session_ms"] > 0 for row in report["archs"])
 
 
 def test_spos_cover_paths_hold_every_block_key():
