@@ -2,6 +2,7 @@
 type for a bad config value and the checks that several commands repeat."""
 from __future__ import annotations
 
+import math
 import os
 
 from common.errors import InputError
@@ -48,6 +49,8 @@ def check_at_least(**values) -> None:
     """``name=(value, lower bound)``: absl enforces these bounds on the command line; in-process configs get the
     same check here (``None`` means "default" and passes)."""
     for name, (value, low) in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{name}={value}: must be a finite number")
         if value is not None and value < low:
             raise ConfigError(f"--{name}={value}: must be at least {low}")
 

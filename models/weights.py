@@ -96,6 +96,8 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     """``{name: array}`` of an ``.npz`` weights file. Anything else — a missing file, another format, a truncated or
     damaged archive, pickled objects, a sha256 that differs from a ``model_card.json`` beside it — raises
     :class:`WeightsError` naming the file (pickles are never loaded)."""
+    if os.path.isdir(path):
+        raise WeightsError(f"{path}: is a directory, not an .npz weights file")
     if not os.path.isfile(path):
         raise WeightsError(f"{path}: no such weights file")
     try:
@@ -108,7 +110,7 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     _check_card(path)
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: np.asarray(f[k]) for k in f.files}
+            arrays = {k: np.asarray(f[k]) for k in f.files}
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise WeightsError(f"{path}: holds pickled Python objects, not arrays; refusing to load it") from None
@@ -116,6 +118,13 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     except (OSError, EOFError, KeyError, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
             RuntimeError) as e:
         raise WeightsError(f"{path}: damaged weights archive ({type(e).__name__}: {e})") from None
+    for key, a in arrays.items():  # a model trained into NaN, or arrays that are not numbers at all
+        if a.dtype.kind not in "fiub":
+            raise WeightsError(f"{path}: {key!r} holds {a.dtype} values, not numbers")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = int(a.size - np.isfinite(a).sum())
+            raise WeightsError(f"{path}: {key!r} has {bad} NaN/inf value(s) of {a.size} (a diverged training?)")
+    return arrays
 
 
 def load_npz(model, path: str) -> None:

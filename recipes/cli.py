@@ -7,6 +7,7 @@ anything imports TensorFlow; `run` makes that later import quiet (`common.quiet_
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -24,10 +25,29 @@ class UsageError(InputError):
 
 def _parse(argv):
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except flags.Error as e:
         print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
         sys.exit(2)
+    bad = non_finite_flags()
+    if bad:  # absl's bounds let NaN through (nan < 0 is False) and inf past a lower bound
+        print(f"{os.path.basename(argv[0])}: {bad[0]}: must be a finite number", file=sys.stderr)
+        sys.exit(2)
+    return rest
+
+
+def non_finite_flags() -> list[str]:
+    """``--name=value`` of every parsed float flag (or float list flag) holding NaN or ±inf."""
+    bad, seen = [], set()
+    for key in flags.FLAGS:
+        flag = flags.FLAGS[key]
+        if flag.name in seen:
+            continue
+        seen.add(flag.name)
+        values = flag.value if isinstance(flag.value, (list, tuple)) else [flag.value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            bad.append(f"--{flag.name}={flag.value}")
+    return bad
 
 
 def define_on_bad_image() -> None:

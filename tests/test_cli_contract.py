@@ -97,6 +97,12 @@ CASES = [
     ("recipes.search_fgnas", ["--target=1e6", "--dataset=folder:/nonexistent/dir", "--out_dir={out}"],
      "/nonexistent/dir"),
     ("recipes.search_fgnas", ["--target=1e6", "--out_dir={file}/run"], "is a file, not a directory"),
+    # absl's bounds let NaN through (nan < 0 is False) and inf past a lower bound: every float flag is checked
+    ("recipes.train", ["--model=mixnet_s", "--lr=nan", "--out_dir={out}"], "--lr=nan: must be a finite number"),
+    ("recipes.qat", ["--model=mixnet_s", "--lr=inf", "--out_dir={out}"], "--lr=inf: must be a finite number"),
+    ("recipes.search_metakernel", ["--target_macs=3e6", "--tau_start=nan", "--out_dir={out}"], "--tau_start=nan"),
+    ("recipes.search_fgnas", ["--target=1e6", "--lam=nan", "--out_dir={out}"], "--lam=nan"),
+    ("recipes.pipeline", ["--target_macs=nan", "--out_dir={out}"], "--target_macs=nan"),
 ]
 
 
@@ -184,3 +190,12 @@ def test_undecodable_image_is_one_line_before_tensorflow(tmp_path, module, args)
     assert f"{bad}: not a decodable image" in line and "--on_bad_image=skip" in line, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
     assert not os.path.exists(tmp_path / "out") or not any(os.scandir(tmp_path / "out")), "nothing written"
+
+
+def test_in_process_configs_refuse_non_finite_numbers():
+    """The library's configs (the Python API under every recipe) get the flags' finite-number check too."""
+    from common.checks import ConfigError, check_at_least
+    for value in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ConfigError, match="must be a finite number"):
+            check_at_least(lr=(value, 0.0))
+    check_at_least(lr=(0.1, 0.0), epochs=(None, 1))  # finite values and defaults pass

@@ -147,6 +147,25 @@ def test_damaged_weights_files_raise_weights_error(tmp_path):
         read_npz(str(tmp_path / "pickled.npz"))
 
 
+def test_weights_that_are_not_finite_numbers_are_refused(tmp_path):
+    """A diverged training's NaN/inf, string arrays and a directory are WeightsError naming the file and key."""
+    cases = {"nan": np.array([1.0, np.nan], np.float32), "inf": np.full((2, 2), np.inf, np.float32),
+             "text": np.array(["a", "b"])}
+    for name, array in cases.items():
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, **{"stem_conv/kernel": array})
+        with pytest.raises(WeightsError, match=r"stem_conv/kernel.*(NaN/inf|not numbers)") as e:
+            read_npz(str(path))
+        assert str(path) in str(e.value)
+    with pytest.raises(WeightsError, match="is a directory"):
+        read_npz(str(tmp_path))
+    with pytest.raises(WeightsError, match="NaN/inf"):
+        zoo.build("mobilenet_v2_100", weights=str(tmp_path / "nan.npz"), input_size=32, classes=10)
+    # float64 and integer arrays are numbers (assign casts them to the variable's dtype)
+    np.savez(tmp_path / "ok.npz", **{"a/kernel": np.zeros(3, np.float64), "b/count": np.arange(3)})
+    assert set(read_npz(str(tmp_path / "ok.npz"))) == {"a/kernel", "b/count"}
+
+
 def test_damaged_weights_are_refused_by_zoo_build(tmp_path):
     path = _damaged_archives(tmp_path)["truncated_half"]
     with pytest.raises(WeightsError, match="truncated_half.npz"):
