@@ -29,11 +29,26 @@ def _check_home(path: str, flag: str, start: str) -> None:
         raise ConfigError(f"{flag}={path}: directory {d} is not writable")
 
 
-def check_out_dir(path: str, flag: str = "--out_dir") -> None:
+# The file that marks a directory as one command's run (its settings, or QAT's report): another command writing
+# there would overwrite that run's outputs (weights.npz, history.json, summary.json, tensorboard/).
+RUN_MARKERS = {"train_settings.json": "recipes.train", "search_settings.json": "a search (recipes.search_metakernel, "
+               "search_ednas or search_fgnas)", "supernet_settings.json": "recipes.search_spos",
+               "qat_report.json": "recipes.qat", "settings.json": "recipes.finetune_yolo"}
+
+
+def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) -> None:
     """``path`` may be missing (created later) but not a file, nor under one, and the directory that will hold it
-    must be writable — checked before any work starts, so no run fails at its first write."""
+    must be writable — checked before any work starts, so no run fails at its first write. ``own``: the
+    `RUN_MARKERS` file this command writes; a directory holding another command's marker is refused."""
+    if not path:
+        raise ConfigError(f"{flag}: empty; name a directory")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{flag}={path}: exists and is not a directory")
+    if os.path.isdir(path):
+        for marker, owner in RUN_MARKERS.items():
+            if marker != own and os.path.exists(os.path.join(path, marker)):
+                raise ConfigError(f"{flag}={path}: holds a run of {owner} ({marker}), whose outputs this would "
+                                  f"overwrite; use a new {flag}")
     _check_home(path, flag, path)
 
 

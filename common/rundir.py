@@ -61,7 +61,7 @@ class RunDir:
         """Raises `SettingsMismatch` when the directory holds a run whose settings differ on ``keys`` (default:
         all of this run's settings). Reads only; TensorFlow-free."""
         from common.checks import check_out_dir
-        check_out_dir(self.path, self.flag)
+        check_out_dir(self.path, self.flag, own=os.path.basename(self.settings_file))
         saved = self.saved_settings()
         if saved is None:
             return

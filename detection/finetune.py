@@ -176,6 +176,8 @@ def validate(config: FinetuneConfig):
     if config.input_size % 32:
         raise ConfigError(f"--input_size={config.input_size}: must be a multiple of 32 (the head's coarsest stride)")
     check_input_size(spec, config.input_size, "--input_size")
+    from models.walk import walk
+    walk(spec, config.input_size).endpoints()  # feature maps at strides 8, 16, 32 (SpecError) before any write
     if config.head_width is not None and config.head_width % 4:
         raise ConfigError(f"--head_width={config.head_width}: must be a multiple of 4")
     if config.lr <= 0:

@@ -103,6 +103,12 @@ CASES = [
     ("recipes.search_metakernel", ["--target_macs=3e6", "--tau_start=nan", "--out_dir={out}"], "--tau_start=nan"),
     ("recipes.search_fgnas", ["--target=1e6", "--lam=nan", "--out_dir={out}"], "--lam=nan"),
     ("recipes.pipeline", ["--target_macs=nan", "--out_dir={out}"], "--target_macs=nan"),
+    # the derived spec's --output is checked before the search, not after it
+    ("recipes.search_metakernel", ["--target_macs=3e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
+    ("recipes.search_fgnas", ["--target=1e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
+    # a backbone without the detection strides is refused before settings.json is written
+    ("recipes.finetune_yolo", ["--backbone=metakernel_cifar10_3m", "--dataset=shapes", "--out_dir={out}"],
+     "no feature map at stride(s)"),
 ]
 
 
@@ -199,3 +205,29 @@ def test_in_process_configs_refuse_non_finite_numbers():
         with pytest.raises(ConfigError, match="must be a finite number"):
             check_at_least(lr=(value, 0.0))
     check_at_least(lr=(0.1, 0.0), epochs=(None, 1))  # finite values and defaults pass
+
+
+@pytest.mark.parametrize("module,args,marker,owner", [
+    ("recipes.qat", ["--model=mixnet_s", "--classes=10"], "train_settings.json", "recipes.train"),
+    ("recipes.train", ["--model=mixnet_s"], "qat_report.json", "recipes.qat"),
+    ("recipes.search_metakernel", ["--target_macs=3e6"], "train_settings.json", "recipes.train"),
+    ("recipes.train", ["--model=mixnet_s"], "search_settings.json", "a search"),
+    ("recipes.search_spos", [], "search_settings.json", "a search"),
+])
+def test_another_commands_run_directory_is_refused(tmp_path, module, args, marker, owner):
+    """A run directory belongs to the command that made it: another command would overwrite its outputs (QAT wrote
+    its weights.npz over a training run's, whose card then no longer matched)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / marker).write_text("{}")
+    (run / "weights.npz").write_bytes(b"the other run's weights")
+    r = run_python(PROBE.format(module=module, args=[*args, f"--out_dir={run}"]), timeout=120)
+    assert f"holds a run of {owner}" in error_line(r, module), r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
+    assert sorted(os.listdir(run)) == sorted([marker, "weights.npz"])
+    assert (run / "weights.npz").read_bytes() == b"the other run's weights"
+
+
+def test_empty_out_dir_is_one_line():
+    r = run_python(PROBE.format(module="recipes.train", args=["--model=mixnet_s", "--out_dir="]), timeout=120)
+    assert "--out_dir: empty" in error_line(r, "recipes.train"), r.stderr

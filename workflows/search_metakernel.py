@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from common.checks import ConfigError, check_at_least, check_one_of
+from common.checks import ConfigError, check_at_least, check_one_of, check_writable
 from common.rundir import RunDir
 from training.distribute import STRATEGIES
 
@@ -239,6 +239,8 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     run_dir.check(what="a search")
+    if config.output:  # the derived spec's path, checked before the search rather than at its end
+        check_writable(config.output, "--output")
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
         check_target(config, budget_space(config, make_space(config, cands, classes)), latency)

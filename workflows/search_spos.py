@@ -218,7 +218,7 @@ def validate(config: SearchSposConfig) -> RunDir:
     if config.execution == "eager" and config.strategy != "default":
         raise ConfigError(f"--strategy={config.strategy} needs --execution=graph")
     _check_space(config)
-    check_out_dir(config.out_dir)
+    check_out_dir(config.out_dir, own=SETTINGS_FILE)
     check_evolution_state(config)
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     classes = known_classes(config.dataset)

@@ -155,7 +155,7 @@ def validate(config: TrainConfig) -> TrainPlan:
                               "re-parameterised depthwise convs do not support")
     weights_path = W.resolve_weights(spec, config.weights)
     arrays = W.read_weights(weights_path) if weights_path else None
-    check_out_dir(config.out_dir)  # cheap checks before the dataset's images are decoded
+    check_out_dir(config.out_dir, own=SETTINGS_FILE)  # cheap checks before the dataset's images are decoded
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.val_limit != 0:
         data.check_eval_split(config.dataset, "pass --val_limit=0 to train without validation")
