@@ -33,7 +33,31 @@ def _parse(argv):
     if bad:  # absl's bounds let NaN through (nan < 0 is False) and inf past a lower bound
         print(f"{os.path.basename(argv[0])}: {bad[0]}: must be a finite number", file=sys.stderr)
         sys.exit(2)
+    bad = out_of_range_flags()
+    if bad:
+        print(f"{os.path.basename(argv[0])}: {bad[0]}", file=sys.stderr)
+        sys.exit(2)
     return rest
+
+
+# Upper bounds that hold for every command defining a flag of that name (absl's integer flags only had lower bounds):
+# numpy/TensorFlow seeds are 32-bit; the spec schema caps input sizes at 4096; larger batches, timing loops or
+# thread counts end in an out-of-memory or out-of-range traceback, not a run.
+FLAG_RANGES = {"seed": (0, 2**32 - 1), "input_size": (1, 4096), "budget_input_size": (1, 4096),
+               "batch_size": (1, 65536), "eval_batch": (1, 65536), "runs": (1, 1_000_000),
+               "warmup": (0, 1_000_000), "threads": (1, 1024)}
+
+
+def out_of_range_flags() -> list[str]:
+    """One message per parsed integer flag named in `FLAG_RANGES` whose value lies outside its range."""
+    bad = []
+    for name, (lo, hi) in FLAG_RANGES.items():
+        if name not in flags.FLAGS:
+            continue
+        value = flags.FLAGS[name].value
+        if isinstance(value, int) and not isinstance(value, bool) and not lo <= value <= hi:
+            bad.append(f"--{name}={value}: must be from {lo} to {hi}")
+    return bad
 
 
 def non_finite_flags() -> list[str]:

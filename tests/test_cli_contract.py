@@ -103,6 +103,10 @@ CASES = [
     ("recipes.search_metakernel", ["--target_macs=3e6", "--tau_start=nan", "--out_dir={out}"], "--tau_start=nan"),
     ("recipes.search_fgnas", ["--target=1e6", "--lam=nan", "--out_dir={out}"], "--lam=nan"),
     ("recipes.pipeline", ["--target_macs=nan", "--out_dir={out}"], "--target_macs=nan"),
+    # integer flags with an upper bound for every command (numpy's 32-bit seeds, the schema's 4096 input size)
+    ("recipes.train", ["--model=mixnet_s", "--seed=-1", "--out_dir={out}"], "--seed=-1: must be from 0 to"),
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--input_size=5000"], "--input_size=5000"),
+    ("recipes.benchmark_latency", ["--model=mixnet_s", "--threads=100000"], "--threads=100000"),
     # the derived spec's --output is checked before the search, not after it
     ("recipes.search_metakernel", ["--target_macs=3e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
     ("recipes.search_fgnas", ["--target=1e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
