@@ -262,11 +262,23 @@ def _folder_root(dataset: str) -> str:
 def _folder_layout(root: str) -> dict[str, str]:
     """The directory of each split name: ``root/train`` and ``root/test|val|validation`` when present, else root."""
     evals = [d for d in EVAL_SPLITS if os.path.isdir(os.path.join(root, d))]
-    if not (os.path.isdir(os.path.join(root, "train")) and evals):
+    train = os.path.join(root, "train")
+    if os.path.isdir(train) and not evals and _holds_class_folders(train):
+        return {"train": train}  # a split layout without its test/ split (not a class named "train")
+    if evals and not os.path.isdir(train) and _holds_class_folders(os.path.join(root, evals[0])):
+        raise DataError(f"folder:{root}: has {evals[0]}/ but no train/ directory beside it")
+    if not (os.path.isdir(train) and evals):
         return {"train": root}
     layout = {"train": os.path.join(root, "train")}
     layout.update({s: os.path.join(root, s if s in evals else evals[0]) for s in EVAL_SPLITS})
     return layout
+
+
+def _holds_class_folders(directory: str) -> bool:
+    """Whether ``directory`` has subfolders and no images of its own: a split folder, not a class folder."""
+    entries = [e for e in os.scandir(directory) if not e.name.startswith(".")]
+    return any(e.is_dir() for e in entries) and not any(
+        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries)
 
 
 def _class_names(directory: str) -> list[str]:

@@ -370,3 +370,24 @@ def test_imagenet_sample_reads_as_imagenet_classes():
     assert info.num_examples == 300 and info.class_names[1].startswith("goldfish")
     labels = np.concatenate([y for _, y in ds.as_numpy_iterator()])
     assert len(set(labels.tolist())) == 300  # one image per class
+
+
+def test_split_layout_without_test_split_is_not_read_as_classes(tmp_path):
+    """``D/train/<class>`` without ``D/test``: train/ is the training split (not a class named "train"), evaluation
+    says the test split is missing; ``D/test`` without ``D/train`` names the missing train/."""
+    from PIL import Image
+
+    from inputs import classification as C
+    for c in ("a", "b"):
+        (tmp_path / "d" / "train" / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "d" / "train" / c / "0.png")
+    root = str(tmp_path / "d")
+    assert C._folder_layout(root) == {"train": str(tmp_path / "d" / "train")}
+    classes, files, labels = C._folder_examples(root, C._folder_layout(root), "train")
+    assert list(classes) == ["a", "b"] and labels == [0, 1]
+    with pytest.raises(C.DataError, match="no 'test' split"):
+        C._folder_examples(root, C._folder_layout(root), "test")
+    (tmp_path / "e" / "test" / "a").mkdir(parents=True)
+    (tmp_path / "e" / "train").write_text("a file")
+    with pytest.raises(C.DataError, match="has test/ but no train/ directory"):
+        C._folder_layout(str(tmp_path / "e"))
