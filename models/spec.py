@@ -551,7 +551,11 @@ def loads(text: str | bytes, source: str = "spec") -> ModelSpec:
         try:
             text = bytes(text).decode("utf-8-sig")  # a UTF-8 byte-order mark is fine
         except UnicodeDecodeError as e:
-            raise SpecError("", f"{source}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+            raw = bytes(text)
+            kind = (" (it is a .tflite model)" if raw[4:8] == b"TFL3" else
+                    " (it is a zip archive, e.g. .npz weights)" if raw[:2] == b"PK" else "")
+            raise SpecError("", f"{source}: not a spec JSON{kind}: not UTF-8 text (byte {e.start}: {e.reason})") \
+                from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:

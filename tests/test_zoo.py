@@ -193,3 +193,22 @@ def test_card_with_a_non_string_sha_is_ignored_and_bom_specs_load(tmp_path):
     from models import spec as S
     text = open(os.path.join(ROOT, "zoo", "specs", "mixnet_s.json"), "rb").read()
     assert S.loads(b"\xef\xbb\xbf" + text).name == "mixnet_s"
+
+
+def test_spec_paths_that_are_not_spec_files_say_what_they_are(tmp_path):
+    """A directory, a weights archive or a .tflite given as a spec: one message naming the file once and what it is."""
+    import pathlib
+
+    from models.spec import SpecError
+    with pytest.raises(zoo.ZooError, match="is a directory, not a spec .json file"):
+        zoo.get_spec(str(tmp_path))
+    np.savez(tmp_path / "w.npz", a=np.zeros(2, np.float32))
+    with pytest.raises(SpecError, match=r"not a spec JSON \(it is a zip archive") as e:
+        zoo.get_spec(str(tmp_path / "w.npz"))
+    assert str(e.value).count(str(tmp_path / "w.npz")) == 1, str(e.value)
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(128, 256)))
+    with pytest.raises(SpecError, match=r"it is a .tflite model"):
+        zoo.get_spec(str(tmp_path / "m.tflite"))
+    with pytest.raises(zoo.ZooError, match="a zoo name or a spec .json path, got 123"):
+        zoo.get_spec(123)
+    assert zoo.get_spec(pathlib.Path(zoo.spec_path("mixnet_s"))).name == "mixnet_s"  # os.PathLike works

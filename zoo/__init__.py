@@ -33,8 +33,14 @@ def list_models() -> list[str]:
     return sorted(f[:-5] for f in os.listdir(SPECS_DIR) if f.endswith(".json"))
 
 
-def spec_path(name_or_path: str) -> str:
+def spec_path(name_or_path: str | os.PathLike) -> str:
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ZooError(f"model: a zoo name or a spec .json path, got {name_or_path!r}")
     if name_or_path.endswith(".json") or os.sep in name_or_path:
+        if os.path.isdir(name_or_path):
+            raise ZooError(f"{name_or_path}: is a directory, not a spec .json file")
         if not os.path.isfile(name_or_path):
             raise ZooError(f"spec file not found: {name_or_path}")
         return name_or_path
@@ -57,6 +63,8 @@ def get_spec(name_or_path: str) -> S.ModelSpec:
     try:
         return S.loads(text, source=path)
     except S.SpecError as e:
+        if not e.path and e.message.startswith(path):  # loads already named the file
+            raise
         raise S.SpecError(f"{path}: {e.path}" if e.path else path, e.message) from None
 
 
