@@ -305,10 +305,13 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     Raises:
         SpecError: the input size does not fit the network, or the arguments contradict each other.
     """
+    if isinstance(keras_module, str):
+        raise SpecError("keras_module", f"pass the module itself (keras or tf_keras), not the string {keras_module!r}")
     K = keras3 if keras_module is None else keras_module
     if input_shape is not None:
         shape = tuple(input_shape)
-        if (len(shape) != 3 or shape[0] != shape[1] or shape[2] != spec.input.channels
+        if (len(shape) != 3 or not all(isinstance(d, int) for d in shape) or shape[0] != shape[1]
+                or shape[2] != spec.input.channels
                 or input_size not in (None, shape[0])):
             raise SpecError("input_shape", f"must be (size, size, {spec.input.channels}) and agree with input_size, "
                                            f"got {input_shape!r}")

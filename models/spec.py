@@ -27,6 +27,7 @@ PADDINGS = ("same", "symmetric")
 SHUFFLE_CHOICES = ("3", "5", "7", "x")
 MAX_KERNEL = 31  # largest depthwise kernel a spec may hold (the schema's "kernel" maximum)
 MAX_CHANNELS = 65536  # widest layer a spec may describe (the schema's "channels" maximum)
+MAX_INPUT_SIZE = 4096  # largest square input (the schema's "size" maximum)
 MAX_CLASSES = 100000  # largest classifier (ImageNet-21k has 21,843 classes)
 # Model names: lower-case letters, digits, "_", ".", "-", at most 100 characters (they become file names). Match with
 # ``NAME_RE.fullmatch``. The same pattern is the JSON schema's, which validators apply with a search: ``$`` would also
@@ -421,7 +422,7 @@ def decode(obj: Any) -> ModelSpec:
             raise SpecError(ri.p(key), f"must be a list of {channels} numbers, got {v!r}")
         stats[key] = tuple(_float(x, f"{ri.p(key)}[{i}]", lo=0 if key == "std" else None, lo_open=key == "std")
                            for i, x in enumerate(v))
-    inp = InputSpec(size=ri.int("size", 8, 4096), channels=channels, mean=stats["mean"], std=stats["std"])
+    inp = InputSpec(size=ri.int("size", 8, MAX_INPUT_SIZE), channels=channels, mean=stats["mean"], std=stats["std"])
 
     rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool", "depthwise"),
                  ("filters", "kernel", "stride", "act"))
@@ -489,8 +490,10 @@ def check_input_size(spec: ModelSpec, size: int, path: str = "input_size") -> No
     Every kernel is odd, so each layer maps ``n`` to ``ceil(n / stride)`` (:mod:`models.walk`), which never reaches
     0: any size >= 8 runs through every spec.
     """
-    if size < 8:
-        raise SpecError(path, f"input size must be >= 8, got {size}")
+    if isinstance(size, bool) or not hasattr(size, "__index__"):  # int or a numpy integer, not 32.0 or "32"
+        raise SpecError(path, f"input size must be an integer, got {size!r}")
+    if not 8 <= size <= MAX_INPUT_SIZE:
+        raise SpecError(path, f"input size must be from 8 to {MAX_INPUT_SIZE}, got {size}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

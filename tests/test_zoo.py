@@ -212,3 +212,17 @@ def test_spec_paths_that_are_not_spec_files_say_what_they_are(tmp_path):
     with pytest.raises(zoo.ZooError, match="a zoo name or a spec .json path, got 123"):
         zoo.get_spec(123)
     assert zoo.get_spec(pathlib.Path(zoo.spec_path("mixnet_s"))).name == "mixnet_s"  # os.PathLike works
+
+
+def test_build_refuses_argument_types_with_one_spec_error():
+    """The Python API's size, shape and module arguments: a SpecError naming the argument, never a Keras error."""
+    from models.spec import SpecError
+    cases = ((dict(input_size=32.0), "must be an integer"), (dict(input_size="32"), "must be an integer"),
+             (dict(input_size=10**12), "from 8 to 4096"), (dict(keras_module="tf_keras"), "not the string"),
+             (dict(input_shape=(None, None, 3)), "input_shape"))
+    for kwargs, needle in cases:
+        with pytest.raises(SpecError, match=needle):
+            zoo.build("mixnet_s", **kwargs)
+    with pytest.raises(SpecError, match="must be an integer"):
+        zoo.describe("mixnet_s", input_size="64")
+    assert zoo.build("mixnet_s", input_size=np.int64(32), classes=10).input_shape == (None, 32, 32, 3)
