@@ -29,6 +29,9 @@ def _parse(argv):
     except flags.Error as e:
         print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
         sys.exit(2)
+    except (UnicodeDecodeError, OSError) as e:  # a --flagfile that is not UTF-8 text, or unreadable
+        print(f"{os.path.basename(argv[0])}: --flagfile: cannot read it as flags ({e})", file=sys.stderr)
+        sys.exit(2)
     bad = non_finite_flags()
     if bad:  # absl's bounds let NaN through (nan < 0 is False) and inf past a lower bound
         print(f"{os.path.basename(argv[0])}: {bad[0]}: must be a finite number", file=sys.stderr)

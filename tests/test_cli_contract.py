@@ -107,6 +107,9 @@ CASES = [
     ("recipes.train", ["--model=mixnet_s", "--seed=-1", "--out_dir={out}"], "--seed=-1: must be from 0 to"),
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--input_size=5000"], "--input_size=5000"),
     ("recipes.benchmark_latency", ["--model=mixnet_s", "--threads=100000"], "--threads=100000"),
+    ("recipes.search_spos", ["--depth=4,4", "--out_dir={out}"], "--depth=4,4: four stages"),
+    ("recipes.train", ["--model=mixnet_s", "--flagfile={tmp}/binary.flags", "--out_dir={out}"],
+     "--flagfile: cannot read it as flags"),
     # the derived spec's --output is checked before the search, not after it
     ("recipes.search_metakernel", ["--target_macs=3e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
     ("recipes.search_fgnas", ["--target=1e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
@@ -120,6 +123,7 @@ CASES = [
                          ids=[f"{m}:{' '.join(a[:2]) or 'no flags'}" for m, a, _ in CASES])
 def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, needle):
     (tmp_path / "afile").write_text("a file where a directory is expected")
+    (tmp_path / "binary.flags").write_bytes(b"\xff\xfe--lr=0.1\n")
     args = [a.format(out=tmp_path / "out", tmp=tmp_path, file=tmp_path / "afile") for a in args]
     r = run_python(PROBE.format(module=module, args=args), timeout=120)
     line = error_line(r, module)

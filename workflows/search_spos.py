@@ -103,6 +103,9 @@ def _check_space(config: SearchSposConfig) -> None:
     depth, ratios, bits, choices = config.depth, config.channel_ratios, config.bits, config.choices
     if not depth or min(depth) < 1:
         raise ConfigError(f"--depth={','.join(str(d) for d in depth)}: every stage needs at least one block")
+    if len(depth) != 4:
+        raise ConfigError(f"--depth={','.join(str(d) for d in depth)}: four stages (the ShuffleNetV2 layout of the "
+                          "paper's Table 2), e.g. 4,4,8,4")
     if any(len(b) != 2 or not (1 <= b[0] <= 8 and 1 <= b[1] <= 8) for b in bits):
         raise ConfigError(f"--bits={','.join(':'.join(str(v) for v in b) for b in bits)}: each entry is w:a with "
                           "1 ≤ w, a ≤ 8")
