@@ -83,6 +83,7 @@ CASES = [
     ("recipes.search_metakernel", ["--target_macs=3e6", "--feedback", "--alpha_data=same", "--out_dir={out}"],
      "--feedback"),
     ("recipes.train", ["--model=mixnet_s", "--reparam=1,2", "--out_dir={out}"], "--reparam=1,2"),
+    ("recipes.train", ["--model=mobilenet_v2_100", "--reparam=3,9", "--out_dir={out}"], "9 exceed(s) the largest"),
     ("benchmarks.fgnas_ablation", ["--fractions=1.5", "--out={out}/result.json"], "--fractions"),
     ("benchmarks.fgnas_cost", ["--rounds=0", "--out={out}/result.json"], "--rounds"),
     ("recipes.search_fgnas", ["--out_dir={out}"], "--target"),

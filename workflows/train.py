@@ -147,6 +147,13 @@ def validate(config: TrainConfig) -> TrainPlan:
             sizes = []
         if not sizes or any(k < 1 or k % 2 == 0 for k in sizes) or len(set(sizes)) != len(sizes):
             raise ConfigError(f"--reparam={config.reparam}: need distinct odd kernel sizes, e.g. 1,3,5,7")
+        def depthwise_kernels(b):  # a ShuffleNetV2 unit's choice is its kernel size ("x": 3×3 convs)
+            return b.kernels if hasattr(b, "kernels") else (3 if b.choice == "x" else int(b.choice),)
+        kmax = max((k for _, _, b in spec.blocks() for k in depthwise_kernels(b)), default=0)
+        unused = [k for k in sizes if k > kmax]
+        if unused:
+            raise ConfigError(f"--reparam={config.reparam}: {','.join(map(str, unused))} exceed(s) the largest "
+                              f"depthwise kernel of {config.model} ({kmax}×{kmax}) and would train nowhere")
         if config.weights:
             raise ConfigError(f"--reparam trains the parallel-kernel form from scratch; it takes no --weights "
                               f"(got --weights={config.weights})")
