@@ -13,6 +13,7 @@ checkpoints, so rerunning the same command after a kill continues where it stopp
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from absl import flags
 
@@ -45,6 +46,9 @@ flags.DEFINE_integer("seed", 0, "Seed of every stage.")
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    given = {a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(("--data=", "--dataset="))}
+    if len(given) > 1:  # --data is an alias of --dataset: the last one would win silently
+        raise UsageError(f"--data and --dataset name different data ({', '.join(sorted(given))}); give one")
     config = PipelineConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(PipelineConfig)})
     result = pipeline.run(config, run_stage)
     summary, out = result.summary, config.out_dir
