@@ -559,8 +559,18 @@ def loads(text: str | bytes, source: str = "spec") -> ModelSpec:
                     " (it is a zip archive, e.g. .npz weights)" if raw[:2] == b"PK" else "")
             raise SpecError("", f"{source}: not a spec JSON{kind}: not UTF-8 text (byte {e.start}: {e.reason})") \
                 from None
+    def no_duplicates(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:  # json would keep the last one silently (e.g. a second "name")
+                raise SpecError("", f"{source}: key {key!r} appears twice in one object")
+            seen.add(key)
+        return dict(pairs)
+
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=no_duplicates)
+    except SpecError:
+        raise
     except json.JSONDecodeError as e:
         raise SpecError("", f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except RecursionError:

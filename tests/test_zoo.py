@@ -226,3 +226,14 @@ def test_build_refuses_argument_types_with_one_spec_error():
     with pytest.raises(SpecError, match="must be an integer"):
         zoo.describe("mixnet_s", input_size="64")
     assert zoo.build("mixnet_s", input_size=np.int64(32), classes=10).input_shape == (None, 32, 32, 3)
+
+
+def test_spec_with_a_duplicate_key_is_refused(tmp_path):
+    """JSON keeps the last of two equal keys silently; a spec names the duplicate instead."""
+    from models.spec import SpecError
+    with open(zoo.spec_path("mixnet_s")) as f:
+        text = f.read()
+    path = tmp_path / "dup.json"
+    path.write_text(text.replace('"name": "mixnet_s"', '"name": "mixnet_s", "name": "other"', 1))
+    with pytest.raises(SpecError, match="key 'name' appears twice"):
+        zoo.get_spec(str(path))
