@@ -223,20 +223,15 @@ def build_stem(o: Ops, x, folded_size: int | None = None):
         before, after = stem_padding(o.spec, folded_size)
         if before or after:
             x = mean_pad_layer(o.K)(before, after, o.spec.input.mean, name="stem_border_pad")(x)
-        if s.depthwise:
-            x = o.L.DepthwiseConv2D(s.kernel, strides=s.stride, padding="valid", use_bias=False,
-                                    depth_multiplier=s.filters // o.spec.input.channels, name="stem_conv")(x)
-        else:
-            x = o.L.Conv2D(s.filters, s.kernel, strides=s.stride, padding="valid", use_bias=False,
-                           name="stem_conv")(x)
-        x = o.act(o.bn(x, "stem_bn"), s.act, "stem_act")
-    elif s.depthwise:
+        padding = "valid"
+    else:
         x, padding = o.pad(x, s.kernel, s.stride, "stem_conv")
+    if s.depthwise:
         x = o.L.DepthwiseConv2D(s.kernel, strides=s.stride, padding=padding, use_bias=False,
                                 depth_multiplier=s.filters // o.spec.input.channels, name="stem_conv")(x)
-        x = o.act(o.bn(x, "stem_bn"), s.act, "stem_act")
     else:
-        x = o.conv_bn_act(x, s.filters, s.kernel, s.stride, "stem", s.act)
+        x = o.L.Conv2D(s.filters, s.kernel, strides=s.stride, padding=padding, use_bias=False, name="stem_conv")(x)
+    x = o.act(o.bn(x, "stem_bn"), s.act, "stem_act")
     if s.pool:
         x, padding = o.pad(x, 3, 2, "stem_pool")
         x = o.L.MaxPooling2D(3, 2, padding=padding, name="stem_pool")(x)
