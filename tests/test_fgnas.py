@@ -202,6 +202,7 @@ def _tiny_search(tmp_path, seed=0):
     return search, search.run(ds, 3), full
 
 
+@pytest.mark.slow  # ~10 s: the fast tier stays within 3 minutes
 def test_search_stops_at_the_target_and_resumes_with_frozen_gates(tmp_path):
     search, history, full = _tiny_search(tmp_path)
     assert history[0]["phase"] == "pretrain" and history[0]["macs"] == full

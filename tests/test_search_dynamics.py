@@ -148,6 +148,7 @@ def test_soft_targets_are_distilled():
     assert search._labels(soft).numpy().tolist() == [0, 2]
 
 
+@pytest.mark.slow  # ~10 s: the fast tier stays within 3 minutes
 def test_feedback_step_is_the_loss_weighted_merge_of_two_paths():
     """E-DNAS Eq. 3–4: two paths step from the same weights on their own batches and merge as β₁K₁ + β₂K₂ with
     β_j ∝ tanh(1/L_j). With plain SGD the search's single update on β-weighted gradients is that merge exactly."""
