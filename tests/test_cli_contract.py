@@ -110,6 +110,7 @@ CASES = [
     ("recipes.benchmark_latency", ["--model=mixnet_s", "--threads=100000"], "--threads=100000"),
     ("recipes.search_spos", ["--depth=4,4", "--out_dir={out}"], "--depth=4,4: four stages"),
     ("recipes.pipeline", ["--data=shapes", "--dataset=folder:{tmp}", "--out_dir={out}"], "name different data"),
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--split=holdout"], "--split=holdout: the held-out"),
     ("recipes.train", ["--model=mixnet_s", "--flagfile={tmp}/binary.flags", "--out_dir={out}"],
      "--flagfile: cannot read it as flags"),
     # the derived spec's --output is checked before the search, not after it

@@ -61,6 +61,9 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
     check_input_size(spec, size, "--input_size")
     arrays = W.read_weights(path) if path else None
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
+    if config.split == "holdout":  # a training-time split (a search's α data); evaluate has no --holdout
+        raise ConfigError("--split=holdout: the held-out part of the training data exists only inside a search or "
+                          "training run; evaluate train, test or a tensorflow-datasets split")
     if config.split in data.EVAL_SPLITS:
         data.check_eval_split(config.dataset, "pass --split=train")
     data_classes = data.known_classes(config.dataset)
