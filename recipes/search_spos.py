@@ -98,12 +98,17 @@ flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 def config_from_flags() -> SearchSposConfig:
     """The flags as a config (every field of the config is a flag of the same name)."""
-    try:
-        depth = tuple(int(d) for d in FLAGS.depth)
-        ratios = tuple(float(r) for r in FLAGS.channel_ratios)
-        bits = tuple(tuple(int(v) for v in b.split(":")) for b in FLAGS.bits)
-    except ValueError:
-        raise UsageError("--depth, --channel_ratios and --bits take integers, numbers and w:a pairs") from None
+    def parsed_list(name, parse, what):
+        values = getattr(FLAGS, name)
+        try:
+            return tuple(parse(v) for v in values)
+        except ValueError:
+            raise UsageError(f"--{name}={','.join(values)}: {what}") from None
+
+    depth = parsed_list("depth", int, "comma-separated integers (blocks per stage), e.g. 4,4,8,4")
+    ratios = parsed_list("channel_ratios", float, "comma-separated numbers, e.g. 0.2,0.4,0.6")
+    bits = parsed_list("bits", lambda b: tuple(int(v) for v in b.split(":")),
+                       "comma-separated w:a pairs of integer bit widths, e.g. 8:8,4:8")
     parsed = dict(depth=depth, channel_ratios=ratios, bits=bits, choices=tuple(FLAGS.choices))
     fields = {f.name for f in dataclasses.fields(SearchSposConfig)} - set(parsed)
     return SearchSposConfig(**parsed, **{k: getattr(FLAGS, k) for k in fields})

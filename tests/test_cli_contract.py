@@ -109,6 +109,8 @@ CASES = [
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--input_size=5000"], "--input_size=5000"),
     ("recipes.benchmark_latency", ["--model=mixnet_s", "--threads=100000"], "--threads=100000"),
     ("recipes.search_spos", ["--depth=4,4", "--out_dir={out}"], "--depth=4,4: four stages"),
+    ("recipes.search_spos", ["--bits=2x2", "--out_dir={out}"], "--bits=2x2: comma-separated w:a pairs"),
+    ("recipes.search_spos", ["--channel_ratios=a", "--out_dir={out}"], "--channel_ratios=a: comma-separated numbers"),
     ("recipes.pipeline", ["--data=shapes", "--dataset=folder:{tmp}", "--out_dir={out}"], "name different data"),
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--split=holdout"], "--split=holdout: the held-out"),
     ("recipes.train", ["--model=mixnet_s", "--flagfile={tmp}/binary.flags", "--out_dir={out}"],
