@@ -237,3 +237,17 @@ def test_spec_with_a_duplicate_key_is_refused(tmp_path):
     path.write_text(text.replace('"name": "mixnet_s"', '"name": "mixnet_s", "name": "other"', 1))
     with pytest.raises(SpecError, match="key 'name' appears twice"):
         zoo.get_spec(str(path))
+
+
+def test_build_reads_weights_arguments_as_the_command_line_does(tmp_path):
+    """'' is random init, a path without the .npz suffix or a pathlib.Path is a file, as with --weights."""
+    import pathlib
+
+    from models.weights import save_npz
+    model = zoo.build("mixnet_s", input_size=32, classes=10)
+    save_npz(model, str(tmp_path / "w.npz"))
+    os.rename(tmp_path / "w.npz", tmp_path / "w_noext")
+    for weights in ("", str(tmp_path / "w_noext"), pathlib.Path(tmp_path / "w_noext")):
+        zoo.build("mixnet_s", weights=weights, input_size=32, classes=10)
+    with pytest.raises(zoo.ZooError, match="a zoo tag or a .npz path, got 3"):
+        zoo.build("mixnet_s", weights=3)

@@ -104,14 +104,20 @@ def build(name_or_path: str, weights: str | None = None, keras_module=None, **kw
 
     Args:
         name_or_path: zoo name (``"mixnet_s"``) or path of a spec ``.json``.
-        weights: ``None`` (random init), a zoo tag such as ``"imagenet"``, or a path to a ``.npz`` weights file.
+        weights: ``None`` or ``""`` (random init, as the recipes' ``--weights=``), a zoo tag such as
+            ``"imagenet"``, or a path (``str`` or ``os.PathLike``) to a ``.npz`` weights file — a path is anything
+            ending in ``.npz`` or holding a directory separator, as on the command line.
         keras_module: ``keras`` (default) or ``tf_keras``.
     """
     from models.builder import build as build_spec  # imports Keras; `list`/`describe` stay TensorFlow-free
     spec = get_spec(name_or_path)
+    if isinstance(weights, os.PathLike):
+        weights = os.fspath(weights)
+    if weights is not None and not isinstance(weights, str):
+        raise ZooError(f"weights: None, a zoo tag or a .npz path, got {weights!r}")
     path = None
-    if weights is not None:
-        path = weights if weights.endswith(".npz") else weights_path(spec.name, weights)
+    if weights:
+        path = weights if weights.endswith(".npz") or os.sep in weights else weights_path(spec.name, weights)
     return build_spec(spec, keras_module, weights=path, **kwargs)
 
 
