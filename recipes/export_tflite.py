@@ -97,6 +97,8 @@ def main(argv):
         rows.append((f"LiteRT vs Keras ({parity['examples']} ex.)",
                      f"max|Δ| {parity['max_abs_diff']:.2e} (relative {parity['relative_max_abs_diff'] or 0:.2e}), "
                      f"top-1 agreement {parity['top1_agreement']:.3f}"))
+        if parity.get("accuracy_note"):
+            rows.append(("top-1 accuracy", parity["accuracy_note"]))
         if parity["accuracy"]:
             rows.append(("top-1 accuracy", f"Keras {parity['accuracy']['keras']:.3f}, "
                                            f"LiteRT {parity['accuracy']['litert']:.3f}"))

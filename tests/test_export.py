@@ -211,3 +211,22 @@ def test_latency_bad_input(exports, junk, args, needle):
     r = run_module("recipes.benchmark_latency", *args)
     assert needle in error_line(r, "recipes.benchmark_latency"), r.stderr
     assert sorted(os.listdir(junk)) == before
+
+
+def test_parity_scores_accuracy_only_on_the_weights_own_classes(monkeypatch):
+    """Same class count, other classes (cifar10 weights checked on shapes): no accuracy, a note saying why."""
+    from types import SimpleNamespace
+
+    from export import litert
+    from workflows import export_tflite as E
+    logits = np.eye(3, dtype=np.float32)
+    model = SimpleNamespace(predict=lambda x, **kwargs: logits)
+    monkeypatch.setattr(litert, "predict", lambda it, x: logits)
+    config = SimpleNamespace(dataset="shapes", check_split="test")
+    info = SimpleNamespace(num_classes=3, class_names=("circle", "square", "triangle"))
+    check = (np.zeros((3, 4, 4, 3), np.float32), np.array([0, 1, 2]), info)
+    other = E._parity(config, model, None, check, 3, lambda x: x, ["cat", "dog", "frog"])
+    assert other["accuracy"] is None and other["accuracy_note"].startswith("not scored")
+    same = E._parity(config, model, None, check, 3, lambda x: x, ["circle", "square", "triangle"])
+    assert same["accuracy"] == {"keras": 1.0, "litert": 1.0} and "accuracy_note" not in same
+    assert E._parity(config, model, None, check, 3, lambda x: x)["accuracy"] == {"keras": 1.0, "litert": 1.0}

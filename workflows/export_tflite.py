@@ -171,14 +171,14 @@ def _arrays(config: ExportConfig, split, size, limit, flag):
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), info
 
 
-def _parity(config: ExportConfig, model, it, check, classes: int, feed) -> dict:
+def _parity(config: ExportConfig, model, it, check, classes: int, feed, labels=None) -> dict:
     """LiteRT vs the zoo's Keras model (preprocess layer included, raw pixels) on the check images: max|Δ| of the
     logits, top-1 agreement, and both accuracies when the labels match the classifier. ``feed`` gives the file's
     input (normalised images for ``--preprocessing=none``)."""
     import numpy as np
 
     from export import litert
-    images, labels, info = check
+    images, labels_y, info = check
     ref = model.predict(images, batch_size=32, verbose=0)
     got = litert.predict(it, feed(images))
     diff = float(np.abs(got - ref).max())
@@ -188,9 +188,13 @@ def _parity(config: ExportConfig, model, it, check, classes: int, feed) -> dict:
               "relative_max_abs_diff": diff / scale if scale > 0 else None,
               "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
               "accuracy": None}
-    if info.num_classes == classes:  # labels are comparable with the classifier's outputs
-        parity["accuracy"] = {"keras": float((ref.argmax(-1) == labels).mean()),
-                              "litert": float((got.argmax(-1) == labels).mean())}
+    names = list(getattr(info, "class_names", None) or [])
+    if labels and names and list(labels) != names:  # same count, other classes (e.g. shapes vs cifar10 weights)
+        parity["accuracy_note"] = (f"not scored: the weights' classes ({', '.join(map(str, labels[:3]))}, …) are not "
+                                   f"the data's ({', '.join(names[:3])}, …)")
+    elif info.num_classes == classes:  # labels are comparable with the classifier's outputs
+        parity["accuracy"] = {"keras": float((ref.argmax(-1) == labels_y).mean()),
+                              "litert": float((got.argmax(-1) == labels_y).mean())}
     return parity
 
 
@@ -251,7 +255,9 @@ def run(config: ExportConfig) -> ExportResult:
                                "calibrated another range")
     if check is not None:
         eprint(f"LiteRT vs Keras on {len(check[0])} images of {config.dataset} split {config.check_split!r} …")
-    parity = _parity(config, model, it, check, plan.classes, feed) if check is not None else None
+    # the card's own class list (not the "imagenet" marker, whose readable labels differ from tfds' WordNet ids)
+    trained_on = plan.labels if isinstance(plan.card.get("class_names"), list) else None
+    parity = _parity(config, model, it, check, plan.classes, feed, trained_on) if check is not None else None
 
     report = {
         "model": plan.spec.name, "spec": zoo.spec_path(config.model), "weights": config.weights or None,
