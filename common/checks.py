@@ -42,6 +42,8 @@ def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) ->
     `RUN_MARKERS` file this command writes; a directory holding another command's marker is refused."""
     if not path:
         raise ConfigError(f"{flag}: empty; name a directory")
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ConfigError(f"{flag}={path}: a symlink that leads nowhere (dangling, or a loop)")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{flag}={path}: exists and is not a directory")
     if os.path.isdir(path):

@@ -241,6 +241,13 @@ def test_another_commands_run_directory_is_refused(tmp_path, module, args, marke
     assert (run / "weights.npz").read_bytes() == b"the other run's weights"
 
 
+def test_out_dir_symlink_loop_is_one_line(tmp_path):
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    r = run_python(PROBE.format(module="recipes.train", args=["--model=mixnet_s", f"--out_dir={loop}"]), timeout=120)
+    assert "a symlink that leads nowhere" in error_line(r, "recipes.train"), r.stderr
+
+
 def test_empty_out_dir_is_one_line():
     r = run_python(PROBE.format(module="recipes.train", args=["--model=mixnet_s", "--out_dir="]), timeout=120)
     assert "--out_dir: empty" in error_line(r, "recipes.train"), r.stderr
