@@ -115,9 +115,8 @@ def build(name_or_path: str, weights: str | None = None, keras_module=None, **kw
         weights = os.fspath(weights)
     if weights is not None and not isinstance(weights, str):
         raise ZooError(f"weights: None, a zoo tag or a .npz path, got {weights!r}")
-    path = None
-    if weights:
-        path = weights if weights.endswith(".npz") or os.sep in weights else weights_path(spec.name, weights)
+    from training.weights import resolve_weights  # the rule --weights follows on the command line
+    path = resolve_weights(spec, weights)
     return build_spec(spec, keras_module, weights=path, **kwargs)
 
 
