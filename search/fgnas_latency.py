@@ -146,7 +146,9 @@ def fit(points: dict) -> dict:
     for key, pts in points.items():
         p = np.asarray(pts, np.float64)
         if len(p) == 1 or np.ptp(p[:, 0]) == 0:
-            coefs[key] = (0.0, float(p[:, 1].mean() / max(p[:, 0].mean(), 1.0)))
+            # one size: a line through the origin; a time net of the invocation overhead can come out
+            # slightly negative for a tiny operation, and a negative slope would reward growing it
+            coefs[key] = (0.0, float(max(p[:, 1].mean(), 0.0) / max(p[:, 0].mean(), 1.0)))
             continue
         A = np.stack([np.ones(len(p)), p[:, 0]], axis=1)
         (a, b), *_ = np.linalg.lstsq(A, p[:, 1], rcond=None)
