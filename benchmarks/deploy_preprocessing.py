@@ -11,6 +11,9 @@ give O(1) logits, and keras.applications' twin (``MobileNetV2``, ``weights=None`
 - ``zoo_layer``: the zoo model with its ``preprocess`` layer (Rescaling → MUL + ADD over the image);
 - ``zoo_fold``: the export default, normalisation folded into the stem conv + BatchNorm, border padded with the
   mean (``export.fold``): raw pixels in, exact;
+- ``zoo_fold_black``: the same spec with ``input.border="black"`` (the stem sees raw 0 pixels beyond the edge, a
+  choice made at training time): folded into the stem conv with no op added, exact (its parity is against the
+  black-border Keras model);
 - ``zoo_none``: the zoo graph without normalisation (``--preprocessing=none``): the lower bound.
 
 Every file is timed with the ``ai_edge_litert`` interpreter (XNNPACK, ``--threads``) in ``--rounds`` interleaved
@@ -23,6 +26,7 @@ noisy: read ratios, not absolute milliseconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -32,7 +36,7 @@ import time
 from benchmarks.harness import host_info, round_floats, spread, write_json
 
 TWINS = {"mobilenet_v2_100": "MobileNetV2"}  # zoo name → keras.applications class (same architecture)
-VARIANTS = ("keras_applications", "zoo_layer", "zoo_fold", "zoo_none")
+VARIANTS = ("keras_applications", "zoo_layer", "zoo_fold", "zoo_fold_black", "zoo_none")
 
 
 def main(argv=None) -> int:
@@ -88,7 +92,11 @@ def main(argv=None) -> int:
     assign(model, randomized_weights(model, a.seed))
     plain = build(spec, input_size=size, include_preprocessing=False)
     plain.set_weights(model.get_weights())
-    models = {"zoo_layer": model, "zoo_fold": fold_preprocessing(model, spec, size), "zoo_none": plain}
+    black_spec = dataclasses.replace(spec, input=dataclasses.replace(spec.input, border="black"))
+    black = build(black_spec, input_size=size)
+    black.set_weights(model.get_weights())
+    models = {"zoo_layer": model, "zoo_fold": fold_preprocessing(model, spec, size),
+              "zoo_fold_black": fold_preprocessing(black, black_spec, size), "zoo_none": plain}
     if a.model in TWINS:
         models["keras_applications"] = getattr(keras.applications, TWINS[a.model])(
             weights=None, input_shape=(size, size, 3), classifier_activation=None)
@@ -97,8 +105,8 @@ def main(argv=None) -> int:
     check = rng.uniform(0, 255, (4, size, size, 3)).astype(np.float32)
     # what each file is fed: raw pixels, or pixels normalised the way its graph expects
     feeds = {"keras_applications": lambda x: x / 127.5 - 1.0, "zoo_layer": lambda x: x, "zoo_fold": lambda x: x,
-             "zoo_none": lambda x: normalise(spec, x)}
-    ref = model.predict(check, verbose=0)
+             "zoo_fold_black": lambda x: x, "zoo_none": lambda x: normalise(spec, x)}
+    refs = {"mean": model.predict(check, verbose=0), "black": black.predict(check, verbose=0)}
     twin = f"keras.applications.{TWINS[a.model]}" if a.model in TWINS else None
     files, result = {}, {"setup": {"model": a.model, "keras_applications": twin, "reference": base_name,
                                    "normalisation": {"mean": list(spec.input.mean), "std": list(spec.input.std)},
@@ -120,6 +128,7 @@ def main(argv=None) -> int:
                 entry = {"bytes": nbytes, "ops": litert.op_counts(path)}
                 if name != "keras_applications":
                     got = litert.predict(it, feed(check))
+                    ref = refs["black" if name == "zoo_fold_black" else "mean"]
                     entry["max_abs_diff_vs_zoo_keras"] = float(np.abs(got - ref).max())
                     entry["max_abs_zoo_keras_logit"] = float(np.abs(ref).max())
                 files[(mode, name)] = it

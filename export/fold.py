@@ -18,9 +18,14 @@ with ``m`` rather than 0. So the folded stem pads explicitly and convolves ``val
   ``m`` on the padded border and 0 inside (TFLite's pad takes one scalar constant). After QAT (``recipes.qat``)
   both forms are int8.
 
+A spec whose ``input.border`` is ``"black"`` defines the border as raw 0 pixels instead: its zoo model pads the raw
+image with zeros before normalising, so ``stem_conv_W'(x) − c`` is exact everywhere with the conv's own zero padding,
+and the folded model is the plain graph of ``include_preprocessing=False`` with no op added (keras.applications'
+speed with raw pixels in; ``benchmarks/deploy_preprocessing.py``'s ``zoo_fold_black``).
+
 The folded model is one flat graph (``models.builder.build(spec, include_preprocessing="fold")``, layer
-``stem_border_pad`` + a ``valid`` stem conv) with the weights of :func:`fold_weights`; :func:`unfold_weights`
-turns weights trained in that form (QAT) back into the zoo's.
+``stem_border_pad`` + a ``valid`` stem conv for a ``"mean"`` border) with the weights of :func:`fold_weights`;
+:func:`unfold_weights` turns weights trained in that form (QAT) back into the zoo's.
 
 The folded model agrees with the zoo model to float rounding (tests: max|Δ| ≤ 1e-4 relative to the logit scale);
 ``benchmarks/deploy_preprocessing.py`` times it against the zoo model with the layer and keras.applications.
@@ -37,11 +42,16 @@ FOLD_MODES = ("fold", "layer", "none")  # fold into the stem; keep the preproces
 def int8_input_quantization(spec: ModelSpec) -> tuple[float, int] | None:
     """``(scale, zero_point)`` of an int8 input that *is* the normalisation: a caller feeds ``pixel − 128`` and the
     network reads ``(pixel − mean) / std`` — possible when one integral mean and one std serve every channel
-    (EfficientNet-Lite: 127, 128 → ``(1/128, −1)``); None otherwise (per-channel statistics, a mean of 127.5). The
+    (EfficientNet-Lite: 127, 128 → ``(1/128, −1)``; the graph then takes normalised input), and for every mean and
+    std when ``input.border`` is ``"black"`` (``(1, −128)``: the input is the raw pixels of the folded graph, the
+    stem's weights normalise and its zero padding is raw black); None otherwise (per-channel statistics or a mean of
+    127.5 with a ``"mean"`` border). The
     network's convolutions then pad with the zero point, i.e. a normalised zero: exact with no op added. The export
     gets these parameters from calibration itself (a black and a white image make the calibrated range exactly
     ``[(0 − mean)/std, (255 − mean)/std]``), so the stem's quantized bias is consistent with them: rewriting an
     input's scale after conversion would not be, as the bias was quantized at the calibrated input scale."""
+    if spec.input.border == "black":
+        return 1.0, -128
     mean, std = set(spec.input.mean), set(spec.input.std)
     if len(mean) != 1 or len(std) != 1:
         return None

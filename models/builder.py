@@ -209,22 +209,33 @@ def mean_pad_layer(K):
     return MeanPad
 
 
-def build_stem(o: Ops, x, folded_size: int | None = None):
-    """The spec's stem on ``x``: conv → BN → act (``stem_conv``, ``stem_bn``, ``stem_act``), then the 3×3 stride-2
-    max pool ``stem_pool`` when ``stem.pool``. With ``stem.depthwise`` the conv is a depthwise k×k conv of depth
-    multiplier ``filters / channels`` (E-DNAS's 11×11 stem).
+def build_stem(o: Ops, x, preprocessing: bool | str = False, size: int | None = None):
+    """The spec's stem on the image ``x``: conv → BN → act (``stem_conv``, ``stem_bn``, ``stem_act``), then the 3×3
+    stride-2 max pool ``stem_pool`` when ``stem.pool``. With ``stem.depthwise`` the conv is a depthwise k×k conv of
+    depth multiplier ``filters / channels`` (E-DNAS's 11×11 stem).
 
-    ``folded_size``: ``x`` is the raw image of that size and the normalisation lives in the stem's weights
-    (`export.fold`): the conv pads with the spec's mean (``stem_border_pad``, a :func:`mean_pad_layer`, when the
-    conv pads at all) and convolves ``valid``, so its border sees what the zoo model's normalised zeros are."""
-    s = o.spec.stem
-    if folded_size is not None:
-        from export.fold import stem_padding
-        before, after = stem_padding(o.spec, folded_size)
-        if before or after:
-            x = mean_pad_layer(o.K)(before, after, o.spec.input.mean, name="stem_border_pad")(x)
-        padding = "valid"
-    else:
+    ``preprocessing`` is what ``x`` is (``build``'s ``include_preprocessing``): ``True`` raw pixels, normalised here
+    by the ``preprocess`` layer; ``False`` normalised pixels; ``"fold"`` raw pixels with the normalisation in the
+    stem's weights (`export.fold`). The conv's border sees what ``input.border`` says, at input ``size``:
+
+    - ``"mean"``: normalised zeros — the conv's own zero padding, except in the folded build, where the raw image is
+      padded with the mean (``stem_border_pad``, a :func:`mean_pad_layer`) and the conv is ``valid``;
+    - ``"black"``: raw 0 pixels — the raw image is zero-padded before the ``preprocess`` layer (``stem_border_pad``),
+      normalised input is padded with ``−mean / std``; the folded build is the plain conv with its zero padding,
+      exact with no op added."""
+    s, inp = o.spec.stem, o.spec.input
+    from export.fold import stem_padding
+    before, after = stem_padding(o.spec, size) if size is not None else (0, 0)
+    black, pads = inp.border == "black", bool(before or after)
+    padding = "valid"
+    if pads and black and preprocessing is True:  # raw black border, then normalised with the image
+        x = build_preprocess(o, o.L.ZeroPadding2D(((before, after), (before, after)), name="stem_border_pad")(x))
+    elif pads and black and preprocessing is False:  # normalised input: black is −mean / std
+        x = mean_pad_layer(o.K)(before, after, [-m / d for m, d in zip(inp.mean, inp.std)], name="stem_border_pad")(x)
+    elif pads and not black and preprocessing == "fold":  # raw input: a normalised zero is the mean
+        x = mean_pad_layer(o.K)(before, after, inp.mean, name="stem_border_pad")(x)
+    else:  # the conv's own zero padding is the border: normalised zeros, or raw black in the folded build
+        x = build_preprocess(o, x) if preprocessing is True else x
         x, padding = o.pad(x, s.kernel, s.stride, "stem_conv")
     if s.depthwise:
         x = o.L.DepthwiseConv2D(s.kernel, strides=s.stride, padding=padding, use_bias=False,
@@ -291,8 +302,8 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
         include_preprocessing: False: no ``preprocess`` layer; the model takes images already normalised with the
             spec's ``input.mean``/``input.std`` (as keras.applications' ``include_preprocessing=False``).
             ``"fold"``: raw 0–255 pixels in, no ``preprocess`` layer; the stem pads with the mean and convolves
-            ``valid`` (:func:`build_stem`); it equals the zoo model once its weights went through
-            `export.fold.fold_weights`.
+            ``valid`` (:func:`build_stem`), or, with ``input.border="black"``, is the plain conv; it equals the zoo
+            model once its weights went through `export.fold.fold_weights`.
 
     Returns:
         A Functional ``Model`` of ``keras_module``.
@@ -333,10 +344,7 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     inputs = K.layers.Input((w.input_size, w.input_size, spec.input.channels), name="image")
     if include_preprocessing not in (True, False, "fold"):
         raise SpecError("include_preprocessing", f"must be True, False or 'fold', got {include_preprocessing!r}")
-    if include_preprocessing == "fold":
-        x = build_stem(o, inputs, folded_size=w.input_size)
-    else:
-        x = build_stem(o, build_preprocess(o, inputs) if include_preprocessing else inputs)
+    x = build_stem(o, inputs, include_preprocessing, w.input_size)
     outputs = {}
     for site in w.blocks:
         x = outputs[site.name] = build_block(o, x, site)

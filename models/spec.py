@@ -27,6 +27,7 @@ PADDINGS = ("same", "symmetric")
 SHUFFLE_CHOICES = ("3", "5", "7", "x")
 MAX_KERNEL = 31  # largest depthwise kernel a spec may hold (the schema's "kernel" maximum)
 MAX_CHANNELS = 65536  # widest layer a spec may describe (the schema's "channels" maximum)
+BORDERS = ("mean", "black")  # InputSpec.border
 MAX_INPUT_SIZE = 4096  # largest square input (the schema's "size" maximum)
 MAX_CLASSES = 100000  # largest classifier (ImageNet-21k has 21,843 classes)
 # Model names: lower-case letters, digits, "_", ".", "-", at most 100 characters (they become file names). Match with
@@ -55,10 +56,19 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 @dataclass(frozen=True)
 class InputSpec:
+    """The image the network reads: raw pixels, normalised ``(x − mean) / std`` per channel inside the model.
+
+    ``border``: what the stem conv sees beyond the image edge. ``"mean"`` (default; keras.applications, timm and
+    torchvision models): normalised zeros, i.e. raw pixels equal to the mean. ``"black"``: raw 0 pixels (normalised
+    ``−mean / std``). Either trains equally well; they differ on the stem's border outputs only. A ``"black"`` network
+    deploys with the normalisation folded into the stem conv and **no added op** (`export.fold`), exactly; a
+    ``"mean"`` one with per-image border padding in front of the stem (one ``PAD``/``PADV2``, + ``ADD`` for
+    per-channel means)."""
     size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    border: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -413,7 +423,7 @@ def decode(obj: Any) -> ModelSpec:
     if not NAME_RE.fullmatch(name):
         raise SpecError("name", f"must match {NAME_RE.pattern}, got {name!r}")
 
-    ri = _Reader(obj["input"], "input", ("size", "channels", "mean", "std"), ("size", "mean", "std"))
+    ri = _Reader(obj["input"], "input", ("size", "channels", "mean", "std", "border"), ("size", "mean", "std"))
     channels = ri.int("channels", 1, 16, default=3)
     stats = {}
     for key in ("mean", "std"):
@@ -422,7 +432,8 @@ def decode(obj: Any) -> ModelSpec:
             raise SpecError(ri.p(key), f"must be a list of {channels} numbers, got {v!r}")
         stats[key] = tuple(_float(x, f"{ri.p(key)}[{i}]", lo=0 if key == "std" else None, lo_open=key == "std")
                            for i, x in enumerate(v))
-    inp = InputSpec(size=ri.int("size", 8, MAX_INPUT_SIZE), channels=channels, mean=stats["mean"], std=stats["std"])
+    inp = InputSpec(size=ri.int("size", 8, MAX_INPUT_SIZE), channels=channels, mean=stats["mean"], std=stats["std"],
+                    border=ri.str("border", BORDERS, default="mean"))
 
     rs = _Reader(obj["stem"], "stem", ("filters", "kernel", "stride", "act", "pool", "depthwise"),
                  ("filters", "kernel", "stride", "act"))
@@ -526,12 +537,14 @@ def _encode_stem(stem: StemSpec) -> dict:
 
 
 def encode(spec: ModelSpec) -> dict:
-    """The canonical JSON-ready dict of ``spec`` (every field explicit)."""
+    """The canonical JSON-ready dict of ``spec`` (every field explicit but ``input.border``, written only when it is
+    not the default ``"mean"``, so specs from before the field keep their bytes)."""
     p = spec.provenance
     return {
         "schema_version": spec.schema_version, "name": spec.name, "family": spec.family,
         "input": {"size": spec.input.size, "channels": spec.input.channels, "mean": list(spec.input.mean),
-                  "std": list(spec.input.std)},
+                  "std": list(spec.input.std),
+                  **({"border": spec.input.border} if spec.input.border != "mean" else {})},
         "stem": _encode_stem(spec.stem),
         "stages": [[_encode_block(b) for b in stage] for stage in spec.stages],
         "head": dataclasses.asdict(spec.head),

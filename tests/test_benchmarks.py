@@ -70,12 +70,13 @@ def test_deploy_preprocessing_quick(tmp_path):
                    "--modes=float32", "--rounds=1", "--runs=2", "--warmup=1", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(out.read_text())
-    assert set(d["files"]) == {"zoo_layer/float32", "zoo_fold/float32", "zoo_none/float32"}
+    assert set(d["files"]) == {"zoo_layer/float32", "zoo_fold/float32", "zoo_fold_black/float32", "zoo_none/float32"}
     for f in d["files"].values():
         assert f["max_abs_diff_vs_zoo_keras"] <= 1e-4 * f["max_abs_zoo_keras_logit"]
     layer, fold = d["files"]["zoo_layer/float32"]["ops"], d["files"]["zoo_fold/float32"]["ops"]
     assert fold["MUL"] == layer["MUL"] - 1 and fold["ADD"] == layer["ADD"] - 1  # the preprocess MUL + ADD are gone
     assert d["files"]["zoo_fold/float32"]["ops"]["PADV2"] == 1  # one mean (127) for every channel
+    assert d["files"]["zoo_fold_black/float32"]["ops"] == d["files"]["zoo_none/float32"]["ops"]  # no op added
     assert d["setup"]["reference"] == "zoo_none" and d["summary"]["zoo_none/float32"]["cpu_ratio_median"] == 1.0
 
 

@@ -12,12 +12,14 @@ from models.weights import named_weights
 IMAGENET = {"size": 32, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 
 
-def _spec(padding="same", kernel=3, stride=2, size=32, inp=None, depthwise=False):
+def _spec(padding="same", kernel=3, stride=2, size=32, inp=None, depthwise=False, border="mean"):
     stem = {"filters": 9 if depthwise else 8, "kernel": kernel, "stride": stride, "act": "relu"}
     if depthwise:
         stem["depthwise"] = True
     d = tiny_spec_dict(padding=padding, stem=stem)
     d["input"] = dict(inp or d["input"], size=size)
+    if border != "mean":
+        d["input"]["border"] = border
     return S.decode(d)
 
 
@@ -26,16 +28,19 @@ def test_same_padding_matches_tf():
     assert same_padding(32, 3, 1) == (1, 1) and same_padding(32, 1, 1) == (0, 0) and same_padding(33, 5, 2) == (2, 2)
 
 
-@pytest.mark.parametrize("padding, kernel, stride, size, inp, depthwise", [
-    ("same", 3, 2, 32, None, False),          # TF same, stride 2, even input: one pixel after; one mean (PADV2)
-    ("same", 3, 2, 33, IMAGENET, False),      # odd input: both sides; per-channel means (PAD + ADD)
-    ("symmetric", 3, 2, 32, IMAGENET, False),  # explicit symmetric padding (PyTorch-converted models)
-    ("same", 5, 1, 32, None, False),          # stride 1, two pixels each side
-    ("same", 1, 1, 32, IMAGENET, False),      # no padding at all: nothing added
-    ("same", 11, 2, 32, IMAGENET, True),      # E-DNAS 11×11 depthwise stem, multiplier 3
+@pytest.mark.parametrize("padding, kernel, stride, size, inp, depthwise, border", [
+    ("same", 3, 2, 32, None, False, "mean"),          # TF same, stride 2, even input: one pixel after; one mean (PADV2)
+    ("same", 3, 2, 33, IMAGENET, False, "mean"),      # odd input: both sides; per-channel means (PAD + ADD)
+    ("symmetric", 3, 2, 32, IMAGENET, False, "mean"),  # explicit symmetric padding (PyTorch-converted models)
+    ("same", 5, 1, 32, None, False, "mean"),          # stride 1, two pixels each side
+    ("same", 1, 1, 32, IMAGENET, False, "mean"),      # no padding at all: nothing added
+    ("same", 11, 2, 32, IMAGENET, True, "mean"),      # E-DNAS 11×11 depthwise stem, multiplier 3
+    ("same", 3, 2, 33, IMAGENET, False, "black"),     # black border: the folded build is the plain conv
+    ("symmetric", 3, 2, 32, IMAGENET, False, "black"),
+    ("same", 11, 2, 32, IMAGENET, True, "black"),
 ])
-def test_folded_model_equals_the_zoo_model(padding, kernel, stride, size, inp, depthwise):
-    spec = _spec(padding, kernel, stride, size, inp, depthwise)
+def test_folded_model_equals_the_zoo_model(padding, kernel, stride, size, inp, depthwise, border):
+    spec = _spec(padding, kernel, stride, size, inp, depthwise, border)
     model = build(spec)
     arrays = randomized_weights(model, seed=1)
     from models.weights import assign
@@ -52,13 +57,41 @@ def test_folded_model_equals_the_zoo_model(padding, kernel, stride, size, inp, d
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the source is untouched
     names = {layer.name for layer in folded.layers}
     assert "preprocess" not in names and f"{spec.name}_body" not in names  # one flat graph
-    assert ("stem_border_pad" in names) == (stem_padding(spec, size) != (0, 0))
+    pads = stem_padding(spec, size) != (0, 0)
+    assert ("stem_border_pad" in names) == (pads and border == "mean")  # a black border folds with no op added
+    assert ("stem_border_pad" in {layer.name for layer in model.layers}) == (pads and border == "black")
     # the fold is exactly invertible (QAT fine-tunes the folded form and saves zoo weights)
     zoo_w = named_weights(model)
     back = unfold_weights(spec, named_weights(folded))
     assert set(back) == set(zoo_w)
     for key, a in zoo_w.items():
         np.testing.assert_allclose(back[key], a, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(a).max())))
+
+
+def test_black_border_is_raw_zero_pixels():
+    """``input.border="black"``: the stem sees raw 0 pixels beyond the edge — the same network as the mean border
+    inside, different on the border outputs only; the normalised-input build pads with ``−mean / std``."""
+    from models.weights import assign
+    mean_spec, black_spec = _spec(inp=IMAGENET), _spec(inp=IMAGENET, border="black")
+    assert S.encode(black_spec)["input"]["border"] == "black" and "border" not in S.encode(mean_spec)["input"]
+    assert S.decode(S.encode(black_spec)) == black_spec
+    with pytest.raises(S.SpecError, match=r"input\.border: must be one of mean, black"):
+        S.decode({**S.encode(black_spec), "input": {**S.encode(black_spec)["input"], "border": "white"}})
+    models = {}
+    for name, spec in (("mean", mean_spec), ("black", black_spec)):
+        models[name] = build(spec, include_top=False)
+        assign(models[name], randomized_weights(models[name], seed=4))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    stem = {k: m.get_layer("stem_act").output for k, m in models.items()}
+    import keras
+    got = {k: keras.Model(models[k].input, stem[k])(x).numpy() for k in models}
+    inside = np.abs(got["mean"][:, :-1, :-1] - got["black"][:, :-1, :-1]).max()  # SAME at 32, stride 2: pad after
+    border = np.abs(got["mean"][:, -1] - got["black"][:, -1]).max()
+    assert inside < 1e-5 and border > 1e-2, (inside, border)
+    normed = build(black_spec, include_top=False, include_preprocessing=False)
+    normed.set_weights(models["black"].get_weights())
+    z = ((x - np.asarray(IMAGENET["mean"])) / np.asarray(IMAGENET["std"])).astype("float32")
+    np.testing.assert_allclose(normed(z).numpy(), models["black"](x).numpy(), atol=1e-4)
 
 
 @pytest.mark.slow
@@ -124,3 +157,36 @@ def test_int8_input_quantization_is_the_normalisation(tmp_path):
     via_quantize = litert.predict(it, ((x - 127.0) / 128.0).astype(np.float32))
     np.testing.assert_allclose(litert.dequantize(np.stack(direct), it.get_output_details()[0]), via_quantize,
                                atol=1e-6)
+
+
+@pytest.mark.slow
+def test_black_border_deploys_with_no_added_op(tmp_path):
+    """A black-border spec with per-channel (ImageNet) statistics: the folded float file has exactly the ops of
+    the graph without normalisation, and ``--int8_io`` gives an int8 input of ``pixel − 128`` (scale 1, zero point
+    −128) into the folded graph — raw pixels, no PAD, no MUL, exact borders."""
+    import json
+
+    from conftest import run_module
+
+    from export import litert
+    from export.fold import int8_input_quantization
+    from models.weights import assign, save_npz
+    spec = _spec(inp=IMAGENET, border="black")
+    assert int8_input_quantization(spec) == (1.0, -128)
+    model = build(spec)
+    assign(model, randomized_weights(model, seed=5))
+    plain = build(_spec(inp=IMAGENET), include_preprocessing=False)
+    litert.export(fold_preprocessing(model, spec, 32), str(tmp_path / "fold.tflite"), "float32")
+    litert.export(plain, str(tmp_path / "none.tflite"), "float32")
+    assert litert.op_counts(str(tmp_path / "fold.tflite")) == litert.op_counts(str(tmp_path / "none.tflite"))
+    d = S.encode(spec)
+    (tmp_path / "s.json").write_text(json.dumps(d))
+    save_npz(model, str(tmp_path / "w.npz"))
+    out = tmp_path / "m.tflite"
+    r = run_module("recipes.export_tflite", f"--model={tmp_path / 's.json'}", f"--weights={tmp_path / 'w.npz'}",
+                   "--mode=int8", "--int8_io", f"--output={out}", "--check_examples=16", "--representative_steps=16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "m.tflite.json").read_text())
+    assert report["io"]["input"]["quantization"] == {"scale": 1.0, "zero_point": -128}, report["io"]
+    assert "PAD" not in report["ops"] and "PADV2" not in report["ops"]
+    assert report["parity"]["relative_max_abs_diff"] <= 0.25 and report["parity"]["top1_agreement"] >= 0.75

@@ -213,13 +213,15 @@ def run(config: ExportConfig) -> ExportResult:
     model = build(plan.spec, weights=plan.weights, input_size=size, classes=plan.classes)
     deployed = model  # the graph written to the file; ``model`` stays the zoo model the parity check compares with
     in_quant = input_quantization(config, plan)
-    if config.preprocessing == "none" or in_quant:  # int8 input whose quantization is the normalisation
+    # an int8 input whose quantization is the normalisation reads normalised pixels, but with a black border the
+    # folded graph's raw pixels (its stem normalises)
+    normalised = config.preprocessing == "none" or (in_quant is not None and plan.spec.input.border != "black")
+    if normalised:
         deployed = build(plan.spec, input_size=size, classes=plan.classes, include_preprocessing=False)
         deployed.set_weights(model.get_weights())
     elif config.preprocessing == "fold":
         from export.fold import fold_preprocessing
         deployed = fold_preprocessing(model, plan.spec, size)
-    normalised = config.preprocessing == "none" or in_quant is not None
     feed = (lambda x: normalise(plan.spec, x)) if normalised else (lambda x: x)  # noqa: E731
 
     representative = None
@@ -248,7 +250,7 @@ def run(config: ExportConfig) -> ExportResult:
     ops = litert.op_counts(plan.output)
     it = litert.interpreter(plan.output)
     io = litert.io_details(it)
-    if in_quant:  # calibration on [0, 255] gives exactly (1/std, mean − 128): checked, never rewritten
+    if in_quant:  # calibration on [0, 255] gives exactly (1/std, mean − 128) or (1, −128): checked, never rewritten
         q = io["input"]["quantization"] or {}
         if not (abs(q.get("scale", 0.0) - in_quant[0]) <= 1e-9 * in_quant[0] and q.get("zero_point") == in_quant[1]):
             raise RuntimeError(f"int8 input quantization {q} is not the normalisation {in_quant}: the converter "
