@@ -31,6 +31,7 @@ and int32 labels (B,). `validate` checks a dataset name without importing Tensor
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -488,11 +489,55 @@ def _decode_file(path: "tf.Tensor") -> "tf.Tensor":
     return image
 
 
+TFDS_HOST = "storage.googleapis.com"  # tfds downloads prepared data from its GCS mirror first
+
+
+def _check_downloadable(tfds, name: str, data_dir: str | None) -> None:
+    """DataError when ``name`` is not prepared under ``data_dir`` and the download host is unreachable: offline,
+    tfds would retry its downloads for minutes before failing. A name tfds does not know passes through (its
+    ``DatasetNotFoundError`` comes from ``tfds.load``)."""
+    try:
+        with _quiet_absl():  # "Variant folder … has no dataset_info.json" for a data set not prepared yet
+            builder = tfds.builder(name, data_dir=data_dir)
+            prepared = builder.is_prepared()
+    except tfds.core.DatasetNotFoundError:
+        return
+    if not prepared and not _reachable(TFDS_HOST):
+        raise DataError(f"{name}: not prepared under {builder.data_dir} and {TFDS_HOST} is unreachable, so it "
+                        f"cannot be downloaded; prepare it where there is internet (tfds build {name}) and pass "
+                        "--data_dir")
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """absl's Python logger at ERROR inside (tfds warns through it), restored after."""
+    from absl import logging as absl_logging
+    before = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(before)
+
+
+def _reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup included)."""
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _tfds_source(name: str, split: str, holdout: float, limit: int | None, data_dir: str | None) -> _Source:
     import tensorflow_datasets as tfds
     base = "train" if split == "holdout" else split
     try:
+        _check_downloadable(tfds, name, data_dir)
         examples, info = tfds.load(name, split=base, data_dir=data_dir, as_supervised=True, with_info=True)
+    except DataError:
+        raise
     except tfds.core.DatasetNotFoundError:
         raise DataError(f"dataset {name!r}: not 'shapes', 'folder:PATH', 'tsv:PATH' or a tensorflow-datasets "
                         "name") from None

@@ -152,8 +152,29 @@ def test_bad_arguments():
         data.load("shapes", "dev", image_size=32, batch_size=8, training=False)
 
 
+def test_tfds_not_prepared_offline_fails_at_once(monkeypatch, tmp_path):
+    """A tfds name not prepared under --data_dir on a host that cannot reach the download mirror: one line before
+    any download is tried (tfds itself retries for minutes); prepared data loads without the network."""
+    import tensorflow_datasets as tfds
+    builder = SimpleNamespace(is_prepared=lambda: False, data_dir=str(tmp_path / "cifar10" / "3.0.2"))
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: builder)
+    monkeypatch.setattr(data, "_reachable", lambda host, **kw: False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tfds.load was called")
+    monkeypatch.setattr(tfds, "load", no_download)
+    with pytest.raises(DataError, match=r"^cifar10: not prepared under .*3\.0\.2 and storage\.googleapis\.com is "
+                                        r"unreachable.*tfds build cifar10.*--data_dir"):
+        data.load("cifar10", "train", image_size=32, batch_size=8, training=True, data_dir=str(tmp_path))
+    builder.is_prepared = lambda: True  # prepared: no network needed, tfds.load is reached
+    with pytest.raises(DataError, match="AssertionError: tfds.load was called"):
+        data.load("cifar10", "train", image_size=32, batch_size=8, training=True, data_dir=str(tmp_path))
+    assert data._reachable("127.0.0.1", port=1, timeout=1.0) is False  # nothing listens on port 1
+
+
 def test_tfds_failure_is_one_line(monkeypatch, tmp_path):
     import tensorflow_datasets as tfds
+    monkeypatch.setattr(data, "_check_downloadable", lambda *a: None)
 
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to resolve host\nstorage.googleapis.com")
@@ -175,6 +196,7 @@ def test_tfds_failure_is_one_line(monkeypatch, tmp_path):
 
 def test_tfds_source_holdout_limit_and_grayscale(monkeypatch):
     import tensorflow_datasets as tfds
+    monkeypatch.setattr(data, "_check_downloadable", lambda *a: None)
     images = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 1), np.uint8)
     label = SimpleNamespace(names=["even", "odd"])
     info = SimpleNamespace(features={"label": label}, supervised_keys=("image", "label"),
