@@ -78,3 +78,31 @@ def check_one_of(**values) -> None:
     for name, (value, allowed) in values.items():
         if value not in allowed:
             raise ConfigError(f"--{name}={value}: one of {', '.join(map(str, allowed))}")
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of /proc/meminfo (Linux), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_activation_memory(spec, size: int, batch_size: int, flag: str = "--batch_size") -> None:
+    """InputError when one batch's activations alone (a lower bound: `models.counting.peak_activation_bytes`)
+    exceed the host's available memory, so a too-large ``--input_size``/``--batch_size`` is one line and not an
+    out-of-memory kill minutes later."""
+    from models.counting import peak_activation_bytes
+    need = peak_activation_bytes(spec, size) * batch_size
+    have = available_memory_bytes()
+    if have is not None and need > have:
+        per_image = need / batch_size
+        fits = int(have // per_image)
+        raise InputError(f"{flag}={batch_size} at input size {size}: one batch's activations need at least "
+                         f"{need / 2**30:.1f} GiB and this host has {have / 2**30:.1f} GiB available; "
+                         + (f"use {flag}={fits} or less, or a smaller input size" if fits >= 1 else
+                            f"even one image needs {per_image / 2**30:.1f} GiB: use a smaller input size"))

@@ -147,3 +147,22 @@ def bitops(spec: ModelSpec, input_size: int | None = None) -> tuple[int, int]:
             ops += macs * b.bits.w * b.bits.a
             quantized += macs
     return ops, total - quantized
+
+
+def peak_activation_bytes(spec: ModelSpec, input_size: int | None = None) -> int:
+    """A lower bound of one image's peak float32 activation memory in a forward pass: the largest input + output of
+    a single layer (the stem conv, each conv of every block, the head conv). The real peak of a framework is higher
+    (a residual's input stays alive, kernels pick scratch space); this is what no implementation can do with less."""
+    w = walk(spec, input_size)
+    st = w.stem
+    peak = spec.input.channels * w.input_size ** 2 + st.out_ch * st.conv_size ** 2
+    for s in w.blocks:
+        a, b = s.in_size ** 2, s.out_size ** 2
+        if isinstance(s.block, MBConvSpec):
+            mid = s.block.expand_channels or s.in_ch
+            layers = (s.in_ch * a + mid * a, mid * a + mid * b, mid * b + s.out_ch * b)
+        else:
+            layers = (s.in_ch * a + s.out_ch * b,)
+        peak = max(peak, *layers)
+    h = w.head
+    return 4 * max(peak, h.in_ch * h.in_size ** 2 + h.width * h.in_size ** 2)

@@ -113,6 +113,11 @@ CASES = [
     ("recipes.search_spos", ["--channel_ratios=a", "--out_dir={out}"], "--channel_ratios=a: comma-separated numbers"),
     ("recipes.pipeline", ["--data=shapes", "--dataset=folder:{tmp}", "--out_dir={out}"], "name different data"),
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--split=holdout"], "--split=holdout: the held-out"),
+    # a batch whose activations alone exceed any host's memory: one line, not an out-of-memory kill (120 TB here)
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--input_size=4096", "--batch_size=65536"],
+     "one batch's activations need at least"),
+    ("recipes.train", ["--model=mixnet_s", "--input_size=4096", "--batch_size=65536", "--out_dir={out}"],
+     "one batch's activations need at least"),
     ("recipes.train", ["--model=mixnet_s", "--flagfile={tmp}/binary.flags", "--out_dir={out}"],
      "--flagfile: cannot read it as flags"),
     # the derived spec's --output is checked before the search, not after it

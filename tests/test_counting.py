@@ -1,4 +1,5 @@
 """Analytic MACs/params: golden numbers, published figures, and a cross-check against TensorFlow's own op registry."""
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
@@ -133,3 +134,27 @@ def test_matches_tensorflow_op_registry(name):
     size = 96
     model = build(spec, input_size=size)
     assert tf_registry_macs(model, size) == pytest.approx(count(spec, size).macs, rel=0.01)
+
+
+def test_peak_activation_is_the_largest_conv_layer_in_and_out():
+    """``peak_activation_bytes``: for MobileNetV2 (no split convs) exactly the largest input + output of one conv
+    layer of the built model, float32; ``check_activation_memory`` turns a batch above the host's memory into one
+    line with the batch that fits."""
+    from common import checks
+    from common.errors import InputError
+    from models.counting import peak_activation_bytes
+    spec = zoo.get_spec("mobilenet_v2_100")
+    model = build(spec, input_size=64)
+    sizes = [int(np.prod(layer.input.shape[1:]) + np.prod(layer.output.shape[1:])) for layer in model.layers
+             if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D")]
+    assert peak_activation_bytes(spec, 64) == 4 * max(sizes)
+    per_image = peak_activation_bytes(spec, 224)
+    checks.check_activation_memory(spec, 224, 8)  # 48 MB: fits anywhere
+    import unittest.mock as mock
+    with mock.patch.object(checks, "available_memory_bytes", return_value=10 * per_image):
+        with pytest.raises(InputError, match=r"--batch_size=64 at input size 224: .* use --batch_size=10 or less"):
+            checks.check_activation_memory(spec, 224, 64)
+        checks.check_activation_memory(spec, 224, 10)
+    with mock.patch.object(checks, "available_memory_bytes", return_value=per_image // 2):
+        with pytest.raises(InputError, match="even one image needs"):
+            checks.check_activation_memory(spec, 224, 1)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_replicas, check_writable
+from common.checks import (
+    ConfigError,
+    check_activation_memory,
+    check_at_least,
+    check_one_of,
+    check_replicas,
+    check_writable,
+)
 from training.distribute import STRATEGIES
 
 
@@ -59,6 +66,7 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
     # the input size the weights were trained at (their model card), unless --input_size says otherwise
     size = config.input_size or W.card_input_size(W.weights_card(spec, config.weights, path)) or spec.input.size
     check_input_size(spec, size, "--input_size")
+    check_activation_memory(spec, size, config.batch_size)
     arrays = W.read_weights(path) if path else None
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.split == "holdout":  # a training-time split (a search's α data); evaluate has no --holdout

@@ -12,7 +12,14 @@ import os
 import sys
 import time
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir, check_writable
+from common.checks import (
+    ConfigError,
+    check_activation_memory,
+    check_at_least,
+    check_one_of,
+    check_out_dir,
+    check_writable,
+)
 from training.weights import checked_weights_file
 
 QAT_PREPROCESSING = ("fold", "layer")
@@ -96,6 +103,7 @@ def validate(config: QatConfig) -> QatPlan:
     spec_file = zoo.spec_path(config.model)
     size = config.input_size or spec.input.size
     check_input_size(spec, size, "--input_size")
+    check_activation_memory(spec, size, config.batch_size)
     classes = config.classes or spec.head.classes
     weights = checked_weights_file(spec, config.weights, classes)
     data.validate(config.dataset, config.data_dir, config.on_bad_image)

@@ -15,7 +15,14 @@ import os
 import sys
 import time
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir, check_replicas
+from common.checks import (
+    ConfigError,
+    check_activation_memory,
+    check_at_least,
+    check_one_of,
+    check_out_dir,
+    check_replicas,
+)
 from common.rundir import RunDir
 
 SETTINGS_FILE = "train_settings.json"
@@ -132,6 +139,7 @@ def validate(config: TrainConfig) -> TrainPlan:
     spec_file = zoo.spec_path(config.model)
     size = config.input_size or spec.input.size
     check_input_size(spec, size, "--input_size")
+    check_activation_memory(spec, size, config.batch_size)
     if config.lr <= 0:
         raise ConfigError(f"--lr={config.lr}: must be positive")
     if config.warmup_epochs >= config.epochs:
