@@ -50,7 +50,8 @@ flags.DEFINE_integer("budget_input_size", None, "Count --target_macs (and every 
                                                 "input size) at this input size while the supernet trains at "
                                                 "--input_size, e.g. search at 128 for speed on a 224 budget.",
                      lower_bound=16)
-flags.DEFINE_list("candidates", ["3", "5", "7"], "Candidate depthwise kernel sizes (distinct odd integers).")
+flags.DEFINE_list("candidates", ["3", "5", "7"], "Candidate depthwise kernel sizes (distinct odd integers). One "
+                  "size is a pruning search: each filter of an expanded block keeps that kernel or is pruned.")
 flags.DEFINE_enum("dw_mode", "meta", ["meta", "multi"], "Supernet form: 'meta' (one conv, masked meta kernel) or "
                                                         "'multi' (DARTS-style baseline, one conv per candidate).")
 flags.DEFINE_float("target_macs", None, "Target T of the cost loss: multiply-accumulates of one forward pass at the "
