@@ -84,6 +84,10 @@ flags.DEFINE_integer("whole_rounds", 10, "Rounds of each whole-model session (4 
 flags.DEFINE_integer("seed", 0, "Seed of the architectures, weights, inputs and timing order.")
 flags.DEFINE_boolean("isolated", True, "Also time every new part alone (the comparison with chain context).")
 flags.DEFINE_boolean("quick", False, f"Tiny settings for tests: {QUICK}.")
+flags.DEFINE_boolean("calibrate", False, "Write the whole-model calibration (measured ≈ scale · Σ parts + offset, "
+                     "least squares over every architecture) into the --lut file, where searches apply it "
+                     "(search.latency.LatencyTable.calibrated); its leave-one-out error is in the result's "
+                     "comparisons.calibrated_loo. With --reanalyze: from an existing --out, timing nothing.")
 flags.DEFINE_boolean("reanalyze", False, "Time nothing: recompute the analyses that need only the per-architecture "
                      "predictions and measurements (whole-model calibration, timing spread) in an existing --out and "
                      "rewrite it.")
@@ -219,6 +223,33 @@ def _calibration(rows: list) -> dict:
             "measured_p90_over_p10_median": float(np.median(spread)) if spread else None}
 
 
+def write_calibration(report: dict, out_path: str) -> None:
+    """``--calibrate``: the result's all-architecture fit ``measured ≈ scale · predicted + offset_ms`` written into
+    its LUT (``report["lut"]["path"]``) as ``calibration``, with the leave-one-out error of that calibrated
+    predictor; the report records it under ``lut.calibration``."""
+    from search import latency as lat
+    lut = (report.get("lut") or {}).get("path")
+    if not lut or not os.path.isfile(lut):
+        raise UsageError(f"--calibrate: the result's LUT {lut!r} is not a file")
+    try:
+        table = lat.LatencyTable.load(lut)
+    except lat.LatencyError as e:
+        raise UsageError(f"--calibrate: {e}") from None
+    if len(table) != report["lut"]["entries"]:
+        raise UsageError(f"--calibrate: {lut} has {len(table)} entries, the result was measured with "
+                         f"{report['lut']['entries']}: time it again")
+    c = report["comparisons"]["calibrated_loo"]
+    table.calibration = {"scale": c["scale_all"], "offset_ms": c["offset_ms_all"], "archs": report["n_archs"],
+                         "loo_mape": c["mape"], "loo_spearman": c["spearman"], "loo_bias_pct": c["bias_pct"],
+                         "raw_mape": report["mape"], "raw_bias_pct": report["bias_pct"], "fitted_on": out_path}
+    table.save(lut)
+    report["lut"]["calibration"] = dict(table.calibration)
+    report.setdefault("targets", dict(TARGETS))["met_calibrated_loo"] = {
+        "mape": c["mape"] <= TARGETS["mape_max"], "spearman": c["spearman"] >= TARGETS["spearman_min"]}
+    print(f"calibration written to {lut}: measured ≈ {c['scale_all']:.4f} · Σ parts {c['offset_ms_all']:+.3f} ms "
+          f"(leave-one-out MAPE {c['mape']:.2f}%, raw {report['mape']:.2f}%)")
+
+
 def reanalyze(path: str) -> None:
     """``--reanalyze``: the calibration comparison of an existing result file, rewritten in place."""
     import json
@@ -231,12 +262,16 @@ def reanalyze(path: str) -> None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"--out={path}: not a latency_model result to reanalyze ({e})") from None
     report["comparisons"].update(_calibration(rows))
-    report["reanalyzed_with"] = f"python -m benchmarks.latency_model --reanalyze --out {path}"
+    report["reanalyzed_with"] = ("python -m benchmarks.latency_model --reanalyze "
+                                 + ("--calibrate " if FLAGS.calibrate else "") + f"--out {path}")
+    if FLAGS.calibrate:
+        write_calibration(report, path)
     harness.write_json(path, harness.round_floats(report))
     c = report["comparisons"]["calibrated_loo"]
+    spread = report["comparisons"]["measured_p90_over_p10_median"]
     print(f"{len(rows)} archs: calibrated (leave-one-out) MAPE {c['mape']:.2f}%, bias {c['bias_pct']:+.2f}%, "
           f"Spearman {c['spearman']:.4f}; timing spread p90/p10 "
-          f"{report['comparisons']['measured_p90_over_p10_median']:.2f}")
+          + (f"{spread:.2f}" if spread is not None else "not recorded"))
 
 
 def _plot(path: str, rows: list, res: dict, s: dict, clock: str) -> None:
@@ -393,6 +428,8 @@ def main(argv):
                           rounds=s["rounds"], seed=s["seed"], clock=clock, context="chain",
                           isolated=s["isolated"], measure_models=True, progress=True)
     table = session.table
+    if len(table) != entries_before:
+        table.calibration = None  # fitted to other entries: --calibrate fits it again
     if s["lut"]:
         table.save(s["lut"])
 
@@ -482,6 +519,10 @@ def main(argv):
         "command": "python -m benchmarks.latency_model " + " ".join(sys.argv[1:]),
         "wall_s": time.time() - started,
     }
+    if FLAGS.calibrate:
+        if not s["lut"]:
+            raise UsageError("--calibrate: needs a --lut file to write the calibration into")
+        write_calibration(report, FLAGS.out)
     report = harness.round_floats(report)
     harness.write_json(FLAGS.out, report)
     if plot:

@@ -214,10 +214,12 @@ class LatencyTable:
     "wall_ms"}}`` (``ms`` = ``raw_ms`` − the invocation overhead of its session, in the table's clock; ``cpu_ms`` /
     ``wall_ms``: raw medians in both clocks), the per-model ``overhead_ms`` and ``meta`` (host, versions, settings)."""
 
-    def __init__(self, entries: dict | None = None, overhead_ms: float = 0.0, meta: dict | None = None):
+    def __init__(self, entries: dict | None = None, overhead_ms: float = 0.0, meta: dict | None = None,
+                 calibration: dict | None = None):
         self.entries: dict[str, dict] = dict(entries or {})
         self.overhead_ms = float(overhead_ms)
         self.meta: dict = dict(meta or {})
+        self.calibration: dict | None = dict(calibration) if calibration else None
         self._fit_cache = None
 
     def __len__(self):
@@ -242,6 +244,7 @@ class LatencyTable:
         """The file's content; floats rounded to 7 significant digits (far below the timing noise)."""
         return _round({"format": "latency_lut", "version": TABLE_VERSION, "key_format": KEY_FORMAT,
                        "meta": self.meta, "overhead_ms": self.overhead_ms,
+                       **({"calibration": self.calibration} if self.calibration else {}),
                        "entries": {k: self.entries[k] for k in sorted(self.entries)}})
 
     def save(self, path: str) -> None:
@@ -273,7 +276,14 @@ class LatencyTable:
         meta = obj.get("meta") or {}
         if not isinstance(meta, dict):
             raise LatencyError(f"{source}: meta must be an object")
-        return cls(entries, overhead, meta)
+        calibration = obj.get("calibration")
+        if calibration is not None:
+            ok = isinstance(calibration, dict) and all(
+                isinstance(calibration.get(k), (int, float)) and not isinstance(calibration.get(k), bool)
+                and math.isfinite(calibration[k]) for k in ("scale", "offset_ms")) and calibration["scale"] > 0
+            if not ok:
+                raise LatencyError(f"{source}: calibration needs a finite scale > 0 and a finite offset_ms")
+        return cls(entries, overhead, meta, calibration)
 
     @classmethod
     def load(cls, path: str) -> "LatencyTable":
@@ -369,6 +379,12 @@ class LatencyTable:
         """Predicted milliseconds of one float32 TFLite invocation of ``spec`` (batch 1) on the table's host."""
         return self.explain(spec, input_size, fallback).ms
 
+    def calibrated(self) -> "CalibratedTable":
+        """The whole-model predictor a search steers by: ``scale · predict + offset_ms`` with the table's
+        ``calibration`` (fitted on whole models timed beside the table, ``benchmarks.latency_model --calibrate``),
+        the raw sum of parts when it has none."""
+        return CalibratedTable(self)
+
     def missing(self, specs, input_size: int | None = None) -> list[Part]:
         """The distinct parts of ``specs`` whose key is not in the table (first occurrence of each key)."""
         seen, out = set(), []
@@ -380,9 +396,24 @@ class LatencyTable:
         return out
 
     def without(self, keys) -> "LatencyTable":
-        """A copy without ``keys`` (e.g. to test the fallback on parts the table has not seen)."""
+        """A copy without ``keys`` (e.g. to test the fallback on parts the table has not seen); uncalibrated."""
         drop = set(keys)
         return LatencyTable({k: v for k, v in self.entries.items() if k not in drop}, self.overhead_ms, self.meta)
+
+
+class CalibratedTable:
+    """:meth:`LatencyTable.calibrated`: ``predict(spec)`` in whole-model milliseconds, ``scale · Σ parts +
+    offset_ms``. Summing parts timed one by one misses what a whole model shares between layers (the SPOS table
+    over-predicts whole ImageNet-size models by a near-constant ~2 ms, +5.5% on average); the calibration, fitted on
+    whole models, removes that bias, and its leave-one-out error is the table's error as searches use it."""
+
+    def __init__(self, table: LatencyTable):
+        self.table = table
+        c = table.calibration or {}
+        self.scale, self.offset_ms = float(c.get("scale", 1.0)), float(c.get("offset_ms", 0.0))
+
+    def predict(self, spec: ModelSpec, input_size: int | None = None, fallback: str = "group") -> float:
+        return self.scale * self.table.predict(spec, input_size, fallback) + self.offset_ms
 
 
 # ----------------------------------------------------------------------------------------------------------- build

@@ -377,3 +377,46 @@ def test_reanalyze_calibrates_a_result_without_timing(tmp_path):
     (tmp_path / "bad.json").write_text("[]")
     r = run_module("benchmarks.latency_model", "--reanalyze", f"--out={tmp_path / 'bad.json'}")
     assert "not a latency_model result" in error_line(r, "benchmarks.latency_model"), r.stderr
+
+
+def test_calibration_goes_into_the_lut_and_the_search_predictor(tmp_path):
+    """``--reanalyze --calibrate`` writes the whole-model fit into the result's LUT; ``LatencyTable.calibrated()``
+    (what ``recipes.search_spos --latency_table`` steers by) applies it, ``predict`` stays the raw sum of parts; a
+    LUT timed again drops it; a broken calibration entry is a LatencyError."""
+    from search import latency as lat
+    from search.spos import arch_spec, cifar_space
+    from workflows.search_spos import SearchSposConfig, load_latency
+    space = cifar_space(width=0.25)
+    spec = arch_spec(space, [(0, 0, 0)] * space.n_blocks)
+    table = lat.LatencyTable({p.key: {"kind": p.kind, "macs": p.macs, "ms": 0.01} for p in lat.parts(spec)}, 0.002)
+    lut = tmp_path / "lut.json"
+    table.save(str(lut))
+    raw = table.predict(spec)
+    rng = np.random.default_rng(0)
+    measured = rng.uniform(10, 40, 12)
+    rows = [{"name": f"a{i}", "predicted_ms": 1.08 * m + 0.5, "measured_ms": m} for i, m in enumerate(measured)]
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps({"archs": rows, "comparisons": {}, "n_archs": 12, "mape": 9.0, "bias_pct": 9.0,
+                               "lut": {"path": str(lut), "entries": len(table)}}))
+    r = run_module("benchmarks.latency_model", "--reanalyze", "--calibrate", f"--out={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    loaded = lat.LatencyTable.load(str(lut))
+    cal = loaded.calibration
+    assert cal["scale"] == pytest.approx(1 / 1.08, rel=1e-4)
+    assert cal["offset_ms"] == pytest.approx(-0.5 / 1.08, rel=1e-3)
+    assert cal["archs"] == 12 and cal["loo_mape"] < 1e-3 and cal["raw_mape"] == 9.0
+    assert json.loads(out.read_text())["lut"]["calibration"]["scale"] == pytest.approx(cal["scale"], rel=1e-4)
+    assert loaded.predict(spec) == pytest.approx(raw)  # the parts' sum is unchanged
+    assert loaded.calibrated().predict(spec) == pytest.approx(cal["scale"] * raw + cal["offset_ms"])
+    searched = load_latency(SearchSposConfig(latency_table=str(lut)))
+    assert searched.predict(spec) == pytest.approx(cal["scale"] * raw + cal["offset_ms"])
+    assert lat.LatencyTable(table.entries).calibrated().predict(spec) == pytest.approx(table.predict(spec) - 0.002)
+    obj = json.loads(lut.read_text())
+    obj["calibration"]["scale"] = -1
+    with pytest.raises(lat.LatencyError, match="calibration needs a finite scale > 0"):
+        lat.LatencyTable.from_json(obj)
+    # the LUT changed since the result was measured: refused, nothing written
+    table.add("extra|x", "head", 10, [0.5], 0.0)
+    table.save(str(lut))
+    r = run_module("benchmarks.latency_model", "--reanalyze", "--calibrate", f"--out={out}")
+    assert "time it again" in error_line(r, "benchmarks.latency_model"), r.stderr

@@ -126,11 +126,12 @@ def make_space(config: SearchSposConfig, classes: int):
 
 
 def load_latency(config: SearchSposConfig):
-    """The latency table of ``--latency_table``, or None."""
+    """The whole-model predictor of ``--latency_table`` (its calibration applied: `LatencyTable.calibrated`), or
+    None."""
     if not config.latency_table:
         return None
     from search.latency import LatencyTable
-    return LatencyTable.load(config.latency_table)
+    return LatencyTable.load(config.latency_table).calibrated()
 
 
 def constraints_of(config: SearchSposConfig):
