@@ -45,6 +45,7 @@ from common.io import eprint
 from inputs.images import BAD_IMAGE_POLICIES, list_image_files, verify_images
 from inputs.shapes import SHAPES_CLASSES, SHAPES_SEED, SHAPES_SIZES, shapes_boxes  # noqa: F401 — re-exported
 from inputs.shapes import rendered as _shapes_cached
+from models.spec import MAX_CLASSES
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -131,6 +132,32 @@ def known_classes(dataset: str) -> int | None:
     if dataset.startswith("tsv:"):
         return len(_tsv_table(dataset)[0])
     return None
+
+
+def known_class_names(dataset: str) -> tuple[str, ...] | None:
+    """Class names of a dataset when they can be known without TensorFlow (shapes, folder:PATH, tsv:PATH), else
+    None; a tsv list without synsets has its ids as names."""
+    if dataset == "shapes":
+        return tuple(SHAPES_CLASSES)
+    if dataset.startswith("folder:"):
+        return tuple(_class_names(_folder_layout(_folder_root(dataset))["train"]))
+    if dataset.startswith("tsv:"):
+        return tuple(_tsv_table(dataset)[0])
+    return None
+
+
+def check_class_names(trained: list | tuple | None, data: list | tuple | None, flag: str) -> None:
+    """Weights trained on classes ``trained`` (their model card's ``class_names``) scored on data with classes
+    ``data``: the same count but other names would compare unrelated labels. Nothing is checked where either list
+    is unknown or the data's names are bare ids (a tsv list)."""
+    if not trained or not data or all(str(n) == str(i) for i, n in enumerate(data)):
+        return
+    a, b = [str(n).lower() for n in trained], [str(n).lower() for n in data]
+    if a != b:
+        diff = next(i for i in range(min(len(a), len(b)) + 1) if i == min(len(a), len(b)) or a[i] != b[i])
+        raise DataError(f"{flag}: the weights were trained on classes ({', '.join(map(str, trained[:4]))}, …) and "
+                         f"the data's are ({', '.join(map(str, data[:4]))}, …); class {diff} differs, so top-1 would "
+                         "compare unrelated labels")
 
 
 def check_eval_split(dataset: str, hint: str) -> None:
@@ -392,6 +419,7 @@ def _tsv_table_cached(table: str, mtime: float) -> tuple[tuple[str, ...], tuple[
     i_syn = head.index("synset") if "synset" in head else None
     base = os.path.dirname(os.path.abspath(table))
     files, labels, synsets = [], [], []
+    seen: dict[str, tuple[int, int]] = {}  # path → (line, index) of its first row
     for n, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -399,13 +427,18 @@ def _tsv_table_cached(table: str, mtime: float) -> tuple[tuple[str, ...], tuple[
             raise DataError(f"{table}, line {n}: {len(row)} columns, the header has {len(head)}")
         try:
             label = int(row[i_label])
-            if label < 0:
+            if not 0 <= label < MAX_CLASSES:
                 raise ValueError
         except ValueError:
-            raise DataError(f"{table}, line {n}: label {row[i_label]!r} is not a class id (an integer ≥ 0)") from None
+            raise DataError(f"{table}, line {n}: label {row[i_label]!r} is not a class id (an integer from 0 to "
+                            f"{MAX_CLASSES - 1})") from None
         path = os.path.normpath(os.path.join(base, row[i_file]))
         if not os.path.isfile(path):
             raise DataError(f"{table}, line {n}: no such file {path}")
+        if path in seen and labels[seen[path][1]] != label:
+            raise DataError(f"{table}, line {n}: {row[i_file]} is labelled {label} here and "
+                            f"{labels[seen[path][1]]} on line {seen[path][0]}")
+        seen.setdefault(path, (n, len(files)))
         files.append(path)
         labels.append(label)
         if i_syn is not None:

@@ -16,7 +16,7 @@ def list_image_files(paths) -> list[str]:
     files = []
     for p in paths:
         if os.path.isdir(p):
-            files += sorted(f for f in glob.glob(os.path.join(p, "*")) if os.path.isfile(f))
+            files += sorted(f for f in glob.glob(os.path.join(glob.escape(p), "*")) if os.path.isfile(f))
         elif os.path.isfile(p):
             files.append(p)
         else:
@@ -42,11 +42,14 @@ CACHE_ENV = "NAS_ZOO_CACHE"  # directory of the verified-image manifests (defaul
 BAD_IMAGE_POLICIES = ("raise", "skip")
 
 
+VERIFY_VERSION = 2  # what _decode_problem checks; a new check must not trust manifests of the old one (v2: BMP depth)
+
+
 def _manifest_path(directory: str) -> str:
     import hashlib
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "nas_zoo")
     key = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:20]
-    return os.path.join(root, "verified_images", f"{key}.json")
+    return os.path.join(root, f"verified_images_v{VERIFY_VERSION}", f"{key}.json")
 
 
 def _decode_problem(path: str) -> str | None:
@@ -57,8 +60,27 @@ def _decode_problem(path: str) -> str | None:
             im.verify()  # checksums and structure (a PNG with a bad IDAT CRC or no IEND passes load() alone)
         with Image.open(path) as im:
             im.load()  # every pixel (a JPEG cut short passes verify())
+            fmt = im.format
     except Exception as e:  # noqa: BLE001 — PIL raises OSError, SyntaxError, ValueError, … for broken files
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'cannot decode'}"
+    return _bmp_problem(path) if fmt == "BMP" else None
+
+
+def _bmp_problem(path: str) -> str | None:
+    """What TensorFlow's BMP decoder cannot read although PIL can: it takes uncompressed 24- and 32-bit pixels only
+    (1-, 4- and 16-bit files fail inside tf.data; an 8-bit palette file would decode as its palette indices)."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(34)
+    if len(head) < 34:
+        return "BMP header cut short"
+    if struct.unpack_from("<I", head, 14)[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes, no compression field
+        bits, compression = struct.unpack_from("<H", head, 24)[0], 0
+    else:
+        bits, compression = struct.unpack_from("<H", head, 28)[0], struct.unpack_from("<I", head, 30)[0]
+    if bits not in (24, 32) or compression not in (0, 3):
+        return (f"a {bits}-bit BMP (compression {compression}): TensorFlow decodes uncompressed 24- and 32-bit BMPs "
+                "only; convert it to PNG")
     return None
 
 

@@ -1,4 +1,5 @@
 """Input pipelines: the shapes set, class folders, splits and holdout, augmentation, errors, validate without TF."""
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -357,6 +358,8 @@ def test_tsv_lists_have_a_fixed_disjoint_evaluation_split(tmp_path):
     (lambda t: t.replace("img/3.png\t3", "img/3.png\tthree", 1), "line 5: label 'three' is not a class id"),
     (lambda t: t.replace("img/3.png", "img/missing.png", 1), "line 5: no such file"),
     (lambda t: t.replace("img/3.png\t3", "img/3.png\t3\textra", 1), "line 5: 3 columns"),
+    (lambda t: t.replace("img/3.png\t3", "img/3.png\t1000000000", 1), "line 5: label '1000000000' is not a class id"),
+    (lambda t: t + "img/3.png\t4\n", "line 322: img/3.png is labelled 4 here and 3 on line 5"),
 ])
 def test_tsv_bad_lists_are_one_line(edit, needle, tmp_path):
     d = _tsv_dir(tmp_path)
@@ -413,3 +416,43 @@ def test_split_layout_without_test_split_is_not_read_as_classes(tmp_path):
     (tmp_path / "e" / "train").write_text("a file")
     with pytest.raises(C.DataError, match="has test/ but no train/ directory"):
         C._folder_layout(str(tmp_path / "e"))
+
+
+def test_bmp_tensorflow_cannot_decode_is_a_bad_image(tmp_path):
+    """PIL reads 1-bit and 8-bit palette BMPs, TensorFlow's decoder does not (or reads palette indices as grey):
+    they are bad images named before any work; 24- and 32-bit BMPs load."""
+    from PIL import Image
+
+    from inputs.images import verify_images
+    root = tmp_path / "bmp" / "train"
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (40 * c, 90, 20)).save(root / name / "rgb.bmp")
+        Image.new("RGBA", (8, 8), (40 * c, 90, 20, 255)).save(root / name / "rgba.bmp")
+    Image.new("RGB", (8, 8), (200, 90, 20)).convert("1").save(root / "cat" / "mono.bmp")
+    Image.new("RGB", (8, 8), (200, 90, 20)).convert("P").save(root / "dog" / "palette.bmp")
+    bad = dict(verify_images(sorted(str(p) for p in root.rglob("*.bmp"))))
+    assert set(map(os.path.basename, bad)) == {"mono.bmp", "palette.bmp"}, bad
+    assert "1-bit BMP" in bad[str(root / "cat" / "mono.bmp")] and "8-bit BMP" in bad[str(root / "dog" / "palette.bmp")]
+    with pytest.raises(DataError, match="mono.bmp: not a decodable image .*1-bit BMP"):
+        data.load(f"folder:{root.parent}", "train", image_size=8, batch_size=2, training=False)
+    _, info = data.load(f"folder:{root.parent}", "train", image_size=8, batch_size=2, training=False,
+                        on_bad_image="skip")
+    assert info.num_examples == 4  # the 24- and 32-bit files decode in TensorFlow
+
+
+def test_glob_characters_in_folder_paths(tmp_path):
+    """Brackets and stars in a data path are names, not patterns."""
+    root = _make_folder(tmp_path / "br[1]" / "train", classes=("cat[x]", "dog*"))
+    _make_folder(tmp_path / "br[1]" / "test", classes=("cat[x]", "dog*"))
+    images, labels = _examples(f"folder:{root.parent}", "test")
+    assert len(images) == 6 and sorted(set(labels)) == [0, 1]
+
+
+def test_class_names_of_weights_and_data_must_agree():
+    data.check_class_names(["airplane", "cat"], ("Airplane", "cat"), "--dataset=x")  # case does not matter
+    data.check_class_names(["airplane", "cat"], ("0", "1"), "--dataset=x")  # bare ids of a tsv list: unknown
+    data.check_class_names(None, ("a", "b"), "--dataset=x")
+    with pytest.raises(DataError, match="class 1 differs"):
+        data.check_class_names(["airplane", "cat"], ("airplane", "dog"), "--dataset=x")
+    assert data.known_class_names("shapes")[:2] == ("circle", "square")
