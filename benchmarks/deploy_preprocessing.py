@@ -25,7 +25,6 @@ noisy: read ratios, not absolute milliseconds.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -33,6 +32,7 @@ import sys
 import tempfile
 import time
 
+from benchmarks import harness
 from benchmarks.harness import host_info, round_floats, spread, write_json
 
 TWINS = {"mobilenet_v2_100": "MobileNetV2"}  # zoo name → keras.applications class (same architecture)
@@ -40,7 +40,7 @@ VARIANTS = ("keras_applications", "zoo_layer", "zoo_fold", "zoo_fold_black", "zo
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="deploy_preprocessing", description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(prog="deploy_preprocessing", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path")
     p.add_argument("--model", default="mobilenet_v2_100",
                    help="zoo model or spec .json; with a keras.applications twin (mobilenet_v2_100) ratios are to the "

@@ -12,13 +12,13 @@ commands, host) and, next to it, ``<stem>_curves.png`` (val mAP per epoch, both 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
 import time
 
+from benchmarks import harness
 from benchmarks.harness import host_info, round_floats, write_json
 
 DATA = "voc:../shared/data/raccoon"
@@ -50,7 +50,7 @@ def plot_curves(histories: dict, path: str, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path")
     p.add_argument("--work_dir", default="runs/detection_raccoon", help="run outputs and logs")
     p.add_argument("--dataset", default=DATA)

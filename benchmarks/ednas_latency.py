@@ -26,13 +26,13 @@ Writes ``--out`` (results), a scatter PNG beside it and ``--model_out`` (the tab
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import host_info, round_floats, write_json
 
 TARGETS = {"mape_max": 0.05, "spearman_min": 0.95}
@@ -79,7 +79,7 @@ def _plot(path: str, meas, preds: dict, title: str, refs=()) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON (a scatter PNG is written beside it)")
     p.add_argument("--model_out", default="benchmarks/results/ednas_latency_table.json",
                    help="where the fitted per-filter table is written")

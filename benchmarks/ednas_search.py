@@ -27,7 +27,6 @@ Resumable: a finished search or training (its ``summary.json`` / ``model_card.js
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, litert_latency_ms, round_floats, train_top1, write_json
 
 DATA = "folder:../shared/data/cifar10"
@@ -105,7 +105,7 @@ def plot(rows: dict, path: str, target: float) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--work_dir", default="runs/ednas_search")
     p.add_argument("--arms", default="a,b,c")

@@ -14,7 +14,6 @@ Resumable: a finished training (its ``model_card.json``) is not rerun.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -23,6 +22,7 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, litert_latency_ms, round_floats, train_top1, write_json
 
 DATA = "folder:../shared/data/cifar10"
@@ -67,7 +67,7 @@ def plot(rows: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--work_dir", default="runs/ednas_stem")
     p.add_argument("--kernels", default="3,5,7,9,11,13")

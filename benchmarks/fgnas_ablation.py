@@ -27,7 +27,6 @@ top-1 against MACs. Stages are skipped when their outputs exist, so rerunning re
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
@@ -95,7 +95,7 @@ def plot(rows: dict, path: str, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path (a PNG is written beside it)")
     p.add_argument("--work_dir", default="runs/fgnas_ablation")
     p.add_argument("--variants", default="P,K,KA", help=f"comma-separated, of {','.join(VARIANTS)}")

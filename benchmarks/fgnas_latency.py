@@ -15,12 +15,12 @@ Writes ``--out`` (results) and ``--model_out`` (the fitted model for ``recipes.s
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import host_info, round_floats, write_json
 
 
@@ -39,7 +39,7 @@ def random_archs(space, n: int, seed: int) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--model_out", default="benchmarks/results/fgnas_latency_model.json")
     p.add_argument("--space", default="vgg", choices=["vgg", "mbconv"])

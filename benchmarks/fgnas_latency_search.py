@@ -23,7 +23,6 @@ Stages are skipped when their outputs exist, so rerunning resumes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, litert_latency_ms, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
@@ -45,7 +45,7 @@ def _load(path):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--work_dir", default="runs/fgnas_latency_search")
     p.add_argument("--multiplier", type=float, default=0.75)

@@ -4,6 +4,7 @@ Nothing here imports TensorFlow, so a parent process that only schedules workers
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -98,6 +99,28 @@ def round_floats(x, digits: int = 5):
     if isinstance(x, list):
         return [round_floats(v, digits) for v in x]
     return x
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the benchmarks with the command-line contract of the recipes: a bad or missing flag is one
+    stderr line ``prog: message`` and exit status 2 (argparse prints its usage block first), and an ``--out``
+    result path is checked before any work: not a directory, its folder creatable, its name not too long for the
+    atomic write's temp name (``common.checks.check_writable``)."""
+
+    def error(self, message):
+        usage_error(self.prog, message)
+
+    def parse_args(self, args=None, namespace=None):
+        a = super().parse_args(args, namespace)
+        out = getattr(a, "out", None)
+        if isinstance(out, str):
+            from common.checks import check_writable
+            from common.errors import InputError
+            try:
+                check_writable(out, "--out")
+            except InputError as e:
+                usage_error(self.prog, str(e))
+        return a
 
 
 def usage_error(prog: str, message: str):

@@ -26,7 +26,6 @@ after every finished training.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -34,6 +33,7 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
@@ -255,7 +255,7 @@ def plot(rows: dict, path: str, target: float, tol: float = 0.02) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path (a PNG is written beside it)")
     p.add_argument("--work_dir", default="runs/kernel_ablation", help="specs, searches, trainings and logs")
     p.add_argument("--groups", default="A,B,C,searched", help="comma-separated, of A,B,C,searched")

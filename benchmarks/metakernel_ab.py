@@ -25,13 +25,13 @@ binomial on the evaluation images.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, round_floats, usage_error, write_json
 
 DATA = "tsv:../shared/data/imagenet_sample"
@@ -50,7 +50,7 @@ def _load(path):
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="metakernel_ab", description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(prog="metakernel_ab", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path (a PNG is written beside it)")
     p.add_argument("--work_dir", default="runs/metakernel_ab")
     p.add_argument("--dataset", default=DATA, help="a 1000-class dataset with a test split (default: the ImageNet "

@@ -30,12 +30,12 @@ the JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
+from benchmarks import harness
 from benchmarks.harness import host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
@@ -104,7 +104,7 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path (a PNG is written beside it)")
     p.add_argument("--work_dir", default="runs/metakernel_dynamics", help="run outputs and logs")
     p.add_argument("--targets", default="3e6,4.5e6", help="comma-separated MACs targets")

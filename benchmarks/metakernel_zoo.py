@@ -35,7 +35,6 @@ latency.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -44,6 +43,7 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, round_floats, usage_error, write_json
 
 DATA = "folder:../shared/data/cifar10"
@@ -58,7 +58,7 @@ def _load(path):
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path (a PNG is written beside it)")
     p.add_argument("--method", default="metakernel", choices=["metakernel", "ednas"],
                    help="metakernel: FLOPs loss, --targets in MACs; ednas: feedback pair and latency-table loss, "

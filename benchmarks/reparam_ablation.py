@@ -12,7 +12,6 @@ its standard error.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -20,13 +19,14 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, round_floats, train_top1, write_json
 
 DATA = "folder:../shared/data/cifar10"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--work_dir", default="runs/reparam_ablation")
     p.add_argument("--kernels", default="7", help="deployed kernel sizes (comma-separated odd sizes)")

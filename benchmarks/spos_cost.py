@@ -307,7 +307,7 @@ def _med(v):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run, not a result")
     p.add_argument("--rounds", type=int, default=3, help="side-by-side timing rounds (a fresh process each)")

@@ -12,7 +12,6 @@ per-seed numbers, their means and the spread.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ import time
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.harness import host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10_subset"
@@ -31,7 +31,7 @@ def _load(path):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path")
     p.add_argument("--work_dir", default="runs/spos_proxy", help="run outputs and logs")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds")

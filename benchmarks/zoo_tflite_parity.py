@@ -11,17 +11,17 @@ which covers every layer kind on one small spec.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 
+from benchmarks import harness
 from benchmarks.harness import host_info, round_floats, write_json
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="zoo_tflite_parity", description=__doc__.split("\n")[0])
+    p = harness.ArgumentParser(prog="zoo_tflite_parity", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="result JSON path")
     p.add_argument("--models", default="", help="comma-separated zoo names (default: all)")
     p.add_argument("--input_size", type=int, default=224)

@@ -40,6 +40,13 @@ def _parse(argv):
     if bad:
         print(f"{os.path.basename(argv[0])}: {bad[0]}", file=sys.stderr)
         sys.exit(2)
+    if "out" in flags.FLAGS and isinstance(flags.FLAGS["out"].value, str):  # the benchmarks' result file
+        from common.checks import check_writable
+        try:
+            check_writable(flags.FLAGS["out"].value, "--out")
+        except InputError as e:
+            print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
+            sys.exit(2)
     return rest
 
 
@@ -112,13 +119,17 @@ def run(main) -> None:
         except InputError as e:
             print(f"{os.path.basename(sys.argv[0])}: {e}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C: what is written is atomic; a rerun resumes
+            print(f"{os.path.basename(sys.argv[0])}: interrupted; rerun the same command to resume", file=sys.stderr)
+            sys.exit(130)
 
     app.run(wrapped, flags_parser=_parse)
 
 
 def run_stage(name: str, args: list[str], log: str) -> float:
-    """Runs ``python -m *args`` with its output in ``log``; returns the seconds it took. On failure prints the log's
-    tail and exits (status 1: not bad input, a stage broke)."""
+    """Runs ``python -m *args`` with its output in ``log``; returns the seconds it took. A stage that refused its
+    input (exit 2) ends this command with its one line and exit 2; any other failure prints the log's tail and exits
+    with status 1 (a stage broke)."""
     cmd = [sys.executable, "-m", *args]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     t0 = time.time()
@@ -126,6 +137,12 @@ def run_stage(name: str, args: list[str], log: str) -> float:
         f.write(" ".join(cmd) + "\n")
         f.flush()
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if r.returncode == 2:  # the stage refused its input: its own one line is the message
+        with open(log) as f:
+            lines = [x for x in f.read().splitlines() if x.strip()]
+        print(f"{os.path.basename(sys.argv[0])}: stage {name}: {lines[-1] if lines else 'bad input'}",
+              file=sys.stderr)
+        raise SystemExit(2)
     if r.returncode:
         with open(log) as f:
             tail = f.read().splitlines()[-15:]
