@@ -33,7 +33,8 @@ def _check_home(path: str, flag: str, start: str) -> None:
 # there would overwrite that run's outputs (weights.npz, history.json, summary.json, tensorboard/).
 RUN_MARKERS = {"train_settings.json": "recipes.train", "search_settings.json": "a search (recipes.search_metakernel, "
                "search_ednas or search_fgnas)", "supernet_settings.json": "recipes.search_spos",
-               "qat_report.json": "recipes.qat", "settings.json": "recipes.finetune_yolo"}
+               "qat_report.json": "recipes.qat", "settings.json": "recipes.finetune_yolo",
+               "pipeline_settings.json": "recipes.pipeline"}
 
 
 def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) -> None:
@@ -46,6 +47,7 @@ def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) ->
         raise ConfigError(f"{flag}={path}: a symlink that leads nowhere (dangling, or a loop)")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{flag}={path}: exists and is not a directory")
+    _check_length(path, flag, file=False)
     if os.path.isdir(path):
         for marker, owner in RUN_MARKERS.items():
             if marker != own and os.path.exists(os.path.join(path, marker)):
@@ -54,12 +56,68 @@ def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) ->
     _check_home(path, flag, path)
 
 
-def check_writable(path: str, flag: str) -> None:
-    """The file ``path`` can be created: it is not a directory, and its nearest existing ancestor is a writable
-    directory (missing directories are created later)."""
+NAME_MAX, PATH_MAX = 255, 4095  # Linux limits in bytes (one path component; a whole path)
+TEMP_SUFFIX = len(".") + 1 + 8 + len(".partial") + 8  # atomic_write's ".NAME.XXXXXXXX.partial.EXT" around a name
+
+
+def _check_length(path: str, flag: str, file: bool) -> None:
+    """Every component of ``path`` fits the file system's name limit — a file's with the room its atomic write's
+    temp name needs — and the whole path fits the path limit."""
+    full = os.path.abspath(path)
+    if len(os.fsencode(full)) > PATH_MAX - (TEMP_SUFFIX if file else 0):
+        raise ConfigError(f"{flag}: a path of {len(os.fsencode(full))} bytes is too long for this file system")
+    parts = [c for c in full.split(os.sep) if c]
+    for i, c in enumerate(parts):
+        room = NAME_MAX - (TEMP_SUFFIX + len(os.path.splitext(c)[1]) if file and i == len(parts) - 1 else 0)
+        if len(os.fsencode(c)) > room:
+            raise ConfigError(f"{flag}: the name {c[:40]}… has {len(os.fsencode(c))} bytes; at most {room} fit "
+                              "(the file system's limit" + (", less the temp name of the atomic write)" if room
+                                                             < NAME_MAX else ")"))
+
+
+def check_writable(path: str, flag: str, *, marker_ok: bool = False, **inputs) -> None:
+    """The file ``path`` can be created: it is not a directory, its nearest existing ancestor is a writable
+    directory (missing directories are created later), its name fits the file system, it is not a run's settings
+    file (`RUN_MARKERS`: another run's resume would break; ``marker_ok``: the command's own) and it is none of
+    ``inputs`` (``flag_name=path`` of the command's input files: an output must never replace what it reads)."""
+    if not path:
+        raise ConfigError(f"{flag}: empty; name a file")
     if os.path.isdir(path):
         raise ConfigError(f"{flag}={path}: is a directory")
+    _check_length(path, flag, file=True)
+    base = os.path.basename(path)
+    if base in RUN_MARKERS and os.path.exists(path) and not marker_ok:
+        raise ConfigError(f"{flag}={path}: is the settings file of a run of {RUN_MARKERS[base]}; writing it would "
+                          "break that run's resume")
+    check_distinct(path, flag, **inputs)
     _check_home(path, flag, os.path.dirname(os.path.abspath(path)))
+
+
+# Files a run writes into its own --out_dir (besides its RUN_MARKERS settings file): an --output of the same run
+# must not be one of them.
+RUN_FILES = ("summary.json", "history.json", "weights.npz", "best_weights.npz", "model_card.json", "derived_init.npz",
+             "argmax.npz", "kernel_distribution.png", "alpha_trajectories.png", "fgnas_layers.png", "evolution.png",
+             "population.png", "evolution_state.json", "random_state.json")
+
+
+def check_not_run_file(path: str, flag: str, out_dir: str, out_flag: str = "--out_dir") -> None:
+    """``path`` (an extra output, e.g. a search's ``--output`` spec) is not a file the run itself writes in its
+    ``out_dir`` (`RUN_FILES`, `RUN_MARKERS`), which would overwrite one of them or be overwritten."""
+    if os.path.realpath(os.path.dirname(os.path.abspath(path))) != os.path.realpath(out_dir):
+        return
+    base = os.path.basename(path)
+    if base in RUN_FILES or base in RUN_MARKERS:
+        raise ConfigError(f"{flag}={path}: is the run's own {base} in {out_flag}; name another file")
+
+
+def check_distinct(path: str, flag: str, **inputs) -> None:
+    """``path`` (an output) is not the same file as any ``name=input path`` (symlinks and relative paths
+    resolved)."""
+    real = os.path.realpath(path)
+    for name, other in inputs.items():
+        if other and isinstance(other, (str, os.PathLike)) and os.path.realpath(other) == real:
+            raise ConfigError(f"{flag}={path}: is the --{name} input; writing it would destroy what this command "
+                              "reads")
 
 
 def check_at_least(**values) -> None:
@@ -106,3 +164,12 @@ def check_activation_memory(spec, size: int, batch_size: int, flag: str = "--bat
                          f"{need / 2**30:.1f} GiB and this host has {have / 2**30:.1f} GiB available; "
                          + (f"use {flag}={fits} or less, or a smaller input size" if fits >= 1 else
                             f"even one image needs {per_image / 2**30:.1f} GiB: use a smaller input size"))
+
+
+def check_rgb_spec(spec, flag: str = "--model") -> None:
+    """The data pipelines (`inputs.classification`, `inputs.voc`) decode every image to RGB: a spec whose
+    ``input.channels`` is not 3 builds, but cannot read them."""
+    if spec.input.channels != 3:
+        raise ConfigError(f"{flag}: {spec.name} reads {spec.input.channels}-channel input (input.channels), but the "
+                          "data pipelines decode RGB images (3 channels); build it with the Python API for other "
+                          "input")

@@ -65,6 +65,11 @@ class RunDir:
         saved = self.saved_settings()
         if saved is None:
             return
+        foreign = sorted(set(saved) - set(self.settings) - set(self.defaults))
+        if foreign:  # e.g. search_fgnas into a search_metakernel run: both write search_settings.json
+            raise SettingsMismatch(f"{self.flag}={self.path} holds a run of another command (its settings have "
+                                   f"{', '.join(foreign[:4])}{', …' if len(foreign) > 4 else ''}, which this command "
+                                   f"does not); use a new {self.flag}")
         keys = self.settings if keys is None else keys
         diff = sorted(k for k in keys if saved.get(k) != self.settings.get(k))
         if diff:

@@ -173,11 +173,18 @@ def validate(config: FinetuneConfig):
 
     _check_fields(config)
     spec = zoo.get_spec(config.backbone)
+    from common.checks import check_rgb_spec
+    check_rgb_spec(spec, "--backbone")
     if config.input_size % 32:
         raise ConfigError(f"--input_size={config.input_size}: must be a multiple of 32 (the head's coarsest stride)")
     check_input_size(spec, config.input_size, "--input_size")
+    from models.spec import SpecError
     from models.walk import walk
-    walk(spec, config.input_size).endpoints()  # feature maps at strides 8, 16, 32 (SpecError) before any write
+    try:
+        walk(spec, config.input_size).endpoints()  # feature maps at strides 8, 16, 32, before any write
+    except SpecError as e:
+        raise ConfigError(f"--backbone={config.backbone}: {spec.name} at --input_size={config.input_size} cannot "
+                          f"feed the detection head: {e.message}") from None
     if config.head_width is not None and config.head_width % 4:
         raise ConfigError(f"--head_width={config.head_width}: must be a multiple of 4")
     if config.lr <= 0:

@@ -16,6 +16,7 @@ from timm's MixNet (no weights are converted from there), and no channel slicing
 from __future__ import annotations
 
 import operator
+import re
 
 import keras as keras3
 import numpy as np
@@ -314,8 +315,15 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     if isinstance(keras_module, str):
         raise SpecError("keras_module", f"pass the module itself (keras or tf_keras), not the string {keras_module!r}")
     K = keras3 if keras_module is None else keras_module
+    if not all(hasattr(K, a) for a in ("layers", "Model")) or not hasattr(K.layers, "Conv2D"):
+        raise SpecError("keras_module", f"must be keras or tf_keras, got {getattr(K, '__name__', K)!r}")
+    if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,200}", name)):
+        raise SpecError("name", f"must be 1 to 200 letters, digits, '_', '.' or '-' (a Keras model name; no '/'), "
+                                f"got {name!r}")
     if input_shape is not None:
         shape = tuple(input_shape)
+        if all(hasattr(d, "__index__") and not isinstance(d, bool) for d in shape):
+            shape = tuple(operator.index(d) for d in shape)  # numpy integers as Python ints
         if (len(shape) != 3 or not all(isinstance(d, int) for d in shape) or shape[0] != shape[1]
                 or shape[2] != spec.input.channels
                 or input_size not in (None, shape[0])):
@@ -360,5 +368,5 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
         if include_top and not features and kernel is not None and kernel.shape[-1] != num_classes:
             raise SpecError("classes", f"the weights have {kernel.shape[-1]} classes; to use {num_classes} build "
                                        "with include_top=False and add your own classifier")
-        assign(model, arrays, source=weights)
+        assign(model, arrays, source=weights, strict=include_top and not features)
     return model

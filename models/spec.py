@@ -28,6 +28,7 @@ SHUFFLE_CHOICES = ("3", "5", "7", "x")
 MAX_KERNEL = 31  # largest depthwise kernel a spec may hold (the schema's "kernel" maximum)
 MAX_CHANNELS = 65536  # widest layer a spec may describe (the schema's "channels" maximum)
 BORDERS = ("mean", "black")  # InputSpec.border
+STD_MIN, STAT_MAX = 1e-6, 1e6  # input.std ≥ STD_MIN; |input.mean|, input.std ≤ STAT_MAX
 MAX_INPUT_SIZE = 4096  # largest square input (the schema's "size" maximum)
 MAX_CLASSES = 100000  # largest classifier (ImageNet-21k has 21,843 classes)
 # Model names: lower-case letters, digits, "_", ".", "-", at most 100 characters (they become file names). Match with
@@ -430,7 +431,8 @@ def decode(obj: Any) -> ModelSpec:
         v = obj["input"][key]
         if not isinstance(v, list) or len(v) != channels:
             raise SpecError(ri.p(key), f"must be a list of {channels} numbers, got {v!r}")
-        stats[key] = tuple(_float(x, f"{ri.p(key)}[{i}]", lo=0 if key == "std" else None, lo_open=key == "std")
+        # bounded so that 1/std and mean/std stay ordinary float32 numbers (the preprocess layer's scale, offset)
+        stats[key] = tuple(_float(x, f"{ri.p(key)}[{i}]", lo=STD_MIN if key == "std" else -STAT_MAX, hi=STAT_MAX)
                            for i, x in enumerate(v))
     inp = InputSpec(size=ri.int("size", 8, MAX_INPUT_SIZE), channels=channels, mean=stats["mean"], std=stats["std"],
                     border=ri.str("border", BORDERS, default="mean"))
@@ -572,6 +574,9 @@ def loads(text: str | bytes, source: str = "spec") -> ModelSpec:
                     " (it is a zip archive, e.g. .npz weights)" if raw[:2] == b"PK" else "")
             raise SpecError("", f"{source}: not a spec JSON{kind}: not UTF-8 text (byte {e.start}: {e.reason})") \
                 from None
+    if not isinstance(text, str):
+        raise SpecError("", f"{source}: a spec is JSON text (str or UTF-8 bytes), got {type(text).__name__}")
+
     def no_duplicates(pairs):
         seen = set()
         for key, _ in pairs:

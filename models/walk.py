@@ -10,6 +10,7 @@ the stem's optional 3×3 stride-2 max pool (ShuffleNetV2) is part of the stem.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from models.spec import BlockSpec, ConvSpec, MBConvSpec, ModelSpec, SpecError, check_input_size
@@ -132,8 +133,12 @@ def walk(spec: ModelSpec, input_size: int | None = None) -> Walk:
     Raises:
         SpecError: ``input_size`` does not fit the network (:func:`models.spec.check_input_size`).
     """
+    if not isinstance(spec, ModelSpec):
+        raise SpecError("spec", f"must be a ModelSpec (zoo.get_spec(name) or models.spec.loads(text)), got "
+                                f"{type(spec).__name__}")
     size = spec.input.size if input_size is None else input_size
     check_input_size(spec, size)
+    size = operator.index(size)  # a numpy integer becomes a Python int: no fixed-width overflow in the counts
     s = spec.stem
     conv_size = out_size(size, s.stride)
     n, reduction = conv_size, s.stride

@@ -41,12 +41,20 @@ def named_weights(model) -> dict[str, np.ndarray]:
     return out
 
 
-def assign(model, arrays: dict[str, np.ndarray], source: str = "weights") -> None:
-    """Sets every weight of ``model`` from ``arrays`` by name; keys the model lacks are ignored.
+def assign(model, arrays: dict[str, np.ndarray], source: str = "weights", strict: bool = False) -> None:
+    """Sets every weight of ``model`` from ``arrays`` by name; keys the model lacks are ignored unless ``strict``
+    (weights of another, larger architecture would otherwise load silently into a smaller one).
 
     Raises:
-        WeightsError: a model weight is missing from ``arrays`` or has another shape (nothing is assigned then).
+        WeightsError: a model weight is missing from ``arrays`` or has another shape, or (``strict``) ``arrays``
+            holds weights the model lacks (nothing is assigned then).
     """
+    if strict:
+        have = {f"{layer.name}/{_short(v)}" for layer in model.layers for v in layer.weights}
+        extra = sorted(set(arrays) - have)
+        if extra:
+            raise WeightsError(f"{source}: {len(extra)} weight(s) the model {model.name!r} lacks (e.g. "
+                               f"{', '.join(map(repr, extra[:3]))}): they belong to another architecture")
     plan = []
     for layer in model.layers:
         for v in layer.weights:

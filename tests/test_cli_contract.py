@@ -2,10 +2,13 @@
 what is wrong, exit status 2, no traceback — and it is found *before* TensorFlow is imported, so no start-up log
 line of TensorFlow can ever precede it, whatever the host's CPU. Each case runs the entry point in a fresh process
 and reports whether ``tensorflow`` was in ``sys.modules`` when it exited."""
+import json
 import os
 
 import pytest
 from conftest import error_line, run_module, run_python
+
+import zoo
 
 PROBE = """
 import runpy, sys
@@ -123,6 +126,18 @@ CASES = [
     # the derived spec's --output is checked before the search, not after it
     ("recipes.search_metakernel", ["--target_macs=3e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
     ("recipes.search_fgnas", ["--target=1e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
+    # stop 28 sweep: outputs never replace inputs or a run's own files; names that fit; specs the data can feed
+    ("recipes.evaluate", ["--model={tmp}/spec.json", "--weights=", "--json={tmp}/spec.json"], "is the --model input"),
+    ("recipes.search_metakernel", ["--target_macs=3e6", "--output={out}/summary.json", "--out_dir={out}"],
+     "the run's own summary.json"),
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json={tmp}/" + "b" * 240 + ".json"], "at most 224 fit"),
+    ("recipes.train", ["--model=mixnet_s", "--out_dir={tmp}/" + "c" * 300], "at most 255 fit"),
+    ("recipes.train", ["--model={tmp}/chan1.json", "--out_dir={out}"], "the data pipelines decode RGB"),
+    ("recipes.evaluate", ["--model={tmp}/tinystd.json", "--weights="], "input.std[0]: must be >= 1e-06"),
+    ("recipes.evaluate", ["--model=metakernel_cifar10_3m", "--weights=cifar10", "--limit=8"], "class 0 differs"),
+    ("recipes.pipeline", ["--target_macs=10", "--out_dir={out}"], "outside what the space can reach"),
+    ("benchmarks.deploy_preprocessing", ["--out={tmp}"], "is a directory"),
+    ("benchmarks.spos_cost", [], "the following arguments are required: --out"),
     # a backbone without the detection strides is refused before settings.json is written
     ("recipes.finetune_yolo", ["--backbone=metakernel_cifar10_3m", "--dataset=shapes", "--out_dir={out}"],
      "no feature map at stride(s)"),
@@ -134,6 +149,11 @@ CASES = [
 def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, needle):
     (tmp_path / "afile").write_text("a file where a directory is expected")
     (tmp_path / "binary.flags").write_bytes(b"\xff\xfe--lr=0.1\n")
+    spec = json.loads(open(zoo.spec_path("metakernel_cifar10_3m")).read())
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "chan1.json").write_text(json.dumps({**spec, "name": "chan1", "input": {
+        **spec["input"], "channels": 1, "mean": [120.0], "std": [60.0]}}))
+    (tmp_path / "tinystd.json").write_text(json.dumps({**spec, "input": {**spec["input"], "std": [1e-300] * 3}}))
     args = [a.format(out=tmp_path / "out", tmp=tmp_path, file=tmp_path / "afile") for a in args]
     r = run_python(PROBE.format(module=module, args=args), timeout=120)
     line = error_line(r, module)

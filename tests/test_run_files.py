@@ -102,3 +102,36 @@ def test_progress_is_drawn_on_a_terminal_only(monkeypatch):
         assert ("\r" in stream.getvalue()) is drawn
         assert keras_verbose(True) == (1 if drawn else 2) and keras_verbose(False) == 2
         assert not hasattr(progress_bar(False, 3, "x"), "disable")
+
+
+def test_a_run_of_another_command_is_named_as_such(tmp_path):
+    """Two commands sharing a settings file name (the searches' search_settings.json): the second is told the
+    directory holds another command's run, not that its own flags differ."""
+    from common.rundir import SettingsMismatch
+    run = tmp_path / "run"
+    RunDir(str(run), {"candidates": [3, 5], "lam": 2.0}, settings_file="search_settings.json").start()
+    with pytest.raises(SettingsMismatch, match=r"holds a run of another command \(its settings have candidates, which"):
+        RunDir(str(run), {"kernels": [1, 3], "lam": 2.0}, settings_file="search_settings.json").check()
+    with pytest.raises(SettingsMismatch, match=r"other settings \(lam\)"):
+        RunDir(str(run), {"candidates": [3, 5], "lam": 1.0}, settings_file="search_settings.json").check()
+
+
+def test_output_paths_are_checked_against_inputs_markers_and_lengths(tmp_path):
+    from common.checks import ConfigError, check_not_run_file, check_writable
+    spec = tmp_path / "spec.json"
+    spec.write_text("{}")
+    with pytest.raises(ConfigError, match="is the --model input"):
+        check_writable(str(tmp_path / "." / "spec.json"), "--json", model=str(spec))
+    os.symlink(spec, tmp_path / "link.json")
+    with pytest.raises(ConfigError, match="is the --model input"):
+        check_writable(str(tmp_path / "link.json"), "--json", model=str(spec))
+    (tmp_path / "train_settings.json").write_text("{}")
+    with pytest.raises(ConfigError, match="settings file of a run of recipes.train"):
+        check_writable(str(tmp_path / "train_settings.json"), "--json")
+    check_writable(str(tmp_path / "train_settings.json"), "--json", marker_ok=True)
+    with pytest.raises(ConfigError, match="at most 224 fit"):
+        check_writable(str(tmp_path / ("x" * 230 + ".json")), "--json")
+    check_writable(str(tmp_path / ("x" * 200 + ".json")), "--json")
+    with pytest.raises(ConfigError, match="the run's own derived_init.npz"):
+        check_not_run_file(str(tmp_path / "derived_init.npz"), "--output", str(tmp_path))
+    check_not_run_file(str(tmp_path / "derived.json"), "--output", str(tmp_path))

@@ -103,6 +103,9 @@ INVALID = [
     ("bool for int", IR, _set(("stages", 1, 0, "expand_channels"), True)),
     ("std 0", IR, _set(("input", "std"), [128.0, 0, 128.0])),
     ("std negative", IR, _set(("input", "std"), [128.0, -1.0, 128.0])),
+    ("std below float32 range", IR, _set(("input", "std"), [128.0, 1e-300, 128.0])),  # 1/std overflows float32
+    ("mean beyond float32 range", IR, _set(("input", "mean"), [1e308, 0.0, 0.0])),
+    ("border white", IR, _set(("input", "border"), "white")),
     ("dropout 1", IR, _set(("head", "dropout"), 1.0)),
     ("bits 9", IR, _set(("stages", 1, 0, "bits"), {"w": 9, "a": 8})),
     ("bits missing a", IR, _set(("stages", 1, 0, "bits"), {"w": 4})),

@@ -530,11 +530,16 @@ def test_search_resumes_exactly_and_refuses_another_search(tmp_path):
         ev.EvolutionSearch(QSPACE, evaluate, constraints, cfg, path)
 
 
-@pytest.mark.parametrize("flag,value", [("val_images", 500), ("recal_images", 64), ("eval_batch", 32)])
+@pytest.mark.parametrize("flag,value", [("val_images", 500), ("recal_images", 64), ("eval_batch", 32),
+                                        ("population", 12), ("mutation_prob", 0.3), ("max_macs", 5e6)])
 def test_evolution_resume_with_other_measurement_is_refused_before_tensorflow(tmp_path, flag, value):
+    """A saved evolution state measured or searched with other flags: one line naming them, before TensorFlow and
+    the supernet load (evaluation settings, Algorithm 1's settings, the hard limits)."""
     from workflows import search_spos as W
     config = W.SearchSposConfig(dataset="shapes", phase="evolution", out_dir=str(tmp_path))
-    state = {"identity": {"evaluation": W.evaluation_identity(config)}}
+    state = {"identity": {"evaluation": W.evaluation_identity(config),
+                          "config": dataclasses.asdict(W.evolution_config(config)),
+                          "constraints": dataclasses.asdict(W.constraints_of(config))}}
     (tmp_path / "evolution_state.json").write_text(json.dumps(state))
     W.check_evolution_state(config)  # same measurement: resumes
     with pytest.raises(W.ConfigError, match=f"--{flag}"):

@@ -133,7 +133,8 @@ def test_recipes_read_the_model_card_beside_the_weights(spec, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     npz = run / "weights.npz"
-    names = [f"class{i}" for i in range(10)]  # shapes has 10 classes
+    from inputs.shapes import SHAPES_CLASSES
+    names = list(SHAPES_CLASSES)  # the data's own names (other names are refused: evaluate would score nonsense)
     np.savez(npz, **{"classifier/kernel": np.zeros((32, 10), np.float32),
                      "classifier/bias": np.zeros(10, np.float32)})
     card = {"file": "weights.npz", "sha256": sha256(str(npz)), "input_size": 48, "classes": 10, "class_names": names}
@@ -145,6 +146,11 @@ def test_recipes_read_the_model_card_beside_the_weights(spec, tmp_path):
     assert plan.size == 32
     ev = evaluate.validate(evaluate.EvaluateConfig(model=spec, weights=str(npz), dataset="shapes"))
     assert ev.size == 48
+    card["class_names"] = [f"class{i}" for i in range(10)]
+    (run / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="class 0 differs"):
+        evaluate.validate(evaluate.EvaluateConfig(model=spec, weights=str(npz), dataset="shapes"))
+    card["class_names"] = names
     card["file"] = "other.npz"  # a card about another file says nothing about this one
     (run / "model_card.json").write_text(json.dumps(card))
     assert export_tflite.validate(export_tflite.ExportConfig(model=spec, weights=str(npz),
@@ -188,3 +194,18 @@ def test_train_run_in_process(spec, tmp_path):
     assert not (out / "backup").exists()
     with np.load(result.weights_file) as w:
         assert w["classifier/kernel"].shape == (16, 10)
+
+
+def test_pipeline_rerun_with_other_flags_is_refused(tmp_path):
+    """Every pipeline flag but --out_dir is the run's identity: a rerun with another --target_macs would otherwise
+    skip the finished stages and report their numbers as its own."""
+    from common.rundir import SettingsMismatch
+    from workflows import pipeline as P
+    config = P.PipelineConfig(out_dir=str(tmp_path / "demo"), target_macs=3e6)
+    P.validate(config)
+    P.run_dir(config).start()
+    P.validate(config)  # the same flags: resumes
+    with pytest.raises(SettingsMismatch, match=r"holds a pipeline with other settings \(target_macs\)"):
+        P.validate(dataclasses.replace(config, target_macs=4e6))
+    with pytest.raises(P.ConfigError, match="outside what the space can reach"):
+        P.validate(dataclasses.replace(config, out_dir=str(tmp_path / "b"), target_macs=10))

@@ -226,6 +226,29 @@ def test_build_refuses_argument_types_with_one_spec_error():
     with pytest.raises(SpecError, match="must be an integer"):
         zoo.describe("mixnet_s", input_size="64")
     assert zoo.build("mixnet_s", input_size=np.int64(32), classes=10).input_shape == (None, 32, 32, 3)
+    # stop 28 sweep: the spec itself, the module, the name, numpy integers (converted, never overflowing)
+    from models import spec as S
+    from models.builder import build
+    from models.counting import count
+    for bad, needle in (("mixnet_s", "must be a ModelSpec"), (S.encode(zoo.get_spec("mixnet_s")), "ModelSpec")):
+        with pytest.raises(SpecError, match=needle):
+            build(bad)
+    with pytest.raises(SpecError, match="keras_module: must be keras or tf_keras"):
+        zoo.build("mixnet_s", keras_module=np)
+    for name in ("a/b", 5):
+        with pytest.raises(SpecError, match="name: must be 1 to 200 letters"):
+            zoo.build("mixnet_s", name=name)
+    for text in (None, 5):
+        with pytest.raises(SpecError, match="a spec is JSON text"):
+            S.loads(text)
+    lite0 = zoo.get_spec("efficientnet_lite0")
+    d = zoo.describe("efficientnet_lite0", input_size=np.int32(1024))
+    assert d["macs"] == count(lite0, 1024).macs > 8e9 and type(d["input_size"]) is int  # no int32 wrap-around
+    assert count(lite0, np.uint8(32)).macs == count(lite0, 32).macs
+    shape = (np.int64(32), np.int64(32), np.int64(3))
+    assert zoo.build("mixnet_s", input_shape=shape, classes=10).input_shape == (None, 32, 32, 3)
+    import json
+    json.dumps(zoo.describe("mixnet_s", input_size=np.int64(64)))
 
 
 def test_spec_with_a_duplicate_key_is_refused(tmp_path):

@@ -87,7 +87,7 @@ def validate(config: LatencyConfig) -> LatencyPlan:
     resize = _check_size(path, config.input_size) if path else None
     stem = os.path.splitext(os.path.basename(path))[0] if path else spec.name
     out = config.json or os.path.join("runs", "latency", f"{stem}-t{config.threads}.json")
-    check_writable(out, "--json")
+    check_writable(out, "--json", model=path or config.model)
     return LatencyPlan(path, spec, resize, out)
 
 

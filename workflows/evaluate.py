@@ -12,6 +12,7 @@ from common.checks import (
     check_at_least,
     check_one_of,
     check_replicas,
+    check_rgb_spec,
     check_writable,
 )
 from training.distribute import STRATEGIES
@@ -67,6 +68,7 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
     size = config.input_size or W.card_input_size(W.weights_card(spec, config.weights, path)) or spec.input.size
     check_input_size(spec, size, "--input_size")
     check_activation_memory(spec, size, config.batch_size)
+    check_rgb_spec(spec)
     arrays = W.read_weights(path) if path else None
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.split == "holdout":  # a training-time split (a search's α data); evaluate has no --holdout
@@ -74,6 +76,9 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
                           "training run; evaluate train, test or a tensorflow-datasets split")
     if config.split in data.EVAL_SPLITS:
         data.check_eval_split(config.dataset, "pass --split=train")
+    card = W.weights_card(spec, config.weights, path) if path else {}
+    trained_names = card.get("class_names") if isinstance(card.get("class_names"), list) else None
+    data.check_class_names(trained_names, data.known_class_names(config.dataset), f"--dataset={config.dataset}")
     data_classes = data.known_classes(config.dataset)
     classes = (W.weights_classes(arrays) or spec.head.classes) if arrays is not None else data_classes
     if data_classes is not None and classes is not None and classes != data_classes:
@@ -82,7 +87,7 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
     check_one_of(strategy=(config.strategy, STRATEGIES))
     check_replicas(config.strategy, config.cpu_replicas, config.batch_size)
     if config.json is not None:
-        check_writable(config.json, "--json")
+        check_writable(config.json, "--json", model=zoo.spec_path(config.model), weights=path)
     return EvaluatePlan(spec, size, path, arrays, classes)
 
 
@@ -115,7 +120,7 @@ def run(config: EvaluateConfig) -> dict:
     with strategy.scope():
         model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
         if plan.arrays is not None:
-            assign(model, plan.arrays, source=plan.weights_path)
+            assign(model, plan.arrays, source=plan.weights_path, strict=True)
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1")]
         if classes >= 5:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))

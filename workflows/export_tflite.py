@@ -9,7 +9,7 @@ import os
 import re
 import time
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_writable
+from common.checks import ConfigError, check_at_least, check_one_of, check_rgb_spec, check_writable
 from training.weights import card_class_names, card_input_size, checked_weights_file, resolve_weights, weights_card
 
 MODE_TEXT = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
@@ -77,6 +77,7 @@ def validate(config: ExportConfig) -> ExportPlan:
     from export.fold import FOLD_MODES
     check_one_of(preprocessing=(config.preprocessing, FOLD_MODES))
     spec = zoo.get_spec(config.model)
+    check_rgb_spec(spec)  # calibration and the parity check read RGB images
     # The card beside the weights (or the zoo's) gives the size and classes they were trained at.
     card = weights_card(spec, config.weights, resolve_weights(spec, config.weights))
     size = config.input_size or card_input_size(card) or spec.input.size
@@ -92,8 +93,8 @@ def validate(config: ExportConfig) -> ExportPlan:
     if not output.endswith(".tflite"):
         raise ConfigError(f"--output {output}: must end with .tflite")
     report_path = output + ".json"
-    check_writable(output, "--output")
-    check_writable(report_path, "--output")
+    check_writable(output, "--output", model=zoo.spec_path(config.model), weights=weights)
+    check_writable(report_path, "--output", model=zoo.spec_path(config.model), weights=weights)
     return ExportPlan(spec, size, classes, cost, weights, output, report_path, card_class_names(card, classes), card)
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 
-from common.checks import ConfigError, check_at_least, check_out_dir
+from common.checks import ConfigError, check_at_least
 
 STAGES = ("search", "train", "export_float32", "export_int8", "latency_float32", "latency_int8")
 
@@ -58,8 +58,32 @@ def validate(config: PipelineConfig) -> None:
                    threads=(config.threads, 1), runs=(config.runs, 1))
     if config.target_macs <= 0:
         raise ConfigError("--target_macs: must be positive")
-    check_out_dir(config.out_dir)
+    run_dir(config).check(what="a pipeline")
     validate_data(config.dataset, config.data_dir, config.on_bad_image)
+    # the search stage's own checks (budget reachable by the space, its run directory), before any stage runs
+    from workflows import search_metakernel as sm
+    sm.validate(search_config(config))
+
+
+SETTINGS_FILE = "pipeline_settings.json"
+
+
+def run_dir(config: PipelineConfig):
+    """The run directory: every flag but ``--out_dir`` is the run's identity (a rerun with other flags would
+    otherwise skip stages whose results exist and report them as its own)."""
+    from common.rundir import RunDir
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "out_dir"}
+    return RunDir(config.out_dir, settings, settings_file=SETTINGS_FILE)
+
+
+def search_config(config: PipelineConfig):
+    """The search stage as a `workflows.search_metakernel.SearchMetakernelConfig` (the flags `commands` passes)."""
+    from workflows.search_metakernel import SearchMetakernelConfig
+    return SearchMetakernelConfig(
+        dataset=config.dataset, data_dir=config.data_dir, on_bad_image=config.on_bad_image, width=config.width,
+        target_macs=config.target_macs, epochs=config.search_epochs, batch_size=config.batch_size,
+        steps_per_epoch=config.steps_per_epoch, limit=config.limit, val_limit=config.eval_examples, seed=config.seed,
+        progress=False, out_dir=os.path.join(config.out_dir, "search"))
 
 
 def commands(config: PipelineConfig) -> dict[str, tuple[list[str], str]]:
@@ -160,6 +184,7 @@ def run(config: PipelineConfig, run_stage) -> PipelineResult:
     """
     validate(config)
     out = config.out_dir
+    run_dir(config).start()
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     cmds = commands(config)
     seconds = {}

@@ -18,6 +18,7 @@ from common.checks import (
     check_at_least,
     check_one_of,
     check_out_dir,
+    check_rgb_spec,
     check_writable,
 )
 from training.weights import checked_weights_file
@@ -104,6 +105,7 @@ def validate(config: QatConfig) -> QatPlan:
     size = config.input_size or spec.input.size
     check_input_size(spec, size, "--input_size")
     check_activation_memory(spec, size, config.batch_size)
+    check_rgb_spec(spec)
     classes = config.classes or spec.head.classes
     weights = checked_weights_file(spec, config.weights, classes)
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
@@ -118,9 +120,10 @@ def validate(config: QatConfig) -> QatPlan:
     output = config.output or os.path.join(config.out_dir, DEFAULT_OUTPUT)
     if not output.endswith(".tflite"):
         raise ConfigError(f"--output={output}: must end with .tflite")
-    check_writable(output, "--output")
+    check_writable(output, "--output", model=spec_file, weights=weights)
     for name in (REPORT, WEIGHTS):
-        check_writable(os.path.join(config.out_dir, name), "--out_dir")
+        check_writable(os.path.join(config.out_dir, name), "--out_dir", marker_ok=True, model=spec_file,
+                       weights=weights)
     return QatPlan(spec=spec, spec_file=spec_file, size=size, classes=classes, weights=weights, output=output)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_writable
+from common.checks import ConfigError, check_at_least, check_not_run_file, check_one_of, check_writable
 from common.rundir import RunDir
 
 SETTINGS_FILE = "search_settings.json"
@@ -194,7 +194,8 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     run_dir.check(what="a search")
     if config.output:  # the derived spec's path, checked before the search rather than at its end
-        check_writable(config.output, "--output")
+        check_writable(config.output, "--output", latency_table=getattr(config, "latency_table", None))
+        check_not_run_file(config.output, "--output", config.out_dir)
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     if config.val_limit or (config.finetune_epochs and config.finetune_val_limit != 0):
         check_eval_split(config.dataset, "pass --val_limit=0 (and --finetune_val_limit=0) to search without it")

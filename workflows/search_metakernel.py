@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_writable
+from common.checks import ConfigError, check_at_least, check_not_run_file, check_one_of, check_writable
 from common.rundir import RunDir
 from training.distribute import STRATEGIES
 
@@ -240,7 +240,8 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     run_dir.check(what="a search")
     if config.output:  # the derived spec's path, checked before the search rather than at its end
-        check_writable(config.output, "--output")
+        check_writable(config.output, "--output", latency_table=getattr(config, "latency_table", None))
+        check_not_run_file(config.output, "--output", config.out_dir)
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded
         check_target(config, budget_space(config, make_space(config, cands, classes)), latency)

@@ -168,7 +168,8 @@ def check_evolution_state(config: SearchSposConfig) -> None:
             continue
         try:
             with open(path) as f:
-                saved = json.load(f)["identity"].get("evaluation")
+                identity = json.load(f)["identity"]
+            saved = identity.get("evaluation")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"{path}: unreadable search state ({type(e).__name__}); remove it to start the "
                               "search over, or use another --out_dir") from None
@@ -182,6 +183,26 @@ def check_evolution_state(config: SearchSposConfig) -> None:
             raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state was measured with other "
                               f"{', '.join('--' + k for k in diff)}; rerun with the same flags to resume, or remove "
                               f"{path} to search again")
+        # the search's own settings and limits (found otherwise only after TensorFlow and the supernet load)
+        ours = {**dataclasses.asdict(evolution_config(config)), **dataclasses.asdict(constraints_of(config))}
+        theirs = {**(identity.get("config") or {}), **(identity.get("constraints") or {})}
+        diff = sorted({EVOLUTION_FLAGS.get(k, k) for k in ours if theirs.get(k) != ours[k]})
+        if diff:
+            raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state is a search with other "
+                              f"{', '.join('--' + k for k in diff)}; rerun with the same flags to resume, or remove "
+                              f"{path} to search again")
+
+
+# EvolutionConfig fields derived from a flag of another name
+EVOLUTION_FLAGS = {"mutations": "population", "crossovers": "population"}
+
+
+def evolution_config(config: SearchSposConfig):
+    """Algorithm 1's settings (``search.evolution.EvolutionConfig``) from the flags."""
+    from search import evolution as ev
+    return ev.EvolutionConfig(population=config.population, iterations=config.iterations, top_k=config.top_k,
+                              mutation_prob=config.mutation_prob, mutations=config.population // 2,
+                              crossovers=config.population // 2, seed=config.seed)
 
 
 def validate(config: SearchSposConfig) -> RunDir:
@@ -317,9 +338,7 @@ def run(config: SearchSposConfig) -> dict:
     recal_x, _ = _arrays(recal_ds.shuffle(64, seed=config.seed), config.recal_images)
     val_x, val_y = _arrays(val_ds, config.val_images)
     evaluator = CandidateEvaluator(model, recal_x, val_x, val_y, config.eval_batch)
-    ecfg = ev.EvolutionConfig(population=config.population, iterations=config.iterations, top_k=config.top_k,
-                              mutation_prob=config.mutation_prob, mutations=config.population // 2,
-                              crossovers=config.population // 2, seed=config.seed)
+    ecfg = evolution_config(config)
     results = {}
     for kind in ("evolution", "random") if config.random_search else ("evolution",):
         search = ev.EvolutionSearch(space, evaluator, constraints, ecfg, run_dir.file(f"{kind}_state.json"), kind,

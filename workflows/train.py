@@ -22,6 +22,7 @@ from common.checks import (
     check_one_of,
     check_out_dir,
     check_replicas,
+    check_rgb_spec,
 )
 from common.rundir import RunDir
 
@@ -140,6 +141,7 @@ def validate(config: TrainConfig) -> TrainPlan:
     size = config.input_size or spec.input.size
     check_input_size(spec, size, "--input_size")
     check_activation_memory(spec, size, config.batch_size)
+    check_rgb_spec(spec)
     if config.lr <= 0:
         raise ConfigError(f"--lr={config.lr}: must be positive")
     if config.warmup_epochs >= config.epochs:

@@ -11,6 +11,7 @@ load and a mismatch is refused.
 from __future__ import annotations
 
 import json
+import operator
 import os
 
 from common.errors import InputError
@@ -141,7 +142,8 @@ def describe(name_or_path: str, input_size: int | None = None) -> dict:
     """Summary used by ``python -m zoo describe``: name, params, MACs, input size, classes, weights."""
     spec = get_spec(name_or_path)
     size = spec.input.size if input_size is None else input_size
-    cost = count(spec, size)
+    cost = count(spec, size)  # SpecError for a size that is no integer in range
+    size = operator.index(size)  # JSON-able (numpy integers are not)
     cards = weights_cards(spec.name) if spec_path(name_or_path).startswith(SPECS_DIR) else {}
     return {
         "name": spec.name, "family": spec.family, "params": cost.params, "macs": cost.macs, "input_size": size,
