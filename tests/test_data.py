@@ -453,6 +453,7 @@ def test_class_names_of_weights_and_data_must_agree():
     data.check_class_names(["airplane", "cat"], ("Airplane", "cat"), "--dataset=x")  # case does not matter
     data.check_class_names(["airplane", "cat"], ("0", "1"), "--dataset=x")  # bare ids of a tsv list: unknown
     data.check_class_names(None, ("a", "b"), "--dataset=x")
+    data.check_class_names(["a", "b", "c"], ("x", "y"), "--dataset=x")  # other count: the count check's message
     with pytest.raises(DataError, match="class 1 differs"):
         data.check_class_names(["airplane", "cat"], ("airplane", "dog"), "--dataset=x")
     assert data.known_class_names("shapes")[:2] == ("circle", "square")
