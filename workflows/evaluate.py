@@ -45,6 +45,7 @@ class EvaluatePlan:
     weights_path: str | None
     arrays: dict | None
     classes: int | None
+    class_names: list | None = None  # the weights' card's, when it lists them
 
 
 def validate(config: EvaluateConfig) -> EvaluatePlan:
@@ -88,7 +89,7 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
     check_replicas(config.strategy, config.cpu_replicas, config.batch_size)
     if config.json is not None:
         check_writable(config.json, "--json", model=zoo.spec_path(config.model), weights=path)
-    return EvaluatePlan(spec, size, path, arrays, classes)
+    return EvaluatePlan(spec, size, path, arrays, classes, trained_names)
 
 
 def run(config: EvaluateConfig) -> dict:
@@ -114,6 +115,8 @@ def run(config: EvaluateConfig) -> dict:
     ds, info = load(config.dataset, config.split, image_size=plan.size, batch_size=config.batch_size,
                     training=False, data_dir=config.data_dir, limit=config.limit, on_bad_image=config.on_bad_image)
     classes = plan.classes or info.num_classes
+    from inputs.classification import check_class_names
+    check_class_names(plan.class_names, info.class_names, f"--dataset={config.dataset}")  # tfds: known only now
     if classes != info.num_classes:
         raise ConfigError(f"--weights={config.weights}: a {classes}-class classifier, but --dataset={config.dataset} "
                           f"has {info.num_classes}")
