@@ -129,6 +129,8 @@ def _check(s: dict) -> dict:
                          f"{s['threads']})")
     if s["lut"] and os.path.isdir(s["lut"]):
         raise UsageError(f"--lut {s['lut']}: is a directory")
+    if FLAGS.calibrate and not s["lut"]:
+        raise UsageError("--calibrate: needs a --lut file to write the calibration into (--quick times without one)")
     return s
 
 
@@ -520,8 +522,6 @@ def main(argv):
         "wall_s": time.time() - started,
     }
     if FLAGS.calibrate:
-        if not s["lut"]:
-            raise UsageError("--calibrate: needs a --lut file to write the calibration into")
         write_calibration(report, FLAGS.out)
     report = harness.round_floats(report)
     harness.write_json(FLAGS.out, report)

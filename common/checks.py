@@ -57,7 +57,7 @@ def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) ->
 
 
 NAME_MAX, PATH_MAX = 255, 4095  # Linux limits in bytes (one path component; a whole path)
-TEMP_SUFFIX = len(".") + 1 + 8 + len(".partial") + 8  # atomic_write's ".NAME.XXXXXXXX.partial.EXT" around a name
+TEMP_SUFFIX = len("..") + 8 + len(".partial")  # atomic_write's ".NAME.XXXXXXXX.partial" (+ ".EXT") around a name
 
 
 def _check_length(path: str, flag: str, file: bool) -> None:
@@ -150,11 +150,21 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def _gpu_host() -> bool:
+    """Whether an NVIDIA GPU is visible (TensorFlow-free: the driver's /proc entries)."""
+    try:
+        return bool(os.listdir("/proc/driver/nvidia/gpus")) and os.environ.get("CUDA_VISIBLE_DEVICES") not in ("", "-1")
+    except OSError:
+        return False
+
+
 def check_activation_memory(spec, size: int, batch_size: int, flag: str = "--batch_size") -> None:
     """InputError when one batch's activations alone (a lower bound: `models.counting.peak_activation_bytes`)
     exceed the host's available memory, so a too-large ``--input_size``/``--batch_size`` is one line and not an
     out-of-memory kill minutes later."""
     from models.counting import peak_activation_bytes
+    if _gpu_host():  # activations live in accelerator memory there, not in the host's
+        return
     need = peak_activation_bytes(spec, size) * batch_size
     have = available_memory_bytes()
     if have is not None and need > have:

@@ -529,14 +529,16 @@ TFDS_HOST = "storage.googleapis.com"  # tfds downloads prepared data from its GC
 def _check_downloadable(tfds, name: str, data_dir: str | None) -> None:
     """DataError when ``name`` is not prepared under ``data_dir`` and the download host is unreachable: offline,
     tfds would retry its downloads for minutes before failing. A name tfds does not know passes through (its
-    ``DatasetNotFoundError`` comes from ``tfds.load``)."""
+    ``DatasetNotFoundError`` comes from ``tfds.load``); behind a proxy (``HTTPS_PROXY``/``ALL_PROXY``), whose direct
+    connection test would say nothing, tfds is left to try."""
     try:
         with _quiet_absl():  # "Variant folder … has no dataset_info.json" for a data set not prepared yet
             builder = tfds.builder(name, data_dir=data_dir)
             prepared = builder.is_prepared()
     except tfds.core.DatasetNotFoundError:
         return
-    if not prepared and not _reachable(TFDS_HOST):
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if not prepared and not proxied and not _reachable(TFDS_HOST):
         raise DataError(f"{name}: not prepared under {builder.data_dir} and {TFDS_HOST} is unreachable, so it "
                         f"cannot be downloaded; prepare it where there is internet (tfds build {name}) and pass "
                         "--data_dir")

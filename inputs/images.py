@@ -74,10 +74,9 @@ def _bmp_problem(path: str) -> str | None:
         head = f.read(34)
     if len(head) < 34:
         return "BMP header cut short"
-    if struct.unpack_from("<I", head, 14)[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes, no compression field
-        bits, compression = struct.unpack_from("<H", head, 24)[0], 0
-    else:
-        bits, compression = struct.unpack_from("<H", head, 28)[0], struct.unpack_from("<I", head, 30)[0]
+    if struct.unpack_from("<I", head, 14)[0] < 40:  # OS/2 BITMAPCOREHEADER: TensorFlow reads its sizes wrongly
+        return "an OS/2 BMP (12-byte header): TensorFlow cannot read it; convert it to PNG"
+    bits, compression = struct.unpack_from("<H", head, 28)[0], struct.unpack_from("<I", head, 30)[0]
     if bits not in (24, 32) or compression not in (0, 3):
         return (f"a {bits}-bit BMP (compression {compression}): TensorFlow decodes uncompressed 24- and 32-bit BMPs "
                 "only; convert it to PNG")

@@ -16,7 +16,6 @@ from timm's MixNet (no weights are converted from there), and no channel slicing
 from __future__ import annotations
 
 import operator
-import re
 
 import keras as keras3
 import numpy as np
@@ -228,6 +227,8 @@ def build_stem(o: Ops, x, preprocessing: bool | str = False, size: int | None = 
     from export.fold import stem_padding
     before, after = stem_padding(o.spec, size) if size is not None else (0, 0)
     black, pads = inp.border == "black", bool(before or after)
+    if black and size is None:
+        raise SpecError("input.border", "a black border needs the input size (build_stem(o, x, preprocessing, size))")
     padding = "valid"
     if pads and black and preprocessing is True:  # raw black border, then normalised with the image
         x = build_preprocess(o, o.L.ZeroPadding2D(((before, after), (before, after)), name="stem_border_pad")(x))
@@ -317,9 +318,8 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
     K = keras3 if keras_module is None else keras_module
     if not all(hasattr(K, a) for a in ("layers", "Model")) or not hasattr(K.layers, "Conv2D"):
         raise SpecError("keras_module", f"must be keras or tf_keras, got {getattr(K, '__name__', K)!r}")
-    if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,200}", name)):
-        raise SpecError("name", f"must be 1 to 200 letters, digits, '_', '.' or '-' (a Keras model name; no '/'), "
-                                f"got {name!r}")
+    if name is not None and (not isinstance(name, str) or not name or "/" in name):
+        raise SpecError("name", f"must be a non-empty string without '/' (a Keras model name), got {name!r}")
     if input_shape is not None:
         shape = tuple(input_shape)
         if all(hasattr(d, "__index__") and not isinstance(d, bool) for d in shape):

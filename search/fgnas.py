@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.builder import Ops, build_block, build_head, build_preprocess, build_stem
+from models.builder import Ops, build_block, build_head, build_stem
 from models.spec import ModelSpec, Provenance
 from models.walk import out_size, walk
 from search import PACKAGE
@@ -271,7 +271,7 @@ def build_supernet(space: FgnasSpace, *, gate_init: float = 2.0, gating: str = "
     o = Ops(keras, spec)
     searched = {layer.name: layer for layer in space.layers()}
     inputs = keras.layers.Input((spec.input.size, spec.input.size, spec.input.channels), name="image")
-    x = build_stem(o, build_preprocess(o, inputs))
+    x = build_stem(o, inputs, True, spec.input.size)
     common = dict(kernels=space.kernels, acts=space.acts, bn_epsilon=spec.bn.eps, bn_momentum=spec.bn.momentum,
                   gate_init=gate_init, gating=gating)
     for site in walk(spec).blocks:

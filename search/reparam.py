@@ -19,7 +19,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from models.builder import Ops, build_block, build_head, build_preprocess, build_stem
+from models.builder import Ops, build_block, build_head, build_stem
 from models.spec import ModelSpec
 from models.walk import walk
 from search import PACKAGE
@@ -122,7 +122,7 @@ def build_reparam(spec: ModelSpec, branches=BRANCHES, *, input_size: int | None 
     o = RepOps(keras, spec, branches)
     w = walk(spec, input_size)
     inputs = keras.layers.Input((w.input_size, w.input_size, spec.input.channels), name="image")
-    x = build_stem(o, build_preprocess(o, inputs))
+    x = build_stem(o, inputs, True, w.input_size)
     for site in w.blocks:
         x = build_block(o, x, site)
     return keras.Model(inputs, build_head(o, x), name=name or f"{spec.name}_reparam")

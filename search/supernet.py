@@ -31,7 +31,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.builder import Ops, build_head, build_preprocess, build_stem
+from models.builder import Ops, build_head, build_stem
 from models.counting import count, head_cost, stem_cost
 from models.spec import MBConvSpec, ModelSpec, Provenance
 from models.walk import walk
@@ -327,7 +327,7 @@ def build_supernet(space: SearchSpace, dw_mode: str = "meta", *, tau: float = 1.
         skeleton = dataclasses.replace(skeleton, head=dataclasses.replace(skeleton.head, classes=classes))
     o = Ops(keras, skeleton)
     inputs = keras.layers.Input((space.input_size, space.input_size, 3), name="image")
-    x = build_stem(o, build_preprocess(o, inputs))
+    x = build_stem(o, inputs, True, space.input_size)
     for n, b in enumerate(space.blocks()):
         x = SearchMBConv(b.filters, b.expand, b.stride, b.act, b.se, space.candidates, dw_mode,
                          bn_epsilon=space.bn.eps, bn_momentum=space.bn.momentum, tau=tau,

@@ -129,9 +129,13 @@ def test_output_paths_are_checked_against_inputs_markers_and_lengths(tmp_path):
     with pytest.raises(ConfigError, match="settings file of a run of recipes.train"):
         check_writable(str(tmp_path / "train_settings.json"), "--json")
     check_writable(str(tmp_path / "train_settings.json"), "--json", marker_ok=True)
-    with pytest.raises(ConfigError, match="at most 224 fit"):
-        check_writable(str(tmp_path / ("x" * 230 + ".json")), "--json")
-    check_writable(str(tmp_path / ("x" * 200 + ".json")), "--json")
+    with pytest.raises(ConfigError, match="at most 232 fit"):
+        check_writable(str(tmp_path / ("x" * 228 + ".json")), "--json")
+    check_writable(str(tmp_path / ("x" * 227 + ".json")), "--json")  # its temp ".….XXXXXXXX.partial.json": 255 bytes
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix="." + "x" * 227 + ".json.", suffix=".partial.json", dir=tmp_path)
+    os.close(fd)
+    assert len(os.path.basename(tmp)) == 255  # what atomic_write makes of that name: exactly the limit
     with pytest.raises(ConfigError, match="the run's own derived_init.npz"):
         check_not_run_file(str(tmp_path / "derived_init.npz"), "--output", str(tmp_path))
     check_not_run_file(str(tmp_path / "derived.json"), "--output", str(tmp_path))

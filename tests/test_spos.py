@@ -839,3 +839,23 @@ def test_recipe_graph_execution_on_two_mirrored_replicas(recipe_runs):
     assert log.count("tracing the supernet's training step") == 1 and "traced in" in log  # a note, not silence
     assert "\r" not in log and "\x1b[" not in log  # a redirected log: no bar redraws or escape codes
     assert sp.SposSpace.from_json(summary["space"]).choices == ("3", "x")
+
+
+def test_evolution_resume_with_a_recalibrated_latency_table_is_refused(tmp_path):
+    """Cached candidates carry latencies predicted with the table's calibration: a state saved with another (or
+    none) is refused before TensorFlow, naming --latency_table."""
+    from search import latency as lat
+    from workflows import search_spos as W
+    table = lat.LatencyTable({}, 0.0)
+    lut = tmp_path / "lut.json"
+    table.save(str(lut))
+    config = W.SearchSposConfig(dataset="shapes", phase="evolution", out_dir=str(tmp_path), latency_table=str(lut))
+    state = {"identity": {"evaluation": W.evaluation_identity(config),
+                          "config": dataclasses.asdict(W.evolution_config(config)),
+                          "constraints": dataclasses.asdict(W.constraints_of(config))}}
+    (tmp_path / "evolution_state.json").write_text(json.dumps(state))
+    W.check_evolution_state(config)
+    table.calibration = {"scale": 1.04, "offset_ms": -2.1}
+    table.save(str(lut))
+    with pytest.raises(W.ConfigError, match=r"--latency_table \(its calibration\)"):
+        W.check_evolution_state(config)

@@ -194,7 +194,7 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     run_dir.check(what="a search")
     if config.output:  # the derived spec's path, checked before the search rather than at its end
-        check_writable(config.output, "--output", latency_table=getattr(config, "latency_table", None))
+        check_writable(config.output, "--output", latency_model=config.latency_model)
         check_not_run_file(config.output, "--output", config.out_dir)
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     if config.val_limit or (config.finetune_epochs and config.finetune_val_limit != 0):

@@ -240,7 +240,7 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
     run_dir.check(what="a search")
     if config.output:  # the derived spec's path, checked before the search rather than at its end
-        check_writable(config.output, "--output", latency_table=getattr(config, "latency_table", None))
+        check_writable(config.output, "--output", latency_table=config.latency_table)
         check_not_run_file(config.output, "--output", config.out_dir)
     classes = known_classes(config.dataset)
     if classes is not None:  # tfds names: checked once the data is loaded

@@ -155,8 +155,16 @@ EVALUATION_KEYS = ("dataset", "recal_images", "val_images", "eval_batch", "seed"
 
 
 def evaluation_identity(config: SearchSposConfig) -> dict:
-    """How evolution measures a candidate: part of the identity of its resumable state (`search.evolution`)."""
-    return {k: getattr(config, k) for k in EVALUATION_KEYS}
+    """How evolution measures a candidate: part of the identity of its resumable state (`search.evolution`); with
+    ``--latency_table``, also the table's whole-model calibration (a candidate's cached latency depends on it)."""
+    out = {k: getattr(config, k) for k in EVALUATION_KEYS}
+    if config.latency_table and os.path.isfile(config.latency_table):
+        from search.latency import LatencyError, LatencyTable
+        try:
+            out["latency_calibration"] = LatencyTable.load(config.latency_table).calibration
+        except LatencyError:
+            pass  # validate names the broken table
+    return out
 
 
 def check_evolution_state(config: SearchSposConfig) -> None:
@@ -179,13 +187,16 @@ def check_evolution_state(config: SearchSposConfig) -> None:
                               "remove it to search again, or use another --out_dir")
         now = evaluation_identity(config)
         diff = [k for k in EVALUATION_KEYS if saved.get(k) != now[k]]
+        if saved.get("latency_calibration") != now.get("latency_calibration"):
+            diff.append("latency_table (its calibration)")
         if diff:
             raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state was measured with other "
                               f"{', '.join('--' + k for k in diff)}; rerun with the same flags to resume, or remove "
                               f"{path} to search again")
         # the search's own settings and limits (found otherwise only after TensorFlow and the supernet load)
         ours = {**dataclasses.asdict(evolution_config(config)), **dataclasses.asdict(constraints_of(config))}
-        theirs = {**(identity.get("config") or {}), **(identity.get("constraints") or {})}
+        theirs = {**(identity.get("config") if isinstance(identity.get("config"), dict) else {}),
+                  **(identity.get("constraints") if isinstance(identity.get("constraints"), dict) else {})}
         diff = sorted({EVOLUTION_FLAGS.get(k, k) for k in ours if theirs.get(k) != ours[k]})
         if diff:
             raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state is a search with other "
