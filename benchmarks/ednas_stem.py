@@ -56,8 +56,12 @@ def plot(rows: dict, path: str) -> None:
             x = r[key] / 1e6 if key == "macs" else r[key]
             colour = "k" if name == "conv3" else "tab:blue"
             ax.errorbar(x, 100 * r["top1_mean"], yerr=100 * (r["top1_std"] or 0), fmt="o", color=colour, capsize=3)
-            ax.annotate("3×3 conv" if name == "conv3" else f"dw {name[2:]}×{name[2:]}", (x, 100 * r["top1_mean"]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=9)
+            # the 3×3 conv stem sits on top of dw 3×3 (same MACs and accuracy): its label goes to the left
+            conv = name == "conv3"
+            ax.annotate("3×3 conv" if conv else f"dw {name[2:]}×{name[2:]}", (x, 100 * r["top1_mean"]),
+                        textcoords="offset points", xytext=(-8, -3) if conv else (5, 4), ha="right" if conv else "left",
+                        fontsize=9)
+        ax.margins(x=0.18)
         ax.set(xlabel=label, ylabel="top-1 (%)")
         ax.tick_params(labelsize=9)
     axes[0].set_title("depthwise stem k×k vs the 3×3 conv stem: accuracy vs MACs", fontsize=10)
