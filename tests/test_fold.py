@@ -116,32 +116,41 @@ def test_folded_tflite_has_no_per_pixel_normalisation(tmp_path):
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
-@pytest.mark.slow
-def test_int8_input_quantization_is_the_normalisation(tmp_path):
-    """One integral mean/std (EfficientNet-Lite's 127/128) and --int8_io: the file's int8 input means
-    (pixel − 127) / 128, so callers feed ``pixel − 128`` and the graph has no normalisation op or pad at all."""
+def _export_int8_io(tmp_path, spec_dict: dict, model):
+    """``recipes.export_tflite --mode=int8 --int8_io`` of the spec ``spec_dict`` with ``model``'s weights:
+    (the .tflite path, its report)."""
     import json
 
     from conftest import run_module
 
+    from models.weights import save_npz
+    (tmp_path / "s.json").write_text(json.dumps(spec_dict))
+    save_npz(model, str(tmp_path / "w.npz"))
+    out = tmp_path / "m.tflite"
+    r = run_module("recipes.export_tflite", f"--model={tmp_path / 's.json'}", f"--weights={tmp_path / 'w.npz'}",
+                   "--mode=int8", "--int8_io", f"--output={out}", "--check_examples=16", "--representative_steps=16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, json.loads((tmp_path / "m.tflite.json").read_text())
+
+
+@pytest.mark.slow
+def test_int8_input_quantization_is_the_normalisation(tmp_path):
+    """One integral mean/std (EfficientNet-Lite's 127/128) and --int8_io: the file's int8 input means
+    (pixel − 127) / 128, so callers feed ``pixel − 128`` and the graph has no normalisation op or pad at all."""
+
+
     from export import litert
     from export.fold import int8_input_quantization
-    from models.weights import assign, save_npz
+    from models.weights import assign
     d = tiny_spec_dict(name="lite_like")
     d["input"] = {"size": 32, "mean": [127.0] * 3, "std": [128.0] * 3}
     spec = S.decode(d)
     assert int8_input_quantization(spec) == (1 / 128, -1)
     assert int8_input_quantization(_spec()) is None  # mean 127.5: no integral zero point
     assert int8_input_quantization(_spec(inp=IMAGENET)) is None  # per-channel statistics
-    (tmp_path / "s.json").write_text(json.dumps(d))
     model = build(spec)
     assign(model, randomized_weights(model, seed=3))
-    save_npz(model, str(tmp_path / "w.npz"))
-    out = tmp_path / "m.tflite"
-    r = run_module("recipes.export_tflite", f"--model={tmp_path / 's.json'}", f"--weights={tmp_path / 'w.npz'}",
-                   "--mode=int8", "--int8_io", f"--output={out}", "--check_examples=16", "--representative_steps=16")
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads((tmp_path / "m.tflite.json").read_text())
+    out, report = _export_int8_io(tmp_path, d, model)
     inp = report["io"]["input"]
     assert inp["dtype"] == "int8" and inp["quantization"] == {"scale": 1 / 128, "zero_point": -1}, inp
     assert "PADV2" not in report["ops"] and report["metadata"]["input"].startswith("int8 pixel − 128")
@@ -164,13 +173,11 @@ def test_black_border_deploys_with_no_added_op(tmp_path):
     """A black-border spec with per-channel (ImageNet) statistics: the folded float file has exactly the ops of
     the graph without normalisation, and ``--int8_io`` gives an int8 input of ``pixel − 128`` (scale 1, zero point
     −128) into the folded graph — raw pixels, no PAD, no MUL, exact borders."""
-    import json
 
-    from conftest import run_module
 
     from export import litert
     from export.fold import int8_input_quantization
-    from models.weights import assign, save_npz
+    from models.weights import assign
     spec = _spec(inp=IMAGENET, border="black")
     assert int8_input_quantization(spec) == (1.0, -128)
     model = build(spec)
@@ -179,14 +186,7 @@ def test_black_border_deploys_with_no_added_op(tmp_path):
     litert.export(fold_preprocessing(model, spec, 32), str(tmp_path / "fold.tflite"), "float32")
     litert.export(plain, str(tmp_path / "none.tflite"), "float32")
     assert litert.op_counts(str(tmp_path / "fold.tflite")) == litert.op_counts(str(tmp_path / "none.tflite"))
-    d = S.encode(spec)
-    (tmp_path / "s.json").write_text(json.dumps(d))
-    save_npz(model, str(tmp_path / "w.npz"))
-    out = tmp_path / "m.tflite"
-    r = run_module("recipes.export_tflite", f"--model={tmp_path / 's.json'}", f"--weights={tmp_path / 'w.npz'}",
-                   "--mode=int8", "--int8_io", f"--output={out}", "--check_examples=16", "--representative_steps=16")
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads((tmp_path / "m.tflite.json").read_text())
+    _, report = _export_int8_io(tmp_path, S.encode(spec), model)
     assert report["io"]["input"]["quantization"] == {"scale": 1.0, "zero_point": -128}, report["io"]
     assert "PAD" not in report["ops"] and "PADV2" not in report["ops"]
     assert report["parity"]["relative_max_abs_diff"] <= 0.25 and report["parity"]["top1_agreement"] >= 0.75
