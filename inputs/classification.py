@@ -31,7 +31,6 @@ and int32 labels (B,). `validate` checks a dataset name without importing Tensor
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -146,21 +145,6 @@ def known_class_names(dataset: str) -> tuple[str, ...] | None:
     return None
 
 
-def check_class_names(trained: list | tuple | None, data: list | tuple | None, flag: str) -> None:
-    """Weights trained on classes ``trained`` (their model card's ``class_names``) scored on data with classes
-    ``data``: the same count but other names would compare unrelated labels. Nothing is checked where either list
-    is unknown, the counts differ (callers refuse that with its own message) or the data's names are bare ids (a
-    tsv list)."""
-    if not trained or not data or len(trained) != len(data) or all(str(n) == str(i) for i, n in enumerate(data)):
-        return  # unknown, or another class count (the count check names that)
-    a, b = [str(n).lower() for n in trained], [str(n).lower() for n in data]
-    if a != b:
-        diff = next(i for i in range(min(len(a), len(b)) + 1) if i == min(len(a), len(b)) or a[i] != b[i])
-        raise DataError(f"{flag}: the weights were trained on classes ({', '.join(map(str, trained[:4]))}, …) and "
-                         f"the data's are ({', '.join(map(str, data[:4]))}, …); class {diff} differs, so top-1 would "
-                         "compare unrelated labels")
-
-
 def check_eval_split(dataset: str, hint: str) -> None:
     """A ``folder:PATH`` dataset without ``test/`` (or ``val/``) cannot give validation data: say so (ending with
     ``hint``, what the user can do) before TensorFlow is imported."""
@@ -213,7 +197,8 @@ def load(dataset: str, split: str, *, image_size: int, batch_size: int, training
         source = _tsv_source(dataset, split, holdout, limit, on_bad_image)
     else:
         validate(dataset, data_dir)
-        source = _tfds_source(dataset, split, holdout, limit, data_dir)
+        from inputs.tfds_source import tfds_source  # tensorflow-datasets names (a module of their own)
+        source = tfds_source(dataset, split, holdout, limit, data_dir)
     if drop and not repeat and source.num_examples < batch_size:
         raise DataError(f"{dataset} split {split!r}: {source.num_examples} examples, fewer than one batch of "
                         f"{batch_size} with drop_remainder")
@@ -521,82 +506,6 @@ def _decode_file(path: "tf.Tensor") -> "tf.Tensor":
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
-
-
-TFDS_HOST = "storage.googleapis.com"  # tfds downloads prepared data from its GCS mirror first
-
-
-def _check_downloadable(tfds, name: str, data_dir: str | None) -> None:
-    """DataError when ``name`` is not prepared under ``data_dir`` and the download host is unreachable: offline,
-    tfds would retry its downloads for minutes before failing. A name tfds does not know passes through (its
-    ``DatasetNotFoundError`` comes from ``tfds.load``); behind a proxy (``HTTPS_PROXY``/``ALL_PROXY``), whose direct
-    connection test would say nothing, tfds is left to try."""
-    try:
-        with _quiet_absl():  # "Variant folder … has no dataset_info.json" for a data set not prepared yet
-            builder = tfds.builder(name, data_dir=data_dir)
-            prepared = builder.is_prepared()
-    except tfds.core.DatasetNotFoundError:
-        return
-    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-    if not prepared and not proxied and not _reachable(TFDS_HOST):
-        raise DataError(f"{name}: not prepared under {builder.data_dir} and {TFDS_HOST} is unreachable, so it "
-                        f"cannot be downloaded; prepare it where there is internet (tfds build {name}) and pass "
-                        "--data_dir")
-
-
-@contextlib.contextmanager
-def _quiet_absl():
-    """absl's Python logger at ERROR inside (tfds warns through it), restored after."""
-    from absl import logging as absl_logging
-    before = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(before)
-
-
-def _reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup included)."""
-    import socket
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _tfds_source(name: str, split: str, holdout: float, limit: int | None, data_dir: str | None) -> _Source:
-    import tensorflow_datasets as tfds
-    base = "train" if split == "holdout" else split
-    try:
-        _check_downloadable(tfds, name, data_dir)
-        examples, info = tfds.load(name, split=base, data_dir=data_dir, as_supervised=True, with_info=True)
-    except DataError:
-        raise
-    except tfds.core.DatasetNotFoundError:
-        raise DataError(f"dataset {name!r}: not 'shapes', 'folder:PATH', 'tsv:PATH' or a tensorflow-datasets "
-                        "name") from None
-    except Exception as e:  # noqa: BLE001 — tfds fails in many ways (network, missing files); report them as one line
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise DataError(f"{name}: tensorflow-datasets cannot load split {base!r} ({type(e).__name__}: {reason}); "
-                        f"without internet, prepare it elsewhere and pass --data_dir") from None
-    label = info.features[info.supervised_keys[1]]
-    if not hasattr(label, "names"):
-        raise DataError(f"{name}: labels are not classes")
-    n = info.splits[base].num_examples
-    if holdout > 0.0 and split in ("train", "holdout"):
-        n_train = n - _holdout_count(n, holdout, name)
-        examples, n = (examples.skip(n_train), n - n_train) if split == "holdout" else (examples.take(n_train), n_train)
-    if limit is not None:
-        examples, n = examples.take(limit), min(n, limit)
-    return _Source(examples, _to_rgb, tuple(label.names), n)
-
-
-def _to_rgb(image: "tf.Tensor") -> "tf.Tensor":
-    import tensorflow as tf
-    channels = image.shape[-1]
-    return tf.image.grayscale_to_rgb(image) if channels == 1 else image[..., :3]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import tensorflow as tf
 from conftest import ROOT, run_python
 
 from inputs import classification as data
+from inputs import tfds_source
 from inputs.classification import DataError
 
 CIFAR_SUBSET = Path(ROOT) / ".." / "shared" / "data" / "cifar10_subset"
@@ -159,7 +160,7 @@ def test_tfds_not_prepared_offline_fails_at_once(monkeypatch, tmp_path):
     import tensorflow_datasets as tfds
     builder = SimpleNamespace(is_prepared=lambda: False, data_dir=str(tmp_path / "cifar10" / "3.0.2"))
     monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: builder)
-    monkeypatch.setattr(data, "_reachable", lambda host, **kw: False)
+    monkeypatch.setattr(tfds_source, "_reachable", lambda host, **kw: False)
 
     def no_download(*args, **kwargs):
         raise AssertionError("tfds.load was called")
@@ -170,12 +171,12 @@ def test_tfds_not_prepared_offline_fails_at_once(monkeypatch, tmp_path):
     builder.is_prepared = lambda: True  # prepared: no network needed, tfds.load is reached
     with pytest.raises(DataError, match="AssertionError: tfds.load was called"):
         data.load("cifar10", "train", image_size=32, batch_size=8, training=True, data_dir=str(tmp_path))
-    assert data._reachable("127.0.0.1", port=1, timeout=1.0) is False  # nothing listens on port 1
+    assert tfds_source._reachable("127.0.0.1", port=1, timeout=1.0) is False  # nothing listens on port 1
 
 
 def test_tfds_failure_is_one_line(monkeypatch, tmp_path):
     import tensorflow_datasets as tfds
-    monkeypatch.setattr(data, "_check_downloadable", lambda *a: None)
+    monkeypatch.setattr(tfds_source, "_check_downloadable", lambda *a: None)
 
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to resolve host\nstorage.googleapis.com")
@@ -197,7 +198,7 @@ def test_tfds_failure_is_one_line(monkeypatch, tmp_path):
 
 def test_tfds_source_holdout_limit_and_grayscale(monkeypatch):
     import tensorflow_datasets as tfds
-    monkeypatch.setattr(data, "_check_downloadable", lambda *a: None)
+    monkeypatch.setattr(tfds_source, "_check_downloadable", lambda *a: None)
     images = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 1), np.uint8)
     label = SimpleNamespace(names=["even", "odd"])
     info = SimpleNamespace(features={"label": label}, supervised_keys=("image", "label"),
@@ -450,10 +451,12 @@ def test_glob_characters_in_folder_paths(tmp_path):
 
 
 def test_class_names_of_weights_and_data_must_agree():
-    data.check_class_names(["airplane", "cat"], ("Airplane", "cat"), "--dataset=x")  # case does not matter
-    data.check_class_names(["airplane", "cat"], ("0", "1"), "--dataset=x")  # bare ids of a tsv list: unknown
-    data.check_class_names(None, ("a", "b"), "--dataset=x")
-    data.check_class_names(["a", "b", "c"], ("x", "y"), "--dataset=x")  # other count: the count check's message
-    with pytest.raises(DataError, match="class 1 differs"):
-        data.check_class_names(["airplane", "cat"], ("airplane", "dog"), "--dataset=x")
+    from common.errors import InputError
+    from training.weights import check_class_names
+    check_class_names(["airplane", "cat"], ("Airplane", "cat"), "--dataset=x")  # case does not matter
+    check_class_names(["airplane", "cat"], ("0", "1"), "--dataset=x")  # bare ids of a tsv list: unknown
+    check_class_names(None, ("a", "b"), "--dataset=x")
+    check_class_names(["a", "b", "c"], ("x", "y"), "--dataset=x")  # other count: the count check's message
+    with pytest.raises(InputError, match="class 1 differs"):
+        check_class_names(["airplane", "cat"], ("airplane", "dog"), "--dataset=x")
     assert data.known_class_names("shapes")[:2] == ("circle", "square")

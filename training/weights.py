@@ -140,3 +140,18 @@ def checked_weights_file(spec, value: str, classes: int) -> str | None:
         raise WeightsError(f"--weights={value}: its classifier has {shape[-1]} classes, the model {classes}; "
                            f"pass --classes={shape[-1]}")
     return path
+
+
+def check_class_names(trained: list | tuple | None, data: list | tuple | None, flag: str) -> None:
+    """Weights trained on classes ``trained`` (their model card's ``class_names``) scored on data with classes
+    ``data``: the same count but other names would compare unrelated labels. Nothing is checked where either list
+    is unknown, the counts differ (callers refuse that with its own message) or the data's names are bare ids (a
+    tsv list)."""
+    if not trained or not data or len(trained) != len(data) or all(str(n) == str(i) for i, n in enumerate(data)):
+        return  # unknown, or another class count (the count check names that)
+    a, b = [str(n).lower() for n in trained], [str(n).lower() for n in data]
+    if a != b:
+        diff = next(i for i in range(min(len(a), len(b)) + 1) if i == min(len(a), len(b)) or a[i] != b[i])
+        raise InputError(f"{flag}: the weights were trained on classes ({', '.join(map(str, trained[:4]))}, …) and "
+                         f"the data's are ({', '.join(map(str, data[:4]))}, …); class {diff} differs, so top-1 would "
+                         "compare unrelated labels")

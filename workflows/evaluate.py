@@ -79,7 +79,7 @@ def validate(config: EvaluateConfig) -> EvaluatePlan:
         data.check_eval_split(config.dataset, "pass --split=train")
     card = W.weights_card(spec, config.weights, path) if path else {}
     trained_names = card.get("class_names") if isinstance(card.get("class_names"), list) else None
-    data.check_class_names(trained_names, data.known_class_names(config.dataset), f"--dataset={config.dataset}")
+    W.check_class_names(trained_names, data.known_class_names(config.dataset), f"--dataset={config.dataset}")
     data_classes = data.known_classes(config.dataset)
     classes = (W.weights_classes(arrays) or spec.head.classes) if arrays is not None else data_classes
     if data_classes is not None and classes is not None and classes != data_classes:
@@ -115,7 +115,7 @@ def run(config: EvaluateConfig) -> dict:
     ds, info = load(config.dataset, config.split, image_size=plan.size, batch_size=config.batch_size,
                     training=False, data_dir=config.data_dir, limit=config.limit, on_bad_image=config.on_bad_image)
     classes = plan.classes or info.num_classes
-    from inputs.classification import check_class_names
+    from training.weights import check_class_names
     check_class_names(plan.class_names, info.class_names, f"--dataset={config.dataset}")  # tfds: known only now
     if classes != info.num_classes:
         raise ConfigError(f"--weights={config.weights}: a {classes}-class classifier, but --dataset={config.dataset} "
