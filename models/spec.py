@@ -46,15 +46,6 @@ class SpecError(InputError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Rounds a channel count to a multiple of ``divisor`` without dropping more than 10% (MobileNet convention)."""
-    min_value = divisor if min_value is None else min_value
-    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new < 0.9 * value:
-        new += divisor
-    return int(new)
-
-
 @dataclass(frozen=True)
 class InputSpec:
     """The image the network reads: raw pixels, normalised ``(x − mean) / std`` per channel inside the model.

@@ -38,9 +38,9 @@ from models.spec import (
     ModelSpec,
     Provenance,
     StemSpec,
-    make_divisible,
 )
 from models.walk import Site, walk
+from search import make_divisible
 from search.metakernel_space import check_candidates
 
 RESOURCES = ("params", "macs", "latency")  # latency: search.fgnas_latency.AffineLatency

@@ -63,6 +63,7 @@ from common.io import progress_bar
 from models.counting import block_cost, head_cost, stem_cost
 from models.spec import ConvSpec, MBConvSpec, ModelSpec, ShuffleSpec
 from models.walk import Site, block_site, walk
+from search.rank_metrics import mape, ranks, spearman  # noqa: F401 — validation metrics, re-exported here
 
 # Conversion, slicing and timing live in search.tflite_timing; re-exported here as the table's public API.
 from search.tflite_timing import (  # noqa: F401
@@ -572,31 +573,3 @@ def build_table(specs, threads: int = 1, warmup: int = 20, runs: int = 10, round
     (parts already in it are not timed again). See :func:`profile`."""
     return profile(specs, table, threads=threads, warmup=warmup, runs=runs, rounds=rounds, seed=seed,
                    input_size=input_size, method=method, clock=clock, context=context, progress=progress).table
-
-
-# ---------------------------------------------------------------------------------------------------------- metrics
-def ranks(x) -> np.ndarray:
-    """Ranks (1 = smallest) with ties given their average rank."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x), np.float64)
-    r[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tie = x == v
-        if tie.sum() > 1:
-            r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation (Pearson correlation of the average ranks)."""
-    rx, ry = ranks(x), ranks(y)
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def mape(predicted, measured) -> float:
-    """Mean absolute percentage error, in percent of the measured values."""
-    p, m = np.asarray(predicted, np.float64), np.asarray(measured, np.float64)
-    return float(np.mean(np.abs(p - m) / m) * 100.0)

@@ -23,9 +23,9 @@ from models.spec import (
     Provenance,
     StemSpec,
     check_input_size,
-    make_divisible,
 )
 from models.walk import walk
+from search import make_divisible
 
 
 def check_candidates(candidates) -> tuple[int, ...]:
