@@ -198,6 +198,34 @@ class KernelLatency:
             out.append((s.shared * a)[None, :] if s.shared else np.tile(np.concatenate([[0.0], a]), (slot.expand, 1)))
         return out
 
+    def move_costs(self, space: SearchSpace, arch, block: int | None = None):
+        """Per block, the exact change of :meth:`predict` (ms, after ``scale``) when one α row of ``arch`` moves to
+        each choice (rows × choices, the layout of :meth:`choice_costs`): unlike ``choice_costs`` it includes the
+        extra-branch term, which changes when a move empties a kernel size or starts one. A move's cost depends only
+        on (the row's current choice, the new one) and the block's counts, so each block costs one small table.
+        ``block``: only that block's matrix."""
+        counts = slot_counts(space, arch)
+        if block is not None:
+            return self._move_costs(self.slots[block], counts[block], arch[block])
+        return [self._move_costs(s, n, c) for s, n, c in zip(self.slots, counts, arch)]
+
+    def _move_costs(self, s: SlotLatency, n: np.ndarray, c) -> np.ndarray:
+        c = np.asarray(c, np.int64).reshape(-1)
+        if s.shared:  # one row for the whole block, one branch whatever the choice
+            a = self.scale * s.shared * np.asarray(s.per_filter, np.float64)
+            return (a - a[c[0]])[None, :]
+        here, k = s.ms(n), len(n)
+        table = np.zeros((k + 1, k + 1))  # [current choice, new choice], "None" = 0
+        for u in range(k + 1):
+            for j in range(k + 1):
+                m = n.copy()
+                if u:
+                    m[u - 1] -= 1
+                if j:
+                    m[j - 1] += 1
+                table[u, j] = self.scale * (s.ms(m) - here) if m.min() >= 0 else 0.0
+        return table[c]
+
     def expected_ms(self, probs):
         """E[LAT] (a Keras tensor, differentiable) for per-block choice probabilities ``probs`` (rows × choices,
         "None" first where the block may prune; a shared row stands for every filter of its block)."""

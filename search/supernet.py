@@ -482,26 +482,28 @@ class MetaKernelSupernet:
         """Moves the argmax architecture onto the MACs budget with the least loss of α preference.
 
         ``latency``: a :class:`search.kernel_latency.KernelLatency` of the space: the budget is then the table's
-        milliseconds, each row's cost its per-filter entries (a block's extra-branch term is left out of the moves'
-        ranking; the running total is the table's exact sum).
+        milliseconds, each move's cost its exact change of the table's sum
+        (:meth:`~search.kernel_latency.KernelLatency.move_costs`, the extra-branch term included).
 
         MACs are additive over α rows (each filter's expansion, depthwise, SE and projection share; a layer-wise
         row's whole layer), so a move (one row to another choice) changes MACs by a known amount. Greedily, the move
         with the smallest ``(α_current − α_new) / |ΔMACs|`` toward the target is applied — a move that does not cross
-        the target when one exists, else one that crosses it but ends closer — until no move gets closer. A block
-        always keeps one filter. Nothing moves when the argmax is already within ``tol``. Returns
-        ``(choice, moves, macs)``.
+        the target when one exists, else one that crosses it but ends closer — until no move gets closer (every
+        move shrinks the exact gap, so it ends). A block always keeps one filter. Nothing moves when the argmax is
+        already within ``tol``. Returns ``(choice, moves, macs)``.
 
         Why: the cost loss steers *expected* MACs; per-filter α of one layer receive nearly the same cost gradient,
         so the argmax of a not-fully-converged α can flip whole layers at once and sit far from the target.
         """
         blocks = self.blocks
         logits = [np.asarray(b.dw.tie_broken(np.asarray(b.dw.alpha)), np.float64) for b in blocks]
+        choice = [c.copy() for c in self.choices()]
         if latency is None:
             costs, total = [b.choice_macs(s.n_in) for b, s in zip(blocks, self.slots)], self.macs
+            deltas = [c - c[np.arange(len(cur)), cur][:, None] for c, cur in zip(costs, choice)]
         else:
-            costs, total = latency.choice_costs(self.space), lambda c: latency.predict(self.space, c)  # noqa: E731
-        choice = [c.copy() for c in self.choices()]
+            total = lambda c: latency.predict(self.space, c)  # noqa: E731
+            deltas = latency.move_costs(self.space, choice)
         macs = total(choice)
         if abs(macs - target) <= tol * target:
             return choice, 0, macs
@@ -510,9 +512,8 @@ class MetaKernelSupernet:
             direction, gap = np.sign(target - macs), abs(target - macs)
             best = None
             for overshoot in (False, True):  # moves that stay on this side of the target first
-                for n, (a, c, cur) in enumerate(zip(logits, costs, choice)):
+                for n, (a, delta, cur) in enumerate(zip(logits, deltas, choice)):
                     rows = np.arange(len(cur))
-                    delta = c - c[rows, cur][:, None]
                     regret = a[rows, cur][:, None] - a
                     reach = np.abs(macs + delta - target) < gap if overshoot else np.abs(delta) <= gap
                     valid = (direction * delta > 0) & reach
@@ -528,8 +529,12 @@ class MetaKernelSupernet:
                 break  # no move gets closer (or the target is out of reach)
             _, n, r, j, d = best
             choice[n][r] = j
-            # the table's extra-branch term is not additive over rows: its exact sum after every move
-            macs = total(choice) if latency is not None else macs + int(round(d))
+            if latency is None:
+                deltas[n] = costs[n] - costs[n][np.arange(len(choice[n])), choice[n]][:, None]
+                macs += int(round(d))
+            else:  # a move changes its block's counts, so that block's move costs
+                deltas[n] = latency.move_costs(self.space, choice, n)
+                macs += float(d)
             moves += 1
         return choice, moves, total(choice)
 

@@ -3,10 +3,11 @@ one-hot choices, the fit recovers known coefficients, files round-trip and bad o
 lands on a latency budget, and recipes.search_ednas refuses bad input (its end-to-end run is in
 tests/test_metakernel_zoo.py, on the committed ablation-space table)."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
-from conftest import error_line, run_module
+from conftest import ROOT, error_line, run_module
 
 from search import kernel_latency as kl
 from search.metakernel_space import cifar_space
@@ -117,15 +118,37 @@ def test_file_round_trip_and_bad_files(tmp_path):
         table.check(SPACE.replace(input_size=64))
 
 
+def test_move_costs_are_exact_changes_of_the_prediction():
+    """Every single-row move, the extra-branch term included (a move that empties or starts a kernel size)."""
+    table, _, archs = synthetic_table()
+    rng = np.random.default_rng(1)
+    for arch in archs[:3]:
+        here, costs = table.predict(SPACE, arch), table.move_costs(SPACE, arch)
+        for b, (c, m) in enumerate(zip(arch, costs)):
+            assert m.shape == (len(c), len(SPACE.candidates) + kl.prunable(SPACE.blocks()[b]))
+            np.testing.assert_allclose(table.move_costs(SPACE, arch, b), m)
+            for r in rng.choice(len(c), min(3, len(c)), replace=False):
+                for j in range(m.shape[1]):
+                    moved = [x.copy() for x in arch]
+                    moved[b][r] = j
+                    if kl.prunable(SPACE.blocks()[b]) and not moved[b].any():
+                        continue  # a block keeps one filter
+                    assert m[r, j] == pytest.approx(table.predict(SPACE, moved) - here, abs=1e-12)
+
+
 def test_projection_lands_on_a_latency_budget():
     from search import supernet as sn
     table, _, _ = synthetic_table()
     net = sn.MetaKernelSupernet(sn.build_supernet(SPACE, seed=0, classes=10, alpha_init_std=1.0), SPACE)
     argmax = table.predict(SPACE, net.choices())
+    filters = sum(len(c) for c in net.choices())
     for target in (0.7 * argmax, 1.2 * argmax):
         choice, moves, ms = net.project_to_target(target, 0.03, latency=table)
         assert moves > 0 and abs(ms / target - 1) <= 0.03
         assert ms == pytest.approx(table.predict(SPACE, choice))
+        # every move shrinks the exact gap, so the walk ends; it once cycled to its 100,000-move cap when the
+        # extra-branch term made a "closer" move land farther away
+        assert moves <= 2 * filters
 
 
 RECIPE = "recipes.search_ednas"
@@ -166,3 +189,19 @@ def test_feedback_benchmark_convergence_and_bad_input(tmp_path):
     r = run_module("benchmarks.ednas_search", f"--out={tmp_path / 'x.json'}", "--dataset=shapes",
                    f"--latency_table={tmp_path / 'none.json'}")
     assert "cannot read" in error_line(r, "ednas_search"), r.stderr
+
+
+def test_projection_on_the_committed_ablation_table_ends_within_the_filter_count():
+    """The committed ablation-space table (real extra-branch terms), targets below, at and above the reference
+    network's latency: the walk ends within one move per filter."""
+    from search import supernet as sn
+    from search.metakernel_space import ablation_space
+    space = ablation_space((3, 5, 7), 6)
+    table = kl.KernelLatency.load(os.path.join(ROOT, "benchmarks", "results", "ednas_latency_ablation_table.json"))
+    net = sn.MetaKernelSupernet(sn.build_supernet(space, seed=0, classes=10, alpha_init_std=1.0), space)
+    filters = sum(len(c) for c in net.choices())
+    for f in (0.6, 0.8, 1.0):
+        target = table.predict(space, kl.uniform_arch(space, 7)) * f
+        choice, moves, ms = net.project_to_target(target, 0.03, latency=table)
+        assert abs(ms / target - 1) <= 0.03 and 0 < moves <= filters
+        assert ms == pytest.approx(table.predict(space, choice))
