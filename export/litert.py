@@ -1,8 +1,8 @@
 """LiteRT (TFLite) helpers shared by the export, latency and demo recipes.
 
-- `export` writes a ``.tflite`` of a Keras 3 model in one of `MODES` through ``model.export(format="litert", …)``
-  (Keras 3.15 passes converter attributes such as ``optimizations``, ``representative_dataset``, ``target_spec``
-  and ``inference_input_type`` straight to the TFLite converter), atomically.
+- `export` writes a ``.tflite`` of a Keras 3 model in one of `MODES`, atomically: `convert` hands the frozen model
+  function and the mode's converter attributes (``optimizations``, ``representative_dataset``, ``target_spec``,
+  ``inference_input_type``; what ``model.export(format="litert", …)`` passes on) to the TFLite converter.
 - `interpreter`, `predict` and `latency` run a file with the ``ai_edge_litert`` interpreter (XNNPACK on CPU),
   quantizing inputs and dequantizing outputs of integer models; timing and `summarize` are
   :mod:`search.tflite_timing`'s (the latency table's), re-used here.
@@ -20,7 +20,7 @@ on a phone.
 from __future__ import annotations
 
 import os
-import tempfile
+import warnings
 from typing import Callable, Iterable
 
 import numpy as np
@@ -104,16 +104,44 @@ def export(model, path: str, mode: str = "float32", representative: Callable[[],
     from common.io import atomic_write
     from common.quiet_tf import filtered_stderr
     options = converter_options(mode, representative, int8_io)
-    with tempfile.TemporaryDirectory(prefix="litert-export-") as tmp:
-        staged = os.path.join(tmp, "model.tflite")  # Keras requires the .tflite suffix
-        with filtered_stderr():  # the converter's C++ notices (e.g. "NodeDef mentions attribute Truncate")
-            model.export(staged, format="litert", verbose=False, **options)
-        with open(staged, "rb") as f:
-            data = f.read()
+    with filtered_stderr():  # the converter's C++ notices (e.g. "NodeDef mentions attribute Truncate")
+        data = convert(model, options)
     if metadata is not None:
         data = add_metadata(data, metadata)
     atomic_write(path, lambda f: f.write(data))
     return len(data)
+
+
+def convert(model, options: dict) -> bytes:
+    """The flatbuffer of ``model`` under converter ``options`` (`converter_options`).
+
+    What ``model.export(format="litert", **options)`` converts, without its SavedModel round trip (written, re-read
+    and re-traced: about half of an export's time): the model is traced once at a dynamic batch and its static
+    height, width and channels, its variables frozen to constants (BN then folds into the convs, as there), and the
+    frozen function converted with the same converter attributes.
+    """
+    import tensorflow as tf
+    from absl import logging
+    from tensorflow.python.framework import convert_to_constants
+    specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype, name=x.name.split(":")[0]) for x in model.inputs]
+    single = len(specs) == 1
+    fn = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
+    frozen = convert_to_constants.convert_variables_to_constants_v2(fn.get_concrete_function(*specs))
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # "consider providing the trackable_obj": a frozen graph tracks nothing
+    try:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        for key, value in options.items():
+            if key == "target_spec":
+                for attr, v in value.items():
+                    setattr(converter.target_spec, attr, v)
+            else:
+                setattr(converter, key, value)
+        with warnings.catch_warnings():  # int8 I/O: "Statistics for quantized inputs were expected, but not
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")  # specified": calibrated
+            return bytes(converter.convert())
+    finally:
+        logging.set_verbosity(level)
 
 
 METADATA_NAME = "nas_zoo"  # the flatbuffer metadata entry holding the export's JSON

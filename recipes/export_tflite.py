@@ -4,8 +4,9 @@
     python -m recipes.export_tflite --model=runs/search/derived.json --weights=runs/train/weights.npz \\
         --dataset=folder:../shared/data/cifar10_subset --mode=float16 --output=m16.tflite
 
-The conversion is Keras 3's ``model.export(format="litert", …)`` with converter options per mode (see
-`export.litert`); only builtin TFLite ops are allowed. ``int8`` is full-integer quantization calibrated on
+The conversion is the TFLite converter on the frozen model function with converter options per mode (what Keras 3's
+``model.export(format="litert", …)`` converts, without its SavedModel round trip; see `export.litert`); only
+builtin TFLite ops are allowed. ``int8`` is full-integer quantization calibrated on
 ``--representative_steps`` images of ``--dataset`` (split ``--representative_split``); its input and output stay
 float32 (QUANTIZE/DEQUANTIZE at the edges) unless ``--int8_io`` asks for int8 tensors (then feed
 ``round(x / scale + zero_point)`` of the raw 0–255 image, with the input's quantization from the report).

@@ -230,3 +230,28 @@ def test_parity_scores_accuracy_only_on_the_weights_own_classes(monkeypatch):
     same = E._parity(config, model, None, check, 3, lambda x: x, ["circle", "square", "triangle"])
     assert same["accuracy"] == {"keras": 1.0, "litert": 1.0} and "accuracy_note" not in same
     assert E._parity(config, model, None, check, 3, lambda x: x)["accuracy"] == {"keras": 1.0, "litert": 1.0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_convert_equals_keras_export(tiny, tmp_path, mode):
+    """`litert.convert` (the frozen function, no SavedModel round trip) converts what Keras' own
+    ``model.export(format="litert")`` does: the same operators, input signature and outputs."""
+    import zoo
+    from export import litert
+    from models.weights import assign, read_npz
+    spec, weights = tiny
+    model = zoo.build(str(spec))
+    assign(model, read_npz(str(weights)))
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    options = litert.converter_options(mode, (lambda: ([im[None]] for im in x)) if mode == "int8" else None)
+    ours = tmp_path / "ours.tflite"
+    ours.write_bytes(litert.convert(model, options))
+    keras_file = tmp_path / "keras.tflite"
+    model.export(str(keras_file), format="litert", verbose=False, **options)
+    assert litert.op_counts(str(ours)) == litert.op_counts(str(keras_file))
+    assert [(i["shape"], i["shape_signature"]) for i in litert.input_shapes(str(ours))] == \
+        [(i["shape"], i["shape_signature"]) for i in litert.input_shapes(str(keras_file))]
+    a = litert.predict(litert.interpreter(str(ours)), x)
+    b = litert.predict(litert.interpreter(str(keras_file)), x)
+    assert np.abs(a - b).max() <= (1e-5 if mode == "float32" else 0.0) * max(1.0, np.abs(b).max())
