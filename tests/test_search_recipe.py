@@ -6,6 +6,7 @@ import json
 import pytest
 from conftest import error_line, kill_once_exists, run_module
 
+from models.counting import count
 from models.spec import loads
 
 TARGET = 600_000
@@ -14,16 +15,10 @@ TINY = ["--dataset=shapes", "--width=0.25", f"--target_macs={TARGET}", "--batch_
 SEARCH = "recipes.search_metakernel"
 
 
-def describe(path):
-    r = run_module("zoo", "describe", path, "--json", timeout=60)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
 @pytest.mark.slow
 def test_tiny_search_resumes_after_a_kill_on_mirrored_replicas_and_writes_everything(tmp_path):
     out = tmp_path / "run"
-    args = [*TINY, "--epochs=3", "--steps_per_epoch=10", f"--out_dir={out}"]
+    args = [*TINY, "--epochs=2", "--steps_per_epoch=10", f"--out_dir={out}"]
     kill_once_exists(run_module(SEARCH, *args, wait=False), out / "checkpoints" / "checkpoint", timeout=300, poll=0.2,
                      what="search")
     assert not (out / "derived.json").exists()
@@ -35,19 +30,19 @@ def test_tiny_search_resumes_after_a_kill_on_mirrored_replicas_and_writes_everyt
     assert summary["resumed"] is True
     # E[MACs] starts (uniform α) well above the target and the cost loss pulls it down
     assert summary["initial_expected_macs"] > 1.3 * TARGET
-    assert abs(summary["expected_macs"] - TARGET) < abs(summary["initial_expected_macs"] - TARGET)
+    assert abs(summary["expected_macs"] - TARGET) < abs(summary["initial_expected_macs"] - TARGET), summary
     spec = loads((out / "derived.json").read_text(), "derived.json")
     assert spec.provenance.method == "metakernel" and spec.provenance.target_macs == TARGET
     assert spec.provenance.seed == 0 and spec.provenance.data == "shapes"
     metrics = dict(spec.provenance.metrics)
     assert {"expected_macs", "argmax_macs", "macs", "params"} <= set(metrics)
-    macs = describe(out / "derived.json")["macs"]
+    macs = count(spec).macs
     assert macs == metrics["macs"] and abs(macs / TARGET - 1) <= 0.03
     for f in ("kernel_distribution.png", "alpha_trajectories.png", "derived_init.npz", "history.json"):
         assert (out / f).stat().st_size > 0, f
     assert any((out / "tensorboard").iterdir())
     history = json.loads((out / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["tau"] < history[0]["tau"]
     # the argmax series continues across the kill (checkpoints/argmax.npz): every epoch after the first has a share
     assert history[0]["argmax_changed_share"] is None
