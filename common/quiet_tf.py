@@ -18,12 +18,14 @@ import re
 import sys
 import tempfile
 
-# Lines TensorFlow prints on every start on a machine without a GPU (or without AVX512/oneDNN variations).
+# Lines TensorFlow prints on every start on a machine without a GPU (or without AVX512/oneDNN variations), and the
+# notices of an int8 calibration and of a LiteRT interpreter's first XNNPACK delegate.
 NOISE = re.compile(
     r"absl::InitializeLog|oneDNN custom operations|cudart_stub|cuInit|cuda_(?:platform|executor|diagnostics|dnn|"
     r"fft|blas)|cpu_feature_guard|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate|"
     r"TF-TRT Warning|Unable to register cu(?:DNN|FFT|BLAS) factory|computation_placer|NodeDef mentions attribute|"
-    r"Could not find cuda drivers|GPU will not be used|successful NUMA node read|TF_ENABLE_ONEDNN_OPTS")
+    r"Could not find cuda drivers|GPU will not be used|successful NUMA node read|TF_ENABLE_ONEDNN_OPTS|"
+    r"fully_quantize: \d+, inference_type|Created TensorFlow Lite XNNPACK delegate")
 
 
 def is_noise(line: str) -> bool:

@@ -36,7 +36,20 @@ import numpy as np
 
 from models.spec import ModelSpec
 
-FOLD_MODES = ("fold", "layer", "none")  # fold into the stem; keep the preprocess layer; no normalisation at all
+# fold into the stem; the same with a raw-black border whatever the spec says; keep the preprocess layer; no
+# normalisation at all
+FOLD_MODES = ("fold", "fold_black", "layer", "none")
+
+
+def deploy_spec(spec: ModelSpec, preprocessing: str) -> ModelSpec:
+    """The spec whose folded graph an export of ``preprocessing`` writes: ``fold_black`` treats the border as raw
+    black (``input.border="black"``): no op added for any mean/std, and for a model trained with the ``"mean"``
+    border an approximation on the outermost ring of stem outputs (the export's parity check against the exact
+    Keras model measures what it costs); every other mode keeps the spec."""
+    if preprocessing != "fold_black" or spec.input.border == "black":
+        return spec
+    import dataclasses
+    return dataclasses.replace(spec, input=dataclasses.replace(spec.input, border="black"))
 
 
 def int8_input_quantization(spec: ModelSpec) -> tuple[float, int] | None:

@@ -232,8 +232,11 @@ def input_shapes(path: str) -> list[dict]:
 def interpreter(path: str, threads: int = 1):
     """An ``ai_edge_litert`` interpreter on ``path`` with tensors allocated (XNNPACK delegate applied)."""
     from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_path=path, num_threads=threads)
-    it.allocate_tensors()
+
+    from common.quiet_tf import filtered_stderr
+    with filtered_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        it = Interpreter(model_path=path, num_threads=threads)
+        it.allocate_tensors()
     return it
 
 

@@ -19,7 +19,9 @@ input/output dtypes and quantization, parity, versions), both atomically, and pr
 Input size, class count and labels come from the weights' model card (the zoo's, or the ``model_card.json`` a
 training run wrote beside its ``.npz``) unless flags say otherwise. The file takes raw 0–255 RGB pixels: the spec's
 mean/std are folded into the stem conv (``--preprocessing=fold``, `export.fold`), so no per-pixel normalisation op
-runs before the network; ``--preprocessing=none`` makes a file for callers who normalise themselves. The file
+runs before the network (an exact border costs a PAD for a model trained with the mean border;
+``--preprocessing=fold_black`` drops it at a cost the parity check measures); ``--preprocessing=none`` makes a file
+for callers who normalise themselves. The file
 carries its labels, normalisation and provenance as flatbuffer metadata (``export.litert.read_metadata``).
 """
 from __future__ import annotations
@@ -41,7 +43,8 @@ flags.DEFINE_enum("mode", "float32", ["float32", "float16", "dynamic", "int8"],
                   "float activations); 'int8' (full-integer, calibrated on --dataset).")
 flags.DEFINE_bool("int8_io", False, "With --mode=int8: int8 input and output tensors instead of float32 "
                                     "(the report gives their scale and zero point). With --preprocessing=fold and "
-                                    "one integral mean/std for all channels (EfficientNet-Lite: 127/128) the input's "
+                                    "one integral mean/std for all channels (EfficientNet-Lite: 127/128), or a "
+                                    "black border (input.border=black or --preprocessing=fold_black), the input's "
                                     "quantization is the normalisation: feed pixel - 128, no op added.")
 flags.DEFINE_string("dataset", "shapes", "Data for int8 calibration and the parity check: 'shapes' (built-in "
                                          "synthetic), 'folder:PATH', 'tsv:PATH' (labels.tsv file list with a fixed "
@@ -61,10 +64,14 @@ flags.DEFINE_string("output", None, "Path of the .tflite (default: OUT_DIR/<mode
                                     "<weights> is the zoo tag, 'random', or the .npz's folder_stem; '_io' with "
                                     "--int8_io); the report goes to <output>.json.")
 flags.DEFINE_string("out_dir", "runs/export", "Directory of the default --output.")
-flags.DEFINE_enum("preprocessing", "fold", ["fold", "layer", "none"],
+flags.DEFINE_enum("preprocessing", "fold", ["fold", "fold_black", "layer", "none"],
                   "Input normalisation of the file: 'fold' (default: raw 0–255 pixels in; mean/std folded into the "
                   "stem conv and its BatchNorm, the border padded with the mean so it stays exact: no per-pixel MUL, "
-                  "and no ADD when the mean is one value for all channels); 'layer' (raw pixels through the "
+                  "and no ADD when the mean is one value for all channels; no op at all for a spec trained with "
+                  "input.border=black); 'fold_black' (the same, the border taken as raw black pixels: no op added "
+                  "for any spec, keras.applications' speed; for a model trained with the mean border an "
+                  "approximation at the image edge, whose cost the parity check reports); 'layer' (raw pixels "
+                  "through the "
                   "preprocess layer, as the Keras model); 'none' (the file takes images normalised as "
                   "(pixel - mean) / std, like keras.applications' include_preprocessing=False).")
 flags.mark_flag_as_required("model")

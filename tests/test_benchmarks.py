@@ -173,3 +173,47 @@ def test_fgnas_cost_quick(tmp_path):
     for ratio in report["ratios"].values():
         assert math.isfinite(ratio["time"]) and ratio["time"] > 0 and ratio["memory"] > 0
     assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_border_cost_paired_statistics():
+    import numpy as np
+
+    from benchmarks.border_cost import paired
+    labels = np.array([0, 1, 2, 3])
+    exact = np.eye(4)[[0, 1, 2, 0]] * 5.0  # right on 0, 1, 2
+    black = np.eye(4)[[0, 3, 3, 3]] * 5.0  # right on 0, 3
+    row = paired(exact, black, labels)
+    assert row["exact"]["top1"] == 0.75 and row["black"]["top1"] == 0.5 and row["exact"]["top5"] == 1.0
+    assert row["top1_agreement"] == 0.25 and row["discordant_images"] == 3  # images 1, 2 and 3
+    assert row["top1_diff_black_minus_exact"] == -0.25 and row["top1_diff_se"] == pytest.approx(math.sqrt(3) / 4)
+    assert row["exceeds_2se"] is False and row["max_abs_logit_diff"] == 5.0
+
+
+@pytest.mark.slow
+def test_border_cost_end_to_end(tmp_path):
+    """A mean-border spec with per-channel statistics on a tiny folder set: both exports scored, fold_black with
+    exactly the ops of the plain graph and fold with its border op."""
+    import numpy as np
+    from conftest import tiny_spec_dict, write_spec
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "d" / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                    tmp_path / "d" / split / c / f"{i}.png")
+    d = tiny_spec_dict(name="border_tiny")
+    d["input"] = {"size": 32, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+    d["head"]["classes"] = 2
+    spec = write_spec(tmp_path, d)
+    out = tmp_path / "b.json"
+    r = run_module("benchmarks.border_cost", f"--out={out}", f"--model={spec}", "--weights=",
+                   f"--dataset=folder:{tmp_path / 'd'}", "--calibration=4", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["setup"]["images"] == 12 and set(report["modes"]) == {"float32", "int8"}
+    for mode, row in report["modes"].items():
+        assert row["images"] == 12 and 0 <= row["top1_agreement"] <= 1 and row["max_abs_logit_diff"] > 0
+    assert "PAD" in report["ops"]["exact/float32"] and "ADD" in report["ops"]["exact/float32"]
+    assert not {"PAD", "PADV2"} & set(report["ops"]["black/float32"])

@@ -130,6 +130,9 @@ def _export_int8_io(tmp_path, spec_dict: dict, model):
     r = run_module("recipes.export_tflite", f"--model={tmp_path / 's.json'}", f"--weights={tmp_path / 'w.npz'}",
                    "--mode=int8", "--int8_io", f"--output={out}", "--check_examples=16", "--representative_steps=16")
     assert r.returncode == 0, r.stderr[-3000:]
+    # the calibrator's "fully_quantize: 0, inference_type: 6, …" and LiteRT's "Created TensorFlow Lite XNNPACK
+    # delegate" lines stay out of the user's terminal (common.quiet_tf)
+    assert "fully_quantize" not in r.stderr and "XNNPACK" not in r.stderr, r.stderr
     return out, json.loads((tmp_path / "m.tflite.json").read_text())
 
 
@@ -173,8 +176,6 @@ def test_black_border_deploys_with_no_added_op(tmp_path):
     """A black-border spec with per-channel (ImageNet) statistics: the folded float file has exactly the ops of
     the graph without normalisation, and ``--int8_io`` gives an int8 input of ``pixel − 128`` (scale 1, zero point
     −128) into the folded graph — raw pixels, no PAD, no MUL, exact borders."""
-
-
     from export import litert
     from export.fold import int8_input_quantization
     from models.weights import assign
@@ -190,3 +191,50 @@ def test_black_border_deploys_with_no_added_op(tmp_path):
     assert report["io"]["input"]["quantization"] == {"scale": 1.0, "zero_point": -128}, report["io"]
     assert "PAD" not in report["ops"] and "PADV2" not in report["ops"]
     assert report["parity"]["relative_max_abs_diff"] <= 0.25 and report["parity"]["top1_agreement"] >= 0.75
+
+
+def test_fold_black_of_a_mean_border_model_is_its_black_border_twin():
+    """``--preprocessing=fold_black`` on a model trained with the mean border: exactly the same weights in the
+    black-border graph (the approximation is the border alone; inside the image it is the exact model)."""
+    from export.fold import deploy_spec
+    from models.weights import assign
+    spec = _spec(inp=IMAGENET)
+    assert deploy_spec(spec, "fold") is spec and deploy_spec(spec, "fold_black").input.border == "black"
+    black = deploy_spec(spec, "fold_black")
+    assert deploy_spec(black, "fold_black") is black
+    model = build(spec)
+    assign(model, randomized_weights(model, seed=7))
+    twin = build(black)
+    assign(twin, named_weights(model))
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    folded = fold_preprocessing(model, black, 32)
+    ref = np.asarray(twin(x, training=False))
+    assert np.abs(np.asarray(folded(x, training=False)) - ref).max() <= 1e-4 * np.abs(ref).max()
+    # the mean border differs from the black one only where the stem sees padding: not a no-op
+    assert np.abs(np.asarray(model(x, training=False)) - ref).max() > 1e-3 * np.abs(ref).max()
+
+
+@pytest.mark.slow
+def test_export_fold_black_adds_no_op_and_reports_its_cost(tmp_path):
+    import json
+
+    from conftest import run_module
+
+    from export import litert
+    from models.weights import assign, save_npz
+    spec = _spec(inp=IMAGENET)
+    model = build(spec)
+    assign(model, randomized_weights(model, seed=8))
+    (tmp_path / "s.json").write_text(json.dumps(S.encode(spec)))
+    save_npz(model, str(tmp_path / "w.npz"))
+    out = tmp_path / "m.tflite"
+    r = run_module("recipes.export_tflite", f"--model={tmp_path / 's.json'}", f"--weights={tmp_path / 'w.npz'}",
+                   "--preprocessing=fold_black", f"--output={out}", "--check_examples=16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "m.tflite.json").read_text())
+    plain = tmp_path / "none.tflite"
+    litert.export(build(spec, include_preprocessing=False), str(plain), "float32")
+    assert report["op_counts"] == litert.op_counts(str(plain))  # no PAD, no ADD, no MUL before the stem
+    assert report["metadata"]["preprocessing"] == "fold_black"
+    # against the exact (mean-border) Keras model: the border's cost, measured, not zero
+    assert report["parity"]["max_abs_diff"] > 0 and 0 <= report["parity"]["top1_agreement"] <= 1

@@ -116,10 +116,10 @@ def input_quantization(config: ExportConfig, plan: ExportPlan) -> tuple[float, i
     """``(scale, zero_point)`` when the file's int8 input itself carries the normalisation (``--int8_io`` with
     ``--preprocessing=fold`` and one integral mean/std for all channels: `export.fold.int8_input_quantization`),
     else None."""
-    if config.mode != "int8" or not config.int8_io or config.preprocessing != "fold":
+    if config.mode != "int8" or not config.int8_io or config.preprocessing not in ("fold", "fold_black"):
         return None
-    from export.fold import int8_input_quantization
-    return int8_input_quantization(plan.spec)
+    from export.fold import deploy_spec, int8_input_quantization
+    return int8_input_quantization(deploy_spec(plan.spec, config.preprocessing))
 
 
 def metadata(config: ExportConfig, plan: ExportPlan) -> dict:
@@ -214,15 +214,17 @@ def run(config: ExportConfig) -> ExportResult:
     model = build(plan.spec, weights=plan.weights, input_size=size, classes=plan.classes)
     deployed = model  # the graph written to the file; ``model`` stays the zoo model the parity check compares with
     in_quant = input_quantization(config, plan)
+    from export.fold import deploy_spec
+    target = deploy_spec(plan.spec, config.preprocessing)  # fold_black: the border as raw black
     # an int8 input whose quantization is the normalisation reads normalised pixels, but with a black border the
     # folded graph's raw pixels (its stem normalises)
-    normalised = config.preprocessing == "none" or (in_quant is not None and plan.spec.input.border != "black")
+    normalised = config.preprocessing == "none" or (in_quant is not None and target.input.border != "black")
     if normalised:
         deployed = build(plan.spec, input_size=size, classes=plan.classes, include_preprocessing=False)
         deployed.set_weights(model.get_weights())
-    elif config.preprocessing == "fold":
+    elif config.preprocessing in ("fold", "fold_black"):
         from export.fold import fold_preprocessing
-        deployed = fold_preprocessing(model, plan.spec, size)
+        deployed = fold_preprocessing(model, target, size)
     feed = (lambda x: normalise(plan.spec, x)) if normalised else (lambda x: x)  # noqa: E731
 
     representative = None
