@@ -23,7 +23,10 @@ LiteRT (single thread, CPU time, interleaved rounds), so accuracy is compared at
     python -m benchmarks.ednas_search --arms=a,b,c --out benchmarks/results/ednas_feedback.json   # E1
     python -m benchmarks.ednas_search --arms=a,m,r --out benchmarks/results/ednas_latency_loss.json  # E3
 
-Resumable: a finished search or training (its ``summary.json`` / ``model_card.json``) is not rerun.
+Resumable: a finished search or training (its ``summary.json`` / ``model_card.json``) is not rerun — across
+sessions too: those files (and each search's ``history.json`` and ``derived.json``) are mirrored into ``--ledger``
+(``benchmarks/results/ednas_search_runs``, committed, shared by E1 and E3), from which a run without the work
+directory restores them; the ledger refuses other settings.
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ from benchmarks.harness import StageTimes, host_info, litert_latency_ms, round_f
 
 DATA = "folder:../shared/data/cifar10"
 TABLE = os.path.join("benchmarks", "results", "ednas_latency_table.json")
+LEDGER = os.path.join("benchmarks", "results", "ednas_search_runs")  # E1 and E3 share it (arm a runs once)
+SEARCH_FILES = ["summary.json", "history.json", "derived.json"]  # summary.json first: it marks a finished search
 LEGEND = {"a": "latency loss, B", "b": "latency loss, feedback 2 × B", "c": "latency loss, 2B", "m": "FLOPs loss, B",
           "r": "every 3×3, no search"}
 ARMS = {"a": "latency loss, one path, batch B", "b": "latency loss, feedback pair, 2 × batch B",
@@ -121,6 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--latency_rounds", type=int, default=5)
     p.add_argument("--search_flags", default="", help="extra search flags, comma-separated (tests)")
+    p.add_argument("--ledger", default=LEDGER,
+                   help="folder (committed) mirroring each finished search's summary/history/derived JSON and each "
+                        "training's model card, so a later session resumes without the work directory; '' for none")
     a = p.parse_args(argv)
     prog = "ednas_search"
     try:
@@ -156,7 +164,14 @@ def main(argv=None) -> int:
     from models import spec as spec_lib
     from recipes.cli import run_stage
     os.makedirs(os.path.join(a.work_dir, "logs"), exist_ok=True)
-    seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"))
+    try:  # every setting a stage's result depends on (not --arms, --seeds, --latency_rounds)
+        ledger = harness.Ledger(a.ledger or None, a.work_dir, setup={
+            k: getattr(a, k) for k in ("latency_table", "target_ms", "dataset", "train_limit", "batch_size",
+                                       "search_epochs", "retrain_epochs", "lr", "search_flags")})
+    except ValueError as e:
+        print(f"{prog}: --ledger: {e}", file=sys.stderr)
+        return 2
+    seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), StageTimes.previous(a.out))
     steps = max(1, int(a.train_limit * 0.8) // a.batch_size)  # one pass of batch B over the weights' split
     extra = [f for f in a.search_flags.split(",") if f]
     rows, t0 = {}, time.time()
@@ -177,7 +192,8 @@ def main(argv=None) -> int:
                 row["specs"].append(spec)
                 row["top1"].append(train_top1(f"train_{name}", spec, os.path.join(a.work_dir, "train", name),
                                               os.path.join(a.work_dir, "logs", f"train_{name}.log"), seconds,
-                                              a.dataset, a.retrain_epochs, 128, a.lr, seed, a.train_limit))
+                                              a.dataset, a.retrain_epochs, 128, a.lr, seed, a.train_limit,
+                                              ledger=ledger))
                 continue
             budget = ([f"--target_macs={target_macs}"] if arm == "m" else
                       [f"--latency_table={a.latency_table}", f"--target_ms={target}"])
@@ -186,9 +202,11 @@ def main(argv=None) -> int:
                     f"--steps_per_epoch={steps}", f"--seed={seed}", "--noprogress", f"--out_dir={sdir}",
                     "--feedback" if arm == "b" else "--nofeedback",
                     f"--batch_size={2 * a.batch_size if arm == 'c' else a.batch_size}", *extra]
+            ledger.restore(sdir, SEARCH_FILES)
             if not os.path.exists(os.path.join(sdir, "summary.json")):
                 seconds.record(f"search_{name}", run_stage(name, args, os.path.join(a.work_dir, "logs",
                                                                                   f"search_{name}.log")))
+            ledger.keep(sdir, SEARCH_FILES)
             history = _load(os.path.join(sdir, "history.json"))
             row["seeds"].append(seed)
             row["convergence"].append(convergence(history, steps))
@@ -200,7 +218,7 @@ def main(argv=None) -> int:
             row["specs"].append(spec)
             row["top1"].append(train_top1(f"train_{name}", spec, os.path.join(a.work_dir, "train", name),
                                           os.path.join(a.work_dir, "logs", f"train_{name}.log"), seconds, a.dataset,
-                                          a.retrain_epochs, 128, a.lr, seed, a.train_limit))
+                                          a.retrain_epochs, 128, a.lr, seed, a.train_limit, ledger=ledger))
         row["top1_mean"] = float(np.mean(row["top1"]))
         row["top1_std"] = float(np.std(row["top1"], ddof=1)) if len(row["top1"]) > 1 else None
         rows[arm] = row

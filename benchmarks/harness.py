@@ -282,20 +282,83 @@ class StageTimes(dict):
             return {}
 
 
+class Ledger:
+    """The small files that make a finished stage count as finished (a search's ``summary.json``, ``history.json``,
+    ``derived.json``; a training's ``model_card.json``), mirrored from the work directory into ``root`` — a folder
+    committed beside the result JSON — so that a later session, whose work directory is gone, resumes instead of
+    re-running every stage. Weights and checkpoints stay in the work directory: what a benchmark reads back from a
+    finished stage must be in these files. ``root=None``: a no-op."""
+
+    def __init__(self, root: str | None, work_dir: str, setup: dict | None = None):
+        """``setup``: what every stage's result depends on; the ledger keeps it in ``setup.json`` and refuses
+        (ValueError) a ledger written under another one, so no stage is reused across settings."""
+        self.root, self.work_dir = root, work_dir
+        if root is None or setup is None:
+            return
+        path = os.path.join(root, "setup.json")
+        setup = json.loads(json.dumps(setup))  # as JSON reads it back (tuples → lists)
+        if os.path.exists(path):
+            with open(path) as f:
+                kept = json.load(f)
+            if kept != setup:
+                changed = sorted(k for k in set(kept) | set(setup) if kept.get(k) != setup.get(k))
+                raise ValueError(f"{root} holds stages of other settings ({', '.join(changed)}): give another "
+                                 "ledger folder")
+        else:
+            os.makedirs(root, exist_ok=True)
+            write_json(path, setup)
+
+    def _pairs(self, stage_dir: str, files):
+        rel = os.path.relpath(stage_dir, self.work_dir)
+        if rel.startswith(os.pardir):
+            raise ValueError(f"{stage_dir} is not under the work directory {self.work_dir}")
+        return [(os.path.join(stage_dir, f), os.path.join(self.root, rel, f)) for f in files]
+
+    def restore(self, stage_dir: str, files) -> bool:
+        """Copies the ledger's ``files`` of ``stage_dir`` into the work directory when every one is in the ledger
+        and the work directory has none of them; True when it did."""
+        if self.root is None:
+            return False
+        pairs = self._pairs(stage_dir, files)
+        if not all(os.path.isfile(src) for _, src in pairs) or any(os.path.exists(dst) for dst, _ in pairs):
+            return False
+        import shutil
+        os.makedirs(stage_dir, exist_ok=True)
+        for dst, src in pairs[::-1]:  # the file a stage's completion is judged by (the first) lands last
+            shutil.copyfile(src, dst + ".ledger")
+            os.replace(dst + ".ledger", dst)
+        return True
+
+    def keep(self, stage_dir: str, files) -> None:
+        """Copies ``files`` of a finished stage into the ledger (each atomically)."""
+        if self.root is None:
+            return
+        import shutil
+        for src, dst in self._pairs(stage_dir, files):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(src, dst + ".tmp")
+            os.replace(dst + ".tmp", dst)
+
+
 # ------------------------------------------------------------------------------------------------ trainings and timing
 def train_top1(name: str, spec_path: str, out_dir: str, log: str, seconds: "StageTimes", dataset: str, epochs: int,
-               batch_size: int, lr: float, seed: int, limit: int | None = None, extra=()) -> float:
+               batch_size: int, lr: float, seed: int, limit: int | None = None, extra=(),
+               ledger: Ledger | None = None) -> float:
     """Trains ``spec_path`` from scratch with the experiments' one schedule (``recipes.train``: SGD momentum 0.9,
     ``lr``, one warm-up epoch, cosine; validation once, at the end) unless ``out_dir`` already holds its
-    ``model_card.json``; records the stage's seconds and returns the card's ``val_top1``."""
+    ``model_card.json`` (or ``ledger`` does); records the stage's seconds and returns the card's ``val_top1``."""
     from recipes.cli import run_stage
     card = os.path.join(out_dir, "model_card.json")
+    if ledger is not None:
+        ledger.restore(out_dir, ["model_card.json"])
     if not os.path.exists(card):
         args = ["recipes.train", f"--model={spec_path}", "--weights=", f"--dataset={dataset}", f"--epochs={epochs}",
                 f"--batch_size={batch_size}", "--optimizer=sgd", f"--lr={lr}", "--warmup_epochs=1", f"--seed={seed}",
                 f"--val_freq={epochs}", "--noprogress", f"--out_dir={out_dir}",
                 *([f"--limit={limit}"] if limit else []), *extra]
         seconds.record(name, run_stage(name, args, log))
+    if ledger is not None:
+        ledger.keep(out_dir, ["model_card.json"])
     with open(card) as f:
         return json.load(f)["metrics"]["val_top1"]
 

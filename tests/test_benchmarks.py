@@ -217,3 +217,29 @@ def test_border_cost_end_to_end(tmp_path):
         assert row["images"] == 12 and 0 <= row["top1_agreement"] <= 1 and row["max_abs_logit_diff"] > 0
     assert "PAD" in report["ops"]["exact/float32"] and "ADD" in report["ops"]["exact/float32"]
     assert not {"PAD", "PADV2"} & set(report["ops"]["black/float32"])
+
+
+def test_ledger_restores_finished_stages_and_refuses_other_settings(tmp_path):
+    from benchmarks.harness import Ledger
+    work, root = tmp_path / "work", tmp_path / "ledger"
+    stage = work / "search" / "a_s0"
+    stage.mkdir(parents=True)
+    (stage / "summary.json").write_text('{"done": 1}')
+    (stage / "history.json").write_text("[]")
+    ledger = Ledger(str(root), str(work), setup={"epochs": 6, "flags": ("x",)})
+    ledger.keep(str(stage), ["summary.json", "history.json"])
+    assert (root / "search" / "a_s0" / "summary.json").read_text() == '{"done": 1}'
+    assert not list(root.rglob("*.tmp"))
+    assert not ledger.restore(str(stage), ["summary.json", "history.json"])  # the work directory has them
+    import shutil
+    shutil.rmtree(work)  # a new session: the work directory is gone
+    again = Ledger(str(root), str(work), setup={"epochs": 6, "flags": ["x"]})
+    assert again.restore(str(stage), ["summary.json", "history.json"])
+    assert (stage / "summary.json").read_text() == '{"done": 1}' and (stage / "history.json").read_text() == "[]"
+    assert not again.restore(str(work / "train" / "a_s0"), ["model_card.json"])  # never finished: nothing
+    assert not (work / "train").exists()
+    with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
+        Ledger(str(root), str(work), setup={"epochs": 3, "flags": ["x"]})
+    with pytest.raises(ValueError, match="not under the work directory"):
+        again.keep(str(tmp_path / "elsewhere"), ["summary.json"])
+    assert Ledger(None, str(work)).restore(str(stage), ["summary.json"]) is False  # no ledger: a no-op

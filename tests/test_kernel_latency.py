@@ -205,3 +205,26 @@ def test_projection_on_the_committed_ablation_table_ends_within_the_filter_count
         choice, moves, ms = net.project_to_target(target, 0.03, latency=table)
         assert abs(ms / target - 1) <= 0.03 and 0 < moves <= filters
         assert ms == pytest.approx(table.predict(space, choice))
+
+
+@pytest.mark.slow
+def test_feedback_benchmark_resumes_from_its_ledger_without_the_work_directory(tmp_path):
+    """A finished training is mirrored into the ledger; a later run without the work directory does not train
+    again, and a ledger of other settings is one line and exit 2."""
+    import json
+    import shutil
+    out, work, ledger = tmp_path / "e.json", tmp_path / "work", tmp_path / "ledger"
+    args = [f"--out={out}", "--arms=r", "--seeds=0", "--dataset=shapes", "--train_limit=64", "--retrain_epochs=2",
+            "--latency_rounds=0", f"--work_dir={work}", f"--ledger={ledger}"]
+    r = run_module("benchmarks.ednas_search", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = json.loads(out.read_text())
+    assert first["stages_run_now"] == ["train_r_s0"] and (ledger / "train" / "r_s0" / "model_card.json").is_file()
+    shutil.rmtree(work)
+    r = run_module("benchmarks.ednas_search", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads(out.read_text())
+    assert again["stages_run_now"] == [] and again["arms"]["r"]["top1"] == first["arms"]["r"]["top1"]
+    assert again["stage_seconds"]["train_r_s0"] == first["stage_seconds"]["train_r_s0"]
+    r = run_module("benchmarks.ednas_search", *args, "--retrain_epochs=3")
+    assert "other settings (retrain_epochs)" in error_line(r, "ednas_search"), r.stderr
