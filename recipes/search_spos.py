@@ -10,11 +10,13 @@ optional channel search ``--channel_ratios`` and mixed precision ``--bits``) on 
 part (``--holdout``, the paper's validation split of the training set); ``evolution`` runs Algorithm 1 (population
 ``--population``, ``--iterations``, ``--top_k``, mutation probability ``--mutation_prob``) and, with
 ``--random_search``, the random baseline on the same budget; every candidate is evaluated on ``--val_images`` held-out
-images after recalibrating BatchNorm on ``--recal_images`` training images. Constraints: any of ``--max_macs``,
-``--max_params``, ``--max_bitops``, ``--max_latency_ms`` (with ``--latency_table``, a table written by
-``python -m benchmarks.latency_model --space=spos_imagenet`` (or ``spos_cifar``; ``search.latency.build_table``);
-``benchmarks/results/latency_lut_spos.json`` has
-every block of the ``--space=imagenet`` space with the paper's channel ratios, timed on this host by
+images after recalibrating BatchNorm on ``--recal_images`` training images; ``derived.json`` is the better of the two
+searches' best paths (``summary.json`` says which). ``--fix_block`` / ``--fix_channel_ratio`` hold one field at one
+option in every block and search the rest (the paper's Table 4 rows; ``benchmarks/spos_ablation.py``). Constraints:
+any of ``--max_macs``, ``--max_params``, ``--max_bitops``, ``--max_latency_ms`` (with ``--latency_table``, a table
+written by ``python -m benchmarks.latency_model --space=spos_imagenet`` (or ``spos_cifar``;
+``search.latency.build_table``); ``benchmarks/results/latency_lut_spos.json`` has every block of the
+``--space=imagenet`` space with the paper's channel ratios, timed on this host by
 ``python -m benchmarks.latency_model --space=spos_imagenet``; parts missing from a table, e.g. a head with another
 class count, fall back to its MACs-affine fit; a table's whole-model ``calibration``, written by
 ``benchmarks.latency_model --calibrate``, is applied: the committed SPOS table predicts whole models within 1.0%
@@ -23,7 +25,8 @@ command after a kill resumes (supernet: last epoch checkpoint; evolution: last e
 
 Writes under ``--out_dir``: ``supernet/`` (checkpoints, ``history.json``), ``tensorboard/``, ``evolution_state.json``
 and ``random_state.json`` (resumable search states), ``derived.json`` (the best candidate as a zoo spec, provenance
-``spos``), ``derived_init.npz`` (its weights sliced from the supernet, for ``recipes.train --weights``),
+``spos``; of the better of evolution and random search), ``derived_init.npz`` (its weights sliced from the supernet,
+for ``recipes.train --weights``),
 ``evolution.png`` (best and top-k accuracy per iteration, evolution vs random: the paper's Fig. 3),
 ``population.png`` (every evaluated candidate on the accuracy-vs-MACs plane with the constraint line) and
 ``summary.json``.
@@ -83,7 +86,12 @@ flags.DEFINE_integer("population", 50, "Population size P.", lower_bound=2)
 flags.DEFINE_integer("iterations", 20, "Evolution iterations T.", lower_bound=1)
 flags.DEFINE_integer("top_k", 10, "Parents kept per iteration.", lower_bound=1)
 flags.DEFINE_float("mutation_prob", 0.1, "Per-choice mutation probability.", lower_bound=1e-6, upper_bound=1.0)
-flags.DEFINE_bool("random_search", True, "Also run random search on the same budget (the baseline).")
+flags.DEFINE_bool("random_search", True, "Also run random search on the same budget (the baseline); derived.json "
+                  "is the better of the two by supernet top-1 (summary.json: derived_from).")
+flags.DEFINE_string("fix_block", None, "Evolution (and random search) over the other fields only, every block this "
+                    "block choice (e.g. 3: the paper's channel search with choice_3).")
+flags.DEFINE_float("fix_channel_ratio", None, "Evolution (and random search) over the other fields only, every "
+                   "block this channel ratio, one of --channel_ratios (e.g. 1.0: the paper's block search).")
 flags.DEFINE_integer("recal_images", 1024, "Training images for BatchNorm recalibration per candidate.",
                      lower_bound=1)
 flags.DEFINE_integer("val_images", 1000, "Held-out images each candidate is evaluated on.", lower_bound=1)

@@ -62,14 +62,26 @@ class EvolutionSearch:
 
     def __init__(self, space: sp.SposSpace, evaluate: Callable[[np.ndarray], float], constraints: sp.Constraints,
                  config: EvolutionConfig, state_path: str | None = None, kind: str = "evolution", latency=None,
-                 evaluation: dict | None = None):
+                 evaluation: dict | None = None, fixed: dict[int, int] | None = None):
+        """``fixed``: fields held at one option in every block (``{0: block choice index}``, ``{1: channel ratio
+        index}``, ``{2: bits index}``), so the search runs over the rest (the paper's Table 4: block search with the
+        channels fixed, channel search with every block ``choice_3``)."""
         if kind not in ("evolution", "random"):
             raise ValueError(f"kind must be 'evolution' or 'random', got {kind!r}")
+        self.fixed = {int(f): int(v) for f, v in (fixed or {}).items()}
+        for f, v in self.fixed.items():
+            if f not in (0, 1, 2) or not 0 <= v < space.sizes()[f]:
+                raise ValueError(f"fixed field {f} = {v}: fields 0 (block), 1 (channel ratio), 2 (bits), each "
+                                 f"below its number of options {space.sizes()}")
         self.space, self.evaluate, self.constraints, self.config = space, evaluate, constraints, config
+        if not self._fields().any():
+            raise ValueError(f"fixed fields {self.fixed} leave nothing to search in this space")
         self.kind, self.state_path, self.latency = kind, state_path, latency
         self.rng = np.random.default_rng([config.seed, 0 if kind == "evolution" else 1])
         self.identity = {"kind": kind, "space": space.to_json(), "constraints": dataclasses.asdict(constraints),
                          "config": dataclasses.asdict(config), "evaluation": dict(evaluation or {})}
+        if self.fixed:  # absent otherwise, so states saved before fields could be fixed still resume
+            self.identity["fixed"] = {str(f): v for f, v in sorted(self.fixed.items())}
         self.iteration = 0
         self.population: list[str] = []
         self.top: list[str] = []
@@ -108,8 +120,10 @@ class EvolutionSearch:
     # --- generation --------------------------------------------------------------------------------------------
     def _fields(self) -> np.ndarray:
         """Mask of the searched fields per block (block choice always; ratio/bits when they have options)."""
-        sizes = np.array(self.space.sizes())
-        return np.broadcast_to(sizes > 1, (self.space.n_blocks, 3))
+        searched = np.array(self.space.sizes()) > 1
+        for f in self.fixed:
+            searched[f] = False
+        return np.broadcast_to(searched, (self.space.n_blocks, 3))
 
     def _valid_new(self, arch, taken: set) -> bool:
         k = sp.key(arch)
@@ -139,7 +153,10 @@ class EvolutionSearch:
         return np.where(self.rng.random(a.shape) < 0.5, a, b).astype(np.int32)
 
     def _random(self) -> np.ndarray:
-        return sp.uniform(self.space, self.rng)
+        arch = sp.uniform(self.space, self.rng)
+        for f, v in self.fixed.items():
+            arch[:, f] = v
+        return arch
 
     def _next_population(self) -> list[str]:
         cfg, taken = self.config, set()

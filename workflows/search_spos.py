@@ -65,6 +65,8 @@ class SearchSposConfig:
     top_k: int = 10
     mutation_prob: float = 0.1
     random_search: bool = True
+    fix_block: str | None = None  # evolution over the rest: every block this choice (the paper's channel search)
+    fix_channel_ratio: float | None = None  # every block this ratio (the paper's block search)
     recal_images: int = 1024
     val_images: int = 1000
     eval_batch: int = 256
@@ -198,6 +200,9 @@ def check_evolution_state(config: SearchSposConfig) -> None:
         theirs = {**(identity.get("config") if isinstance(identity.get("config"), dict) else {}),
                   **(identity.get("constraints") if isinstance(identity.get("constraints"), dict) else {})}
         diff = sorted({EVOLUTION_FLAGS.get(k, k) for k in ours if theirs.get(k) != ours[k]})
+        fixed = {str(f): v for f, v in sorted(fixed_fields(config).items())}
+        if (identity.get("fixed") or {}) != fixed:
+            diff += ["fix_block/--fix_channel_ratio"]
         if diff:
             raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state is a search with other "
                               f"{', '.join('--' + k for k in diff)}; rerun with the same flags to resume, or remove "
@@ -206,6 +211,17 @@ def check_evolution_state(config: SearchSposConfig) -> None:
 
 # EvolutionConfig fields derived from a flag of another name
 EVOLUTION_FLAGS = {"mutations": "population", "crossovers": "population"}
+
+
+def fixed_fields(config: SearchSposConfig) -> dict[int, int]:
+    """``--fix_block`` / ``--fix_channel_ratio`` as `search.evolution.EvolutionSearch`'s ``fixed`` (field →
+    option index)."""
+    out = {}
+    if config.fix_block is not None:
+        out[0] = list(config.choices).index(config.fix_block)
+    if config.fix_channel_ratio is not None:
+        out[1] = [float(r) for r in config.channel_ratios].index(float(config.fix_channel_ratio))
+    return out
 
 
 def evolution_config(config: SearchSposConfig):
@@ -254,6 +270,14 @@ def validate(config: SearchSposConfig) -> RunDir:
     if config.execution == "eager" and config.strategy != "default":
         raise ConfigError(f"--strategy={config.strategy} needs --execution=graph")
     _check_space(config)
+    if config.fix_block is not None and config.fix_block not in config.choices:
+        raise ConfigError(f"--fix_block={config.fix_block}: one of --choices={','.join(config.choices)}")
+    if config.fix_channel_ratio is not None and float(config.fix_channel_ratio) not in [
+            float(r) for r in config.channel_ratios]:
+        raise ConfigError(f"--fix_channel_ratio={config.fix_channel_ratio}: one of --channel_ratios="
+                          f"{','.join(str(r) for r in config.channel_ratios)}")
+    if config.fix_block is not None and config.fix_channel_ratio is not None and not config.bits:
+        raise ConfigError("--fix_block with --fix_channel_ratio leaves nothing to search")
     check_out_dir(config.out_dir, own=SETTINGS_FILE)
     check_evolution_state(config)
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
@@ -353,23 +377,29 @@ def run(config: SearchSposConfig) -> dict:
     results = {}
     for kind in ("evolution", "random") if config.random_search else ("evolution",):
         search = ev.EvolutionSearch(space, evaluator, constraints, ecfg, run_dir.file(f"{kind}_state.json"), kind,
-                                    latency, evaluation=evaluation_identity(config))
+                                    latency, evaluation=evaluation_identity(config), fixed=fixed_fields(config))
 
         def log(s, record, kind=kind):
             with writer.as_default(step=record["iteration"]):
                 tf.summary.scalar(f"{kind}/best_acc", record["best_acc"])
                 tf.summary.scalar(f"{kind}/topk_mean_acc", record["topk_mean_acc"])
         results[kind] = search.run(progress=bar(kind), on_iteration=log)
-    best = results["evolution"]  # the method's result, whatever the baseline found (it is reported, not taken)
-    arch = sp.from_key(best["best"])
+    # the derived path: the best by the search's own criterion (supernet top-1 after BN recalibration) across
+    # evolution and random search, recorded which; a tie goes to evolution
     rnd = results.get("random")
-    random_better = bool(rnd and rnd["best_acc"] > best["best_acc"])
+    random_better = bool(rnd and rnd["best_acc"] > results["evolution"]["best_acc"])
+    derived_from = "random" if random_better else "evolution"
+    best = results[derived_from]
+    arch = sp.from_key(best["best"])
     name = config.name or f"spos_{config.space}_s{config.seed}"
     cost = sp.cost(space, arch, latency)
     metrics = {"supernet_val_acc": best["best_acc"], **{k: float(v) for k, v in cost.items()}}
+    fixed = ("; fixed: " + ", ".join(f"--{k}={getattr(config, k)}" for k in ("fix_block", "fix_channel_ratio")
+                                      if getattr(config, k) is not None)) if fixed_fields(config) else ""
     notes = (f"SPOS: supernet {config.epochs} epochs ({config.sampling} sampling), evolution P={config.population} "
-             f"T={config.iterations} top-k={config.top_k}, BN recalibrated on {len(recal_x)} images, evaluated on "
-             f"{len(val_x)} held-out images; constraints {constraints.limits()}; arch {best['best']}")
+             f"T={config.iterations} top-k={config.top_k}{fixed}, BN recalibrated on {len(recal_x)} images, evaluated "
+             f"on {len(val_x)} held-out images; constraints {constraints.limits()}; arch {best['best']} (found by "
+             f"{derived_from} search)")
     prov = spec_lib.Provenance(method="spos", source=f"search space {config.space} (SPOS Table 2)",
                                target=config.max_macs, target_macs=int(config.max_macs) if config.max_macs else None,
                                seed=config.seed, data=config.dataset, notes=notes,
@@ -385,10 +415,12 @@ def run(config: SearchSposConfig) -> dict:
                     "recal_images": len(recal_x), "val_images": len(val_x), "holdout_examples": val_info.num_examples,
                     "evolution": {k: {"best_acc": r["best_acc"], "evaluated": r["evaluated"],
                                       "history": r["history"]} for k, r in results.items()},
-                    "derived_from": "evolution", "random_found_better": random_better})
+                    "derived_from": derived_from, "random_found_better": random_better,
+                    "fixed": {k: getattr(config, k) for k in ("fix_block", "fix_channel_ratio")
+                              if getattr(config, k) is not None}})
     if random_better:
         summary["note"] = (f"random search found a better path ({rnd['best_acc']:.4f} vs evolution's "
-                           f"{best['best_acc']:.4f}, key {rnd['best']}); derived.json is evolution's, the method's "
-                           "result: on this budget evolution did not beat its baseline")
+                           f"{results['evolution']['best_acc']:.4f}); derived.json is random search's path: on "
+                           "this budget evolution did not beat its baseline")
     write_json(run_dir.file("summary.json"), summary)
     return summary
