@@ -243,3 +243,76 @@ def test_ledger_restores_finished_stages_and_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match="not under the work directory"):
         again.keep(str(tmp_path / "elsewhere"), ["summary.json"])
     assert Ledger(None, str(work)).restore(str(stage), ["summary.json"]) is False  # no ledger: a no-op
+
+
+def test_spos_ablation_orchestrates_one_supernet_three_searches_and_resumes_from_its_ledger(tmp_path, monkeypatch):
+    """The Table 4 benchmark with its stages faked (no training): one supernet, each search in its own directory
+    reading the supernet through a link with its field fixed, every row within the MACs limit, comparisons with
+    their SE; a second session without the work directory reruns nothing."""
+    import shutil
+
+    import numpy as np
+
+    from benchmarks import harness
+    from benchmarks import spos_ablation as sa
+    from models import spec as spec_lib
+    from recipes import cli
+    from search import spos as sp
+    calls = []
+    space = sp.cifar_space(0.25, (1, 1, 1, 1), 10, (0.6, 1.0, 1.4))
+
+    def fake_stage(name, args, log):
+        out = next(x.split("=", 1)[1] for x in args if x.startswith("--out_dir="))
+        calls.append(name)
+        os.makedirs(out, exist_ok=True)
+        if "--phase=supernet" in args:
+            os.makedirs(os.path.join(out, "supernet"))
+            for f in ("supernet_settings.json", "summary.json"):
+                open(os.path.join(out, f), "w").write("{}")
+            return 1.0
+        assert os.path.islink(os.path.join(out, "supernet")) and os.path.isfile(
+            os.path.join(out, "supernet_settings.json"))
+        assert ("--fix_channel_ratio=1.0" in args) == (name == "block_search")
+        assert ("--fix_block=3" in args) == (name == "channel_search")
+        arch = np.zeros((space.n_blocks, 3), np.int32)
+        arch[:, 1] = 0  # ratio 0.6: cheaper than all choice_3
+        open(os.path.join(out, "derived.json"), "w").write(spec_lib.dumps(sp.arch_spec(space, arch, f"d_{name}")))
+        summary = {"best": sp.key(arch), "best_acc": 0.3, "derived_from": "evolution",
+                   "evolution": {"evolution": {"best_acc": 0.3, "evaluated": 4, "history": []}}}
+        open(os.path.join(out, "summary.json"), "w").write(json.dumps(summary))
+        return 2.0
+
+    def fake_train(name, spec_path, out_dir, log, seconds, *args, ledger=None, **kwargs):
+        seconds.record(name, 3.0)
+        return {"all_choice_3": 0.60, "block_channel_search": 0.66}.get(name.rsplit("_s", 1)[0][6:], 0.62) + \
+            0.01 * int(name[-1])
+
+    monkeypatch.setattr(cli, "run_stage", fake_stage)
+    monkeypatch.setattr(harness, "train_top1", fake_train)
+    monkeypatch.setattr(harness, "litert_latency_ms", lambda specs, rounds: {n: 1.0 for n in specs})
+    monkeypatch.chdir(tmp_path)
+    args = [f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", f"--ledger={tmp_path / 'l'}",
+            "--dataset=shapes", "--width=0.25", "--depth=1,1,1,1", "--channel_ratios=0.6,1.0,1.4", "--seeds=0,1",
+            "--latency_rounds=1"]
+    assert sa.main(args) == 0
+    assert calls == ["supernet", "block_search", "channel_search", "block_channel_search"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    limit = report["setup"]["max_macs"]
+    choice3 = np.zeros((space.n_blocks, 3), np.int32)
+    choice3[:, 1] = 1
+    assert limit == sp.cost(space, choice3)["macs"] and list(report["rows"]) == list(sa.ROWS)
+    for row in report["rows"].values():
+        assert all(m <= limit for m in row["macs"]) and len(row["top1"]) == 2 and row["latency_ms"] == [1.0, 1.0]
+    assert report["rows"]["random_blocks"]["specs"][0] != report["rows"]["random_blocks"]["specs"][1]
+    c = report["comparisons"]["block_channel_search_minus_all_choice_3"]
+    assert c["diff"] == pytest.approx(0.06) and c["se"] == pytest.approx(math.sqrt(2 * 0.00005 / 2), rel=1e-4)
+    assert c["exceeds_2se"] is True
+    assert report["rows"]["block_channel_search"]["search"]["derived_from"] == "evolution"
+    assert (tmp_path / "r.png").stat().st_size > 0
+    drawn = {p: open(p).read() for row in ("all_choice_3", "random_blocks") for p in report["rows"][row]["specs"]}
+    shutil.rmtree(tmp_path / "w")  # a new session: only the ledger (and the trainings' cards, faked here) remain
+    calls.clear()
+    assert sa.main(args) == 0
+    assert calls == []  # the searches were restored, the supernet not retrained
+    assert all(open(p).read() == text for p, text in drawn.items())  # the rows without search drawn identically
+    assert sa.main([*args[:-1], "--supernet_epochs=5"]) == 2  # the ledger refuses other settings
