@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--depth", default="4,4,8,4")
     p.add_argument("--channel_ratios", default=PAPER_RATIOS)
     p.add_argument("--train_limit", type=int, default=10000, help="training images of supernet and retraining")
-    p.add_argument("--supernet_epochs", type=int, default=10)
+    p.add_argument("--supernet_epochs", type=int, default=20)
     p.add_argument("--population", type=int, default=20)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--recal_images", type=int, default=512)
