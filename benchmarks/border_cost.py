@@ -71,6 +71,12 @@ def main(argv=None) -> int:
     except Exception as e:  # ZooError / SpecError: one line
         print(f"{prog}: --model={a.model}: {e}", file=sys.stderr)
         return 2
+    from training.weights import resolve_weights
+    try:
+        weights = resolve_weights(spec, a.weights)  # a tag or a .npz path, sha256-checked: before TensorFlow
+    except Exception as e:  # InputError / ZooError: one line
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
     if spec.input.border != "mean":
         print(f"{prog}: --model={a.model}: its border is already {spec.input.border!r}: fold_black is exact",
               file=sys.stderr)
@@ -85,7 +91,7 @@ def main(argv=None) -> int:
     from inputs import classification as data
 
     t0 = time.time()
-    model = zoo.build(a.model, weights=a.weights)
+    model = zoo.build(a.model, weights=weights or "")
     size = model.input_shape[1]
     splits = {}
     for split in ("train", "test"):

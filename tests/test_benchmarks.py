@@ -316,3 +316,9 @@ def test_spos_ablation_orchestrates_one_supernet_three_searches_and_resumes_from
     assert calls == []  # the searches were restored, the supernet not retrained
     assert all(open(p).read() == text for p, text in drawn.items())  # the rows without search drawn identically
     assert sa.main([*args[:-1], "--supernet_epochs=5"]) == 2  # the ledger refuses other settings
+
+
+def test_border_cost_bad_weights_is_one_line_before_tensorflow(tmp_path):
+    r = run_module("benchmarks.border_cost", f"--out={tmp_path / 'b.json'}", "--weights=nope")
+    assert "has no weights 'nope'" in error_line(r, "border_cost"), r.stderr
+    assert not (tmp_path / "b.json").exists()
