@@ -25,7 +25,6 @@ noisy: read ratios, not absolute milliseconds.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import statistics
 import sys
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from export import litert
-    from export.fold import fold_preprocessing
+    from export.fold import deploy_spec, fold_preprocessing
     from models.builder import build
     from models.weights import assign, randomized_weights
     from workflows.export_tflite import normalise
@@ -92,7 +91,7 @@ def main(argv=None) -> int:
     assign(model, randomized_weights(model, a.seed))
     plain = build(spec, input_size=size, include_preprocessing=False)
     plain.set_weights(model.get_weights())
-    black_spec = dataclasses.replace(spec, input=dataclasses.replace(spec.input, border="black"))
+    black_spec = deploy_spec(spec, "fold_black")
     black = build(black_spec, input_size=size)
     black.set_weights(model.get_weights())
     models = {"zoo_layer": model, "zoo_fold": fold_preprocessing(model, spec, size),

@@ -63,20 +63,12 @@ SEARCH_FILES = ["summary.json", "derived.json"]  # summary.json first: it marks 
 
 
 def random_arch(space, row: str, seed: int, constraints) -> np.ndarray:
-    """The ``random_*`` row's path for ``seed``: uniform draws with the other field fixed, until one meets the
-    limit."""
+    """The ``random_*`` row's path for ``seed``: uniform draws with the other field fixed (``random_blocks``: ratio
+    1.0; ``random_channels``: every block choice_3), until one meets the limit."""
     from search import spos as sp
-    rng = np.random.default_rng([seed, 4])
-    c3, r1 = space.choices.index("3"), [float(r) for r in space.channel_ratios].index(1.0)
-    for _ in range(100_000):
-        arch = sp.uniform(space, rng)
-        if row == "random_blocks":
-            arch[:, 1] = r1
-        else:
-            arch[:, 0] = c3
-        if constraints.ok(sp.cost(space, arch)):
-            return arch
-    raise RuntimeError(f"{row}: no path within {constraints.limits()} in 100,000 draws")
+    fixed = ({1: [float(r) for r in space.channel_ratios].index(1.0)} if row == "random_blocks"
+             else {0: space.choices.index("3")})
+    return sp.sample(space, np.random.default_rng([seed, 4]), constraints, max_tries=100_000, fixed=fixed)
 
 
 def compare(x: dict, y: dict) -> dict | None:
@@ -152,6 +144,7 @@ def main(argv=None) -> int:
         return 2
     from common import quiet_tf
     quiet_tf.install()  # the latency session converts in this process
+    from common.io import write_text
     from models import spec as spec_lib
     from models.counting import count
     from recipes import cli
@@ -216,8 +209,7 @@ def main(argv=None) -> int:
         for s in seeds:
             arch = choice3 if row == "all_choice_3" else random_arch(space, row, s, constraints)
             path = os.path.join(spec_dir, f"{row}_s{s}.json")
-            with open(path, "w") as f:
-                f.write(spec_lib.dumps(sp.arch_spec(space, arch, name=f"spos_{row}_s{s}")))
+            write_text(path, spec_lib.dumps(sp.arch_spec(space, arch, name=f"spos_{row}_s{s}")))
             specs[(row, s)] = path
 
     # --- retraining ----------------------------------------------------------------------------------------------

@@ -153,10 +153,7 @@ class EvolutionSearch:
         return np.where(self.rng.random(a.shape) < 0.5, a, b).astype(np.int32)
 
     def _random(self) -> np.ndarray:
-        arch = sp.uniform(self.space, self.rng)
-        for f, v in self.fixed.items():
-            arch[:, f] = v
-        return arch
+        return sp.fix(sp.uniform(self.space, self.rng), self.fixed)
 
     def _next_population(self) -> list[str]:
         cfg, taken = self.config, set()

@@ -170,6 +170,14 @@ def uniform(space: SposSpace, rng: np.random.Generator, n: int | None = None) ->
     return (rng.random(shape) * hi).astype(np.int32)
 
 
+def fix(arch: np.ndarray, fixed: dict[int, int] | None) -> np.ndarray:
+    """``arch`` with each field ``f`` of ``fixed`` (0 block choice, 1 channel ratio, 2 bits) set to option ``v`` in
+    every block (in place; returned)."""
+    for f, v in (fixed or {}).items():
+        arch[..., f] = v
+    return arch
+
+
 def cover(space: SposSpace) -> list[np.ndarray]:
     """One path per (block choice, channel ratio) with every block at it (bits index 0). A block's latency-table key
     depends only on its own choice and width, so these paths hold every block configuration of the space: a latency
@@ -281,8 +289,9 @@ class ConstraintError(InputError):
 
 
 def sample(space: SposSpace, rng: np.random.Generator, constraints: Constraints | None = None, latency=None,
-           max_tries: int = 10_000) -> np.ndarray:
-    """Uniform *constraint* sampling: draw uniform paths until one satisfies ``constraints`` (paper's default).
+           max_tries: int = 10_000, fixed: dict[int, int] | None = None) -> np.ndarray:
+    """Uniform *constraint* sampling: draw uniform paths until one satisfies ``constraints`` (paper's default);
+    ``fixed``: fields held at one option (`fix`).
 
     Raises:
         ConstraintError: at once when even the path with the fewest MACs exceeds ``max_macs`` (no path can meet
@@ -293,7 +302,7 @@ def sample(space: SposSpace, rng: np.random.Generator, constraints: Constraints 
         if least["macs"] > constraints.max_macs:
             raise ConstraintError(f"no path within {constraints.limits()}: the space's smallest path costs {least}")
     for _ in range(max_tries):
-        a = uniform(space, rng)
+        a = fix(uniform(space, rng), fixed)
         if constraints is None or constraints.ok(cost(space, a, latency)):
             return a
     raise ConstraintError(f"no path within {constraints.limits()} in {max_tries} uniform draws; "
