@@ -319,6 +319,7 @@ def test_spos_ablation_orchestrates_one_supernet_three_searches_and_resumes_from
 
 
 def test_border_cost_bad_weights_is_one_line_before_tensorflow(tmp_path):
-    r = run_module("benchmarks.border_cost", f"--out={tmp_path / 'b.json'}", "--weights=nope")
+    r = run_module("benchmarks.border_cost", f"--out={tmp_path / 'b.json'}", "--weights=nope",
+                   f"--dataset=folder:{tmp_path}")  # any existing folder: the weights are refused first
     assert "has no weights 'nope'" in error_line(r, "border_cost"), r.stderr
     assert not (tmp_path / "b.json").exists()
