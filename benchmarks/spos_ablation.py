@@ -80,6 +80,56 @@ def compare(x: dict, y: dict) -> dict | None:
     return {"diff": d, "se": se, "exceeds_2se": bool(abs(d) > 2 * se)}
 
 
+def rank_archs(space, n: int) -> list[np.ndarray]:
+    """``n`` paths spanning the space's MACs range (no limit): 4,000 uniform draws sorted by MACs, one at each of
+    ``n`` evenly spaced quantiles (fixed draws: the same paths in every session)."""
+    from search import spos as sp
+    if n <= 0:
+        return []
+    draws = sp.uniform(space, np.random.default_rng(7), 4000)
+    macs = np.array([sp.cost(space, d)["macs"] for d in draws])
+    order = np.argsort(macs, kind="stable")
+    return [draws[order[int(round(q * (len(order) - 1)))]] for q in np.linspace(0.0, 1.0, n)]
+
+
+def supernet_top1(space, supernet_dir: str, archs: dict, dataset: str, train_limit: int, recal_images: int,
+                  val_images: int) -> dict:
+    """Top-1 of each path ``archs[name]`` on the trained supernet after BN recalibration — the searches' own
+    criterion, on the same recalibration and held-out images as ``recipes.search_spos`` (holdout 0.2, seed 0)."""
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    from inputs.classification import load
+    from search.spos_net import build_supernet
+    from search.spos_train import CandidateEvaluator, SposConfig, SposTrainer
+    from workflows.search_spos import _arrays
+    common = dict(image_size=32, batch_size=256, training=False, seed=0, holdout=0.2, limit=train_limit)
+    recal, _ = load(dataset, "train", **common)
+    held, _ = load(dataset, "holdout", **common)
+    recal_x, _ = _arrays(recal.shuffle(64, seed=0), recal_images)
+    val_x, val_y = _arrays(held, val_images)
+    model = build_supernet(space, seed=0)
+    trainer = SposTrainer(model, SposConfig(), checkpoint_dir=os.path.join(supernet_dir, "supernet"))
+    if not trainer.restore():
+        raise RuntimeError(f"no trained supernet in {supernet_dir}")
+    evaluator = CandidateEvaluator(model, recal_x, val_x, val_y, 256)
+    return {name: float(evaluator(arch)) for name, arch in archs.items()}
+
+
+def kendall(x, y, resamples: int = 2000) -> dict:
+    """Kendall τ-b of ``x`` vs ``y`` with a 95% bootstrap interval over the paths (resampled with replacement)."""
+    from scipy.stats import kendalltau, spearmanr
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rng, taus = np.random.default_rng(0), []
+    for _ in range(resamples):
+        i = rng.integers(len(x), size=len(x))
+        t = kendalltau(x[i], y[i]).statistic
+        if np.isfinite(t):
+            taus.append(t)
+    return {"kendall_tau": float(kendalltau(x, y).statistic), "ci95": [float(np.percentile(taus, 2.5)),
+            float(np.percentile(taus, 97.5))], "spearman": float(spearmanr(x, y).statistic), "n_paths": len(x),
+            "bootstrap_resamples": len(taus)}
+
+
 def plot(rows: dict, limit: float, path: str) -> None:
     from reports.plots import pyplot, save_figure
     plt = pyplot()
@@ -92,6 +142,22 @@ def plot(rows: dict, limit: float, path: str) -> None:
     ax.set(title="SPOS Table 4 at CIFAR scale: retrained top-1 (mean ± std over seeds)", xlabel="MACs (M)",
            ylabel="top-1 (%), 5,000 test images")
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_rank(one_shot: dict, path: str) -> None:
+    from reports.plots import pyplot, save_figure
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    p = one_shot["paths"]
+    sc = ax.scatter([100 * x["supernet_top1"] for x in p], [100 * x["retrained_top1_mean"] for x in p],
+                    c=[x["macs"] / 1e6 for x in p], cmap="viridis")
+    fig.colorbar(sc, ax=ax, label="MACs (M)")
+    ax.set(title=f"One-shot assumption: Kendall τ {one_shot['kendall_tau']:.2f} "
+                 f"(95% CI {one_shot['ci95'][0]:.2f}…{one_shot['ci95'][1]:.2f}, {one_shot['n_paths']} paths)",
+           xlabel="supernet top-1 (%), BN recalibrated", ylabel="retrained top-1 (%), 5,000 test images")
+    ax.grid(alpha=0.3)
     save_figure(fig, path)
     plt.close(fig)
 
@@ -116,6 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--retrain_epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--latency_rounds", type=int, default=5)
+    p.add_argument("--rank_paths", type=int, default=6,
+                   help="extra paths across the MACs range, retrained with the first seed, for the one-shot rank "
+                        "correlation (besides every row's paths)")
     a = p.parse_args(argv)
     prog = "spos_ablation"
     rows = [r for r in a.rows.split(",") if r]
@@ -128,6 +197,9 @@ def main(argv=None) -> int:
         return 2
     if not rows or any(r not in ROWS for r in rows) or not seeds:
         print(f"{prog}: --rows: comma-separated of {','.join(ROWS)}; --seeds: at least one", file=sys.stderr)
+        return 2
+    if a.rank_paths < 0:
+        print(f"{prog}: --rank_paths={a.rank_paths}: must be ≥ 0", file=sys.stderr)
         return 2
     if 1.0 not in ratios:
         print(f"{prog}: --channel_ratios={a.channel_ratios}: must hold 1.0 (the all-choice_3 network)",
@@ -160,7 +232,7 @@ def main(argv=None) -> int:
         ledger = harness.Ledger(a.ledger or None, a.work_dir, setup={
             k: getattr(a, k) for k in ("dataset", "width", "depth", "channel_ratios", "train_limit",
                                        "supernet_epochs", "population", "iterations", "recal_images", "val_images",
-                                       "retrain_epochs", "lr")})
+                                       "retrain_epochs", "lr", "rank_paths")})
     except ValueError as e:
         print(f"{prog}: --ledger: {e}", file=sys.stderr)
         return 2
@@ -172,16 +244,19 @@ def main(argv=None) -> int:
     supernet_dir = os.path.join(a.work_dir, "supernet")
     t0 = time.time()
 
+    def ensure_supernet():
+        if not os.path.exists(os.path.join(supernet_dir, "summary.json")):
+            seconds.record("supernet", cli.run_stage("supernet", ["recipes.search_spos", "--phase=supernet",
+                                                              *spos_args, f"--out_dir={supernet_dir}"],
+                                                 log("supernet")))
+
     # --- the three searches on one supernet ------------------------------------------------------------------------
-    specs, searches = {}, {}
+    specs, searches, archs = {}, {}, {}
     for row in [r for r in rows if r in SEARCHES]:
         sdir = os.path.join(a.work_dir, "search", row)
         ledger.restore(sdir, SEARCH_FILES)
         if not os.path.exists(os.path.join(sdir, "summary.json")):
-            if not os.path.exists(os.path.join(supernet_dir, "summary.json")):
-                seconds.record("supernet", cli.run_stage("supernet", ["recipes.search_spos", "--phase=supernet",
-                                                                  *spos_args, f"--out_dir={supernet_dir}"],
-                                                     log("supernet")))
+            ensure_supernet()
             os.makedirs(sdir, exist_ok=True)  # the search reads the supernet's checkpoints through a link
             link = os.path.join(sdir, "supernet")
             if not os.path.lexists(link):
@@ -201,6 +276,7 @@ def main(argv=None) -> int:
                          "evolution": {k: {"best_acc": v["best_acc"], "evaluated": v["evaluated"]}
                                        for k, v in summary["evolution"].items()}}
         specs.update({(row, s): os.path.join(sdir, "derived.json") for s in seeds})
+        archs.update({(row, s): sp.from_key(summary["best"]) for s in seeds})
 
     # --- the rows without search -------------------------------------------------------------------------------
     spec_dir = os.path.join(a.work_dir, "specs")
@@ -211,6 +287,7 @@ def main(argv=None) -> int:
             path = os.path.join(spec_dir, f"{row}_s{s}.json")
             write_text(path, spec_lib.dumps(sp.arch_spec(space, arch, name=f"spos_{row}_s{s}")))
             specs[(row, s)] = path
+            archs[(row, s)] = arch
 
     # --- retraining ----------------------------------------------------------------------------------------------
     table = {}
@@ -233,6 +310,48 @@ def main(argv=None) -> int:
         if row in PAPER:
             entry["paper_imagenet_top1"] = PAPER[row]
         table[row] = entry
+
+    # --- the one-shot assumption: supernet top-1 vs retrained top-1 over every distinct path ----------------------
+    paths = {}
+    for row, entry in table.items():
+        for s, top1, macs in zip(seeds, entry["top1"], entry["macs"]):
+            k = sp.key(archs[(row, s)])
+            paths.setdefault(k, {"name": f"{row}_s{s}", "arch": k, "macs": macs, "retrained_top1": []})
+            paths[k]["retrained_top1"].append(top1)
+    for i, arch in enumerate(rank_archs(space, a.rank_paths)):
+        path = os.path.join(spec_dir, f"rank{i}.json")
+        spec = sp.arch_spec(space, arch, name=f"spos_rank{i}")
+        write_text(path, spec_lib.dumps(spec))
+        top1 = harness.train_top1(f"train_rank{i}_s{seeds[0]}", path, os.path.join(a.work_dir, "train", f"rank{i}"),
+                                  log(f"train_rank{i}"), seconds, a.dataset, a.retrain_epochs, 128, a.lr, seeds[0],
+                                  a.train_limit, ledger=ledger)
+        paths.setdefault(sp.key(arch), {"name": f"rank{i}", "arch": sp.key(arch), "macs": count(spec).macs,
+                                        "retrained_top1": []})["retrained_top1"].append(top1)
+    rank_dir = os.path.join(a.work_dir, "rank")
+    rank_file = os.path.join(rank_dir, "supernet_top1.json")
+    ledger.restore(rank_dir, ["supernet_top1.json"])
+    measured = {}
+    if os.path.exists(rank_file):
+        with open(rank_file) as f:
+            measured = json.load(f)
+    missing = {k: sp.from_key(k) for k in paths if k not in measured}
+    if missing:
+        ensure_supernet()
+        t1 = time.time()
+        measured.update(supernet_top1(space, supernet_dir, missing, a.dataset, a.train_limit, a.recal_images,
+                                      a.val_images))
+        seconds.record("supernet_top1", time.time() - t1)
+        os.makedirs(rank_dir, exist_ok=True)
+        write_json(rank_file, measured)
+        ledger.keep(rank_dir, ["supernet_top1.json"])
+    for k, p in paths.items():
+        p["supernet_top1"] = measured[k]
+        p["retrained_top1_mean"] = float(np.mean(p["retrained_top1"]))
+    ranked = list(paths.values())
+    one_shot = {"paths": ranked, "what": "every distinct retrained path: supernet top-1 (BN recalibrated, held-out "
+                                        "training images) vs retrained top-1 (mean over its seeds, test images)"}
+    if len(ranked) >= 3:
+        one_shot.update(kendall([p["supernet_top1"] for p in ranked], [p["retrained_top1_mean"] for p in ranked]))
 
     # --- latency: every distinct network in one session -----------------------------------------------------------
     distinct = {}
@@ -264,11 +383,16 @@ def main(argv=None) -> int:
                   "retrain": f"recipes.train from scratch, {a.retrain_epochs} epochs, SGD momentum 0.9, lr {a.lr}, "
                              "batch 128, 1 warm-up epoch, cosine", "seeds": seeds, "test_images": 5000,
                   "latency": "LiteRT float32, 1 thread, CPU time, one interleaved session", "rows": ROWS},
-        "rows": table, "comparisons": comparisons, "stage_seconds": dict(seconds), "stages_run_now": seconds.ran,
+        "rows": table, "comparisons": comparisons, "one_shot_rank": one_shot, "stage_seconds": dict(seconds),
+        "stages_run_now": seconds.ran,
         "host": host_info(), "wall_s": round(time.time() - t0, 1),
         "command": "python -m benchmarks.spos_ablation " + " ".join(sys.argv[1:] if argv is None else argv)}
     write_json(a.out, round_floats(result))
     plot(table, limit, os.path.splitext(a.out)[0] + ".png")
+    if "kendall_tau" in one_shot:
+        plot_rank(one_shot, os.path.splitext(a.out)[0] + "_rank.png")
+        print(f"one-shot rank: Kendall tau {one_shot['kendall_tau']:.2f} (95% CI {one_shot['ci95'][0]:.2f} to "
+              f"{one_shot['ci95'][1]:.2f}) over {one_shot['n_paths']} paths", file=sys.stderr)
     for row, entry in table.items():
         std = "" if entry["top1_std"] is None else f" ± {100 * entry['top1_std']:.2f}"
         print(f"{row}: top-1 {100 * entry['top1_mean']:.2f}{std} % over {len(seeds)} seeds, "

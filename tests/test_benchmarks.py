@@ -290,10 +290,17 @@ def test_spos_ablation_orchestrates_one_supernet_three_searches_and_resumes_from
     monkeypatch.setattr(cli, "run_stage", fake_stage)
     monkeypatch.setattr(harness, "train_top1", fake_train)
     monkeypatch.setattr(harness, "litert_latency_ms", lambda specs, rounds: {n: 1.0 for n in specs})
+    evaluated = []
+
+    def fake_supernet_top1(space_, supernet_dir, archs, *args):
+        assert os.path.isfile(os.path.join(supernet_dir, "summary.json"))
+        evaluated.append(sorted(archs))
+        return {k: 0.2 + 0.001 * sp.cost(space_, a)["macs"] / 1e5 for k, a in archs.items()}  # grows with MACs
+    monkeypatch.setattr(sa, "supernet_top1", fake_supernet_top1)
     monkeypatch.chdir(tmp_path)
     args = [f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", f"--ledger={tmp_path / 'l'}",
             "--dataset=shapes", "--width=0.25", "--depth=1,1,1,1", "--channel_ratios=0.6,1.0,1.4", "--seeds=0,1",
-            "--latency_rounds=1"]
+            "--latency_rounds=1", "--rank_paths=3"]
     assert sa.main(args) == 0
     assert calls == ["supernet", "block_search", "channel_search", "block_channel_search"]
     report = json.loads((tmp_path / "r.json").read_text())
@@ -309,13 +316,25 @@ def test_spos_ablation_orchestrates_one_supernet_three_searches_and_resumes_from
     assert c["exceeds_2se"] is True
     assert report["rows"]["block_channel_search"]["search"]["derived_from"] == "evolution"
     assert (tmp_path / "r.png").stat().st_size > 0
+    rank = report["one_shot_rank"]
+    # distinct paths: all_choice_3, the three searches' one path (faked identical), 2 + 2 random draws, 3 rank paths
+    names = [p["name"] for p in rank["paths"]]
+    assert len(names) == len(set(p["arch"] for p in rank["paths"])) == rank["n_paths"] >= 8
+    assert {"rank0", "rank1", "rank2"} <= set(names) and len(evaluated) == 1
+    macs = sorted(p["macs"] for p in rank["paths"] if p["name"].startswith("rank"))
+    assert macs[0] < limit < macs[-1]  # the rank paths span the space, beyond the limit
+    for p in rank["paths"]:
+        assert p["retrained_top1_mean"] == pytest.approx(np.mean(p["retrained_top1"]), rel=1e-4)
+    assert -1.0 <= rank["ci95"][0] <= rank["kendall_tau"] <= rank["ci95"][1] <= 1.0
+    assert (tmp_path / "r_rank.png").stat().st_size > 0
     drawn = {p: open(p).read() for row in ("all_choice_3", "random_blocks") for p in report["rows"][row]["specs"]}
     shutil.rmtree(tmp_path / "w")  # a new session: only the ledger (and the trainings' cards, faked here) remain
     calls.clear()
     assert sa.main(args) == 0
-    assert calls == []  # the searches were restored, the supernet not retrained
+    assert calls == [] and len(evaluated) == 1  # searches and supernet top-1s restored, the supernet not retrained
+    assert json.loads((tmp_path / "r.json").read_text())["one_shot_rank"] == rank
     assert all(open(p).read() == text for p, text in drawn.items())  # the rows without search drawn identically
-    assert sa.main([*args[:-1], "--supernet_epochs=5"]) == 2  # the ledger refuses other settings
+    assert sa.main([*args, "--supernet_epochs=5"]) == 2  # the ledger refuses other settings
 
 
 def test_border_cost_bad_weights_is_one_line_before_tensorflow(tmp_path):
@@ -323,3 +342,64 @@ def test_border_cost_bad_weights_is_one_line_before_tensorflow(tmp_path):
                    f"--dataset=folder:{tmp_path}")  # any existing folder: the weights are refused first
     assert "has no weights 'nope'" in error_line(r, "border_cost"), r.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+def test_spos_trainability_samplers_vary_the_choice_where_they_say():
+    import numpy as np
+
+    from benchmarks import spos_trainability as st
+    from search import spos as sp
+    space = sp.cifar_space(0.25, (2, 3, 1, 1), 10, (0.5, 1.0), choices=("3", "5", "x"))
+    rng = np.random.default_rng(0)
+    one = [st.draw(space, "one_path", rng) for _ in range(20)]
+    assert all((a[:, 0] == 0).all() and (a[:, 1] == 1).all() for a in one)  # choice_3, ratio 1.0
+    whole = np.array([st.draw(space, "whole", rng)[:, 0] for _ in range(50)])
+    assert (whole == whole[:, :1]).all() and len(set(whole[:, 0])) == 3  # one choice for every block, all drawn
+    stage = np.array([st.draw(space, "stage", rng)[:, 0] for _ in range(50)])
+    assert (stage[:, :2] == stage[:, :1]).all() and (stage[:, 2:5] == stage[:, 2:3]).all()
+    assert (stage[:, 0] != stage[:, 2]).any()  # the stages draw independently
+    block = np.array([st.draw(space, "block", rng)[:, 0] for _ in range(50)])
+    assert (block != block[:, :1]).any(axis=1).mean() > 0.5  # blocks differ within a path
+
+
+@pytest.mark.slow
+def test_spos_trainability_end_to_end_and_resume(tmp_path):
+    out, work = tmp_path / "t.json", tmp_path / "w"
+    args = ("benchmarks.spos_trainability", f"--out={out}", f"--work_dir={work}", "--rows=block_d8",
+            "--seeds=0", "--steps=50", "--paths=1", "--train_limit=1000", "--dataset=shapes")
+    r = run_module(*args, timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    row = report["rows"]["block_d8"]
+    assert row["sampler"] == "block" and row["depth"] == [2, 2, 2, 2] and row["final_train_top1"]["n"] == 1
+    run = report["runs"][0]
+    assert [c["step"] for c in run["curve"]] == [50] and len(run["random_path_top1"]) == 1
+    assert 0.0 <= run["random_path_top1"][0] <= 1.0 and run["trained_path_top1"] is None
+    for when in ("probe_init", "probe_end"):
+        assert set(run[when]) == {"flip_first_block", "flip_last_block", "other_random_path"}
+        assert all(-1.0 <= v <= 1.0 for v in run[when].values())
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    r = run_module(*args, timeout=400)  # finished (row, seed): kept, not trained again
+    assert r.returncode == 0 and "block_d8 seed 0 (" not in r.stderr, r.stderr[-2000:]
+    assert json.loads(out.read_text())["runs"] == report["runs"]
+
+
+@pytest.mark.parametrize("args, needle", [(("--rows=nope",), "--rows"), (("--seeds=a",), "--seeds"),
+                                          (("--steps=10",), "--steps")])
+def test_spos_trainability_refuses_bad_flags(args, needle, tmp_path):
+    r = run_module("benchmarks.spos_trainability", f"--out={tmp_path / 'x.json'}", "--dataset=shapes", *args)
+    assert needle in error_line(r, "benchmarks.spos_trainability")
+    assert not os.listdir(tmp_path)
+
+
+def test_spos_ablation_kendall_tau_and_its_bootstrap_interval():
+    import numpy as np
+
+    from benchmarks import spos_ablation as sa
+    x = np.arange(10.0)
+    up, down = sa.kendall(x, x * 2 + 1), sa.kendall(x, -x)
+    assert up["kendall_tau"] == pytest.approx(1.0) and up["ci95"] == pytest.approx([1.0, 1.0])
+    assert up["spearman"] == pytest.approx(1.0) and down["kendall_tau"] == pytest.approx(-1.0) and up["n_paths"] == 10
+    noisy = sa.kendall(x, np.array([1, 0, 3, 2, 5, 4, 7, 6, 9, 8.0]))
+    assert noisy["ci95"][0] < noisy["kendall_tau"] < noisy["ci95"][1]
+    assert noisy["kendall_tau"] == pytest.approx(35 / 45)  # 40 concordant − 5 discordant pairs over 45
