@@ -5,7 +5,7 @@
 Every row trains a fresh :class:`search.spos_net.SposSupernet` (``search.spos.cifar_space(--width)`` with the row's
 depth, block choices and channel ratios) for ``--steps`` steps of :class:`search.spos_train.SposTrainer` (batch 64,
 SinglePathSGD, lr ``--lr`` decaying linearly to 0, label smoothing 0.1) on the first ``--train_limit`` CIFAR-10
-training images (10% of them held out), for each of ``--seeds``. Only the path sampler differs:
+training images outside a 10% holdout of the training set, for each of ``--seeds``. Only the path sampler differs:
 
 - ``one_path``: every block choice_3 at ratio 1.0 on every step (the supernet trained as one ordinary network);
 - ``whole``: one block choice drawn per step and used by every block (two or four whole networks sharing the stem,
@@ -15,10 +15,12 @@ training images (10% of them held out), for each of ``--seeds``. Only the path s
 
 Recorded per row and seed: the sampled paths' training cross-entropy and top-1 every 50 steps; at the end, the
 held-out top-1 of ``--paths`` uniformly drawn paths after BN recalibration on 512 training images (the search's own
-criterion, ``CandidateEvaluator``); and a probe of how much the output depends on the path, at initialisation and at
-the end: on one held-out batch of 256 images (training-mode BN, no dropout), the correlation of the head's pooled
-features between a random path and (a) the same path with block 0's choice changed, (b) the last block's changed,
-(c) another random path. A correlation near 0 means the head sees unrelated features whenever the path changes.
+criterion, ``CandidateEvaluator``; for the ``whole`` and ``stage`` rows these are mixtures their sampler never
+trained); and a probe of how much the output depends on the path, at initialisation and at the end: on one held-out
+batch of 256 images (training-mode BN; the pooled features come before the dropout), the correlation of the head's
+pooled features between a random path and (a) the same path with block 0's choice changed, (b) the last block's
+changed, (c) another random path. A correlation near 0 means the head sees unrelated features whenever the path
+changes.
 
 Resumable: each finished (row, seed) is kept under ``--work_dir`` and in the result's ``runs``; a rerun skips them.
 """
@@ -106,6 +108,8 @@ def run_row(name: str, seed: int, a) -> dict:
     from search.spos_train import CandidateEvaluator, SposConfig, SposTrainer
     depth, choices, ratios, sampler = ROWS[name]
     space = sp.cifar_space(a.width, depth, 10, ratios, choices=choices)
+    keras.utils.set_random_seed(seed)  # first: the data order and augmentation of a (row, seed) never depend on
+    # the runs before it in this process, so a resumed run measures what a fresh one would
     common = dict(image_size=32, seed=seed, holdout=0.1, limit=a.train_limit)
     train, _ = load(a.dataset, "train", batch_size=64, training=True, repeat=True, **common)
     recal, _ = load(a.dataset, "train", batch_size=256, training=False, **common)
@@ -113,12 +117,9 @@ def run_row(name: str, seed: int, a) -> dict:
     recal_x = np.concatenate([x.numpy() for x, _ in recal.take(2)])
     held_xy = [(x.numpy(), y.numpy()) for x, y in held.take(4)]
     val_x, val_y = np.concatenate([x for x, _ in held_xy]), np.concatenate([y for _, y in held_xy])
-    keras.utils.set_random_seed(seed)
     model = build_supernet(space, seed=seed)
-    model.dropout.rate = 0.0  # the probe runs without dropout; training restores it below
     rng = np.random.default_rng([seed, 1])
     start = probe(model, space, val_x[:256], rng)
-    model.dropout.rate = space.dropout
     trainer = SposTrainer(model, SposConfig(epochs=1, lr=a.lr, sampling="uniform", seed=seed))
     it, paths = iter(train), np.random.default_rng([seed, 2])
     curve, window, t0 = [], [], time.time()
@@ -133,7 +134,6 @@ def run_row(name: str, seed: int, a) -> dict:
             print(f"  {name} seed {seed} step {step + 1}: CE {ce_m:.3f}, top-1 {acc_m:.3f}", file=sys.stderr,
                   flush=True)
     seconds = time.time() - t0
-    model.dropout.rate = 0.0
     end = probe(model, space, val_x[:256], rng)
     evaluator = CandidateEvaluator(model, recal_x, val_x, val_y, batch_size=256)
     top1 = [evaluator(sp.uniform(space, rng)) for _ in range(a.paths)]
@@ -213,7 +213,8 @@ def main(argv=None) -> int:
         validate(a.dataset)
     except Exception as e:  # noqa: BLE001 — a missing folder etc.: one line
         harness.usage_error(prog, f"--dataset={a.dataset}: {e}")
-    setup = {k: getattr(a, k) for k in ("steps", "lr", "width", "train_limit", "paths", "dataset")}
+    setup = {**{k: getattr(a, k) for k in ("steps", "lr", "width", "train_limit", "paths", "dataset")},
+             "seeded_before_data": True}  # runs kept before the seed was set first are measured again
     os.makedirs(a.work_dir, exist_ok=True)
     from common import quiet_tf
     quiet_tf.install()

@@ -325,7 +325,10 @@ def test_spos_ablation_orchestrates_one_supernet_three_searches_and_resumes_from
     assert macs[0] < limit < macs[-1]  # the rank paths span the space, beyond the limit
     for p in rank["paths"]:
         assert p["retrained_top1_mean"] == pytest.approx(np.mean(p["retrained_top1"]), rel=1e-4)
-    assert -1.0 <= rank["ci95"][0] <= rank["kendall_tau"] <= rank["ci95"][1] <= 1.0
+    assert -1.0 <= rank["ci95"][0] <= rank["ci95"][1] <= 1.0 and -1.0 <= rank["kendall_tau"] <= 1.0
+    assert rank["within_limit"]["n_paths"] == sum(p["macs"] <= limit for p in rank["paths"]) < rank["n_paths"]
+    # the searched rows' own best_acc beside this stage's measure of the same path
+    assert set(rank["search_best_acc_check"]) == {"block_search", "channel_search", "block_channel_search"}
     assert (tmp_path / "r_rank.png").stat().st_size > 0
     drawn = {p: open(p).read() for row in ("all_choice_3", "random_blocks") for p in report["rows"][row]["specs"]}
     shutil.rmtree(tmp_path / "w")  # a new session: only the ledger (and the trainings' cards, faked here) remain
@@ -403,3 +406,6 @@ def test_spos_ablation_kendall_tau_and_its_bootstrap_interval():
     noisy = sa.kendall(x, np.array([1, 0, 3, 2, 5, 4, 7, 6, 9, 8.0]))
     assert noisy["ci95"][0] < noisy["kendall_tau"] < noisy["ci95"][1]
     assert noisy["kendall_tau"] == pytest.approx(35 / 45)  # 40 concordant − 5 discordant pairs over 45
+    flat = sa.kendall([0.1] * 8, x[:8])  # a supernet at chance: τ undefined, no interval, no crash
+    assert flat["kendall_tau"] is None and flat["ci95"] is None and flat["bootstrap_resamples"] == 0
+    assert "undefined" in sa.tau_text(flat)

@@ -307,6 +307,30 @@ def _arrays(ds, n):
     return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
 
 
+def _data_args(config: SearchSposConfig) -> dict:
+    return dict(data_dir=config.data_dir, seed=config.seed, holdout=config.holdout, limit=config.limit,
+                on_bad_image=config.on_bad_image)
+
+
+def evaluation_arrays(config: SearchSposConfig, size: int):
+    """What every candidate is scored on: ``(recal_x, val_x, val_y, val_info)`` — ``config.recal_images`` training
+    images (shuffled with ``config.seed``) for BN recalibration and the first ``config.val_images`` of the held-out
+    split. The same arrays for the same ``dataset``, ``holdout``, ``limit``, ``eval_batch`` and ``seed`` in any process
+    (the shuffle's order depends on TensorFlow's global seed too, which is set here)."""
+    import tensorflow as tf
+
+    from inputs.classification import load
+    tf.random.set_seed(config.seed)
+    common = _data_args(config)
+    recal_ds, _ = load(config.dataset, "train", image_size=size, batch_size=config.eval_batch, training=False,
+                       **common)
+    val_ds, val_info = load(config.dataset, "holdout", image_size=size, batch_size=config.eval_batch,
+                            training=False, **common)
+    recal_x, _ = _arrays(recal_ds.shuffle(64, seed=config.seed), config.recal_images)
+    val_x, val_y = _arrays(val_ds, config.val_images)
+    return recal_x, val_x, val_y, val_info
+
+
 def run(config: SearchSposConfig) -> dict:
     """Validates, runs the phases of ``config`` (resuming from ``out_dir``), writes every output; returns
     ``summary.json``'s content."""
@@ -330,8 +354,7 @@ def run(config: SearchSposConfig) -> dict:
 
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)  # before any other TensorFlow work
     latency = load_latency(config)
-    common = dict(data_dir=config.data_dir, seed=config.seed, holdout=config.holdout, limit=config.limit,
-                  on_bad_image=config.on_bad_image)
+    common = _data_args(config)
     size = 32 if config.space == "cifar" else 224
     train_ds, info = load(config.dataset, "train", image_size=size, batch_size=config.batch_size, training=True,
                           repeat=True, **common)
@@ -366,12 +389,7 @@ def run(config: SearchSposConfig) -> dict:
         return summary
 
     # --- evolution ---------------------------------------------------------------------------------------------
-    recal_ds, _ = load(config.dataset, "train", image_size=size, batch_size=config.eval_batch, training=False,
-                       **common)
-    val_ds, val_info = load(config.dataset, "holdout", image_size=size, batch_size=config.eval_batch,
-                            training=False, **common)
-    recal_x, _ = _arrays(recal_ds.shuffle(64, seed=config.seed), config.recal_images)
-    val_x, val_y = _arrays(val_ds, config.val_images)
+    recal_x, val_x, val_y, val_info = evaluation_arrays(config, size)
     evaluator = CandidateEvaluator(model, recal_x, val_x, val_y, config.eval_batch)
     ecfg = evolution_config(config)
     results = {}
