@@ -4,7 +4,7 @@
 
 The ShuffleNetV2 space of ``search.spos.cifar_space`` (``--width``, ``--depth``; block choices choice_3/5/7/x and the
 paper's channel ratios 0.2 … 1.6) at 32×32. ``--depth`` defaults to 2,2,2,2 blocks per stage, not the paper's
-4,4,8,4: at this budget (2,500 supernet steps of batch 64) the 20-block supernet stays at chance under per-block
+4,4,8,4: at this budget (3,120 supernet steps of batch 64) the 20-block supernet stays at chance under per-block
 sampling, while 8 blocks learn (``python -m benchmarks.spos_trainability``, README).
 
 The MACs limit is the cost of the "all choice_3" network (every block choice_3 at ratio 1.0), so every row is a
@@ -348,9 +348,9 @@ def main(argv=None) -> int:
         path = os.path.join(spec_dir, f"rank{i}.json")
         spec = sp.arch_spec(space, arch, name=f"spos_rank{i}")
         write_text(path, spec_lib.dumps(spec))
-        top1 = harness.train_top1(f"train_rank{i}_s{seeds[0]}", path,
-                                  os.path.join(a.work_dir, "train", f"rank{i}_s{seeds[0]}"),
-                                  log(f"train_rank{i}"), seconds, a.dataset, a.retrain_epochs, 128, a.lr, seeds[0],
+        stage = f"rank{i}_s{seeds[0]}"
+        top1 = harness.train_top1(f"train_{stage}", path, os.path.join(a.work_dir, "train", stage),
+                                  log(f"train_{stage}"), seconds, a.dataset, a.retrain_epochs, 128, a.lr, seeds[0],
                                   a.train_limit, ledger=ledger)
         paths.setdefault(sp.key(arch), {"name": f"rank{i}", "arch": sp.key(arch), "macs": count(spec).macs,
                                         "retrained_top1": []})["retrained_top1"].append(top1)
