@@ -331,6 +331,26 @@ def write_zoo(a, spec_file: str, card: dict, weights_file: str) -> dict:
     return card
 
 
+def check_published(a, card: dict, logs: str, seconds: StageTimes) -> dict:
+    """Re-scores the weights just published (``a.name``, ``a.zoo_dir``) with ``recipes.evaluate`` — through
+    ``zoo.build``'s name and tag (sha256-checked) when ``a.zoo_dir`` is the repository's zoo — on ``a.dataset``; the
+    card's top-1 (the training run's own test score) must come back to within one image."""
+    from recipes.cli import run_stage
+    check = os.path.join(a.work_dir, "zoo_evaluate.json")
+    in_repo = os.path.abspath(a.zoo_dir) == REPO_ZOO
+    spec_arg = a.name if in_repo else os.path.join(a.zoo_dir, "specs", f"{a.name}.json")
+    weights_arg = "cifar10" if in_repo else os.path.join(a.zoo_dir, "weights", card["file"])
+    eval_args = ["recipes.evaluate", f"--model={spec_arg}", f"--weights={weights_arg}", f"--dataset={a.dataset}",
+                 f"--json={check}"]
+    seconds.record("zoo_evaluate", run_stage("zoo_evaluate", eval_args, os.path.join(logs, "zoo_evaluate.log")))
+    ev = _load(check)
+    return {"name": a.name, "card": os.path.join(a.zoo_dir, "weights", f"{a.name}-cifar10.json"),
+            "card_top1": card["metrics"]["top1"], "zoo_evaluate_top1": ev["top1"],
+            "zoo_evaluate_examples": ev["examples"],
+            "reproduced": abs(ev["top1"] - card["metrics"]["top1"]) <= 1.0 / ev["examples"] + 1e-9,
+            "evaluate_command": "python -m " + " ".join(eval_args)}
+
+
 def main(argv=None) -> int:
     a = parse(argv)
     from models import spec as spec_lib
@@ -502,24 +522,11 @@ def main(argv=None) -> int:
         "license": "Apache-2.0",
     }
     card = write_zoo(a, searched, card, os.path.join(a.work_dir, "train", f"searched_s{a.seeds[0]}", "weights.npz"))
-    check = os.path.join(a.work_dir, "zoo_evaluate.json")
-    in_repo = os.path.abspath(a.zoo_dir) == REPO_ZOO  # through zoo.build's name + tag (sha256-checked)
-    spec_arg = a.name if in_repo else os.path.join(a.zoo_dir, "specs", f"{a.name}.json")
-    weights_arg = "cifar10" if in_repo else os.path.join(a.zoo_dir, "weights", card["file"])
-    eval_args = ["recipes.evaluate", f"--model={spec_arg}", f"--weights={weights_arg}", f"--dataset={a.dataset}",
-                 f"--json={check}"]
-    seconds.record("zoo_evaluate", run_stage("zoo_evaluate", eval_args, os.path.join(logs, "zoo_evaluate.log")))
-    ev = _load(check)
-    # the card's top-1 is the training run's own test score; the zoo copy must give the same to within one image
-    result["published"] = {"name": a.name, "card": os.path.join(a.zoo_dir, "weights", f"{a.name}-cifar10.json"),
-                           "card_top1": card["metrics"]["top1"], "zoo_evaluate_top1": ev["top1"],
-                           "zoo_evaluate_examples": ev["examples"],
-                           "reproduced": abs(ev["top1"] - card["metrics"]["top1"]) <= 1.0 / ev["examples"] + 1e-9,
-                           "evaluate_command": "python -m " + " ".join(eval_args)}
+    result["published"] = check_published(a, card, logs, seconds)
     report()
     if not result["published"]["reproduced"]:
-        print(f"metakernel_zoo: the zoo weights score {ev['top1']:.4f}, the card says {card['metrics']['top1']:.4f}",
-              file=sys.stderr)
+        print(f"metakernel_zoo: the zoo weights score {result['published']['zoo_evaluate_top1']:.4f}, the card says "
+              f"{card['metrics']['top1']:.4f}", file=sys.stderr)
         return 1
     print(f"{a.name}: top-1 {card['metrics']['top1']:.4f} (seed {a.seeds[0]}; "
           f"{m['top1_mean']:.4f} ± {m['top1_std'] or 0:.4f} over seeds {a.seeds}), {m['macs']:,} MACs, "

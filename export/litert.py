@@ -112,6 +112,17 @@ def export(model, path: str, mode: str = "float32", representative: Callable[[],
     return len(data)
 
 
+def frozen_function(model):
+    """``model``'s inference function traced once at a dynamic batch and its static height, width and channels,
+    its variables frozen to constants (a concrete function the TFLite converter takes)."""
+    import tensorflow as tf
+    from tensorflow.python.framework import convert_to_constants
+    specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype, name=x.name.split(":")[0]) for x in model.inputs]
+    single = len(specs) == 1
+    fn = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
+    return convert_to_constants.convert_variables_to_constants_v2(fn.get_concrete_function(*specs))
+
+
 def convert(model, options: dict) -> bytes:
     """The flatbuffer of ``model`` under converter ``options`` (`converter_options`).
 
@@ -122,11 +133,7 @@ def convert(model, options: dict) -> bytes:
     """
     import tensorflow as tf
     from absl import logging
-    from tensorflow.python.framework import convert_to_constants
-    specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype, name=x.name.split(":")[0]) for x in model.inputs]
-    single = len(specs) == 1
-    fn = tf.function(lambda *xs: model(xs[0] if single else list(xs), training=False))
-    frozen = convert_to_constants.convert_variables_to_constants_v2(fn.get_concrete_function(*specs))
+    frozen = frozen_function(model)
     level = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # "consider providing the trackable_obj": a frozen graph tracks nothing
     try:

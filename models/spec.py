@@ -75,9 +75,15 @@ class StemSpec:
 
 @dataclass(frozen=True)
 class BitsSpec:
-    """Quantization bit widths of a block (SPOS mixed precision); metadata for QAT, ignored by float builds."""
+    """Quantization bit widths of a block (SPOS mixed precision): weights ``w`` (1–8, or 32: float) and activations
+    ``a`` (1–8, 16, or 32: float). Float builds ignore them; ``export_tflite --mode=mixed`` deploys them
+    (``export.mixed_precision.precision_of``: int8, int16×8 or float)."""
     w: int
     a: int
+
+
+WEIGHT_BITS = (*range(1, 9), 32)
+ACTIVATION_BITS = (*range(1, 9), 16, 32)
 
 
 @dataclass(frozen=True)
@@ -288,7 +294,12 @@ def _bits(r: _Reader):
     if not r.has("bits") or r.obj["bits"] is None:
         return None
     b = _Reader(r.obj["bits"], r.p("bits"), ("w", "a"), ("w", "a"))
-    return BitsSpec(w=b.int("w", 1, 8), a=b.int("a", 1, 8))
+    w, a = b.int("w", 1, 32), b.int("a", 1, 32)
+    if w not in WEIGHT_BITS:
+        raise SpecError(b.p("w"), f"weight bits 1–8 or 32 (float), got {w}")
+    if a not in ACTIVATION_BITS:
+        raise SpecError(b.p("a"), f"activation bits 1–8, 16 or 32 (float), got {a}")
+    return BitsSpec(w=w, a=a)
 
 
 def _decode_mbconv(obj, path, in_ch: int) -> MBConvSpec:

@@ -6,7 +6,10 @@
 
 The conversion is the TFLite converter on the frozen model function with converter options per mode (what Keras 3's
 ``model.export(format="litert", …)`` converts, without its SavedModel round trip; see `export.litert`); only
-builtin TFLite ops are allowed. ``int8`` is full-integer quantization calibrated on
+builtin TFLite ops are allowed. ``mixed`` gives each block the precision its spec ``bits`` ask for (int8, int16×8
+activations or float; sub-8-bit widths deploy at int8, which is the narrowest the runtime runs) in one file, spliced
+from TFLite's int8, int16×8 and float conversions of the same graph (`export.mixed_precision`), calibrated like
+``int8``. ``int8`` is full-integer quantization calibrated on
 ``--representative_steps`` images of ``--dataset`` (split ``--representative_split``); its input and output stay
 float32 (QUANTIZE/DEQUANTIZE at the edges) unless ``--int8_io`` asks for int8 tensors (then feed
 ``round(x / scale + zero_point)`` of the raw 0–255 image, with the input's quantization from the report).
@@ -38,9 +41,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Zoo model name or path of a spec .json.")
 flags.DEFINE_string("weights", "imagenet", "Zoo weights tag (e.g. 'imagenet'), a .npz path (e.g. from a training "
                                            "recipe), or '' for random init.")
-flags.DEFINE_enum("mode", "float32", ["float32", "float16", "dynamic", "int8"],
+flags.DEFINE_enum("mode", "float32", ["float32", "float16", "dynamic", "int8", "mixed"],
                   "Conversion: 'float32'; 'float16' (float16 weights); 'dynamic' (dynamic-range: int8 weights, "
-                  "float activations); 'int8' (full-integer, calibrated on --dataset).")
+                  "float activations); 'int8' (full-integer, calibrated on --dataset); 'mixed' (each block at the "
+                  "precision of its spec 'bits' — w,a <= 8: int8; a <= 16: int16x8; wider: float — in one file, "
+                  "calibrated on --dataset; export.mixed_precision).")
+flags.DEFINE_enum("mixed_default", "int8", ["int8", "int16x8", "float"],
+                  "With --mode=mixed: the precision of the stem, the head and blocks without bits.")
 flags.DEFINE_bool("int8_io", False, "With --mode=int8: int8 input and output tensors instead of float32 "
                                     "(the report gives their scale and zero point). With --preprocessing=fold and "
                                     "one integral mean/std for all channels (EfficientNet-Lite: 127/128), or a "
@@ -92,11 +99,16 @@ def main(argv):
             ("mode", kind),
             ("input", f"{report['metadata']['input']} (--preprocessing={config.preprocessing}); labels: "
                       f"{'from the model card' if report['metadata']['labels'] else 'none known'}"),
-            *([("int8 calibration", f"{report['representative']['images']} images of {config.dataset} split "
-                                    f"{config.representative_split!r}"
+            *([("int8 calibration" if mode == "int8" else "calibration",
+                f"{report['representative']['images']} images of {config.dataset} split "
+                f"{config.representative_split!r}"
                                     + (" (synthetic: --dataset=<your data> calibrates on real images)"
                                        if report["representative"]["synthetic"] else ""))]
-              if mode == "int8" else []),
+              if mode in ("int8", "mixed") else []),
+            *([("precision per part", ", ".join(f"{k}: {v}" for k, v in report["mixed_precision"]["plan"].items())
+                + f" ({report['mixed_precision']['inserted']['QUANTIZE']} QUANTIZE, "
+                  f"{report['mixed_precision']['inserted']['DEQUANTIZE']} DEQUANTIZE inserted)")]
+              if mode == "mixed" else []),
             ("file", f"{output} ({report['file_bytes'] / 1e3:,.1f} kB, {result.export_seconds:.0f}s)"),
             ("input / output", f"{io['input']['dtype']} {io['input']['shape']} / "
                                f"{io['output']['dtype']} {io['output']['shape']}"),

@@ -12,7 +12,9 @@ part (``--holdout``, the paper's validation split of the training set); ``evolut
 ``--random_search``, the random baseline on the same budget; every candidate is evaluated on ``--val_images`` held-out
 images after recalibrating BatchNorm on ``--recal_images`` training images; ``derived.json`` is the better of the two
 searches' best paths (``summary.json`` says which). ``--fix_block`` / ``--fix_channel_ratio`` hold one field at one
-option in every block and search the rest (the paper's Table 4 rows; ``benchmarks/spos_ablation.py``). Constraints:
+option in every block and search the rest (the paper's Table 4 rows; ``benchmarks/spos_ablation.py``);
+``--fix_path`` holds a whole network and searches its ``--bits`` only (supernet training samples the bits
+alone). Constraints:
 any of ``--max_macs``, ``--max_params``, ``--max_bitops``, ``--max_latency_ms`` (with ``--latency_table``, a table
 written by ``python -m benchmarks.latency_model --space=spos_imagenet`` (or ``spos_cifar``;
 ``search.latency.build_table``); ``benchmarks/results/latency_lut_spos.json`` has every block of the
@@ -58,8 +60,9 @@ flags.DEFINE_list("choices", list(SHUFFLE_CHOICES), "Block choices searched per 
                   "four by default.")
 flags.DEFINE_list("channel_ratios", ["1.0"], "Mid-channel multipliers searched per block (paper: 0.2,0.4,…,1.6; "
                                              "'1.0' alone = no channel search).")
-flags.DEFINE_list("bits", [], "Bit-width choices w:a per block, e.g. 1:2,2:2,1:4,2:4,3:4,4:4 (the paper's set); "
-                              "empty = full precision.")
+flags.DEFINE_list("bits", [], "Bit-width choices w:a per block (w 1-8 or 32 = float, a 1-8, 16 or 32 = float), "
+                              "e.g. 1:2,2:2,1:4,2:4,3:4,4:4 (the paper's set) or 8:8,8:16,32:32 (what LiteRT "
+                              "deploys: int8, int16x8, float; export_tflite --mode=mixed); empty = full precision.")
 flags.DEFINE_enum("sampling", "constraint", ["constraint", "uniform"],
                   "Supernet path sampling: uniform among paths within the constraints (paper default) or uniform.")
 flags.DEFINE_float("max_macs", None, "Hard limit on MACs (multiply-accumulates, batch 1).")
@@ -92,6 +95,9 @@ flags.DEFINE_string("fix_block", None, "Evolution (and random search) over the o
                     "block choice (e.g. 3: the paper's channel search with choice_3).")
 flags.DEFINE_float("fix_channel_ratio", None, "Evolution (and random search) over the other fields only, every "
                    "block this channel ratio, one of --channel_ratios (e.g. 1.0: the paper's block search).")
+flags.DEFINE_string("fix_path", None, "A path key of this space (a search's summary.json 'best', e.g. "
+                    "0.4.0-3.4.0-…): every block keeps its choice and channel ratio, and supernet and search run over "
+                    "the --bits only (the paper's mixed-precision search on a fixed network).")
 flags.DEFINE_integer("recal_images", 1024, "Training images for BatchNorm recalibration per candidate.",
                      lower_bound=1)
 flags.DEFINE_integer("val_images", 1000, "Held-out images each candidate is evaluated on.", lower_bound=1)

@@ -64,15 +64,20 @@ class EvolutionSearch:
                  config: EvolutionConfig, state_path: str | None = None, kind: str = "evolution", latency=None,
                  evaluation: dict | None = None, fixed: dict[int, int] | None = None):
         """``fixed``: fields held at one option in every block (``{0: block choice index}``, ``{1: channel ratio
-        index}``, ``{2: bits index}``), so the search runs over the rest (the paper's Table 4: block search with the
+        index}``, ``{2: bits index}``) or at one option per block (a list: a fixed network whose bits are
+        searched), so the search runs over the rest (the paper's Table 4: block search with the
         channels fixed, channel search with every block ``choice_3``)."""
         if kind not in ("evolution", "random"):
             raise ValueError(f"kind must be 'evolution' or 'random', got {kind!r}")
-        self.fixed = {int(f): int(v) for f, v in (fixed or {}).items()}
+        self.fixed = {int(f): [int(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else int(v)
+                      for f, v in (fixed or {}).items()}
         for f, v in self.fixed.items():
-            if f not in (0, 1, 2) or not 0 <= v < space.sizes()[f]:
+            values = v if isinstance(v, list) else [v]
+            if f not in (0, 1, 2) or not all(0 <= x < space.sizes()[f] for x in values) or (
+                    isinstance(v, list) and len(v) != space.n_blocks):
                 raise ValueError(f"fixed field {f} = {v}: fields 0 (block), 1 (channel ratio), 2 (bits), each "
-                                 f"below its number of options {space.sizes()}")
+                                 f"below its number of options {space.sizes()} (a list: one per block, "
+                                 f"{space.n_blocks})")
         self.space, self.evaluate, self.constraints, self.config = space, evaluate, constraints, config
         if not self._fields().any():
             raise ValueError(f"fixed fields {self.fixed} leave nothing to search in this space")

@@ -74,8 +74,8 @@ class SposSpace:
         if not self.channel_ratios or any(r <= 0 for r in self.channel_ratios):
             raise ValueError(f"channel_ratios must be positive, got {self.channel_ratios}")
         for w, a in self.bits:
-            if not (1 <= w <= 8 and 1 <= a <= 8):
-                raise ValueError(f"bit widths must lie in 1..8, got {(w, a)}")
+            if w not in S.WEIGHT_BITS or a not in S.ACTIVATION_BITS:
+                raise ValueError(f"bit widths: w 1..8 or 32 (float), a 1..8, 16 or 32 (float); got {(w, a)}")
         prev = self.stem_filters
         for c in self.stage_channels:
             if c % 2 or c <= prev:
@@ -170,11 +170,11 @@ def uniform(space: SposSpace, rng: np.random.Generator, n: int | None = None) ->
     return (rng.random(shape) * hi).astype(np.int32)
 
 
-def fix(arch: np.ndarray, fixed: dict[int, int] | None) -> np.ndarray:
+def fix(arch: np.ndarray, fixed: dict | None) -> np.ndarray:
     """``arch`` with each field ``f`` of ``fixed`` (0 block choice, 1 channel ratio, 2 bits) set to option ``v`` in
-    every block (in place; returned)."""
+    every block, or, when ``v`` is a list, to ``v[i]`` in block ``i`` (in place; returned)."""
     for f, v in (fixed or {}).items():
-        arch[..., f] = v
+        arch[..., f] = np.asarray(v, dtype=arch.dtype)
     return arch
 
 

@@ -36,7 +36,8 @@ def _ste(x, q):
 
 def quantize_weights(w, bits):
     """DoReFa weight quantization with ``bits`` (int scalar tensor): 1 bit → sign(w)·E|w|; k bits →
-    ``2·round_k(tanh(w) / (2·max|tanh w|) + ½) − 1`` (levels in [−1, 1]); straight-through gradients."""
+    ``2·round_k(tanh(w) / (2·max|tanh w|) + ½) − 1`` (levels in [−1, 1]); straight-through gradients; 32 bits:
+    float, ``w`` itself."""
     bits = tf.cast(bits, tf.float32)
 
     def binary():
@@ -48,12 +49,18 @@ def quantize_weights(w, bits):
         t = tf.tanh(w)
         t = t / (2.0 * tf.reduce_max(tf.abs(t)) + 1e-12) + 0.5
         return 2.0 * _ste(t, tf.round(t * n) / n) - 1.0
-    return tf.cond(bits <= 1.0, binary, multi)
+    return tf.cond(bits >= 32.0, lambda: tf.identity(w), lambda: tf.cond(bits <= 1.0, binary, multi))
 
 
 def pact(x, alpha, bits, signed: bool):
     """PACT activation quantization: clip to ``[0, α]`` (``[−α, α]`` when ``signed``) with learnable α, then
-    ``2^bits − 1`` uniform steps; rounding is straight-through, α gets PACT's gradient (1 where x ≥ α)."""
+    ``2^bits − 1`` uniform steps; rounding is straight-through, α gets PACT's gradient (1 where x ≥ α). 32 bits:
+    float, ``x`` itself (no clip)."""
+    return tf.cond(tf.cast(bits, tf.float32) >= 32.0, lambda: tf.identity(x),
+                   lambda: _pact(x, alpha, bits, signed))
+
+
+def _pact(x, alpha, bits, signed: bool):
     n = tf.pow(2.0, tf.cast(bits, tf.float32)) - 1.0
     if signed:
         y = tf.maximum(tf.minimum(x, alpha), -alpha)

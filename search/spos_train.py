@@ -149,7 +149,10 @@ class SposTrainer(ResumableLoop):
     """
 
     def __init__(self, model: SposSupernet, config: SposConfig, constraints: sp.Constraints | None = None,
-                 latency=None, checkpoint_dir: str | None = None, strategy=None):
+                 latency=None, checkpoint_dir: str | None = None, strategy=None, fixed: dict | None = None):
+        """``fixed``: fields every sampled path holds (``search.spos.fix``; e.g. a whole network's block choices
+        and channel ratios, so that only its bit widths are sampled)."""
+        self.fixed = fixed
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model, self.config, self.space = model, config, model.space
         self.constraints, self.latency = constraints, latency
@@ -219,8 +222,8 @@ class SposTrainer(ResumableLoop):
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         if self.config.sampling == "constraint" and self.constraints is not None and self.constraints.limits():
-            return sp.sample(self.space, rng, self.constraints, self.latency)
-        return sp.uniform(self.space, rng)
+            return sp.sample(self.space, rng, self.constraints, self.latency, fixed=self.fixed)
+        return sp.fix(sp.uniform(self.space, rng), self.fixed)
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def run(self, train_ds, steps_per_epoch: int, writer=None, progress=None, on_epoch=None) -> list[dict]:

@@ -103,32 +103,12 @@ def _aligned_buffer_type():
     return AlignedBuffer
 
 
-def split_tflite(buf: bytes, names: list[str]) -> dict[str, bytes]:
-    """Cuts a whole-model TFLite flatbuffer into one flatbuffer per part.
-
-    Args:
-        buf: the model's ``.tflite`` bytes (one subgraph; as :func:`to_tflite` writes it).
-        names: the parts in order (``["stem", "s0_b0", …, "head"]``, :func:`parts`).
-
-    Every operator is assigned to a part by the Keras layer names in its output tensor's name (see the comments
-    below for fused names and unnamed operators). The parts must follow each other in execution order and each must
-    have exactly one non-constant input tensor (the previous part's output, or the model input) and one output that
-    later parts consume (or the model output); otherwise :class:`LatencyError`. Constant buffers are copied into
-    every part that uses them, 16-byte aligned.
-    """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as fb
-
-    model = fb.ModelT.InitFromPackedBuf(bytearray(buf), 0)
-    if len(model.subgraphs) != 1:
-        raise LatencyError(f"expected one subgraph, got {len(model.subgraphs)}")
-    sg = model.subgraphs[0]
+def operator_parts(sg, names: list[str]) -> list[str]:
+    """The part (one of ``names``: ``stem``, ``s{i}_b{j}``, ``head``, in execution order) of every operator of the
+    flatbuffer subgraph ``sg`` (a ``schema_py_generated.SubGraphT``), by the Keras layer names in its output tensor's
+    name (see the comments below for fused names and unnamed operators); :class:`LatencyError` when the parts do not
+    follow each other in execution order or one has no operator."""
     order = {n: i for i, n in enumerate(names)}
-
-    def is_const(t: int) -> bool:
-        b = sg.tensors[t].buffer
-        return b > 0 and model.buffers[b].data is not None and len(model.buffers[b].data) > 0
-
     # The part of an operator: the first layer in its output's name, unless that precedes its inputs' parts (a
     # constant shared across layers named it); then the earliest named part not preceding them. An operator with no
     # layer in its name (a grouped conv is "convolution34"; a converter-inserted RESHAPE) joins the earliest part
@@ -162,14 +142,51 @@ def split_tflite(buf: bytes, names: list[str]) -> dict[str, bytes]:
         if labels[o] is None:
             after = [order[labels[c]] for t in sg.operators[o].outputs for c in consumers.get(int(t), [])
                      if labels[c] is not None]
-            labels[o] = names[min(after)] if after else names[lowest(o)]
+            if after:
+                labels[o] = names[min(after)]
+    for o in range(len(sg.operators)):  # nothing named consumes it (a chain of unnamed operators at the end)
+        if labels[o] is None:
+            labels[o] = names[lowest(o)]
     for o in range(1, len(labels)):
         if order[labels[o]] < order[labels[o - 1]]:
             raise LatencyError(f"operator {o} of {labels[o]} runs after an operator of {labels[o - 1]}")
     missing = [n for n in names if n not in labels]
     if missing:
         raise LatencyError(f"no operators for part(s) {missing}")
+    return labels
 
+
+def split_tflite(buf: bytes, names: list[str]) -> dict[str, bytes]:
+    """Cuts a whole-model TFLite flatbuffer into one flatbuffer per part.
+
+    Args:
+        buf: the model's ``.tflite`` bytes (one subgraph; as :func:`to_tflite` writes it).
+        names: the parts in order (``["stem", "s0_b0", …, "head"]``, :func:`parts`).
+
+    Every operator is assigned to a part by the Keras layer names in its output tensor's name
+    (:func:`operator_parts`). The parts must follow each other in execution order and each must
+    have exactly one non-constant input tensor (the previous part's output, or the model input) and one output that
+    later parts consume (or the model output); otherwise :class:`LatencyError`. Constant buffers are copied into
+    every part that uses them, 16-byte aligned.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+    if len(model.subgraphs) != 1:
+        raise LatencyError(f"expected one subgraph, got {len(model.subgraphs)}")
+    sg = model.subgraphs[0]
+
+    def is_const(t: int) -> bool:
+        b = sg.tensors[t].buffer
+        return b > 0 and model.buffers[b].data is not None and len(model.buffers[b].data) > 0
+
+    labels = operator_parts(sg, names)
+    consumers = {}
+    for o, op in enumerate(sg.operators):
+        for t in op.inputs:
+            if t >= 0:
+                consumers.setdefault(int(t), []).append(o)
     model_outputs = set(int(t) for t in sg.outputs)
     aligned = _aligned_buffer_type()
     out = {}
@@ -322,12 +339,14 @@ def time_chains(flatbuffers: dict[str, bytes], chains: dict[str, list[str]], thr
     """
     from ai_edge_litert.interpreter import Interpreter
 
+    from common.quiet_tf import filtered_stderr
     rng = np.random.default_rng(seed)
     bar = progress_bar(progress, len(flatbuffers) + rounds * len(chains), "timing")
     its = {}
     for key, buf in flatbuffers.items():
-        it = Interpreter(model_content=buf, num_threads=threads)
-        it.allocate_tensors()
+        with filtered_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            it = Interpreter(model_content=buf, num_threads=threads)
+            it.allocate_tensors()
         for d in it.get_input_details():
             it.set_tensor(d["index"], rng.standard_normal(tuple(int(v) for v in d["shape"])).astype(d["dtype"]))
         for _ in range(warmup):

@@ -913,3 +913,57 @@ def test_recipe_fix_flags_are_checked_before_tensorflow(tmp_path):
     W.check_evolution_state(config)
     with pytest.raises(W.ConfigError, match="fix_block"):
         W.check_evolution_state(dataclasses.replace(config, fix_block=None))
+
+
+def test_fake_quant_at_32_bits_is_float():
+    """32 bits (the deployable search's float option, ``--bits=…,32:32``) leaves weights and activations as they
+    are: no DoReFa re-parameterisation, no PACT clip; 16-bit activations are fine-grained PACT."""
+    w = tf.constant(np.random.default_rng(0).normal(0, 0.3, (3, 3, 8, 16)), tf.float32)
+    x = tf.constant(np.linspace(-4, 4, 801).astype(np.float32))
+    np.testing.assert_array_equal(quantize_weights(w, tf.constant(32)).numpy(), w.numpy())
+    for signed in (False, True):
+        np.testing.assert_array_equal(pact(x, tf.constant(1.7), tf.constant(32), signed).numpy(), x.numpy())
+        y = pact(x, tf.constant(1.7), tf.constant(16), signed).numpy()
+        assert np.abs(y - np.clip(x.numpy(), -1.7 if signed else 0.0, 1.7)).max() <= 3.4 / (2 ** 16 - 1)
+
+
+def test_fix_path_holds_every_block_and_searches_the_bits(tmp_path):
+    """``--fix_path``: one choice and ratio per block held (a list per field), in sampling and in evolution; only
+    the bits are searched."""
+    from search import evolution as ev
+    space = sp.cifar_space(0.25, (1, 1, 2, 1), channel_ratios=(0.6, 1.0, 1.4), bits=((8, 8), (8, 16), (32, 32)))
+    path = np.array([[0, 1, 0], [3, 2, 0], [1, 0, 0], [2, 1, 0], [0, 2, 0]], np.int32)
+    fixed = {0: path[:, 0].tolist(), 1: path[:, 1].tolist()}
+    rng = np.random.default_rng(0)
+    limit = sp.Constraints(max_bitops=sp.cost(space, sp.fix(path.copy(), {2: 1}))["bitops"])
+    for _ in range(50):
+        a = sp.sample(space, rng, limit, fixed=fixed)
+        assert (a[:, :2] == path[:, :2]).all() and limit.ok(sp.cost(space, a))
+    seen = []
+
+    def evaluate(arch):
+        seen.append(arch.copy())
+        return float(arch[:, 2].sum())
+    cfg = ev.EvolutionConfig(population=6, iterations=2, top_k=2, mutations=2, crossovers=2, seed=0)
+    search = ev.EvolutionSearch(space, evaluate, limit, cfg, str(tmp_path / "e.json"), "evolution", fixed=fixed)
+    search.run()
+    assert search.identity["fixed"] == {"0": fixed[0], "1": fixed[1]}
+    assert all((a[:, :2] == path[:, :2]).all() for a in seen) and len({sp.key(a) for a in seen}) > 1
+    with pytest.raises(ValueError, match="one per block"):
+        ev.EvolutionSearch(space, evaluate, limit, cfg, kind="random", fixed={0: [0, 1]})
+
+
+def test_recipe_fix_path_is_checked_before_tensorflow(tmp_path):
+    from workflows import search_spos as W
+    base = dict(dataset="shapes", depth=(1, 1, 1, 1), channel_ratios=(0.6, 1.0), bits=((8, 8), (32, 32)),
+                out_dir=str(tmp_path / "o"))
+    key = "0.1.0-3.0.0-1.1.0-2.1.0"
+    assert W.fixed_fields(W.SearchSposConfig(**base, fix_path=key)) == {0: [0, 3, 1, 2], 1: [1, 0, 1, 1]}
+    for changes, needle in (({"fix_path": "0.1.0-3.0.0"}, "4 blocks"),
+                            ({"fix_path": "0.2.0-3.0.0-1.1.0-2.1.0"}, "ratio < 2"),
+                            ({"fix_path": "x"}, "a path key"),
+                            ({"fix_path": key, "fix_block": "3"}, "drop --fix_block"),
+                            ({"fix_path": key, "bits": ((8, 8),)}, "at least two"),
+                            ({"bits": ((8, 12),)}, "a 1–8, 16 or 32")):
+        with pytest.raises(W.ConfigError, match=needle):
+            W.validate(W.SearchSposConfig(**{**base, **changes}))

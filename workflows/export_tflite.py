@@ -13,7 +13,9 @@ from common.checks import ConfigError, check_at_least, check_one_of, check_rgb_s
 from training.weights import card_class_names, card_input_size, checked_weights_file, resolve_weights, weights_card
 
 MODE_TEXT = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
-             "int8": "full-integer int8"}
+             "int8": "full-integer int8",
+             "mixed": "mixed precision per block (int8 / int16x8 / float, the spec's bits)"}
+EXPORT_MODES = (*MODE_TEXT,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,7 @@ class ExportConfig:
     output: str | None = None
     out_dir: str = "runs/export"
     preprocessing: str = "fold"  # fold into the stem conv | layer (the preprocess layer) | none (normalised input)
+    mixed_default: str = "int8"  # --mode=mixed: the precision of the stem, the head and blocks without bits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +69,15 @@ def validate(config: ExportConfig) -> ExportPlan:
         InputError (subclasses): a bad value, named by its flag.
     """
     import zoo
-    from export import litert
     from inputs import classification as data
     from models.counting import count
 
     check_at_least(representative_steps=(config.representative_steps, 1), check_examples=(config.check_examples, 0),
                    input_size=(config.input_size, 8), classes=(config.classes, 1))
-    if config.mode not in litert.MODES:
-        raise ConfigError(f"--mode={config.mode}: one of {', '.join(litert.MODES)}")
+    if config.mode not in EXPORT_MODES:
+        raise ConfigError(f"--mode={config.mode}: one of {', '.join(EXPORT_MODES)}")
+    from export.mixed_precision import PRECISIONS
+    check_one_of(mixed_default=(config.mixed_default, PRECISIONS))
     from export.fold import FOLD_MODES
     check_one_of(preprocessing=(config.preprocessing, FOLD_MODES))
     spec = zoo.get_spec(config.model)
@@ -86,6 +90,9 @@ def validate(config: ExportConfig) -> ExportPlan:
     weights = checked_weights_file(spec, config.weights, classes)
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
     mode = config.mode
+    if mode == "mixed" and config.preprocessing == "layer":
+        raise ConfigError("--mode=mixed splits the network into stem, blocks and head: use --preprocessing=fold, "
+                          "fold_black or none")
     if config.int8_io and mode != "int8":
         raise ConfigError(f"--int8_io needs --mode=int8 (got --mode={mode})")
     output = config.output or os.path.join(
@@ -228,7 +235,7 @@ def run(config: ExportConfig) -> ExportResult:
     feed = (lambda x: normalise(plan.spec, x)) if normalised else (lambda x: x)  # noqa: E731
 
     representative = None
-    if mode == "int8":
+    if mode in ("int8", "mixed"):
         calib, _, _ = _arrays(config, config.representative_split, size, config.representative_steps,
                               "--representative_split")
         eprint(f"int8 calibration: {len(calib)} images of {config.dataset} split {config.representative_split!r}"
@@ -248,7 +255,19 @@ def run(config: ExportConfig) -> ExportResult:
 
     eprint(f"converting {plan.spec.name} to LiteRT ({mode}) …")
     meta = metadata(config, plan)
-    nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta)
+    mixed = None
+    if mode == "mixed":
+        from common.io import atomic_write
+        from common.quiet_tf import filtered_stderr
+        from export import mixed_precision
+        precision = mixed_precision.spec_plan(target, config.mixed_default)
+        with filtered_stderr():
+            data, mixed = mixed_precision.convert_mixed(deployed, precision, representative)
+        data = litert.add_metadata(data, meta)
+        atomic_write(plan.output, lambda f: f.write(data))
+        nbytes = len(data)
+    else:
+        nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta)
     export_s = time.perf_counter() - t0
     ops = litert.op_counts(plan.output)
     it = litert.interpreter(plan.output)
@@ -274,7 +293,8 @@ def run(config: ExportConfig) -> ExportResult:
         "input_dtype": io["input"]["dtype"], "output_dtype": io["output"]["dtype"], "io": io,
         "representative": ({"dataset": config.dataset, "split": config.representative_split,
                             "steps": config.representative_steps, "images": int(len(calib)),
-                            "synthetic": config.dataset == "shapes"} if mode == "int8" else None),
+                            "synthetic": config.dataset == "shapes"} if mode in ("int8", "mixed") else None),
+        "mixed_precision": mixed,
         "parity": parity, "export_seconds": round(export_s, 2), "versions": tflite_timing.versions(
             "keras", "tensorflow", "ai-edge-litert"),
     }

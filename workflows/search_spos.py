@@ -27,7 +27,8 @@ from training.distribute import STRATEGIES
 SETTINGS_FILE = "supernet_settings.json"
 SUPERNET_KEYS = ("dataset", "space", "width", "depth", "choices", "channel_ratios", "bits", "sampling", "max_macs",
                  "max_params", "max_bitops", "max_latency_ms", "epochs", "batch_size", "steps_per_epoch", "lr",
-                 "weight_decay", "holdout", "limit", "seed")
+                 "weight_decay", "holdout", "limit", "seed", "fix_path")
+FIX_FLAGS = ("fix_block", "fix_channel_ratio", "fix_path")
 SAMPLING_KEYS = ("sampling", "max_macs", "max_params", "max_bitops", "max_latency_ms")
 PHASES = ("supernet", "evolution", "both")
 
@@ -67,6 +68,9 @@ class SearchSposConfig:
     random_search: bool = True
     fix_block: str | None = None  # evolution over the rest: every block this choice (the paper's channel search)
     fix_channel_ratio: float | None = None  # every block this ratio (the paper's block search)
+    # a path key (search.spos.key): every block's choice and channel ratio held, supernet and search over the bits
+    # only (the paper's mixed-precision search on a fixed network)
+    fix_path: str | None = None
     recal_images: int = 1024
     val_images: int = 1000
     eval_batch: int = 256
@@ -108,9 +112,11 @@ def _check_space(config: SearchSposConfig) -> None:
     if len(depth) != 4:
         raise ConfigError(f"--depth={','.join(str(d) for d in depth)}: four stages (the ShuffleNetV2 layout of the "
                           "paper's Table 2), e.g. 4,4,8,4")
-    if any(len(b) != 2 or not (1 <= b[0] <= 8 and 1 <= b[1] <= 8) for b in bits):
-        raise ConfigError(f"--bits={','.join(':'.join(str(v) for v in b) for b in bits)}: each entry is w:a with "
-                          "1 ≤ w, a ≤ 8")
+    from models.spec import ACTIVATION_BITS, WEIGHT_BITS
+    if any(len(b) != 2 or b[0] not in WEIGHT_BITS or b[1] not in ACTIVATION_BITS for b in bits) \
+            or len(set(bits)) != len(bits):
+        raise ConfigError(f"--bits={','.join(':'.join(str(v) for v in b) for b in bits)}: distinct w:a entries with "
+                          "w 1–8 or 32 (float) and a 1–8, 16 or 32 (float)")
     if not ratios or min(ratios) <= 0 or len(set(ratios)) != len(ratios):
         raise ConfigError(f"--channel_ratios={','.join(str(r) for r in ratios)}: distinct positive numbers")
     if not choices or any(c not in SHUFFLE_CHOICES for c in choices) or len(set(choices)) != len(choices):
@@ -202,7 +208,7 @@ def check_evolution_state(config: SearchSposConfig) -> None:
         diff = sorted({EVOLUTION_FLAGS.get(k, k) for k in ours if theirs.get(k) != ours[k]})
         fixed = {str(f): v for f, v in sorted(fixed_fields(config).items())}
         if (identity.get("fixed") or {}) != fixed:
-            diff += ["fix_block/--fix_channel_ratio"]
+            diff += ["fix_block/--fix_channel_ratio/--fix_path"]
         if diff:
             raise ConfigError(f"--out_dir={config.out_dir}: its {kind} state is a search with other "
                               f"{', '.join('--' + k for k in diff)}; rerun with the same flags to resume, or remove "
@@ -213,9 +219,13 @@ def check_evolution_state(config: SearchSposConfig) -> None:
 EVOLUTION_FLAGS = {"mutations": "population", "crossovers": "population"}
 
 
-def fixed_fields(config: SearchSposConfig) -> dict[int, int]:
-    """``--fix_block`` / ``--fix_channel_ratio`` as `search.evolution.EvolutionSearch`'s ``fixed`` (field →
-    option index)."""
+def fixed_fields(config: SearchSposConfig) -> dict:
+    """``--fix_block`` / ``--fix_channel_ratio`` / ``--fix_path`` as `search.evolution.EvolutionSearch`'s
+    ``fixed`` (field → option index, or → one option index per block)."""
+    if config.fix_path is not None:
+        from search import spos as sp
+        arch = sp.from_key(config.fix_path)
+        return {0: arch[:, 0].tolist(), 1: arch[:, 1].tolist()}
     out = {}
     if config.fix_block is not None:
         out[0] = list(config.choices).index(config.fix_block)
@@ -278,6 +288,8 @@ def validate(config: SearchSposConfig) -> RunDir:
                           f"{','.join(str(r) for r in config.channel_ratios)}")
     if config.fix_block is not None and config.fix_channel_ratio is not None and not config.bits:
         raise ConfigError("--fix_block with --fix_channel_ratio leaves nothing to search")
+    if config.fix_path is not None:
+        _check_fix_path(config)
     check_out_dir(config.out_dir, own=SETTINGS_FILE)
     check_evolution_state(config)
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
@@ -285,7 +297,8 @@ def validate(config: SearchSposConfig) -> RunDir:
     if classes is not None:  # tfds names: checked once the data is loaded
         feasible_constraints(config, make_space(config, classes), load_latency(config))
     run_dir = _SupernetDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE,
-                           defaults={"choices": list(SHUFFLE_CHOICES)})  # files written before --choices existed
+                           defaults={"choices": list(SHUFFLE_CHOICES),  # files written before --choices existed
+                                     "fix_path": None})
     if run_dir.exists():
         keys = [k for k in SUPERNET_KEYS if config.phase != "evolution" or k not in SAMPLING_KEYS]
         run_dir.check(keys=keys, what="a supernet trained")
@@ -293,6 +306,27 @@ def validate(config: SearchSposConfig) -> RunDir:
         raise ConfigError(f"--phase=evolution: no trained supernet in --out_dir={config.out_dir} "
                           "(run --phase=supernet)")
     return run_dir
+
+
+def _check_fix_path(config: SearchSposConfig) -> None:
+    """``--fix_path``: a path key of this space (one ``choice.ratio.bits`` triple per block), with bits to search
+    and without the one-field fixes."""
+    from search import spos as sp
+    if config.fix_block is not None or config.fix_channel_ratio is not None:
+        raise ConfigError("--fix_path holds every block's choice and ratio: drop --fix_block/--fix_channel_ratio")
+    if len(config.bits) < 2:
+        raise ConfigError("--fix_path searches bit widths only: give --bits at least two w:a pairs")
+    try:
+        arch = sp.from_key(config.fix_path)
+    except (ValueError, TypeError):
+        arch = None
+    n_blocks = sum(config.depth) if config.space == "cifar" else None
+    sizes = (len(config.choices), len(config.channel_ratios))
+    if arch is None or arch.ndim != 2 or arch.shape[1] != 3 or (n_blocks is not None and arch.shape[0] != n_blocks) \
+            or (arch < 0).any() or (arch[:, 0] >= sizes[0]).any() or (arch[:, 1] >= sizes[1]).any():
+        raise ConfigError(f"--fix_path={config.fix_path!r}: a path key of this space, one choice.ratio.bits index "
+                          f"triple per block joined by '-' ({n_blocks or 'one per block'} blocks, choice < "
+                          f"{sizes[0]}, ratio < {sizes[1]}), e.g. a search's summary.json 'best'")
 
 
 def _arrays(ds, n):
@@ -368,7 +402,8 @@ def run(config: SearchSposConfig) -> dict:
         model = build_supernet(space, seed=config.seed)
     spos_config = SposConfig(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                              sampling=config.sampling, execution=config.execution, seed=config.seed)
-    trainer = SposTrainer(model, spos_config, constraints, latency, run_dir.file("supernet"), strategy)
+    trainer = SposTrainer(model, spos_config, constraints, latency, run_dir.file("supernet"), strategy,
+                          fixed=fixed_fields(config) if config.fix_path is not None else None)
     writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
     bar = lambda what: lambda total: progress_bar(config.progress, total, what, leave=True)  # noqa: E731
     summary = {"space": space.to_json(), "constraints": constraints.limits(), "train_examples": info.num_examples}
@@ -412,7 +447,7 @@ def run(config: SearchSposConfig) -> dict:
     name = config.name or f"spos_{config.space}_s{config.seed}"
     cost = sp.cost(space, arch, latency)
     metrics = {"supernet_val_acc": best["best_acc"], **{k: float(v) for k, v in cost.items()}}
-    fixed = ("; fixed: " + ", ".join(f"--{k}={getattr(config, k)}" for k in ("fix_block", "fix_channel_ratio")
+    fixed = ("; fixed: " + ", ".join(f"--{k}={getattr(config, k)}" for k in FIX_FLAGS
                                       if getattr(config, k) is not None)) if fixed_fields(config) else ""
     notes = (f"SPOS: supernet {config.epochs} epochs ({config.sampling} sampling), evolution P={config.population} "
              f"T={config.iterations} top-k={config.top_k}{fixed}, BN recalibrated on {len(recal_x)} images, evaluated "
@@ -434,7 +469,7 @@ def run(config: SearchSposConfig) -> dict:
                     "evolution": {k: {"best_acc": r["best_acc"], "evaluated": r["evaluated"],
                                       "history": r["history"]} for k, r in results.items()},
                     "derived_from": derived_from, "random_found_better": random_better,
-                    "fixed": {k: getattr(config, k) for k in ("fix_block", "fix_channel_ratio")
+                    "fixed": {k: getattr(config, k) for k in FIX_FLAGS
                               if getattr(config, k) is not None}})
     if random_better:
         summary["note"] = (f"random search found a better path ({rnd['best_acc']:.4f} vs evolution's "
