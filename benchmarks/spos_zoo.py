@@ -124,6 +124,7 @@ def hold_out(train_dir: str, out_root: str, per_class: int) -> dict:
     for c in classes:
         files = sorted(f for f in os.listdir(os.path.join(train_dir, c)) if f.lower().endswith(IMAGE_EXTENSIONS))
         if len(files) <= per_class:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise ValueError(f"{os.path.join(train_dir, c)}: {len(files)} images, not more than --val_per_class="
                              f"{per_class}")
         for split, part in (("train", files[:-per_class]), ("test", files[-per_class:])):

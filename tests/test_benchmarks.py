@@ -409,3 +409,26 @@ def test_spos_ablation_kendall_tau_and_its_bootstrap_interval():
     flat = sa.kendall([0.1] * 8, x[:8])  # a supernet at chance: τ undefined, no interval, no crash
     assert flat["kendall_tau"] is None and flat["ci95"] is None and flat["bootstrap_resamples"] == 0
     assert "undefined" in sa.tau_text(flat)
+
+
+def test_spos_zoo_hold_out_split_and_bad_flags(tmp_path):
+    """benchmarks.spos_zoo: the selection's validation split is the last files of each class, linked, complete or
+    absent; bad flags are one line, exit 2, before TensorFlow."""
+    from benchmarks import spos_zoo
+    from conftest import error_line, run_module
+    for c in ("b", "a"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "train" / c / f"{i:02d}.png").write_bytes(b"x")
+    counts = spos_zoo.hold_out(str(tmp_path / "train"), str(tmp_path / "split"), 2)
+    assert counts["train"] == 6 and counts["validation"] == 4
+    assert sorted(os.listdir(tmp_path / "split" / "test" / "a")) == ["03.png", "04.png"]
+    assert os.path.islink(tmp_path / "split" / "train" / "b" / "00.png")
+    with pytest.raises(ValueError, match="not more than"):
+        spos_zoo.hold_out(str(tmp_path / "train"), str(tmp_path / "split2"), 5)
+    assert not os.path.exists(tmp_path / "split2") and not os.path.exists(tmp_path / "split2.tmp")
+    for args, needle in ((["--seeds=0,0"], "--seeds"), (["--candidates=nope"], "--candidates"),
+                         ([f"--dataset=folder:{tmp_path / 'none'}"], "--dataset"),
+                         ([f"--searches={tmp_path}"], "--searches")):
+        r = run_module("benchmarks.spos_zoo", f"--out={tmp_path / 'r.json'}", *args)
+        assert needle in error_line(r, "benchmarks.spos_zoo") and "tensorflow" not in r.stderr.lower()
