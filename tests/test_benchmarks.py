@@ -414,8 +414,9 @@ def test_spos_ablation_kendall_tau_and_its_bootstrap_interval():
 def test_spos_zoo_hold_out_split_and_bad_flags(tmp_path):
     """benchmarks.spos_zoo: the selection's validation split is the last files of each class, linked, complete or
     absent; bad flags are one line, exit 2, before TensorFlow."""
-    from benchmarks import spos_zoo
     from conftest import error_line, run_module
+
+    from benchmarks import spos_zoo
     for c in ("b", "a"):
         (tmp_path / "train" / c).mkdir(parents=True)
         for i in range(5):
