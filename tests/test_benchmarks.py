@@ -430,6 +430,14 @@ def test_spos_zoo_hold_out_split_and_bad_flags(tmp_path):
     assert not os.path.exists(tmp_path / "split2") and not os.path.exists(tmp_path / "split2.tmp")
     for args, needle in ((["--seeds=0,0"], "--seeds"), (["--candidates=nope"], "--candidates"),
                          ([f"--dataset=folder:{tmp_path / 'none'}"], "--dataset"),
-                         ([f"--searches={tmp_path}"], "--searches")):
+                         ([f"--searches={tmp_path}", f"--dataset=folder:{tmp_path}"], "--searches")):
         r = run_module("benchmarks.spos_zoo", f"--out={tmp_path / 'r.json'}", *args)
         assert needle in error_line(r, "benchmarks.spos_zoo") and "tensorflow" not in r.stderr.lower()
+
+
+def test_spos_mixed_precision_bad_flags(tmp_path):
+    from conftest import error_line, run_module
+    for args, needle in ((["--bits=8:8"], "--bits"), (["--bits=8:8,8:12"], "--bits"),
+                         (["--bits=8:8,32:32"], "--max_bitops"), (["--test_limit=-1"], "--test_limit")):
+        r = run_module("benchmarks.spos_mixed_precision", f"--out={tmp_path / 'r.json'}", *args)
+        assert needle in error_line(r, "benchmarks.spos_mixed_precision")
