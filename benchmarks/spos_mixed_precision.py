@@ -139,10 +139,9 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.spos_mixed_precision " + " ".join(sys.argv[1:] if argv is None else argv)
     os.makedirs(os.path.join(a.work_dir, "logs"), exist_ok=True)
     seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), StageTimes.previous(a.out))
+    from benchmarks.spos_zoo import setup_space
     st = a.setup
-    ratios = tuple(float(r) for r in str(st["channel_ratios"]).split(","))
-    space = sp.cifar_space(float(st["width"]), tuple(int(d) for d in str(st["depth"]).split(",")), 10, ratios,
-                           tuple(a.bits))
+    space = setup_space(st, 10, a.bits)
     path = sp.from_key(a.path)
     if a.max_bitops is None:
         a.max_bitops = sp.cost(space, sp.fix(path.copy(), {2: a.bits.index((8, 16))}))["bitops"]

@@ -108,6 +108,14 @@ def parse(argv):
     return a
 
 
+def setup_space(setup: dict, classes: int, bits=()):
+    """The ``search.spos.cifar_space`` of a ``benchmarks.spos_ablation`` setup (its width, depth, channel ratios)."""
+    from search import spos as sp
+    ratios = tuple(float(r) for r in str(setup["channel_ratios"]).split(","))
+    return sp.cifar_space(float(setup["width"]), tuple(int(d) for d in str(setup["depth"]).split(",")), classes,
+                          ratios, tuple(bits))
+
+
 def hold_out(train_dir: str, out_root: str, per_class: int) -> dict:
     """``out_root/{train,test}/<class>/``: links to the files of ``train_dir``'s class folders, the last
     ``per_class`` (sorted names) of each class in ``test``. Built beside and renamed into place, so it is complete
@@ -220,9 +228,8 @@ def main(argv=None) -> int:
     except ValueError as e:
         harness.usage_error(PROG, f"--ledger: {e}")
     st = a.space_setup
-    ratios = tuple(float(r) for r in str(st["channel_ratios"]).split(","))
-    space = sp.cifar_space(float(st["width"]), tuple(int(d) for d in str(st["depth"]).split(",")),
-                           known_classes(a.dataset), ratios)
+    space = setup_space(st, known_classes(a.dataset))
+    ratios = tuple(float(r) for r in space.channel_ratios)
     choice3 = np.zeros((space.n_blocks, 3), np.int32)
     choice3[:, 0], choice3[:, 1] = space.choices.index("3"), ratios.index(1.0)
     limit = sp.cost(space, choice3)["macs"]

@@ -104,10 +104,6 @@ def _model(buf: bytes):
     return m
 
 
-def _name(sg, t: int) -> bytes:
-    return sg.tensors[t].name or b""
-
-
 def splice(bufs: dict[str, bytes], names: list[str], plan: dict[str, str]) -> tuple[bytes, dict]:
     """The mixed model from :func:`conversions`' ``bufs`` (see the module docstring); ``names``: the parts in
     execution order, ``plan``: a precision per part."""

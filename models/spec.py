@@ -75,15 +75,13 @@ class StemSpec:
 
 @dataclass(frozen=True)
 class BitsSpec:
-    """Quantization bit widths of a block (SPOS mixed precision): weights ``w`` (1–8, or 32: float) and activations
-    ``a`` (1–8, 16, or 32: float). Float builds ignore them; ``export_tflite --mode=mixed`` deploys them
-    (``export.mixed_precision.precision_of``: int8, int16×8 or float)."""
+    """SPOS bit widths of a block: weights ``w`` 1–8 or 32 (float), activations ``a`` 1–8, 16 or 32 (float); float
+    builds ignore them, ``export_tflite --mode=mixed`` deploys them (``export.mixed_precision.precision_of``)."""
     w: int
     a: int
 
 
-WEIGHT_BITS = (*range(1, 9), 32)
-ACTIVATION_BITS = (*range(1, 9), 16, 32)
+WEIGHT_BITS, ACTIVATION_BITS = (*range(1, 9), 32), (*range(1, 9), 16, 32)
 
 
 @dataclass(frozen=True)
@@ -295,10 +293,8 @@ def _bits(r: _Reader):
         return None
     b = _Reader(r.obj["bits"], r.p("bits"), ("w", "a"), ("w", "a"))
     w, a = b.int("w", 1, 32), b.int("a", 1, 32)
-    if w not in WEIGHT_BITS:
-        raise SpecError(b.p("w"), f"weight bits 1–8 or 32 (float), got {w}")
-    if a not in ACTIVATION_BITS:
-        raise SpecError(b.p("a"), f"activation bits 1–8, 16 or 32 (float), got {a}")
+    if w not in WEIGHT_BITS or a not in ACTIVATION_BITS:
+        raise SpecError(b.p("w" if w not in WEIGHT_BITS else "a"), f"w 1–8 or 32 (float), a 1–8, 16 or 32, got {w}:{a}")
     return BitsSpec(w=w, a=a)
 
 
