@@ -115,13 +115,16 @@ def plot(result: dict, path: str) -> None:
     models = result.get("models", {})
     for name, m in models.items():
         color = "tab:red" if name.startswith("searched") else "tab:grey"
-        ax_a.plot(m["latency_ms"]["median_ms"], 100 * m["top1"], "o", color=color)
+        se = m.get("vs_float32", {}).get("se") or 0.0  # paired with float32: same images, same weights
+        ax_a.errorbar(m["latency_ms"]["median_ms"], 100 * m["top1"], yerr=200 * se, fmt="o", color=color,
+                      capsize=3)
         ax_a.annotate(name, (m["latency_ms"]["median_ms"], 100 * m["top1"]), fontsize=8, xytext=(4, 3),
                       textcoords="offset points")
         ax_s.bar(name, m["file_bytes"] / 1e3, color=color)
     ax_a.set_xlabel("LiteRT latency, ms (1 thread, CPU time)")
     ax_a.set_ylabel(f"top-1 on {result['setup']['test_images']:,} test images (%)")
-    ax_a.set_title(f"{result['setup']['model']}: searched bits vs uniform precision", fontsize=9)
+    ax_a.set_title(f"{result['setup']['model']}: searched bits vs uniform precision\n"
+                   "(bars: ±2 SE of the difference to float32, paired over the images)", fontsize=9)
     ax_s.set_ylabel("file size (kB)")
     ax_s.tick_params(axis="x", labelsize=8, rotation=20)
     for ax in (ax_a, ax_s):
