@@ -24,9 +24,9 @@ test: venv lint
 	$(PY) -m tools.reference_specs --check
 	$(PYTEST) -n auto --dist loadfile --no-loadscope-reorder tests
 
-# In-process unit tests on tiny configs (≤ 3 min on 2 cores): no test marked slow.
+# In-process unit tests on tiny configs (≤ 3 min on 2 cores): no test marked slow, one worker per core as above.
 test-fast: venv
-	$(PYTEST) -x -m "not slow" tests
+	$(PYTEST) -x -m "not slow" -n auto --dist loadfile --no-loadscope-reorder tests
 
 lint: venv
 	$(VENV)/bin/ruff check .
