@@ -351,6 +351,22 @@ def check_published(a, card: dict, logs: str, seconds: StageTimes) -> dict:
             "evaluate_command": "python -m " + " ".join(eval_args)}
 
 
+def finish_published(prog: str, a, card: dict, m: dict, result: dict, logs: str, seconds: StageTimes,
+                     report) -> int:
+    """The zoo benchmarks' last stage: re-score the published weights (``check_published``) into
+    ``result["published"]``, write the report, and say the outcome; 1 when the card's top-1 does not come back."""
+    result["published"] = check_published(a, card, logs, seconds)
+    report()
+    if not result["published"]["reproduced"]:
+        print(f"{prog}: the zoo weights score {result['published']['zoo_evaluate_top1']:.4f}, the card says "
+              f"{card['metrics']['top1']:.4f}", file=sys.stderr)
+        return 1
+    print(f"{a.name}: top-1 {card['metrics']['top1']:.4f} (seed {a.seeds[0]}; {m['top1_mean']:.4f} ± "
+          f"{m['top1_std'] or 0:.4f} over seeds {a.seeds}), {m['macs']:,} MACs, {m['params']:,} params -> "
+          f"{result['published']['card']}")
+    return 0
+
+
 def main(argv=None) -> int:
     a = parse(argv)
     from models import spec as spec_lib
@@ -522,16 +538,7 @@ def main(argv=None) -> int:
         "license": "Apache-2.0",
     }
     card = write_zoo(a, searched, card, os.path.join(a.work_dir, "train", f"searched_s{a.seeds[0]}", "weights.npz"))
-    result["published"] = check_published(a, card, logs, seconds)
-    report()
-    if not result["published"]["reproduced"]:
-        print(f"metakernel_zoo: the zoo weights score {result['published']['zoo_evaluate_top1']:.4f}, the card says "
-              f"{card['metrics']['top1']:.4f}", file=sys.stderr)
-        return 1
-    print(f"{a.name}: top-1 {card['metrics']['top1']:.4f} (seed {a.seeds[0]}; "
-          f"{m['top1_mean']:.4f} ± {m['top1_std'] or 0:.4f} over seeds {a.seeds}), {m['macs']:,} MACs, "
-          f"{m['params']:,} params -> {result['published']['card']}")
-    return 0
+    return finish_published("metakernel_zoo", a, card, m, result, logs, seconds, report)
 
 
 if __name__ == "__main__":

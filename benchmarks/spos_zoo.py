@@ -38,7 +38,7 @@ import numpy as np
 
 from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, round_floats, write_json
-from benchmarks.metakernel_zoo import REPO_ZOO, check_published, diff, stats, write_zoo
+from benchmarks.metakernel_zoo import REPO_ZOO, diff, finish_published, stats, write_zoo
 
 DATA = "folder:../shared/data/cifar10"
 SEARCHES_DIR = os.path.join("benchmarks", "results", "spos_ablation_runs")
@@ -375,16 +375,7 @@ def main(argv=None) -> int:
         }
         write_zoo(a, specs["searched"], card, os.path.join(ship_dir, "weights.npz"))
     card = _load(os.path.join(a.zoo_dir, "weights", f"{a.name}-cifar10.json"))
-    result["published"] = check_published(a, card, logs, seconds)
-    report()
-    if not result["published"]["reproduced"]:
-        print(f"{PROG}: the zoo weights score {result['published']['zoo_evaluate_top1']:.4f}, the card says "
-              f"{card['metrics']['top1']:.4f}", file=sys.stderr)
-        return 1
-    print(f"{a.name}: top-1 {card['metrics']['top1']:.4f} (seed {a.seeds[0]}; {m['top1_mean']:.4f} ± "
-          f"{m['top1_std'] or 0:.4f} over seeds {a.seeds}), {m['macs']:,} MACs, {m['params']:,} params -> "
-          f"{result['published']['card']}")
-    return 0
+    return finish_published(PROG, a, card, m, result, logs, seconds, report)
 
 
 if __name__ == "__main__":
