@@ -82,8 +82,6 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
 
-    from common import quiet_tf
-    quiet_tf.install()
     import numpy as np
 
     from export import litert

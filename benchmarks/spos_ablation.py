@@ -240,8 +240,6 @@ def main(argv=None) -> int:
     if classes is None:
         print(f"{prog}: --dataset={a.dataset}: shapes, folder:PATH or tsv:PATH", file=sys.stderr)
         return 2
-    from common import quiet_tf
-    quiet_tf.install()  # the latency session converts in this process
     from common.io import write_text
     from models import spec as spec_lib
     from models.counting import count

@@ -135,8 +135,6 @@ def plot(result: dict, path: str) -> None:
 
 def main(argv=None) -> int:
     a = parse(argv)
-    from common import quiet_tf
-    quiet_tf.install()
     from recipes.cli import run_stage
     from search import spos as sp
     command = "python -m benchmarks.spos_mixed_precision " + " ".join(sys.argv[1:] if argv is None else argv)

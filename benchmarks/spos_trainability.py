@@ -216,8 +216,6 @@ def main(argv=None) -> int:
     setup = {**{k: getattr(a, k) for k in ("steps", "lr", "width", "train_limit", "paths", "dataset")},
              "seeded_before_data": True}  # runs kept before the seed was set first are measured again
     os.makedirs(a.work_dir, exist_ok=True)
-    from common import quiet_tf
-    quiet_tf.install()
     runs = []
     for name in rows:
         for seed in seeds:

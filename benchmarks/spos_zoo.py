@@ -207,8 +207,6 @@ def plot(result: dict, path: str) -> None:
 
 def main(argv=None) -> int:
     a = parse(argv)
-    from common import quiet_tf
-    quiet_tf.install()  # the latency session converts in this process
     from common.io import write_text
     from inputs.classification import known_classes
     from models import spec as spec_lib

@@ -42,8 +42,6 @@ def main(argv=None) -> int:
         print(f"zoo_tflite_parity: --out={a.out}: is a directory", file=sys.stderr)
         return 2
 
-    from common import quiet_tf
-    quiet_tf.install()
     import keras
     import numpy as np
     import tensorflow as tf

@@ -173,6 +173,18 @@ def test_tensorflow_start_up_noise_does_not_reach_the_user():
     assert len(lines) == 1 and lines[0].startswith("evaluate.py:"), r.stderr
 
 
+def test_no_benchmark_prints_tensorflow_start_up_noise():
+    """Every ``benchmarks.*`` module is quiet however TensorFlow is first imported: importing the package installs
+    the filter, so no module has to remember it (these two once forgot)."""
+    code = ("import benchmarks.ednas_latency, benchmarks.fgnas_latency, sys\n"
+            "assert 'tensorflow' not in sys.modules\n"
+            "import tensorflow as tf\n"
+            "print(int(tf.constant(1)), len(tf.config.list_logical_devices()))\n")
+    r = run_python(code, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.strip() == "", r.stderr  # TF_CPP_MIN_LOG_LEVEL=2 alone leaves oneDNN / cudart lines here
+
+
 @pytest.mark.parametrize("module,args,damage", [  # every kind of damage is tested in-process in test_zoo.py
     ("recipes.train", ["--model=mobilenet_v2_100", "--input_size=32", "--out_dir={out}"], "truncated"),
     ("recipes.evaluate", ["--model=mobilenet_v2_100", "--input_size=32"], "random"),
