@@ -21,7 +21,8 @@ gates until the derived model's MACs are at or below the target, at most ``--sea
 training (SGD, Nesterov momentum 0.9, lr ``--lr``, 1 warm-up epoch then cosine, weight decay 1e-4, no label
 smoothing). The JSON has per model: MACs, params, top-1 per seed with mean ± std (or the binomial standard error of
 one seed), and for searches the step the target was reached and the kept / compositional channel shares; the PNG plots
-top-1 against MACs. Stages are skipped when their outputs exist, so rerunning resumes.
+top-1 against MACs. Stages are skipped when their outputs exist, so rerunning resumes; each finished stage's card,
+search summary and derived spec are mirrored into ``--ledger`` (committed), so a later session resumes too.
 
     python -m benchmarks.fgnas_ablation --out benchmarks/results/fgnas_ablation.json
 """
@@ -39,6 +40,8 @@ from benchmarks import harness
 from benchmarks.harness import StageTimes, host_info, round_floats, write_json
 
 DATA = "folder:../shared/data/cifar10"
+LEDGER = os.path.join("benchmarks", "results", "fgnas_ablation_runs")
+SEARCH_FILES = ["finetune/model_card.json", "summary.json", "derived.json"]  # the card (completion) lands last
 VARIANTS = {"P": ("3", "relu", "full"), "K": ("1,3,5", "relu", "full"), "KA": ("1,3,5", "relu,prelu,tanh", "full"),
             "M": ("1,3,5", "relu,prelu,tanh", "no_prune"), "O": ("1,3,5", "relu,prelu,tanh", "one_op")}
 TEST_IMAGES = 5000
@@ -116,6 +119,10 @@ def main(argv=None) -> int:
     p.add_argument("--normalize", default="target", choices=["target", "supernet"],
                    help="R₀ of the recipe's λ·R/R₀ (the earlier runs: supernet)")
     p.add_argument("--latency_rounds", type=int, default=5, help="interleaved LiteRT timing rounds (0: skip)")
+    p.add_argument("--ledger", default=LEDGER,
+                   help="folder (committed beside the JSON) mirroring each finished stage's card / summary / derived "
+                        "spec, so a later session whose --work_dir is gone resumes; '' for none. Refuses a ledger "
+                        "of other settings")
     a = p.parse_args(argv)
     try:
         variants = [v for v in a.variants.split(",") if v]
@@ -157,7 +164,14 @@ def main(argv=None) -> int:
                 fh.write(spec_lib.dumps(spec))
     common = [f"--dataset={a.dataset}", f"--batch_size={a.batch_size}", "--noprogress",
               *([f"--limit={a.train_limit}"] if a.train_limit else [])]
-    seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"))
+    try:  # every setting a stage's result depends on (not --variants, --fractions, --seeds, --latency_rounds)
+        ledger = harness.Ledger(a.ledger or None, a.work_dir, setup={
+            k: getattr(a, k) for k in ("dataset", "train_limit", "width", "pretrain_epochs", "search_epochs",
+                                       "finetune_epochs", "batch_size", "lr", "lam", "psi_lr", "normalize")})
+    except ValueError as e:
+        print(f"fgnas_ablation: --ledger: {e}", file=sys.stderr)
+        return 2
+    seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), StageTimes.previous(a.out))
     results: dict = {}
     t0 = time.time()
 
@@ -208,7 +222,7 @@ def main(argv=None) -> int:
             out_dir = os.path.join(a.work_dir, "runs", f"{name}_s{seed}")
             if m["group"] in VARIANTS:
                 kernels, acts, gating = VARIANTS[m["group"]]
-                card = os.path.join(out_dir, "finetune", "model_card.json")
+                card, kept = os.path.join(out_dir, "finetune", "model_card.json"), SEARCH_FILES
                 args = ["recipes.search_fgnas", "--space=vgg", f"--width={a.width}", f"--kernels={kernels}",
                         f"--acts={acts}", f"--gating={gating}", f"--target={m['target']}",
                         f"--pretrain_epochs={a.pretrain_epochs}",
@@ -217,12 +231,14 @@ def main(argv=None) -> int:
                         *([] if a.psi_lr is None else [f"--psi_lr={gate_lr(a, kernels, acts):g}"]),
                         f"--seed={seed}", f"--name={name.lower().replace('.', 'p')}", f"--out_dir={out_dir}", *common]
             else:
-                card = os.path.join(out_dir, "model_card.json")
+                card, kept = os.path.join(out_dir, "model_card.json"), ["model_card.json"]
                 args = ["recipes.train", f"--model={m['spec']}", "--weights=", f"--epochs={epochs}", f"--lr={a.lr}",
                         "--nesterov", "--weight_decay=1e-4", "--label_smoothing=0", f"--val_freq={epochs}",
                         f"--seed={seed}", f"--out_dir={out_dir}", *common]
+            ledger.restore(out_dir, kept)
             if not os.path.exists(card):
                 seconds.record(f"{name}_s{seed}", run_stage(name, args, os.path.join(logs, f"{name}_s{seed}.log")))
+            ledger.keep(out_dir, kept)
             c = _load(card)
             res = {"seed": seed, "top1": c["metrics"]["val_top1"], "command": "python -m " + " ".join(args),
                    "spec": m.get("spec") or os.path.join(out_dir, "derived.json")}

@@ -323,8 +323,8 @@ class Ledger:
         if not all(os.path.isfile(src) for _, src in pairs) or any(os.path.exists(dst) for dst, _ in pairs):
             return False
         import shutil
-        os.makedirs(stage_dir, exist_ok=True)
         for dst, src in pairs[::-1]:  # the file a stage's completion is judged by (the first) lands last
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copyfile(src, dst + ".ledger")
             os.replace(dst + ".ledger", dst)
         return True

@@ -243,6 +243,15 @@ def test_ledger_restores_finished_stages_and_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match="not under the work directory"):
         again.keep(str(tmp_path / "elsewhere"), ["summary.json"])
     assert Ledger(None, str(work)).restore(str(stage), ["summary.json"]) is False  # no ledger: a no-op
+    # a file in a sub-folder of the stage (FGNAS: finetune/model_card.json) is kept and restored with its folder
+    fg = work / "runs" / "P_s0"
+    (fg / "finetune").mkdir(parents=True)
+    (fg / "finetune" / "model_card.json").write_text('{"top1": 0.5}')
+    (fg / "derived.json").write_text("{}")
+    again.keep(str(fg), ["finetune/model_card.json", "derived.json"])
+    shutil.rmtree(work)
+    assert again.restore(str(fg), ["finetune/model_card.json", "derived.json"])
+    assert (fg / "finetune" / "model_card.json").read_text() == '{"top1": 0.5}'
 
 
 def test_spos_ablation_orchestrates_one_supernet_three_searches_and_resumes_from_its_ledger(tmp_path, monkeypatch):
