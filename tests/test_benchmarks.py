@@ -77,6 +77,7 @@ def test_deploy_preprocessing_quick(tmp_path):
     assert fold["MUL"] == layer["MUL"] - 1 and fold["ADD"] == layer["ADD"] - 1  # the preprocess MUL + ADD are gone
     assert d["files"]["zoo_fold/float32"]["ops"]["PADV2"] == 1  # one mean (127) for every channel
     assert d["files"]["zoo_fold_black/float32"]["ops"] == d["files"]["zoo_none/float32"]["ops"]  # no op added
+    assert d["files"]["zoo_fold_black/float32"]["tensors"] == d["files"]["zoo_none/float32"]["tensors"]
     assert d["setup"]["reference"] == "zoo_none" and d["summary"]["zoo_none/float32"]["cpu_ratio_median"] == 1.0
 
 
