@@ -88,9 +88,10 @@ def plot(rows: dict, path: str, target: float) -> None:
                 axes[0].plot(epochs, c["argmax_ms"], color=colours[arm], linestyle="--")
             share = [np.nan if v is None else 100 * v for v in c["argmax_changed_share"]]
             axes[1].plot(epochs, share, color=colours[arm], marker=".", label=label)
-        if row.get("measured_ms"):  # bars: std over seeds, or the binomial SE on 5,000 images for one seed
+        if row.get("measured_ms"):  # bars: SE of the mean over seeds, or the binomial SE on 5,000 images for one
             p = row["top1_mean"]
-            err = row["top1_std"] if row["top1_std"] is not None else math.sqrt(p * (1 - p) / 5000)
+            err = (row["top1_std"] / math.sqrt(len(row["top1"])) if row["top1_std"] is not None else
+                   math.sqrt(p * (1 - p) / 5000))
             axes[2].errorbar(np.mean(row["measured_ms"]), 100 * p, yerr=100 * err, color=colours[arm], marker="o",
                              capsize=3, label=f"{arm}: {LEGEND[arm]}")
     axes[0].axhline(target, color="k", linestyle=":", linewidth=1, label="target")
@@ -105,6 +106,8 @@ def plot(rows: dict, path: str, target: float) -> None:
         ax.tick_params(labelsize=9)
     for ax in axes[:2]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[2].xaxis.set_major_locator(MaxNLocator(3))
+    axes[2].xaxis.set_major_formatter("{x:.4g}")
     save_figure(fig, path)
     plt.close(fig)
 
