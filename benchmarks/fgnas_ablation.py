@@ -119,6 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--normalize", default="target", choices=["target", "supernet"],
                    help="R₀ of the recipe's λ·R/R₀ (the earlier runs: supernet)")
     p.add_argument("--latency_rounds", type=int, default=5, help="interleaved LiteRT timing rounds (0: skip)")
+    p.add_argument("--no_refill", action="store_true",
+                   help="stop every search exactly at the paper's rule (recipes.search_fgnas --norefill); by default "
+                        "the stopping step is followed by the refill of what fits under the target")
     p.add_argument("--ledger", default=LEDGER,
                    help="folder (committed beside the JSON) mirroring each finished stage's card / summary / derived "
                         "spec, so a later session whose --work_dir is gone resumes; '' for none. Refuses a ledger "
@@ -167,7 +170,8 @@ def main(argv=None) -> int:
     try:  # every setting a stage's result depends on (not --variants, --fractions, --seeds, --latency_rounds)
         ledger = harness.Ledger(a.ledger or None, a.work_dir, setup={
             k: getattr(a, k) for k in ("dataset", "train_limit", "width", "pretrain_epochs", "search_epochs",
-                                       "finetune_epochs", "batch_size", "lr", "lam", "psi_lr", "normalize")})
+                                       "finetune_epochs", "batch_size", "lr", "lam", "psi_lr", "normalize",
+                                       "no_refill")})
     except ValueError as e:
         print(f"fgnas_ablation: --ledger: {e}", file=sys.stderr)
         return 2
@@ -205,7 +209,8 @@ def main(argv=None) -> int:
                             "fgnas_schedule": f"{a.pretrain_epochs} pre-train + <= {a.search_epochs} search + "
                                               f"{a.finetune_epochs} fine-tune epochs, lambda {a.lam} (R/R0, R0: "
                                               f"{a.normalize}), psi lr "
-                                              f"{'recipe default' if a.psi_lr is None else a.psi_lr} (SGD)",
+                                              f"{'recipe default' if a.psi_lr is None else a.psi_lr} (SGD), "
+                                              f"{'no refill' if a.no_refill else 'refill after the stopping step'}",
                             "baseline_epochs": epochs, "batch_size": a.batch_size,
                             "optimizer": f"SGD Nesterov 0.9, lr {a.lr}, 1 warm-up epoch, cosine, wd 1e-4"},
                   "models": rows, "stage_seconds": dict(seconds), "stages_run_now": seconds.ran,
@@ -229,6 +234,7 @@ def main(argv=None) -> int:
                         f"--search_epochs={a.search_epochs}", f"--finetune_epochs={a.finetune_epochs}",
                         f"--w_lr={a.lr}", f"--lam={a.lam}", f"--normalize={a.normalize}", "--val_limit=0",
                         *([] if a.psi_lr is None else [f"--psi_lr={gate_lr(a, kernels, acts):g}"]),
+                        *(["--norefill"] if a.no_refill else []),
                         f"--seed={seed}", f"--name={name.lower().replace('.', 'p')}", f"--out_dir={out_dir}", *common]
             else:
                 card, kept = os.path.join(out_dir, "model_card.json"), ["model_card.json"]
@@ -244,8 +250,8 @@ def main(argv=None) -> int:
                    "spec": m.get("spec") or os.path.join(out_dir, "derived.json")}
             if m["group"] in VARIANTS:
                 s = _load(os.path.join(out_dir, "summary.json"))
-                res["search"] = {k: s[k] for k in ("reached", "reached_step", "macs", "vs_target", "kept_share",
-                                                    "compositional_share")}
+                res["search"] = {k: s.get(k) for k in ("reached", "reached_step", "macs", "vs_target", "kept_share",
+                                                        "compositional_share", "refill")}
             results[(name, seed)] = res
             report()
     if a.latency_rounds:

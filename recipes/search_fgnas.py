@@ -60,6 +60,9 @@ flags.DEFINE_float("lam", 1.0, "λ of CE + λ·R/R₀ (--normalize: R₀ = the t
 flags.DEFINE_enum("normalize", "target", ["target", "supernet"], "R₀ of λ·R/R₀: 'target' (the push per MAC is λ/T in "
                   "every space, like the paper's raw λ·R) or 'supernet' (the all-on supernet: with several "
                   "operations its deployed cost is 10-80× the backbone's, which weakens the push as much).")
+flags.DEFINE_bool("refill", True, "After the stopping step, turn back on the off gates closest to on while the exact "
+                  "--resource stays at or below --target (one gate step can switch many gates at once and land far "
+                  "below it). Not in the paper: --norefill stops exactly where its rule does.")
 flags.DEFINE_integer("pretrain_epochs", 2, "Epochs with every gate on before the gates train.", lower_bound=0)
 flags.DEFINE_integer("search_epochs", 10, "At most this many gate epochs (the search stops at the target).",
                      lower_bound=1)

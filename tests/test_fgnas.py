@@ -209,10 +209,46 @@ def test_search_stops_at_the_target_and_resumes_with_frozen_gates(tmp_path):
     assert search.reached and history[-1]["reached"]
     assert history[-1]["macs"] <= search.config.target == 0.5 * full
     assert history[-1]["macs"] == search.net.cost() == count(search.net.derive()).macs
+    refill = history[-1]["refill"]  # the stopping step is followed by the refill (on by default)
+    assert refill["before"] <= refill["after"] == history[-1]["macs"] <= search.config.target
     arch, steps = search.net.arch(), int(search.step.numpy())
     again, _, _ = _tiny_search(tmp_path, seed=1)  # other initial weights: all restored from the checkpoint
     assert int(again.step.numpy()) == steps
     assert all((a == b).all() for a, b in zip(again.net.arch(), arch))
+
+
+@pytest.mark.parametrize("kind", ["vgg", "mbconv"])
+def test_refill_gives_back_what_fits_under_the_target(kind):
+    """After a stopping step that overshot far below the target, refill turns back on only gates that were off,
+    closest to on first, and ends at or below the target, within its tolerance or with nothing more that fits."""
+    space = _spaces()[kind]
+    keras.utils.set_random_seed(0)
+    model = fgnas.build_supernet(space)
+    full = space.cost(space.full_arch())
+    search = FgnasSearch(model, space, FgnasConfig(target=0.6 * full))
+    arch = _random_arch(space, p=0.25)
+    search.net.set_arch(arch, margin=1.0)
+    rng = np.random.RandomState(3)
+    for v in search.psi_vars:  # distinct margins among the off gates: an order to follow
+        p = v.numpy()
+        p[..., 1] += np.where(p[..., 0] < p[..., 1], rng.uniform(0, 1, p.shape[:2]), 0).astype(np.float32)
+        v.assign(p)
+    margins = [v.numpy()[..., 0] - v.numpy()[..., 1] for v in search.psi_vars]
+    before = search.net.cost()
+    assert before < 0.5 * full
+    info = search.refill(tolerance=0.01)
+    after = search.net.arch()
+    assert info["before"] == pytest.approx(before) and info["after"] == pytest.approx(search.net.cost())
+    assert before < search.net.cost() <= search.config.target == 0.6 * full
+    assert search.net.cost() == count(search.net.derive()).macs  # still exact
+    assert all((b | ~a).all() for a, b in zip(arch, after))  # nothing that was on went off
+    on = np.concatenate([m[b & ~a] for a, b, m in zip(arch, after, margins)])
+    still_off = np.concatenate([m[~b] for b, m in zip(after, margins)])
+    assert info["gates_turned_on"] == on.size > 0
+    # the closest-to-on gates came first: no gate left off was closer to on than every gate turned on
+    assert still_off.size == 0 or still_off.max() <= on.max()
+    assert search.net.cost() >= 0.99 * search.config.target or info["gates_tried"] == int((~np.concatenate(
+        [a.ravel() for a in arch])).sum())
 
 
 def _synthetic_latency(space, seed=0):

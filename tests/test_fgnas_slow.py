@@ -28,6 +28,7 @@ def test_recipe_end_to_end_and_rerun(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reached"] and summary["macs"] <= 2e5 and summary["resource_value"] == summary["macs"]
+    assert summary["refill"]["after"] == summary["macs"] and summary["refill"]["before"] <= summary["macs"]
     spec = S.loads((out / "derived.json").read_bytes())
     assert spec.provenance.method == "fgnas" and count(spec).macs == summary["macs"]
     card = json.loads((out / "finetune" / "model_card.json").read_text())

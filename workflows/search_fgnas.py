@@ -25,9 +25,9 @@ from common.rundir import RunDir
 SETTINGS_FILE = "search_settings.json"
 RESUME_KEYS = ("dataset", "space", "width", "kernels", "acts", "input_size", "resource", "target", "lam",
                "pretrain_epochs", "search_epochs", "batch_size", "latency_model", "steps_per_epoch", "limit", "w_lr",
-               "psi_lr", "psi_optimizer", "input_count", "gate_init", "gating", "normalize", "seed")
+               "psi_lr", "psi_optimizer", "input_count", "gate_init", "gating", "normalize", "refill", "seed")
 # Identity keys added later: a settings file written before them is read with the value every search had then.
-ADDED_SETTINGS = {"latency_model": "", "gating": "full", "normalize": "supernet"}
+ADDED_SETTINGS = {"latency_model": "", "gating": "full", "normalize": "supernet", "refill": False}
 NORMALIZE = ("target", "supernet")  # search.fgnas_train.NORMALIZE
 SPACES = ("vgg", "mbconv")
 RESOURCES = ("params", "macs", "latency")  # search.fgnas_space.RESOURCES
@@ -77,6 +77,7 @@ class SearchFgnasConfig:
     gate_init: float = 2.0
     gating: str = "full"
     normalize: str = "target"
+    refill: bool = True
     seed: int = 0
     name: str | None = None
     output: str | None = None
@@ -239,7 +240,8 @@ def run(config: SearchFgnasConfig) -> dict:
     search_config = FgnasConfig(target=config.target, resource=config.resource, lam=config.lam,
                                 pretrain_epochs=config.pretrain_epochs, search_epochs=config.search_epochs,
                                 w_lr=config.w_lr, psi_lr=psi_lr(config, space), psi_optimizer=config.psi_optimizer,
-                                input_count=config.input_count, normalize=config.normalize, seed=config.seed)
+                                input_count=config.input_count, normalize=config.normalize, refill=config.refill,
+                                seed=config.seed)
     search = FgnasSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                          latency=plan.latency)
     run_dir.start()
@@ -259,6 +261,7 @@ def run(config: SearchFgnasConfig) -> dict:
     reached = search.reached
     last = history[-1] if history else {}
     val = last.get("val_acc")
+    refill = next((h["refill"] for h in history if h.get("refill")), None)  # what the stopping step gave back
     exact = count(space.derive(arch))
     metrics = {"macs": float(exact.macs), "params": float(exact.params), "search_steps": float(search.step.numpy())}
     if val is not None:
@@ -272,7 +275,9 @@ def run(config: SearchFgnasConfig) -> dict:
                f"+ <= {config.search_epochs} gate epochs x {steps} steps, batch {config.batch_size}, psi "
                f"{config.psi_optimizer} lr {psi_lr(config, space):g}, input count {config.input_count}, "
                f"gating {config.gating}; "
-               + (f"target reached at step {int(search.reached_step.numpy())}" if reached else "target NOT reached")))
+               + (f"target reached at step {int(search.reached_step.numpy())}" if reached else "target NOT reached")
+               + (f"; refill turned {refill['gates_turned_on']} gates back on ({refill['before']:.6g} -> "
+                  f"{refill['after']:.6g})" if refill else "")))
     derived = net.derive(arch, name=name, provenance=prov)
     output = config.output or run_dir.file("derived.json")
     write_text(output, spec_lib.dumps(derived))
@@ -289,6 +294,7 @@ def run(config: SearchFgnasConfig) -> dict:
     channels = sum(r["channels"] for r in rows)
     summary = {"spec": output, "name": name, "resource": config.resource, "target": config.target,
                "reached": reached, "reached_step": int(search.reached_step.numpy()) if reached else None,
+               "refill": refill,
                "resource_value": resource_now, "vs_target": resource_now / config.target - 1,
                "macs": exact.macs, "params": exact.params,
                "backbone_macs": backbone.macs, "backbone_params": backbone.params,
