@@ -135,43 +135,41 @@ def write_tiny_png(path, value: int = 0) -> None:
     Image.new("RGB", (8, 8), (value % 256, 90, 20)).save(str(path))
 
 
-# Seconds each file takes in `make test` (2 workers: the junit times of a one-worker run beside a training process,
-# stop 31, × 0.5 — about CI's own --durations), the order `make test` hands files to its xdist workers
+# Seconds each file takes in `make test` (the junit times of a quiet two-worker run on a 2-core host, stop 32:
+# 813 s over both workers, 418 s of wall time), the order `make test` hands files to its xdist workers
 # (`--dist loadfile --no-loadscope-reorder`): longest first, so that no long file starts last and runs alone at the
 # end (xdist's own reorder sorts files by their number of tests, which sent the few-test, minute-long end-to-end
 # files last; an unlisted 60-second file did the same). Files not listed (under 3 s) follow in collection order.
 # Only the order changes; which tests run does not.
 FILE_SECONDS = {
-    "test_benchmarks.py": 112,
-    "test_builder.py": 89,
-    "test_finetune_yolo.py": 85,
-    "test_metakernel_zoo.py": 80,
-    "test_train.py": 78,
-    "test_latency.py": 50,
-    "test_pipeline.py": 48,
-    "test_search_dynamics.py": 47,
-    "test_export.py": 45,
-    "test_search_recipe.py": 40,
-    "test_spos.py": 39,
-    "test_qat.py": 31,
-    "test_kernel_ablation.py": 29,
-    "test_kernel_latency.py": 27,
-    "test_fold.py": 25,
+    "test_metakernel_zoo.py": 85,
+    "test_benchmarks.py": 70,
+    "test_builder.py": 66,
+    "test_search_recipe.py": 65,
+    "test_finetune_yolo.py": 58,
+    "test_train.py": 53,
+    "test_spos.py": 52,
+    "test_pipeline.py": 47,
+    "test_latency.py": 33,
+    "test_export.py": 31,
+    "test_kernel_ablation.py": 30,
+    "test_qat.py": 25,
     "test_cli_contract.py": 25,
-    "test_fgnas_slow.py": 24,
-    "test_fgnas.py": 21,
-    "test_metakernel.py": 16,
-    "test_counting.py": 15,
-    "test_zoo.py": 12,
-    "test_distill.py": 10,
-    "test_reparam.py": 9,
+    "test_fgnas_slow.py": 23,
+    "test_search_dynamics.py": 22,
+    "test_fold.py": 21,
+    "test_kernel_latency.py": 17,
+    "test_fgnas.py": 12,
+    "test_metakernel.py": 11,
+    "test_reparam.py": 10,
     "test_yolo.py": 9,
-    "test_data.py": 8,
-    "test_spec.py": 8,
+    "test_zoo.py": 8,
+    "test_counting.py": 8,
     "test_mixed_precision.py": 7,
-    "test_recipes.py": 5,
-    "test_detection_data.py": 3,
-    "test_workflows.py": 3,
+    "test_distill.py": 7,
+    "test_data.py": 6,
+    "test_spec.py": 5,
+    "test_recipes.py": 4,
 }
 
 
