@@ -320,6 +320,11 @@ def build(spec: ModelSpec, keras_module=None, *, include_top: bool = True, input
         raise SpecError("keras_module", f"must be keras or tf_keras, got {getattr(K, '__name__', K)!r}")
     if name is not None and (not isinstance(name, str) or not name or "/" in name):
         raise SpecError("name", f"must be a non-empty string without '/' (a Keras model name), got {name!r}")
+    for flag, value in (("include_top", include_top), ("features", features)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise SpecError(flag, f"must be True or False, got {value!r}")
+    if not (isinstance(include_preprocessing, (bool, np.bool_)) or include_preprocessing == "fold"):
+        raise SpecError("include_preprocessing", f"must be True, False or 'fold', got {include_preprocessing!r}")
     if input_shape is not None:
         shape = tuple(input_shape)
         if all(hasattr(d, "__index__") and not isinstance(d, bool) for d in shape):

@@ -241,6 +241,15 @@ def test_build_refuses_argument_types_with_one_spec_error():
     for text in (None, 5):
         with pytest.raises(SpecError, match="a spec is JSON text"):
             S.loads(text)
+    # stop 32 sweep: switches that are not booleans (a truthy "no" used to build with the top), encode of a non-spec
+    for kwargs, needle in ((dict(include_top="no"), "include_top: must be True or False"),
+                           (dict(features=1), "features: must be True or False"),
+                           (dict(include_preprocessing="yes"), "include_preprocessing: must be True, False or 'fold'")):
+        with pytest.raises(SpecError, match=needle):
+            zoo.build("mixnet_s", **kwargs)
+    for bad in ("x", {"name": "x"}, None):
+        with pytest.raises(SpecError, match="encode takes a ModelSpec"):
+            S.encode(bad)
     lite0 = zoo.get_spec("efficientnet_lite0")
     d = zoo.describe("efficientnet_lite0", input_size=np.int32(1024))
     assert d["macs"] == count(lite0, 1024).macs > 8e9 and type(d["input_size"]) is int  # no int32 wrap-around
