@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 
@@ -261,14 +262,36 @@ class KernelLatency:
         if obj.get("version") != VERSION:
             raise ValueError(f"{source}: unsupported version {obj.get('version')!r} (this code reads {VERSION})")
         try:
-            cands = tuple(int(k) for k in obj["candidates"])
-            slots = tuple(SlotLatency(str(s["name"]), float(s["base"]), tuple(float(v) for v in s["per_filter"]),
-                                      float(s["branch"]), int(s.get("shared", 0))) for s in obj["slots"])
-            if any(len(s.per_filter) != len(cands) for s in slots):
-                raise ValueError("a slot's per_filter length differs from the candidates")
-            return cls(str(obj["space"]), int(obj["input_size"]), cands, slots, float(obj["fixed_ms"]),
-                       float(obj.get("scale", 1.0)), dict(obj.get("meta", {})), dict(obj.get("fit", {})))
-        except (KeyError, TypeError, ValueError) as e:
+            cands = tuple(_integer(k, "candidates[]", 1) for k in _array(obj["candidates"], "candidates"))
+            if not cands or len(set(cands)) != len(cands):
+                raise ValueError("\"candidates\" must be distinct kernel sizes, at least one")
+            slots = []
+            for i, s in enumerate(_array(obj["slots"], "slots")):
+                where = f"slots[{i}]"
+                if not isinstance(s, dict):
+                    raise ValueError(f"{where} is not an object")
+                per = tuple(_number(v, f"{where}.per_filter[]", 0.0)
+                            for v in _array(s["per_filter"], f"{where}.per_filter"))
+                if len(per) != len(cands):
+                    raise ValueError(f"{where}.per_filter has {len(per)} values for {len(cands)} candidates")
+                if not isinstance(s["name"], str):
+                    raise ValueError(f"{where}.name is not a string")
+                slots.append(SlotLatency(s["name"], _number(s["base"], f"{where}.base", 0.0), per,
+                                         _number(s["branch"], f"{where}.branch", 0.0),
+                                         _integer(s.get("shared", 0), f"{where}.shared", 0)))
+            if not slots:
+                raise ValueError("\"slots\" is empty")
+            scale = _number(obj.get("scale", 1.0), "scale", 0.0)
+            if scale == 0.0:
+                raise ValueError("\"scale\" must be > 0")
+            if not isinstance(obj["space"], str):
+                raise ValueError("\"space\" is not a string")
+            return cls(obj["space"], _integer(obj["input_size"], "input_size", 1), cands, tuple(slots),
+                       _number(obj["fixed_ms"], "fixed_ms"), scale, dict(obj.get("meta", {})),
+                       dict(obj.get("fit", {})))
+        except KeyError as e:
+            raise ValueError(f"{source}: malformed per-filter latency table (no {e})") from None
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: malformed per-filter latency table ({e})") from None
 
     @classmethod
@@ -281,6 +304,29 @@ class KernelLatency:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not JSON ({e})") from None
         return cls.from_json(obj, path)
+
+
+def _array(x, what: str) -> list:
+    """``x`` when it is a JSON array (a string is not: ``"357"`` would read as three kernel sizes)."""
+    if not isinstance(x, list):
+        raise ValueError(f"\"{what}\" must be an array, got {type(x).__name__}")
+    return x
+
+
+def _number(x, what: str, low: float | None = None) -> float:
+    """``x`` as a finite float (a JSON number, not a string or a bool), at least ``low`` when given."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"\"{what}\" must be a number, got {x!r}")
+    v = float(x)
+    if not math.isfinite(v) or (low is not None and v < low):
+        raise ValueError(f"\"{what}\" must be finite{'' if low is None else f' and >= {low:g}'}, got {x!r}")
+    return v
+
+
+def _integer(x, what: str, low: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < low:
+        raise ValueError(f"\"{what}\" must be an integer >= {low}, got {x!r}")
+    return x
 
 
 def _design(n) -> np.ndarray:

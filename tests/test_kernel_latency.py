@@ -109,6 +109,28 @@ def test_file_round_trip_and_bad_files(tmp_path):
     bad["slots"][0]["per_filter"] = [1.0]
     with pytest.raises(ValueError, match="malformed"):
         kl.KernelLatency.from_json(bad, "x.json")
+    # every field is checked for its kind and range, naming it: NaN / inf / negative costs, a scale <= 0, numbers
+    # or lists given as strings (a string of digits used to read as a list of kernel sizes)
+    def damaged(path_value):
+        obj = table.to_json()
+        *path, key = path_value[0]
+        node = obj
+        for p in path:
+            node = node[p]
+        node[key] = path_value[1]
+        return obj
+
+    cases = [((("slots", 0, "per_filter"), [float("nan")] * len(table.candidates)), "per_filter"),
+             ((("slots", 1, "per_filter"), [-0.001] * len(table.candidates)), "per_filter"),
+             ((("slots", 2, "per_filter"), "000"), "per_filter"),
+             ((("slots", 0, "base"), "1e999"), "base"), ((("slots", 0, "base"), float("inf")), "base"),
+             ((("slots", 0, "branch"), -1.0), "branch"), ((("slots", 0, "shared"), True), "shared"),
+             ((("scale",), 0.0), "scale"), ((("scale",), -1.0), "scale"), ((("fixed_ms",), float("inf")), "fixed_ms"),
+             ((("candidates",), "357"), "candidates"), ((("candidates",), [3, 3, 5]), "candidates"),
+             ((("input_size",), 32.5), "input_size"), ((("slots",), []), "slots")]
+    for change, field in cases:
+        with pytest.raises(ValueError, match=f"malformed.*{field}"):
+            kl.KernelLatency.from_json(damaged(change), "x.json")
     (tmp_path / "b.json").write_text("{")
     with pytest.raises(ValueError, match="not JSON"):
         kl.KernelLatency.load(str(tmp_path / "b.json"))
