@@ -416,6 +416,10 @@ class CalibratedTable:
     def predict(self, spec: ModelSpec, input_size: int | None = None, fallback: str = "group") -> float:
         return self.scale * self.table.predict(spec, input_size, fallback) + self.offset_ms
 
+    def missing(self, specs, input_size: int | None = None) -> list[Part]:
+        """:meth:`LatencyTable.missing` of the underlying table."""
+        return self.table.missing(specs, input_size)
+
 
 # ----------------------------------------------------------------------------------------------------------- build
 @dataclass

@@ -791,6 +791,8 @@ def test_graph_step_equals_eager_step():
     (["--choices=3,9"], "--choices"),
     (["--choices=3,3"], "--choices"),
     (["--max_latency_ms=5"], "--latency_table"),
+    # a table of another space (the 224 ImageNet one): none of this space's parts, every latency would be a fallback
+    (["--max_latency_ms=5", "--latency_table=benchmarks/results/latency_lut_spos.json"], "holds none of the"),
     (["--phase=evolution"], "no trained supernet"),
     (["--max_macs=1"], "smallest path"),
 ])

@@ -155,8 +155,30 @@ def feasible_constraints(config: SearchSposConfig, space, latency):
 
     from search import spos as sp
     constraints = constraints_of(config)
+    if latency is not None:
+        table_coverage(config, space, latency)
     sp.sample(space, np.random.default_rng(config.seed), constraints, latency, max_tries=20_000)
     return constraints
+
+
+def table_coverage(config: SearchSposConfig, space, latency) -> tuple[int, int]:
+    """``(missing, total)`` distinct parts of the space's paths (one path per choice and channel ratio, every block
+    at it: :func:`search.spos.cover`) that ``--latency_table`` lacks; those fall back to the table's fit on MACs.
+
+    Raises:
+        ConfigError: the table holds none of them (a table of another space or input size, whose every
+            prediction would be the fallback).
+    """
+    from search import spos as sp
+    from search.latency import parts
+    specs = [sp.arch_spec(space, a) for a in sp.cover(space)]
+    keys = {p.key for spec in specs for p in parts(spec)}
+    missing = len(latency.missing(specs))
+    if missing == len(keys):
+        raise ConfigError(f"--latency_table={config.latency_table}: holds none of the {len(keys)} parts of this "
+                          f"space's paths (a table of another space or input size?): time this one with python -m "
+                          f"benchmarks.latency_model")
+    return missing, len(keys)
 
 
 EVALUATION_KEYS = ("dataset", "recal_images", "val_images", "eval_batch", "seed")
@@ -397,6 +419,11 @@ def run(config: SearchSposConfig) -> dict:
         constraints = feasible_constraints(config, space, latency)
     else:
         constraints = constraints_of(config)
+    if latency is not None:
+        missing, total = table_coverage(config, space, latency)
+        if missing:
+            eprint(f"note: --latency_table={config.latency_table} lacks {missing} of the {total} parts of this "
+                   "space's paths; their latency is its fit on MACs")
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_supernet(space, seed=config.seed)
