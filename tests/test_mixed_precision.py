@@ -117,3 +117,15 @@ def test_export_recipe_mode_mixed(converted, tmp_path):
     r = run_module("recipes.export_tflite", f"--model={tmp_path / 'm.json'}", f"--weights={tmp_path / 'm.npz'}",
                    "--mode=mixed", "--preprocessing=layer", f"--output={tmp_path / 'n.tflite'}")
     assert "--mode=mixed splits the network" in error_line(r, "recipes.export_tflite")
+
+
+@pytest.mark.parametrize("args, needle", [
+    # one input mean folds into a PADV2 the splice cannot quantize: refused before any work, not a broken file
+    (["--model=metakernel_cifar10_3m", "--weights=cifar10", "--mode=mixed"], "cannot quantize"),
+    (["--model=metakernel_cifar10_3m", "--weights=cifar10", "--mode=float16", "--mixed_default=int16x8"],
+     "--mixed_default=int16x8 needs --mode=mixed"),
+])
+def test_export_mixed_refuses_what_it_cannot_deploy(args, needle, tmp_path):
+    r = run_module("recipes.export_tflite", *args, f"--out_dir={tmp_path / 'o'}", timeout=120)
+    assert needle in error_line(r, "recipes.export_tflite"), r.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

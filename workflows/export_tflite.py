@@ -93,6 +93,15 @@ def validate(config: ExportConfig) -> ExportPlan:
     if mode == "mixed" and config.preprocessing == "layer":
         raise ConfigError("--mode=mixed splits the network into stem, blocks and head: use --preprocessing=fold, "
                           "fold_black or none")
+    if mode == "mixed" and config.preprocessing == "fold" and spec.input.border != "black" \
+            and len(set(spec.input.mean)) == 1:
+        # one mean for every channel folds into a PADV2 whose float constant the mixed splice leaves in its int8
+        # stem, which LiteRT refuses ("PADV2 … INT8 != FLOAT32"); per-channel means fold into PAD + ADD, which works
+        raise ConfigError(f"--mode=mixed with --preprocessing=fold: {spec.name}'s one input mean folds into a PADV2 "
+                          "that the mixed-precision splice cannot quantize; use --preprocessing=fold_black (the "
+                          "border as raw black) or none")
+    if config.mixed_default != "int8" and mode != "mixed":
+        raise ConfigError(f"--mixed_default={config.mixed_default} needs --mode=mixed (got --mode={mode})")
     if config.int8_io and mode != "int8":
         raise ConfigError(f"--int8_io needs --mode=int8 (got --mode={mode})")
     output = config.output or os.path.join(
@@ -270,7 +279,11 @@ def run(config: ExportConfig) -> ExportResult:
         nbytes = litert.export(deployed, plan.output, mode, representative, config.int8_io, metadata=meta)
     export_s = time.perf_counter() - t0
     ops = litert.op_counts(plan.output)
-    it = litert.interpreter(plan.output)
+    try:
+        it = litert.interpreter(plan.output)
+    except Exception:  # a file the runtime cannot load is not left behind as if it were an export
+        os.remove(plan.output)
+        raise
     io = litert.io_details(it)
     if in_quant:  # calibration on [0, 255] gives exactly (1/std, mean − 128) or (1, −128): checked, never rewritten
         q = io["input"]["quantization"] or {}
