@@ -107,6 +107,20 @@ def test_evaluate_reproduces_val_top1(trained, spec_file, tmp_path):
     assert abs(ev["top1"] - card["metrics"]["val_top1"]) <= 1 / VAL_LIMIT + 1e-6, (ev, card["metrics"])
     assert abs(ev["top5"] - card["metrics"]["val_top5"]) <= 1 / VAL_LIMIT + 1e-6, (ev, card["metrics"])
     assert "top-1" in r.stdout and "top-5" in r.stdout and f"{VAL_LIMIT} examples" in r.stdout
+    # the same on three CPU replicas with a last batch (250 % 64 = 58 images) that does not split over them: padded
+    # with weight-0 rows (training.distribute.pad_for_replicas), the numbers are the default strategy's
+    mirrored = tmp_path / "eval3.json"
+    r = run_module("recipes.evaluate", f"--model={spec_file}", f"--weights={out / 'weights.npz'}", "--dataset=shapes",
+                   "--split=test", "--limit=250", "--batch_size=63", "--strategy=mirrored", "--cpu_replicas=3",
+                   f"--json={mirrored}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    plain = tmp_path / "eval1.json"
+    r = run_module("recipes.evaluate", f"--model={spec_file}", f"--weights={out / 'weights.npz'}", "--dataset=shapes",
+                   "--split=test", "--limit=250", "--batch_size=63", f"--json={plain}")
+    m, p = json.loads(mirrored.read_text()), json.loads(plain.read_text())
+    assert m["examples"] == p["examples"] == 250
+    for key in ("top1", "top5", "loss"):
+        assert m[key] == pytest.approx(p[key], abs=1e-5), key
 
 
 @pytest.mark.slow

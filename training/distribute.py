@@ -88,3 +88,22 @@ def prepare_fit(model, strategy) -> None:
 
     reduce_per_replica.mends_multi_worker = True
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def pad_for_replicas(ds, replicas: int):
+    """``ds`` of ``(x, y)`` batches as ``(x, y, weight)``, every batch's rows weight 1, and a batch that does not split
+    evenly over ``replicas`` (the last, partial one) padded with zero rows of weight 0 up to a multiple of
+    ``replicas``: tf.distribute otherwise gives the replicas unequal shards, which fails in an ``AddN`` (``[3,32,32,3]
+    != [2,32,32,3]``). Metrics must be compiled as ``weighted_metrics`` so that the padding never counts; Keras'
+    own ``loss`` averages over the padded rows too, so report a weighted cross-entropy metric instead."""
+    import tensorflow as tf
+    if replicas <= 1:
+        return ds
+
+    def pad(x, y):
+        n = tf.shape(x)[0]
+        p = tf.math.floormod(-n, replicas)
+        x = tf.concat([x, tf.zeros(tf.concat([[p], tf.shape(x)[1:]], 0), x.dtype)], 0)
+        y = tf.concat([y, tf.zeros(tf.concat([[p], tf.shape(y)[1:]], 0), y.dtype)], 0)
+        return x, y, tf.concat([tf.ones([n]), tf.zeros([p])], 0)
+    return ds.map(pad, num_parallel_calls=tf.data.AUTOTUNE)

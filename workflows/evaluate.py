@@ -124,10 +124,15 @@ def run(config: EvaluateConfig) -> dict:
         model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
         if plan.arrays is not None:
             assign(model, plan.arrays, source=plan.weights_path, strict=True)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1")]
+        # weighted: a last batch padded to split over the replicas (pad_for_replicas) counts its real rows only;
+        # "ce" is the reported loss (Keras' own loss would average over the padding rows too)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                   keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")]
         if classes >= 5:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=metrics)
+    from training.distribute import pad_for_replicas
+    ds = pad_for_replicas(ds, strategy.num_replicas_in_sync)
     from common.io import keras_verbose
     # On a terminal, Keras' bar over the split's batches; a log gets nothing until the result (verbose 2 would
     # print one line at the end, which the recipe prints anyway).
@@ -136,7 +141,7 @@ def run(config: EvaluateConfig) -> dict:
     out = {"model": plan.spec.name, "weights": config.weights, "weights_path": path,
            "weights_sha256": sha256(path) if path else None, "dataset": config.dataset, "split": config.split,
            "limit": config.limit, "examples": info.num_examples, "input_size": plan.size, "classes": classes,
-           "top1": float(result["top1"]), "loss": float(result["loss"])}
+           "top1": float(result["top1"]), "loss": float(result["ce"])}
     if "top5" in result:
         out["top5"] = float(result["top5"])
     out["wall_time_s"] = round(time.time() - started, 3)

@@ -313,7 +313,12 @@ def run(config: TrainConfig) -> TrainResult:
             loss = distillation_loss(config.temperature)
         else:
             loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
-        model.compile(optimizer=optimizer, metrics=metrics, loss=loss)
+        # weighted: the validation set's last batch may be padded to split over the replicas (pad_for_replicas);
+        # its padding rows have weight 0 and never count in val_top1 / val_top5
+        model.compile(optimizer=optimizer, weighted_metrics=metrics, loss=loss)
+    if val_ds is not None:
+        from training.distribute import pad_for_replicas
+        val_ds = pad_for_replicas(val_ds, strategy.num_replicas_in_sync)
 
     prepare_fit(model, strategy)  # multi-worker: Keras' pre-fit build cannot all-reduce a batch
     os.makedirs(out_dir, exist_ok=True)  # only now: bad data or flags above leave no trace
