@@ -37,10 +37,12 @@ RUN_MARKERS = {"train_settings.json": "recipes.train", "search_settings.json": "
                "pipeline_settings.json": "recipes.pipeline"}
 
 
-def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) -> None:
+def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None, files=(), dirs=()) -> None:
     """``path`` may be missing (created later) but not a file, nor under one, and the directory that will hold it
     must be writable — checked before any work starts, so no run fails at its first write. ``own``: the
-    `RUN_MARKERS` file this command writes; a directory holding another command's marker is refused."""
+    `RUN_MARKERS` file this command writes; a directory holding another command's marker is refused. ``files`` and
+    ``dirs``: the names the command writes inside (its ``OUT_FILES``/``OUT_DIRS``), which must not be taken by the
+    other kind of file (`check_run_outputs`)."""
     if not path:
         raise ConfigError(f"{flag}: empty; name a directory")
     if os.path.islink(path) and not os.path.exists(path):
@@ -53,6 +55,7 @@ def check_out_dir(path: str, flag: str = "--out_dir", own: str | None = None) ->
             if marker != own and os.path.exists(os.path.join(path, marker)):
                 raise ConfigError(f"{flag}={path}: holds a run of {owner} ({marker}), whose outputs this would "
                                   f"overwrite; use a new {flag}")
+    check_run_outputs(path, flag, tuple(files) + ((own,) if own else ()), dirs)
     _check_home(path, flag, path)
 
 
@@ -82,15 +85,54 @@ def check_writable(path: str, flag: str, *, marker_ok: bool = False, **inputs) -
     ``inputs`` (``flag_name=path`` of the command's input files: an output must never replace what it reads)."""
     if not path:
         raise ConfigError(f"{flag}: empty; name a file")
-    if os.path.isdir(path):
-        raise ConfigError(f"{flag}={path}: is a directory")
+    _check_file_kind(path, flag)
     _check_length(path, flag, file=True)
     base = os.path.basename(path)
     if base in RUN_MARKERS and os.path.exists(path) and not marker_ok:
         raise ConfigError(f"{flag}={path}: is the settings file of a run of {RUN_MARKERS[base]}; writing it would "
                           "break that run's resume")
     check_distinct(path, flag, **inputs)
-    _check_home(path, flag, os.path.dirname(os.path.abspath(path)))
+    _check_home(path, flag, os.path.dirname(os.path.realpath(path)))  # a symlink is written through (atomic_write)
+
+
+def _kind(path: str, flag: str) -> str | None:
+    """`common.io.file_kind` of ``path`` (symlinks followed), its failures as one line."""
+    from common.io import file_kind
+    try:
+        return file_kind(path)
+    except OSError as e:  # a symlink loop, a folder that cannot be searched
+        raise ConfigError(f"{flag}={path}: cannot be looked at ({e.strerror or e})") from None
+
+
+def _check_file_kind(path: str, flag: str) -> None:
+    """An output file ``path`` is missing or a regular file (a symlink counts as what it leads to: it is written
+    through); a directory, FIFO, socket or device (``/dev/null``) would be replaced by the atomic write's rename."""
+    kind = _kind(path, flag)
+    if kind in (None, "regular file"):
+        return
+    via = f" (a symlink to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    raise ConfigError(f"{flag}={path}: is a {kind}{via}, not a regular file; name a regular file to write")
+
+
+def check_run_outputs(out_dir: str, flag: str = "--out_dir", files=(), dirs=()) -> None:
+    """Each name in ``files`` (paths relative to ``out_dir``, which the run writes as files) is missing or a regular
+    file, and each name in ``dirs`` (folders the run makes) is missing or a directory, every folder on the way to
+    either included: a name taken by the other kind (or by a FIFO, socket or device) fails the run at its first
+    write, often after the work. Checked before any work."""
+    if not os.path.isdir(out_dir):
+        return  # missing: everything is created; a file is refused by check_out_dir
+    for name, want in [(n, "regular file") for n in files] + [(n, "directory") for n in dirs]:
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = os.path.join(out_dir, *parts[:i])
+            need = want if i == len(parts) else "directory"
+            kind = _kind(sub, flag)
+            if kind is None:
+                break
+            if kind != need:
+                what = "a file" if need == "regular file" else "a folder"
+                raise ConfigError(f"{flag}={out_dir}: {'/'.join(parts[:i])} is a {kind}, but this command writes "
+                                  f"{what} there; remove it or use a new {flag}")
 
 
 # Files a run writes into its own --out_dir (besides its RUN_MARKERS settings file): an --output of the same run

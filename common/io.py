@@ -5,17 +5,38 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 
 PARTIAL = ".partial"  # marks the temp file of an atomic write: ".<name>.<random>.partial<ext>"
 
 
+def file_kind(path: str) -> str | None:
+    """What ``path`` is after following symlinks: None when nothing is there (also a dangling symlink), else
+    "regular file", "directory", "FIFO", "socket", "character device", "block device" or "special file"."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for test, kind in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
 def atomic_write(path: str, write) -> None:
     """Calls ``write(binary_file)`` on a temp file beside ``path``, then renames it: never a half-written ``path``.
+    A symlink is written through: its target is replaced (atomically) and the link stays. An existing ``path`` that
+    is not a regular file (a directory, FIFO, socket or device, such as ``/dev/null``) is never replaced: OSError.
     A kill (SIGKILL: no cleanup runs) can leave the hidden temp file; `remove_partials` clears them at the next
     start of a run."""
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)
+    kind = file_kind(path)
+    if kind not in (None, "regular file"):
+        raise OSError(f"{path}: is a {kind}, not a regular file; refusing to replace it")
+    directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=PARTIAL + os.path.splitext(path)[1],
                                dir=directory)

@@ -29,11 +29,14 @@ class RunDir:
         settings_file: file name of the settings inside ``path``.
         flag: how the user names ``path`` in messages.
         defaults: values assumed for keys missing from an older settings file.
+        files, dirs: the names (relative to ``path``) the command writes as files and as folders, declared once
+            per command (its ``OUT_FILES``/``OUT_DIRS``); `check` refuses one taken by the other kind of file.
     """
 
     def __init__(self, path: str, settings: dict, settings_file: str = "settings.json", flag: str = "--out_dir",
-                 defaults: dict | None = None):
+                 defaults: dict | None = None, files=(), dirs=()):
         self.path, self.settings, self.flag = path, dict(settings), flag
+        self.files, self.dirs = tuple(files), tuple(dirs)
         self.settings_file = os.path.join(path, settings_file)
         self.defaults = dict(defaults or {})
 
@@ -59,9 +62,10 @@ class RunDir:
 
     def check(self, keys=None, what: str = "a run") -> None:
         """Raises `SettingsMismatch` when the directory holds a run whose settings differ on ``keys`` (default:
-        all of this run's settings). Reads only; TensorFlow-free."""
+        all of this run's settings); `common.checks.check_out_dir` (with ``files``/``dirs``) first. Reads only;
+        TensorFlow-free."""
         from common.checks import check_out_dir
-        check_out_dir(self.path, self.flag, own=os.path.basename(self.settings_file))
+        check_out_dir(self.path, self.flag, own=os.path.basename(self.settings_file), files=self.files, dirs=self.dirs)
         saved = self.saved_settings()
         if saved is None:
             return

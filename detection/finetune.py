@@ -129,9 +129,14 @@ def settings(config: FinetuneConfig, spec) -> dict:
     return {**values, "lr_steps": list(config.lr_steps), "spec": encode(spec)}
 
 
+# What a run writes in --out_dir besides settings.json: checked before any work (common.checks.check_run_outputs).
+OUT_FILES = ("best_weights.npz", "last_weights.npz", "history.json", "predictions.png", "summary.json")
+OUT_DIRS = ("checkpoints", "tensorboard")
+
+
 def run_dir(config: FinetuneConfig, spec) -> RunDir:
     """The run directory ``config.out_dir`` with this run's settings."""
-    return RunDir(config.out_dir, settings(config, spec), defaults=ADDED_SETTINGS)
+    return RunDir(config.out_dir, settings(config, spec), defaults=ADDED_SETTINGS, files=OUT_FILES, dirs=OUT_DIRS)
 
 
 def is_test_split(split: str) -> bool:

@@ -4,6 +4,7 @@ line of TensorFlow can ever precede it, whatever the host's CPU. Each case runs 
 and reports whether ``tensorflow`` was in ``sys.modules`` when it exited."""
 import json
 import os
+import re
 
 import pytest
 from conftest import error_line, run_module, run_python
@@ -123,6 +124,13 @@ CASES = [
      "one batch's activations need at least"),
     ("recipes.train", ["--model=mixnet_s", "--flagfile={tmp}/binary.flags", "--out_dir={out}"],
      "--flagfile: cannot read it as flags"),
+    # an output that is a device, FIFO or directory is never replaced by the atomic write's rename
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json={tmp}/fifo"], "is a FIFO, not a regular file"),
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json=/dev/null"], "is a character device"),
+    ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json={tmp}/fifo_link"], "a symlink to"),
+    ("recipes.export_tflite", ["--model=mixnet_s", "--weights=", "--output={tmp}/fifo.tflite"], "is a FIFO"),
+    ("benchmarks.spos_cost", ["--out={tmp}/fifo"], "is a FIFO"),
+    ("benchmarks.kernel_ablation", ["--out=/dev/null"], "is a character device"),
     # the derived spec's --output is checked before the search, not after it
     ("recipes.search_metakernel", ["--target_macs=3e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
     ("recipes.search_fgnas", ["--target=1e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
@@ -149,6 +157,9 @@ CASES = [
 def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, needle):
     (tmp_path / "afile").write_text("a file where a directory is expected")
     (tmp_path / "binary.flags").write_bytes(b"\xff\xfe--lr=0.1\n")
+    os.mkfifo(tmp_path / "fifo")
+    os.mkfifo(tmp_path / "fifo.tflite")
+    os.symlink(tmp_path / "fifo", tmp_path / "fifo_link")
     spec = json.loads(open(zoo.spec_path("metakernel_cifar10_3m")).read())
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "chan1.json").write_text(json.dumps({**spec, "name": "chan1", "input": {
@@ -288,3 +299,153 @@ def test_out_dir_symlink_loop_is_one_line(tmp_path):
 def test_empty_out_dir_is_one_line():
     r = run_python(PROBE.format(module="recipes.train", args=["--model=mixnet_s", "--out_dir="]), timeout=120)
     assert "--out_dir: empty" in error_line(r, "recipes.train"), r.stderr
+
+
+# ------------------------------------------------------------------------ outputs of the wrong kind (issue: /dev/null)
+def _special_files(root):
+    """``kind -> path`` of every kind of existing path an output must not replace (a socket, a FIFO, a directory,
+    symlinks to them; /dev/null as the device, which the checks only look at)."""
+    import socket
+    os.mkfifo(root / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock"))
+    sock.close()
+    (root / "dir").mkdir()
+    os.symlink(root / "fifo", root / "link_fifo")
+    os.symlink(root / "dir", root / "link_dir")
+    os.symlink("/dev/null", root / "link_null")
+    return {"FIFO": root / "fifo", "socket": root / "sock", "directory": root / "dir", "character device": "/dev/null",
+            "FIFO (a symlink": root / "link_fifo", "directory (a symlink": root / "link_dir",
+            "character device (a symlink": root / "link_null"}
+
+
+def test_output_files_that_are_not_regular_files_are_refused(tmp_path):
+    """check_writable (every recipe's --json/--output, the benchmarks' --out) refuses every existing path that is not
+    a regular file, symlinks judged by their target; a regular file, a symlink to one and a new name pass."""
+    from common.checks import ConfigError, check_writable
+    for kind, path in _special_files(tmp_path).items():
+        with pytest.raises(ConfigError, match=re.escape(f"is a {kind}")):
+            check_writable(str(path), "--json")
+    (tmp_path / "target.json").write_text("{}")
+    os.symlink(tmp_path / "target.json", tmp_path / "link.json")
+    for ok in ("target.json", "link.json", "new.json"):
+        check_writable(str(tmp_path / ok), "--json")
+
+
+def test_atomic_write_never_replaces_a_special_file_and_writes_through_a_symlink(tmp_path):
+    """The last line of defence under every check: atomic_write raises OSError rather than rename a regular file
+    over a FIFO, socket, directory (or a symlink to one); a symlink to a regular file stays a symlink and its target
+    is replaced."""
+    import stat
+
+    from common.io import atomic_write, write_json
+    special = _special_files(tmp_path)
+    for kind, path in special.items():
+        if "character device" in kind:
+            continue  # never aim a write at /dev/null in a test: a bug here would replace it
+        before = os.lstat(path)
+        with pytest.raises(OSError, match="not a regular file"):
+            atomic_write(str(path), lambda f: f.write(b"x"))
+        after = os.lstat(path)
+        assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode) and after.st_ino == before.st_ino, kind
+    assert not [n for n in os.listdir(tmp_path) if ".partial" in n]
+    (tmp_path / "target.json").write_text("{}")
+    os.symlink("target.json", tmp_path / "link.json")
+    write_json(str(tmp_path / "link.json"), {"a": 1})
+    assert os.path.islink(tmp_path / "link.json")
+    assert json.loads((tmp_path / "target.json").read_text()) == {"a": 1}
+
+
+def _declared_outputs():
+    """``(what, its settings file, out_dir files, out_dir dirs)`` of every command that writes a run directory."""
+    from detection import finetune
+    from workflows import demo, pipeline, search_fgnas, search_metakernel, search_spos, train
+    return [("train", train.SETTINGS_FILE, train.OUT_FILES, train.OUT_DIRS),
+            ("search_metakernel", search_metakernel.SETTINGS_FILE, (*search_metakernel.OUT_FILES, "derived.json"),
+             search_metakernel.OUT_DIRS),
+            ("search_fgnas", search_fgnas.SETTINGS_FILE, search_fgnas.OUT_FILES, search_fgnas.OUT_DIRS),
+            ("search_spos", search_spos.SETTINGS_FILE, search_spos.OUT_FILES, search_spos.OUT_DIRS),
+            ("finetune_yolo", "settings.json", finetune.OUT_FILES, finetune.OUT_DIRS),
+            ("pipeline", pipeline.SETTINGS_FILE, pipeline.OUT_FILES, pipeline.OUT_DIRS),
+            ("demo", None, demo.OUT_FILES, ())]
+
+
+@pytest.mark.parametrize("what,own,files,dirs", _declared_outputs(), ids=[d[0] for d in _declared_outputs()])
+def test_every_declared_output_name_taken_by_the_other_kind_is_refused(tmp_path, what, own, files, dirs):
+    """check_run_outputs over each command's declared names: a file name held by a folder (or a FIFO), a folder
+    name held by a file, and a folder on the way held by a file are one ConfigError naming it; the right kinds pass."""
+    import shutil
+
+    from common.checks import ConfigError, check_out_dir
+    run = tmp_path / "run"
+    files = (own, *files) if own else files
+    for name in files:
+        for wrong in ("dir", "fifo"):
+            shutil.rmtree(run, ignore_errors=True)
+            (run / name).parent.mkdir(parents=True)
+            (run / name).mkdir() if wrong == "dir" else os.mkfifo(run / name)
+            with pytest.raises(ConfigError, match=re.escape(name) + " is a .*, but this command writes a file there"):
+                check_out_dir(str(run), own=own, files=files, dirs=dirs)
+    for name in dirs:
+        shutil.rmtree(run, ignore_errors=True)
+        (run / name).parent.mkdir(parents=True)
+        (run / name).write_text("x")
+        with pytest.raises(ConfigError, match=re.escape(f"{name} is a regular file, but this command writes a folder "
+                                                        "there")):
+            check_out_dir(str(run), own=own, files=files, dirs=dirs)
+    nested = [n for n in (*files, *dirs) if "/" in n]
+    for name in nested[:1]:
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
+        (run / name.split("/")[0]).write_text("x")
+        with pytest.raises(ConfigError, match="writes a folder there"):
+            check_out_dir(str(run), own=own, files=files, dirs=dirs)
+    shutil.rmtree(run, ignore_errors=True)
+    for name in dirs:
+        (run / name).mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    check_out_dir(str(run), own=own, files=files, dirs=dirs)
+
+
+def test_finetune_yolo_run_dir_checks_its_declared_outputs(tmp_path):
+    """detection.finetune's RunDir carries OUT_FILES/OUT_DIRS into its check (its validate needs a VOC dataset)."""
+    import zoo
+    from common.checks import ConfigError
+    from detection.finetune import FinetuneConfig, run_dir
+    (tmp_path / "tensorboard").write_text("x")
+    with pytest.raises(ConfigError, match="tensorboard is a regular file"):
+        run_dir(FinetuneConfig(out_dir=str(tmp_path)), zoo.get_spec("mobilenet_v2_100")).check()
+
+
+OCCUPIED = [  # (module, flags, the name to occupy, "dir" or "file", needle)
+    ("recipes.train", ["--model=mixnet_s", "--dataset=shapes"], "backup", "file", "backup is a regular file"),
+    ("recipes.train", ["--model=mixnet_s", "--dataset=shapes"], "weights.npz", "dir", "weights.npz is a directory"),
+    ("recipes.search_metakernel", ["--target_macs=3e6", "--dataset=shapes"], "checkpoints", "file", "checkpoints"),
+    ("recipes.search_ednas", ["--latency_table=benchmarks/results/ednas_latency_table.json", "--target_ms=1.5",
+                              "--dataset=shapes"], "summary.json", "dir", "summary.json"),
+    ("recipes.search_fgnas", ["--target=1e6", "--dataset=shapes"], "finetune/weights.npz", "dir",
+     "finetune/weights.npz"),
+    ("recipes.search_spos", ["--dataset=shapes"], "supernet", "file", "supernet is a regular file"),
+    ("recipes.qat", ["--model=mixnet_s", "--classes=10", "--weights=", "--dataset=shapes"], "weights.npz", "dir",
+     "weights.npz"),
+    ("recipes.demo", [], "summary.json", "dir", "summary.json is a directory"),
+    ("recipes.pipeline", [], "logs", "file", "logs is a regular file"),
+]
+
+
+@pytest.mark.parametrize("module,args,name,kind,needle", OCCUPIED, ids=[f"{m}:{n}" for m, _, n, _, _ in OCCUPIED])
+def test_out_dir_with_an_output_name_of_the_wrong_kind_is_one_line(tmp_path, module, args, name, kind, needle):
+    """A run's own output name taken by the other kind of file was a traceback after the work (an epoch of training
+    lost); now every command that writes a run directory refuses it in validate, before TensorFlow."""
+    run = tmp_path / "run"
+    (run / name).parent.mkdir(parents=True)
+    (run / name).mkdir() if kind == "dir" else (run / name).write_text("x")
+    before = sorted(os.listdir(run))
+    r = run_python(PROBE.format(module=module, args=[*args, f"--out_dir={run}"]), timeout=120)
+    line = error_line(r, module)
+    assert needle in line, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
+    assert sorted(os.listdir(run)) == before, "nothing written"
+

@@ -13,6 +13,8 @@ from common.checks import ConfigError, check_at_least, check_out_dir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 WARMUP = 20
+# What a run writes in --out_dir besides MODEL.tflite: checked before any work (common.checks.check_run_outputs).
+OUT_FILES = ("predictions.png", "summary.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +111,8 @@ def validate(config: DemoConfig) -> DemoPlan:
     from models.counting import count
 
     check_at_least(runs=(config.runs, 1), threads=(config.threads, 1))
-    check_out_dir(config.out_dir)
     spec = zoo.get_spec(config.model)
+    check_out_dir(config.out_dir, files=OUT_FILES + (f"{spec.name}.tflite",))
     size = spec.input.size
     cost = count(spec, size)
     images, names = load_images(list(config.images) or default_images(), size)

@@ -13,8 +13,16 @@ import json
 import os
 
 from common.checks import ConfigError, check_at_least
+from workflows import train as _train
 
 STAGES = ("search", "train", "export_float32", "export_int8", "latency_float32", "latency_int8")
+# What a run writes in --out_dir besides SETTINGS_FILE (search/ is checked by the search stage's own validate):
+# checked before any stage runs (common.checks.check_run_outputs).
+OUT_FILES = ("summary.json", "pipeline.png", *(f"logs/{s}.log" for s in STAGES),
+             *(f"train/{n}" for n in (_train.SETTINGS_FILE, *_train.OUT_FILES)),
+             *(f"export/model-{m}.tflite{e}" for m in ("float32", "int8") for e in ("", ".json")),
+             *(f"latency/model-{m}.json" for m in ("float32", "int8")))
+OUT_DIRS = ("logs", "search", "train", "export", "latency", *(f"train/{n}" for n in _train.OUT_DIRS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +81,7 @@ def run_dir(config: PipelineConfig):
     otherwise skip stages whose results exist and report them as its own)."""
     from common.rundir import RunDir
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "out_dir"}
-    return RunDir(config.out_dir, settings, settings_file=SETTINGS_FILE)
+    return RunDir(config.out_dir, settings, settings_file=SETTINGS_FILE, files=OUT_FILES, dirs=OUT_DIRS)
 
 
 def search_config(config: PipelineConfig):

@@ -116,7 +116,7 @@ def validate(config: QatConfig) -> QatPlan:
                           f"--classes={known} with weights trained on {known} classes (e.g. by recipes.train)")
     if config.epochs and config.lr <= 0:
         raise ConfigError(f"--lr={config.lr}: must be positive")
-    check_out_dir(config.out_dir, own=REPORT)
+    check_out_dir(config.out_dir, own=REPORT, files=(WEIGHTS,) + (() if config.output else (DEFAULT_OUTPUT,)))
     output = config.output or os.path.join(config.out_dir, DEFAULT_OUTPUT)
     if not output.endswith(".tflite"):
         raise ConfigError(f"--output={output}: must end with .tflite")

@@ -23,6 +23,10 @@ from common.checks import ConfigError, check_at_least, check_not_run_file, check
 from common.rundir import RunDir
 
 SETTINGS_FILE = "search_settings.json"
+# What a search writes in --out_dir besides SETTINGS_FILE (and derived.json without --output; finetune/ holds a
+# workflows.train run): checked before any work (common.checks.check_run_outputs).
+OUT_FILES = ("history.json", "derived_init.npz", "fgnas_layers.png", "summary.json")
+OUT_DIRS = ("checkpoints", "tensorboard", "finetune")
 RESUME_KEYS = ("dataset", "space", "width", "kernels", "acts", "input_size", "resource", "target", "lam",
                "pretrain_epochs", "search_epochs", "batch_size", "latency_model", "steps_per_epoch", "limit", "w_lr",
                "psi_lr", "psi_optimizer", "input_count", "gate_init", "gating", "normalize", "refill", "seed")
@@ -192,7 +196,12 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
     latency = load_latency(config, space) if config.resource == "latency" else None
     if config.latency_model and config.resource != "latency":
         raise ConfigError("--latency_model is for --resource=latency")
-    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
+    from workflows import train
+    finetune = (train.SETTINGS_FILE,) + train.OUT_FILES
+    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS,
+                     files=OUT_FILES + (() if config.output else ("derived.json",))
+                     + tuple(f"finetune/{n}" for n in finetune),
+                     dirs=OUT_DIRS + tuple(f"finetune/{n}" for n in train.OUT_DIRS))
     run_dir.check(what="a search")
     if config.output:  # the derived spec's path, checked before the search rather than at its end
         check_writable(config.output, "--output", latency_model=config.latency_model)

@@ -19,6 +19,10 @@ from common.rundir import RunDir
 from training.distribute import STRATEGIES
 
 SETTINGS_FILE = "search_settings.json"
+# What a search writes in --out_dir besides SETTINGS_FILE (and derived.json without --output): checked before any
+# work (common.checks.check_run_outputs).
+OUT_FILES = ("history.json", "derived_init.npz", "kernel_distribution.png", "alpha_trajectories.png", "summary.json")
+OUT_DIRS = ("checkpoints", "tensorboard")
 # Settings that must match to resume a search in an existing out_dir.
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
@@ -237,7 +241,8 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
         if not NAME_RE.fullmatch(config.name):
             raise ConfigError(f"--name={config.name!r}: use lower-case letters, digits, '_', '.', '-'")
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
-    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
+    run_dir = RunDir(config.out_dir, settings(config), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS,
+                     files=OUT_FILES + (() if config.output else ("derived.json",)), dirs=OUT_DIRS)
     run_dir.check(what="a search")
     if config.output:  # the derived spec's path, checked before the search rather than at its end
         check_writable(config.output, "--output", latency_table=config.latency_table)

@@ -25,6 +25,10 @@ from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without import
 from training.distribute import STRATEGIES
 
 SETTINGS_FILE = "supernet_settings.json"
+# What a run writes in --out_dir besides SETTINGS_FILE: checked before any work (common.checks.check_run_outputs).
+OUT_FILES = ("summary.json", "derived.json", "derived_init.npz", "evolution.png", "population.png",
+             "evolution_state.json", "random_state.json")
+OUT_DIRS = ("supernet", "tensorboard")
 SUPERNET_KEYS = ("dataset", "space", "width", "depth", "choices", "channel_ratios", "bits", "sampling", "max_macs",
                  "max_params", "max_bitops", "max_latency_ms", "epochs", "batch_size", "steps_per_epoch", "lr",
                  "weight_decay", "holdout", "limit", "seed", "fix_path")
@@ -312,7 +316,7 @@ def validate(config: SearchSposConfig) -> RunDir:
         raise ConfigError("--fix_block with --fix_channel_ratio leaves nothing to search")
     if config.fix_path is not None:
         _check_fix_path(config)
-    check_out_dir(config.out_dir, own=SETTINGS_FILE)
+    check_out_dir(config.out_dir, own=SETTINGS_FILE, files=OUT_FILES, dirs=OUT_DIRS)
     check_evolution_state(config)
     validate_dataset(config.dataset, config.data_dir, config.on_bad_image)
     classes = known_classes(config.dataset)

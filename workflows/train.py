@@ -27,6 +27,9 @@ from common.checks import (
 from common.rundir import RunDir
 
 SETTINGS_FILE = "train_settings.json"
+# What a run writes in --out_dir besides SETTINGS_FILE: checked before any work (common.checks.check_run_outputs).
+OUT_FILES = ("weights.npz", "model_card.json", "history.json")
+OUT_DIRS = ("backup", "tensorboard")
 # Settings that must match to resume from the checkpoint in out_dir (the spec is compared by content).
 RESUME_KEYS = ("model", "weights", "dataset", "input_size", "epochs", "batch_size", "steps_per_epoch", "limit",
                "augment", "optimizer", "lr", "momentum", "nesterov", "rho", "epsilon", "warmup_epochs",
@@ -172,7 +175,8 @@ def validate(config: TrainConfig) -> TrainPlan:
                               "re-parameterised depthwise convs do not support")
     weights_path = W.resolve_weights(spec, config.weights)
     arrays = W.read_weights(weights_path) if weights_path else None
-    check_out_dir(config.out_dir, own=SETTINGS_FILE)  # cheap checks before the dataset's images are decoded
+    # cheap checks before the dataset's images are decoded
+    check_out_dir(config.out_dir, own=SETTINGS_FILE, files=OUT_FILES, dirs=OUT_DIRS)
     data.validate(config.dataset, config.data_dir, config.on_bad_image)
     if config.val_limit != 0:
         data.check_eval_split(config.dataset, "pass --val_limit=0 to train without validation")
@@ -180,7 +184,8 @@ def validate(config: TrainConfig) -> TrainPlan:
     if classes is not None and classes < 2:
         raise ConfigError(f"--dataset={config.dataset}: {classes} class; classification needs at least 2")
     teacher = _check_teacher(config, classes, size)
-    run_dir = RunDir(config.out_dir, settings(config, spec), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS)
+    run_dir = RunDir(config.out_dir, settings(config, spec), settings_file=SETTINGS_FILE, defaults=ADDED_SETTINGS,
+                     files=OUT_FILES, dirs=OUT_DIRS)
     if os.path.isdir(run_dir.file("backup")):  # only an unfinished run binds the directory to its settings
         run_dir.check(what="an unfinished run")
     return TrainPlan(spec, spec_file, size, weights_path, arrays, classes, run_dir, teacher)
