@@ -123,7 +123,12 @@ CASES = [
     ("recipes.train", ["--model=mixnet_s", "--input_size=4096", "--batch_size=65536", "--out_dir={out}"],
      "one batch's activations need at least"),
     ("recipes.train", ["--model=mixnet_s", "--flagfile={tmp}/binary.flags", "--out_dir={out}"],
-     "--flagfile: cannot read it as flags"),
+     "binary.flags: not UTF-8 text"),
+    # --flagfile: absl read /dev/zero until the OOM killer came, ran on past a circular include, ignored an empty one
+    ("recipes.train", ["--model=mixnet_s", "--flagfile=/dev/zero", "--out_dir={out}"],
+     "--flagfile=/dev/zero: is not a regular file"),
+    ("recipes.train", ["--model=mixnet_s", "--flagfile={tmp}/self.flags", "--out_dir={out}"], "includes itself"),
+    ("recipes.train", ["--model=mixnet_s", "--flagfile=", "--out_dir={out}"], "--flagfile=: empty"),
     # an output that is a device, FIFO or directory is never replaced by the atomic write's rename
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json={tmp}/fifo"], "is a FIFO, not a regular file"),
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json=/dev/null"], "is a character device"),
@@ -157,6 +162,7 @@ CASES = [
 def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, needle):
     (tmp_path / "afile").write_text("a file where a directory is expected")
     (tmp_path / "binary.flags").write_bytes(b"\xff\xfe--lr=0.1\n")
+    (tmp_path / "self.flags").write_text(f"--flagfile={tmp_path / 'self.flags'}\n--lr=0.1\n")
     os.mkfifo(tmp_path / "fifo")
     os.mkfifo(tmp_path / "fifo.tflite")
     os.symlink(tmp_path / "fifo", tmp_path / "fifo_link")
@@ -449,3 +455,35 @@ def test_out_dir_with_an_output_name_of_the_wrong_kind_is_one_line(tmp_path, mod
     assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
     assert sorted(os.listdir(run)) == before, "nothing written"
 
+
+def test_flagfiles_are_checked_before_absl_reads_them(tmp_path):
+    """Every --flagfile, nested ones included, is a non-empty path to a regular readable UTF-8 file of at most
+    FLAGFILE_MAX_BYTES, and no file includes itself (absl warned and ran on); the same file twice is no cycle."""
+    from recipes.cli import FLAGFILE_MAX_BYTES, UsageError, check_flagfiles
+    t = tmp_path
+    os.mkfifo(t / "fifo")
+    (t / "ok.flags").write_text("# a comment\n--lr=0.1\n")
+    (t / "twice.flags").write_text(f"--flagfile={t}/ok.flags\n--flagfile={t}/ok.flags\n")
+    (t / "self.flags").write_text(f"--lr=0.1\n--flagfile={t}/self.flags\n")
+    (t / "a.flags").write_text(f"--flagfile={t}/b.flags\n")
+    (t / "b.flags").write_text(f"--flagfile={t}/a.flags\n")
+    (t / "nested.flags").write_text("--flagfile=/dev/zero\n")
+    (t / "nested_empty.flags").write_text("--flagfile=\n")
+    (t / "binary.flags").write_bytes(b"--lr=0.1\n\xff\n")
+    (t / "big.flags").write_bytes(b"#" * (FLAGFILE_MAX_BYTES + 1))
+    os.symlink(t / "self.flags", t / "alias.flags")
+    bad = {f"--flagfile={t}/fifo": "not a regular file", "--flagfile=/dev/zero": "not a regular file",
+           f"--flagfile={t}": "is a directory", "--flagfile=": "empty", "--flagfile= ": "empty",
+           f"--flagfile={t}/missing": "cannot open it", f"--flagfile={t}/self.flags": "includes itself",
+           f"--flagfile={t}/alias.flags": "includes itself", f"--flagfile={t}/a.flags": "includes itself",
+           f"--flagfile={t}/nested.flags": f"line 1 of {t}/nested.flags", f"-flagfile={t}/binary.flags": "not UTF-8",
+           f"--flagfile={t}/nested_empty.flags": "empty", f"--flagfile={t}/big.flags": "at most"}
+    for arg, needle in bad.items():
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            check_flagfiles(["--lr=0.2", arg])
+    with pytest.raises(UsageError, match="is not a regular file"):
+        check_flagfiles(["--flagfile", "/dev/zero"])
+    with pytest.raises(UsageError, match="needs a file name"):
+        check_flagfiles(["--flagfile"])
+    check_flagfiles([f"--flagfile={t}/ok.flags", f"--flagfile={t}/twice.flags", "--flagfile", f"{t}/ok.flags"])
+    check_flagfiles(["--", "--flagfile=/dev/zero"])  # after --, a positional argument absl does not read
