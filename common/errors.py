@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input from the user (a flag, spec, file or dataset): the message names what is wrong and where."""
+
+
+class DataError(InputError):
+    """Unusable data: a one-line message naming what is wrong and where (path or dataset name)."""

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from common.errors import InputError
+from common.errors import DataError, InputError  # noqa: F401 — DataError re-exported (its old home)
 from common.io import eprint
-from inputs.images import BAD_IMAGE_POLICIES, list_image_files, verify_images
+from inputs.images import BAD_IMAGE_POLICIES, file_problem, list_image_files, verify_images
 from inputs.shapes import SHAPES_CLASSES, SHAPES_SEED, SHAPES_SIZES, shapes_boxes  # noqa: F401 — re-exported
 from inputs.shapes import rendered as _shapes_cached
 from models.spec import MAX_CLASSES
@@ -63,10 +63,6 @@ HUE_DELTA = 0.05
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a")
 TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.-]+)?(:[0-9.*]+)?")
 _SHAPES_SPLITS = {"train": "train", "holdout": "train", "test": "test", "val": "test", "validation": "test"}
-
-
-class DataError(InputError):
-    """Unusable data: a one-line message naming what is wrong and where (path or dataset name)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,7 +357,11 @@ def _drop_bad(bad, files: list, labels: list, where: str, on_bad_image: str) -> 
 
 
 def _check_header(path: str) -> None:
-    """Rejects a file that does not start like a PNG, JPEG, BMP or GIF (decoding it later would fail mid-epoch)."""
+    """Rejects a file that does not start like a PNG, JPEG, BMP or GIF (decoding it later would fail mid-epoch), and
+    an entry that is not a regular file: a broken or looping symbolic link, a FIFO (reading it would block), …"""
+    problem = file_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -419,8 +419,11 @@ def _tsv_table_cached(table: str, mtime: float) -> tuple[tuple[str, ...], tuple[
             raise DataError(f"{table}, line {n}: label {row[i_label]!r} is not a class id (an integer from 0 to "
                             f"{MAX_CLASSES - 1})") from None
         path = os.path.normpath(os.path.join(base, row[i_file]))
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             raise DataError(f"{table}, line {n}: no such file {path}")
+        problem = file_problem(path)  # a broken or looping link, a FIFO, a directory, …
+        if problem:
+            raise DataError(f"{table}, line {n}: {path}: {problem}")
         if path in seen and labels[seen[path][1]] != label:
             raise DataError(f"{table}, line {n}: {row[i_file]} is labelled {label} here and "
                             f"{labels[seen[path][1]]} on line {seen[path][0]}")

@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 
 from inputs.classification import SHAPES_CLASSES, TFDS_NAME, DataError, shapes_boxes
-from inputs.images import verify_images
+from inputs.images import file_problem, verify_images
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -199,8 +199,51 @@ def _split_ids(root: str, split: str) -> list[str]:
     path = _split_path(root, split)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such split list (have {_have_splits(root)})")
-    with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
+    return [line.split()[0] for line in read_text(path).splitlines() if line.strip()]
+
+
+def read_text(path: str) -> str:
+    """A UTF-8 text file of the dataset (a leading byte-order mark is dropped).
+
+    Raises:
+        DataError (an InputError): one line naming the file: not UTF-8 (with the byte offset), not a regular file,
+            unreadable.
+    """
+    problem = file_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r}…)") from None
+
+
+def _parse_xml(path: str):
+    """The root element of an annotation file, every tag and attribute name reduced to its local name (a VOC file
+    written with ``xmlns="…"`` parses like a plain one). Raises _Bad naming the file."""
+    problem = file_problem(path) if os.path.lexists(path) else None
+    if problem:
+        raise _Bad(f"{path}: {problem}")
+    try:
+        tree = ET.parse(path)
+    except OSError as e:
+        raise _Bad(f"{path}: cannot read ({e.strerror})") from None
+    except ET.ParseError as e:
+        raise _Bad(f"{path}: malformed XML ({e})") from None
+    except (LookupError, ValueError) as e:  # an unknown or multi-byte encoding in the XML declaration
+        raise _Bad(f"{path}: unreadable XML ({type(e).__name__}: {e})") from None
+    root = tree.getroot()
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.tag.startswith("{"):
+            element.tag = element.tag.rsplit("}", 1)[1]
+        if any(k.startswith("{") for k in element.attrib):
+            element.attrib = {k.rsplit("}", 1)[-1]: v for k, v in element.attrib.items()}
+    return root
 
 
 class _Bad(Exception):
@@ -251,10 +294,10 @@ def _voc_class_names(root: str, split: str) -> list[str]:
     names = set()
     for image_id in sorted(set(_split_ids(root, split))):
         try:
-            tree = ET.parse(os.path.join(root, "Annotations", f"{image_id}.xml"))
-        except (OSError, ET.ParseError):
+            ann = _parse_xml(os.path.join(root, "Annotations", f"{image_id}.xml"))
+        except _Bad:
             continue
-        names.update((o.findtext("name") or "").strip() for o in tree.getroot().iter("object"))
+        names.update((o.findtext("name") or "").strip() for o in ann.iter("object"))
     names.discard("")
     if not names:
         raise DataError(f"voc:{root}: no object names in the annotations of split {split!r}")
@@ -264,13 +307,7 @@ def _voc_class_names(root: str, split: str) -> list[str]:
 def _parse_voc(root: str, image_id: str, xml_path: str, index: dict[str, int],
                on_error: str) -> tuple[Record, list[str]]:
     """One annotation file → (record, messages of the objects dropped with on_error='skip'). Raises _Bad."""
-    try:
-        tree = ET.parse(xml_path)
-    except OSError as e:
-        raise _Bad(f"{xml_path}: cannot read ({e.strerror})") from None
-    except ET.ParseError as e:
-        raise _Bad(f"{xml_path}: malformed XML ({e})") from None
-    ann = tree.getroot()
+    ann = _parse_xml(xml_path)
     image_path = _image_path(root, image_id, ann.findtext("filename"), xml_path)
     width, height = _image_size(image_path)
     xml_size = (ann.findtext("size/width"), ann.findtext("size/height"))
@@ -336,6 +373,9 @@ def _image_path(root: str, image_id: str, filename: str | None, xml_path: str) -
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             return path
+        problem = file_problem(path) if os.path.lexists(path) else None
+        if problem:  # a broken or looping link, a FIFO, …: named, not passed over for the next candidate
+            raise _Bad(f"{xml_path}: image {path}: {problem}")
     raise _Bad(f"{xml_path}: no image {candidates[0]} in {directory}")
 
 

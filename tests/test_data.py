@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, run_python
 
+from common.checks import ConfigError
 from inputs import classification as data
 from inputs import tfds_source
 from inputs.classification import DataError
@@ -460,3 +461,91 @@ def test_class_names_of_weights_and_data_must_agree():
     with pytest.raises(InputError, match="class 1 differs"):
         check_class_names(["airplane", "cat"], ("airplane", "dog"), "--dataset=x")
     assert data.known_class_names("shapes")[:2] == ("circle", "square")
+
+
+def _specials(directory: Path) -> dict[str, Path]:
+    """A broken symbolic link, a link loop and a FIFO, each named like an image."""
+    directory.mkdir(parents=True, exist_ok=True)
+    made = {"a broken symbolic link": directory / "broken.png", "a symbolic link loop": directory / "loop.png",
+            "a FIFO": directory / "fifo.png"}
+    made["a broken symbolic link"].symlink_to(directory / "gone.png")
+    made["a symbolic link loop"].symlink_to(made["a symbolic link loop"])
+    os.mkfifo(made["a FIFO"])
+    return made
+
+
+@pytest.mark.parametrize("kind", ["a broken symbolic link", "a symbolic link loop", "a FIFO"])
+def test_folder_entries_that_are_not_regular_files_are_bad_images(tmp_path, capsys, kind):
+    """Not left out without a word (nor opened: a FIFO would block): named, or skipped and counted."""
+    folder = _make_folder(tmp_path / "d", per_class=3)
+    specials = _specials(folder / "cat")
+    for name, path in specials.items():
+        if name != kind:
+            path.unlink()
+    with pytest.raises(DataError, match=rf"{specials[kind].name}: {kind}"):
+        data.validate(f"folder:{folder}")
+    data.validate(f"folder:{folder}", on_bad_image="skip")
+    err = capsys.readouterr().err
+    assert "skipping 1 image(s)" in err and f"{specials[kind].name}: {kind}" in err
+    images, _ = _examples(f"folder:{folder}", "train", on_bad_image="skip")
+    assert len(images) == 6
+
+
+def test_verify_images_names_special_files_without_opening_them(tmp_path):
+    from inputs import images
+    found = dict(images.verify_images([str(p) for p in _specials(tmp_path).values()]))
+    assert sorted(found.values()) == ["a FIFO (named pipe), not a regular file",
+                                      f"a broken symbolic link (to {tmp_path / 'gone.png'})", "a symbolic link loop"]
+
+
+def test_load_center_crop_names_every_undecodable_file(tmp_path, monkeypatch):
+    """PIL raises OSError, UnidentifiedImageError, SyntaxError, ValueError, DecompressionBombError, …: each is one
+    DataError line naming the file (demo --images turns it into one ConfigError line)."""
+    from PIL import Image
+
+    from inputs.images import load_center_crop
+    from workflows.demo import load_images
+    folder = _make_folder(tmp_path / "d", per_class=1)
+    bad = {**_damage(folder), **{k: v for k, v in _specials(tmp_path / "s").items()}}
+    (tmp_path / "html.png").write_text("<html>404</html>")
+    bad["not an image"] = tmp_path / "html.png"
+    Image.new("L", (300, 200)).save(tmp_path / "bomb.png")
+    bad["bomb"] = tmp_path / "bomb.png"
+    (tmp_path / "dir.png").mkdir()
+    bad["a directory"] = tmp_path / "dir.png"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 60,000 > 2× the limit: DecompressionBombError
+    for what, path in bad.items():
+        with pytest.raises(DataError) as info:
+            load_center_crop(str(path), 16)
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message, (what, message)
+        assert what not in ("a FIFO", "a directory") or "not a regular file" in message
+        assert what != "bomb" or "DecompressionBombError" in message
+        if what != "a directory":  # --images=DIR lists its files
+            with pytest.raises(ConfigError) as info:
+                load_images([str(path)], 16)
+            assert str(info.value).startswith(f"--images: {path}: ")
+    with pytest.raises(ConfigError, match="broken.png: a broken symbolic link"):
+        load_images([str(tmp_path / "s")], 16)  # a directory's bad entries are named, not passed over
+
+
+def test_wide_images_scale_to_8_bit_like_tensorflow(tmp_path):
+    """A 16-bit grayscale PNG (PIL mode I;16) reads the same through PIL (demo) and TensorFlow (folder:), not as
+    solid white; 32-bit integer and float images follow tf.image.convert_image_dtype."""
+    from PIL import Image
+
+    from inputs.images import load_center_crop, to_rgb8
+    gradient = (np.arange(64 * 64).reshape(64, 64) * 16 + 7).astype(np.uint16)
+    path = tmp_path / "g16.png"
+    Image.fromarray(gradient).save(path)
+    assert Image.open(path).mode == "I;16"
+    pil = load_center_crop(str(path), 64)
+    tf_pixels = data._decode_file(tf.constant(str(path))).numpy()
+    assert np.abs(pil - tf_pixels).max() <= 1 and pil.min() == 0 and pil.max() >= 254
+    wide = np.linspace(-2**31, 2**31 - 1, 64 * 64).reshape(64, 64).astype(np.int32)
+    want = tf.image.convert_image_dtype(tf.constant(np.clip(wide, 0, None)[..., None]), tf.uint8).numpy()[..., 0]
+    assert np.abs(np.asarray(to_rgb8(Image.fromarray(wide, "I")))[..., 0].astype(int) - want).max() <= 1
+    floats = np.linspace(-0.5, 1.5, 64 * 64).reshape(64, 64).astype(np.float32)
+    want = tf.image.convert_image_dtype(tf.constant(np.clip(floats, 0, 1)[..., None]), tf.uint8).numpy()[..., 0]
+    got = np.asarray(to_rgb8(Image.fromarray(floats, "F")))
+    assert got.shape == (64, 64, 3) and np.abs(got[..., 1].astype(int) - want).max() <= 1

@@ -3,6 +3,7 @@
 import logging
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -409,3 +410,71 @@ def test_voc_undecodable_image_is_named_or_skipped(tmp_path):
         load_records(dataset, "train")
     records, _ = load_records(dataset, "train", on_error="skip")
     assert [r.id for r in records] == ["a", "b"]
+
+
+NOT_UTF8 = b"a\n\xff\xfeb\n"
+
+
+@pytest.mark.parametrize("which", ["split list", "annotation bytes", "annotation encoding"])
+def test_voc_text_that_cannot_be_decoded_is_named(tmp_path, which):
+    """Every text file of a VOC set (split lists, XML) that does not decode is one line naming it."""
+    dataset = _write_voc(tmp_path)
+    if which == "split list":
+        path = tmp_path / "ImageSets" / "Main" / "train.txt"
+        path.write_bytes(NOT_UTF8)
+        needle = "not UTF-8 text (byte 2"
+    elif which == "annotation bytes":
+        path = tmp_path / "Annotations" / "b.xml"
+        path.write_bytes(path.read_bytes().replace(b"<name>cat</name>", b"<name>\xff\xfe</name>"))
+        needle = "malformed XML"
+    else:
+        path = tmp_path / "Annotations" / "b.xml"
+        path.write_bytes(b'<?xml version="1.0" encoding="no-such-codec"?>' + path.read_bytes())
+        needle = "unreadable XML (LookupError"
+    with pytest.raises(InputError) as info:
+        load_records(dataset, "train", class_names=["bird", "cat", "dog"])
+    message = str(info.value)
+    assert message.startswith(str(path)) and needle in message and "\n" not in message
+    if which != "split list":
+        records, _ = load_records(dataset, "train", class_names=["bird", "cat", "dog"], on_error="skip")
+        assert [r.id for r in records] == ["a", "c"]
+
+
+def test_voc_split_list_with_a_byte_order_mark(tmp_path):
+    dataset = _write_voc(tmp_path)
+    split = tmp_path / "ImageSets" / "Main" / "train.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())
+    assert [r.id for r in load_records(dataset, "train")[0]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("prefix", ["", "v:"])
+def test_voc_namespaced_annotations_parse_like_plain_ones(tmp_path, prefix):
+    """``<annotation xmlns="…">`` (default or prefixed namespace): the same objects, not a background image."""
+    plain, _ = load_records(_write_voc(tmp_path / "plain"), "train")
+    dataset = _write_voc(tmp_path / "ns")
+    for xml in (tmp_path / "ns" / "Annotations").iterdir():
+        text = xml.read_text()
+        if prefix:
+            text = re.sub(r"<(/?)(\w+)>", rf"<\1{prefix}\2>", text)
+        xml.write_text(text.replace(f"<{prefix}annotation>",
+                                    f'<{prefix}annotation xmlns{":" + prefix[:-1] if prefix else ""}="http://x">', 1))
+    assert "http://x" in (tmp_path / "ns" / "Annotations" / "a.xml").read_text()
+    records, names = load_records(dataset, "train")
+    assert names == ["bird", "cat", "dog"]
+    for r, p in zip(records, plain):
+        assert (r.id, r.width, r.height) == (p.id, p.width, p.height)
+        np.testing.assert_array_equal(r.boxes, p.boxes)
+        np.testing.assert_array_equal(r.labels, p.labels)
+        np.testing.assert_array_equal(r.difficult, p.difficult)
+
+
+@pytest.mark.parametrize("kind", ["broken", "loop"])
+def test_voc_image_that_is_a_bad_link_is_named(tmp_path, kind):
+    dataset = _write_voc(tmp_path)
+    image = tmp_path / "JPEGImages" / "b.jpg"
+    image.unlink()
+    image.symlink_to(tmp_path / "gone.jpg" if kind == "broken" else image)
+    what = "a broken symbolic link" if kind == "broken" else "a symbolic link loop"
+    with pytest.raises(InputError, match=rf"b\.xml: image .*b\.jpg: {what}"):
+        load_records(dataset, "train")
+    assert [r.id for r in load_records(dataset, "train", on_error="skip")[0]] == ["a", "c"]

@@ -61,6 +61,7 @@ def load_images(paths, size):
     """((N, size, size, 3) float32 0–255 RGB, names): short side resized then centre-cropped; synthetic if none."""
     import numpy as np
 
+    from common.errors import InputError
     from inputs.images import list_image_files, load_center_crop
     try:
         files = list_image_files(paths)
@@ -72,8 +73,8 @@ def load_images(paths, size):
     for f in files:
         try:
             out.append(load_center_crop(f, size))
-        except OSError as e:
-            raise ConfigError(f"--images: cannot read {f}: {e}") from None
+        except InputError as e:  # not a regular file, or PIL cannot decode it: the message names the file
+            raise ConfigError(f"--images: {e}") from None
     if out:
         return np.stack(out), [os.path.join(os.path.basename(os.path.dirname(f)), os.path.basename(f)) for f in files]
     rng = np.random.RandomState(0)  # no photos available: smooth synthetic colour fields
