@@ -123,6 +123,9 @@ def frozen_function(model):
     return convert_to_constants.convert_variables_to_constants_v2(fn.get_concrete_function(*specs))
 
 
+STATISTICS_WARNING = "Statistics for quantized inputs"  # the converter's UserWarning for int8 I/O (ranges known)
+
+
 def convert(model, options: dict) -> bytes:
     """The flatbuffer of ``model`` under converter ``options`` (`converter_options`).
 
@@ -145,7 +148,7 @@ def convert(model, options: dict) -> bytes:
             else:
                 setattr(converter, key, value)
         with warnings.catch_warnings():  # int8 I/O: "Statistics for quantized inputs were expected, but not
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")  # specified": calibrated
+            warnings.filterwarnings("ignore", message=STATISTICS_WARNING)  # specified": calibrated
             return bytes(converter.convert())
     finally:
         logging.set_verbosity(level)

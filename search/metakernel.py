@@ -71,7 +71,10 @@ class _KernelChoice(keras.layers.Layer):
                                    trainable=False)
 
     def probabilities(self):
-        """Softmax of α (Eq. 8), shape ``(rows, choices)``: what the expected cost uses."""
+        """Softmax of α (Eq. 8), shape ``(rows, choices)``: what the expected cost uses (ones for a single choice:
+        no softmax over an axis of size 1, which Keras warns about)."""
+        if self.num_choices == 1:
+            return ops.ones_like(self.alpha)
         return ops.softmax(self.alpha, axis=-1)
 
     def sample(self, training=None):
@@ -79,7 +82,7 @@ class _KernelChoice(keras.layers.Layer):
         one-hot argmax (the derived architecture). τ = 0 selects the argmax in training mode too (BatchNorm then
         sees the derived architecture: how the search re-estimates BN statistics before scoring the argmax)."""
         argmax = ops.one_hot(ops.argmax(self.tie_broken(self.alpha), axis=-1), self.num_choices)
-        if not training:
+        if not training or self.num_choices == 1:  # one choice: its weight is 1 (no softmax over one candidate)
             return argmax
         u = keras.random.uniform(ops.shape(self.alpha), minval=1e-10, maxval=1.0, seed=self.seed_generator)
         gumbel = -ops.log(-ops.log(u))

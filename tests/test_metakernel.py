@@ -341,3 +341,17 @@ def test_lite0_baselines_crop_and_l1_prune_to_a_budget():
     assert set(kept) == set(top) and len(kept) == int(np.ceil(share * 240))
     with pytest.raises(ValueError, match="outside what pruning reaches"):
         l1_prune(net, lite0, 500e6)
+
+
+def test_single_candidate_takes_no_softmax_over_one_choice():
+    """A layer without "None" and one candidate (``--candidates=1``'s fixed blocks): weight 1, and no Keras
+    warning about a softmax over an axis of size 1."""
+    import warnings
+    layer = MetaKernelDepthwise((3,), allow_none=False, per_filter=False)
+    layer.build((None, 8, 8, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.probabilities()), [[1.0]])
+        for training in (True, False):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.sample(training)), [[1.0]])
+        layer(np.zeros((1, 8, 8, 4), np.float32), training=True)

@@ -45,6 +45,7 @@ def test_qat_end_to_end(tiny, tmp_path):
                    "--val_limit=64", "--epochs=1", "--batch_size=32", f"--out_dir={out}", "--noprogress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "wrote" in r.stdout
+    assert "Warning" not in r.stderr, r.stderr[-3000:]  # e.g. the converter's "Statistics for quantized inputs…"
     report = json.loads((out / "qat_report.json").read_text())
     for key in ("twin_max_abs_diff", "qat_top1", "int8_top1", "float_top1", "file_bytes", "ops", "op_counts",
                 "float_ops", "quantize_configs", "epochs", "steps", "steps_per_epoch", "settings", "versions",

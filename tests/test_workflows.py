@@ -57,6 +57,7 @@ CASES = [
     (qat.QatConfig, {"output": "{tmp}/model.bin"}, "must end with .tflite"),
     (qat.QatConfig, {"dataset": "folder:{tmp}/flat"}, "no test split"),
     (qat.QatConfig, {"optimizer": "lion"}, "--optimizer"),
+    (qat.QatConfig, {"epochs": 0, "steps_per_epoch": 3}, "--steps_per_epoch=3 with --epochs=0"),
     (export_tflite.ExportConfig, {"weights": "", "mode": "int4"}, "--mode"),
     (export_tflite.ExportConfig, {"weights": "", "int8_io": True}, "--int8_io needs --mode=int8"),
     (export_tflite.ExportConfig, {"weights": "imagenet"}, "no weights 'imagenet'"),

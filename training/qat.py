@@ -232,9 +232,13 @@ def convert(qat_model, int8_io: bool = False) -> bytes:
     io_type = tf.int8 if int8_io else tf.float32
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
+    import warnings
+
     from common.quiet_tf import filtered_stderr
-    with filtered_stderr():  # the converter's C++ notices (e.g. "NodeDef mentions attribute Truncate")
-        return converter.convert()
+    from export.litert import STATISTICS_WARNING
+    with filtered_stderr(), warnings.catch_warnings():  # the converter's C++ notices (e.g. "NodeDef mentions
+        warnings.filterwarnings("ignore", message=STATISTICS_WARNING)  # attribute Truncate"); its ranges: the
+        return converter.convert()  # fake-quant layers' (the "statistics" it says are missing)
 
 
 def float_ops(it) -> list[str]:

@@ -114,6 +114,9 @@ def validate(config: QatConfig) -> QatPlan:
     if known is not None and known != classes:
         raise ConfigError(f"--dataset={config.dataset} has {known} classes, the model {classes}; pass "
                           f"--classes={known} with weights trained on {known} classes (e.g. by recipes.train)")
+    if not config.epochs and config.steps_per_epoch is not None:
+        raise ConfigError(f"--steps_per_epoch={config.steps_per_epoch} with --epochs=0: there is no fine-tuning to "
+                          "take steps; drop --steps_per_epoch or pass --epochs")
     if config.epochs and config.lr <= 0:
         raise ConfigError(f"--lr={config.lr}: must be positive")
     check_out_dir(config.out_dir, own=REPORT, files=(WEIGHTS,) + (() if config.output else (DEFAULT_OUTPUT,)))
