@@ -12,6 +12,42 @@ class ConfigError(InputError):
     """A bad config value or combination; the message names the command-line flag it comes from."""
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: every model and optimizer computes in float32
+
+
+def is_finite32(value: float) -> bool:
+    """Whether ``value`` is finite *as a float32* (|value| <= `FLOAT32_MAX`; NaN and ±inf are not)."""
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
+# Upper bounds of the optimisation settings (checked in every workflow's validate, documented in the recipes' --help):
+# a learning rate, weight decay or λ past them cannot train (the first steps overflow float32 or flip the weights),
+# and finite float32 values far past them overflow the computation itself (lr · gradient, λ · cost → inf → NaN).
+LR_MAX = 1000.0  # learning rates (FGNAS' gate rate goes up to 100)
+DECAY_MAX = 1.0  # weight decays and L2 weights (decoupled w -= lr·wd·w, or 0.5·wd·Σw² in the loss)
+LAM_MAX = 1000.0  # λ of a cost loss
+WIDTH_MAX = 4.0  # width multipliers of the search spaces (4.0: 256/640/1280/2560 channels in SPOS' cifar space)
+CHANNELS_MAX = 1024  # FGNAS --width: the VGG backbone's channel count
+
+
+def check_at_most(**values) -> None:
+    """``name=(value, upper bound)``: upper bounds of float or integer settings (``None`` means "default" and
+    passes), for the command line and in-process configs alike."""
+    for name, (value, high) in values.items():
+        if isinstance(value, float) and not is_finite32(value):
+            raise ConfigError(f"--{name}={value}: must be a finite number within float32 range")
+        if value is not None and value > high:
+            raise ConfigError(f"--{name}={value:g}: must be at most {high:g}")
+
+
+def check_finite(value: float, what: str, where: str, hint: str) -> None:
+    """`Diverged` when ``value`` (a loss, or a count of non-finite weights as ``nan``) is NaN or infinite:
+    ``"<what> became NaN <where>: <hint>"``."""
+    if not math.isfinite(value):
+        from common.errors import Diverged
+        raise Diverged(f"{what} became {'NaN' if value != value else 'infinite'} {where}: {hint}")
+
+
 def check_replicas(strategy: str, cpu_replicas: int, batch_size: int) -> None:
     """``--cpu_replicas`` needs ``--strategy=mirrored`` and must divide ``--batch_size``."""
     if strategy == "mirrored" and cpu_replicas > 1 and batch_size % cpu_replicas:
@@ -166,8 +202,8 @@ def check_at_least(**values) -> None:
     """``name=(value, lower bound)``: absl enforces these bounds on the command line; in-process configs get the
     same check here (``None`` means "default" and passes)."""
     for name, (value, low) in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{name}={value}: must be a finite number")
+        if isinstance(value, float) and not is_finite32(value):
+            raise ConfigError(f"--{name}={value}: must be a finite number within float32 range")
         if value is not None and value < low:
             raise ConfigError(f"--{name}={value}: must be at least {low}")
 

@@ -13,3 +13,9 @@ class InputError(ValueError):
 
 class DataError(InputError):
     """Unusable data: a one-line message naming what is wrong and where (path or dataset name)."""
+
+
+class Diverged(InputError):
+    """A run whose loss (or weights, or architecture parameters) became NaN or infinite: the flags — a learning
+    rate, weight decay, λ or temperature too large for the model — made training diverge. Raised before anything is
+    written as a result (no weights, card or derived spec), so the run ends with one line and exit status 2."""

@@ -3,6 +3,7 @@ kill never leaves a half-written file."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -74,9 +75,29 @@ def remove_partials(directory: str) -> list[str]:
     return removed
 
 
+def json_safe(obj):
+    """``obj`` with every NaN or ±inf float (also numpy floats) replaced by ``None``: JSON has no such numbers, and
+    Python's ``json`` would write the invalid tokens ``NaN``/``Infinity`` other readers refuse. Containers are
+    copied (tuples become lists); everything else is returned as is."""
+    if isinstance(obj, float) or (hasattr(obj, "dtype") and getattr(obj, "shape", None) == () and
+                                  getattr(obj.dtype, "kind", "") == "f"):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """``json.dumps`` of `json_safe` ``obj``: never a ``NaN``/``Infinity`` token (non-finite floats become null)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: str, obj, indent: int = 1) -> None:
-    """Writes ``obj`` as indented JSON atomically."""
-    data = (json.dumps(obj, indent=indent) + "\n").encode()
+    """Writes ``obj`` as indented JSON atomically; NaN and ±inf floats are written as ``null`` (`json_safe`): the
+    file is always valid JSON."""
+    data = (dumps(obj, indent=indent) + "\n").encode()
     atomic_write(path, lambda f: f.write(data))
 
 

@@ -42,7 +42,7 @@ import dataclasses
 import os
 import time
 
-from common.checks import ConfigError, check_at_least, check_one_of
+from common.checks import DECAY_MAX, LR_MAX, ConfigError, check_at_least, check_at_most, check_one_of
 from common.io import atomic_write, eprint, progress_bar
 from common.rundir import RunDir
 from detection.anchors import MODES as ANCHOR_MODES
@@ -155,6 +155,7 @@ def _check_fields(config: FinetuneConfig) -> None:
     # The command line enforces these already (absl enums and lower bounds); in-process configs get the same checks.
     check_one_of(**{name: (getattr(config, name), choices) for name, choices in CHOICES.items()})
     check_at_least(**{name: (getattr(config, name), low) for name, low in LOWER_BOUNDS.items()})
+    check_at_most(lr=(config.lr, LR_MAX), weight_decay=(config.weight_decay, DECAY_MAX))
 
 
 def validate(config: FinetuneConfig):

@@ -74,10 +74,29 @@ def copy_weights(src, dst) -> None:
     assign(dst, named_weights(src), source=f"model {src.name!r}")
 
 
-def save_npz(model, path: str) -> str:
-    """Writes the model's weights atomically; returns the file's sha256."""
-    arrays = named_weights(model)
+def check_finite_arrays(arrays: dict, what: str, hint: str = "the run diverged; lower its learning rate") -> None:
+    """`common.errors.Diverged` naming the first float array of ``arrays`` that holds NaN or ±inf: weights a
+    diverged run produced, which `read_npz` would refuse (no file of them is ever written)."""
+    for key, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            from common.errors import Diverged
+            bad = int(a.size - np.isfinite(a).sum())
+            raise Diverged(f"{what}: weight {key} holds {bad} NaN/inf value(s): {hint}")
+
+
+def write_npz(path: str, arrays: dict, what: str | None = None, hint: str = "the run diverged; lower its learning "
+              "rate") -> None:
+    """Writes ``{key: array}`` as an ``.npz`` atomically, after `check_finite_arrays` (``what``: the message's
+    subject, default the path): a weights file never holds NaN or ±inf."""
+    check_finite_arrays(arrays, what or path, hint)
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def save_npz(model, path: str, what: str | None = None, hint: str = "the run diverged; lower its learning "
+             "rate") -> str:
+    """Writes the model's weights atomically (never NaN/inf ones: `write_npz`); returns the file's sha256."""
+    write_npz(path, named_weights(model), what, hint)
     return sha256(path)
 
 

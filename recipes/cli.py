@@ -7,7 +7,6 @@ anything imports TensorFlow; `run` makes that later import quiet (`common.quiet_
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 from absl import app, flags, logging
 
 from common import quiet_tf
+from common.checks import FLOAT32_MAX, is_finite32
 from common.errors import InputError
 
 
@@ -112,7 +112,8 @@ def _parse(argv):
         sys.exit(2)
     bad = non_finite_flags()
     if bad:  # absl's bounds let NaN through (nan < 0 is False) and inf past a lower bound
-        print(f"{os.path.basename(argv[0])}: {bad[0]}: must be a finite number", file=sys.stderr)
+        print(f"{os.path.basename(argv[0])}: {bad[0]}: must be a finite number within float32 range "
+              f"(|value| <= {FLOAT32_MAX:.4g}; the computation is float32)", file=sys.stderr)
         sys.exit(2)
     bad = out_of_range_flags()
     if bad:
@@ -149,7 +150,8 @@ def out_of_range_flags() -> list[str]:
 
 
 def non_finite_flags() -> list[str]:
-    """``--name=value`` of every parsed float flag (or float list flag) holding NaN or ±inf."""
+    """``--name=value`` of every parsed float flag (or float list flag) holding NaN, ±inf or a value past float32's
+    range (|value| > `FLOAT32_MAX`): every model and optimizer computes in float32, where such a value is inf."""
     bad, seen = [], set()
     for key in flags.FLAGS:
         flag = flags.FLAGS[key]
@@ -157,7 +159,7 @@ def non_finite_flags() -> list[str]:
             continue
         seen.add(flag.name)
         values = flag.value if isinstance(flag.value, (list, tuple)) else [flag.value]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        if any(isinstance(v, float) and not is_finite32(v) for v in values):
             bad.append(f"--{flag.name}={flag.value}")
     return bad
 
@@ -179,11 +181,12 @@ def define_distillation() -> None:
                                        "teacher sees the student's augmented (and --mix'ed) view; loss T² · "
                                        "KL(teacher ‖ student) (function matching, Beyer et al. 2022). Validation still "
                                        "scores the labels; training accuracy becomes agreement with the teacher.")
-    flags.DEFINE_float("temperature", 1.0, "Distillation temperature T.")
+    flags.DEFINE_float("temperature", 1.0, "Distillation temperature T (0.05 to 100: below, the teacher's "
+                       "probabilities and the loss round to one-hot and 0; above, to uniform).")
     flags.DEFINE_enum("mix", "none", ["none", "mixup", "cutmix", "both"], "Mix every training batch: mixup, cutmix, or "
                       "one of them per batch ('both'); targets are mixed alike (with --teacher the teacher sees the "
                       "mixed images).")
-    flags.DEFINE_float("mix_alpha", 0.2, "Beta(alpha, alpha) of the mixing ratio.")
+    flags.DEFINE_float("mix_alpha", 0.2, "Beta(alpha, alpha) of the mixing ratio (0.01 to 100).")
 
 
 def run(main) -> None:

@@ -28,7 +28,7 @@ flags.DEFINE_alias("data", "dataset")  # the flag's name before it matched every
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_string("out_dir", "runs/demo", "Directory of all outputs (one sub-folder per stage).")
-flags.DEFINE_float("width", 0.5, "Width multiplier of the 32×32 search space.", lower_bound=0.05)
+flags.DEFINE_float("width", 0.5, "Width multiplier of the 32×32 search space (0.05 to 4).", lower_bound=0.05)
 flags.DEFINE_float("target_macs", 2.5e6, "MACs budget of the search.")
 flags.DEFINE_integer("search_epochs", 4, "Search epochs.", lower_bound=1)
 flags.DEFINE_integer("train_epochs", 15, "Retraining epochs of the derived model.", lower_bound=1)

@@ -41,7 +41,8 @@ flags.DEFINE_enum("space", "vgg", ["vgg", "mbconv"],
                   "Backbone: 'vgg' (3×3 stem, conv blocks [w, pool] [2w, 2w, pool] [4w, 4w, pool] [8w, 8w] with 2×2 "
                   "average pools, every conv block searched) or 'mbconv' (MobileNetV2-style CIFAR net, expansion 6: "
                   "the expanded channels and their depthwise operation searched).")
-flags.DEFINE_integer("width", 12, "Width w of the 'vgg' backbone (12: 7.6M MACs at 32×32).", lower_bound=1)
+flags.DEFINE_integer("width", 12, "Width w of the 'vgg' backbone (12: 7.6M MACs at 32×32; at most 1024).",
+                     lower_bound=1)
 flags.DEFINE_list("kernels", ["3"], "Candidate kernel sizes of every operation (distinct odd integers; 'vgg': k×k "
                                     "convs, 'mbconv': k×k depthwise convs).")
 flags.DEFINE_list("acts", ["relu"], "Candidate activations of every operation (relu, relu6, swish, hswish, tanh, "

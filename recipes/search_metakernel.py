@@ -42,7 +42,7 @@ flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet", "ablation", "lite0"],
                   "backbone of benchmarks/kernel_ablation.py) or 'lite0' (EfficientNet-Lite0's exact macro "
                   "architecture at 224; a fresh search starts from Lite0's ImageNet weights, its kernels "
                   "zero-padded into the meta kernels).")
-flags.DEFINE_float("width", 1.0, "Width multiplier of the 'cifar' space.", lower_bound=0.05)
+flags.DEFINE_float("width", 1.0, "Width multiplier of the 'cifar' space (0.05 to 4).", lower_bound=0.05)
 flags.DEFINE_integer("depth", 1, "Block repeats per stage of the 'cifar' space.", lower_bound=1)
 flags.DEFINE_integer("input_size", None, "Input size (default: 32 for 'cifar' and 'ablation', 224 for 'imagenet' and "
                                          "'lite0').", lower_bound=16)
@@ -60,7 +60,7 @@ flags.DEFINE_string("latency_table", "", "E-DNAS latency loss: a per-filter late
                     "written by python -m benchmarks.ednas_latency); the cost becomes the expected latency in ms "
                     "(Eq. 11) steered to --target_ms with the same band barrier, instead of E[MACs] to --target_macs.")
 flags.DEFINE_float("target_ms", None, "Target T in milliseconds with --latency_table (the table's host and clock).")
-flags.DEFINE_float("lam", 2.0, "λ: weight of the cost loss (paper: 2.0).", lower_bound=0.0)
+flags.DEFINE_float("lam", 2.0, "λ: weight of the cost loss (paper: 2.0; at most 1000).", lower_bound=0.0)
 flags.DEFINE_float("eta", 0.1, "η: slack of the cost loss around T (paper: 0.1).", lower_bound=1e-4)
 flags.DEFINE_enum("cost_form", "paper", ["paper", "pull"], "Cost loss: 'paper' (Eq. 6: ±log E[MACs] outside "
                   "T(1±η), 0 inside) or 'pull' (the project's earlier form, pulling toward T inside the band too).")

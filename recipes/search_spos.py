@@ -53,7 +53,8 @@ flags.DEFINE_string("data_dir", None, "tensorflow-datasets data directory.")
 define_on_bad_image()
 flags.DEFINE_enum("space", "cifar", ["cifar", "imagenet"], "'cifar': paper Table 2 layout at 32×32 with channels × "
                                                            "--width and --depth blocks; 'imagenet': Table 2 at 224.")
-flags.DEFINE_float("width", 0.25, "Channel multiplier of the 'cifar' space (1.0 = 64/160/320/640).", lower_bound=0.05)
+flags.DEFINE_float("width", 0.25, "Channel multiplier of the 'cifar' space (1.0 = 64/160/320/640; 0.05 to 4).",
+                   lower_bound=0.05)
 flags.DEFINE_list("depth", ["4", "4", "8", "4"], "Choice blocks per stage of the 'cifar' space.")
 flags.DEFINE_list("choices", list(SHUFFLE_CHOICES), "Block choices searched per block: ShuffleNetV2 units with a "
                   "3/5/7 depthwise kernel, or 'x' (Xception-like, three 3×3 depthwise separable convs); the paper's "

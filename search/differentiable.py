@@ -372,6 +372,8 @@ class MetaKernelSearch(ResumableLoop):
                     ax, ay = next(arch_it)
                     _, c_loss, expected = self._a_step(ax, ay)
                 sums += [float(ce), float(acc), float(c_loss), float(expected), 1]
+                self.check_loss(ce, epoch + 1, step - epoch * steps_per_epoch + 1, "the cross-entropy")
+                self.check_loss(c_loss, epoch + 1, step - epoch * steps_per_epoch + 1, "the cost loss")
                 if self._in_band_step is None and abs(float(expected) / cfg.target - 1) <= cfg.eta:
                     self._in_band_step = step + 1
                 self.step.assign_add(1)

@@ -192,6 +192,7 @@ class FgnasSearch(ResumableLoop):
                     # the stopping rule on the architecture these gates now define (after the update)
                     r = float(self._hard_resource())
                 sums += [float(ce), float(acc), 1]
+                self.check_loss(ce, epoch + 1, int(sums[2]), "the cross-entropy")
                 self.step.assign_add(1)
                 if bar is not None:
                     bar.update(1)

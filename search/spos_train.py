@@ -254,6 +254,7 @@ class SposTrainer(ResumableLoop):
                     traced = True
                     eprint(f"traced in {time.time() - t_trace:.0f} s")
                 sums += [float(ce), float(acc), 1]
+                self.check_loss(ce, epoch + 1, int(sums[2]), "the cross-entropy")
                 self.step.assign_add(1)
                 if bar is not None:
                     bar.update(1)

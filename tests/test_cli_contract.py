@@ -108,6 +108,38 @@ CASES = [
     ("recipes.search_metakernel", ["--target_macs=3e6", "--tau_start=nan", "--out_dir={out}"], "--tau_start=nan"),
     ("recipes.search_fgnas", ["--target=1e6", "--lam=nan", "--out_dir={out}"], "--lam=nan"),
     ("recipes.pipeline", ["--target_macs=nan", "--out_dir={out}"], "--target_macs=nan"),
+    # finite in float64 but not in float32 (every model computes in float32): refused like NaN
+    ("recipes.train", ["--model=mixnet_s", "--lr=1e308", "--out_dir={out}"],
+     "--lr=1e+308: must be a finite number within float32 range"),
+    ("recipes.train", ["--model=mixnet_s", "--weight_decay=1e39", "--out_dir={out}"], "--weight_decay=1e+39"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--width=0.25", "--lam=1e300", "--out_dir={out}"],
+     "--lam=1e+300: must be a finite number within float32 range"),
+    # float32-finite but past any rate, decay or λ that trains: the computation itself overflows
+    ("recipes.train", ["--model=mixnet_s", "--lr=1e20", "--out_dir={out}"], "--lr=1e+20: must be at most 1000"),
+    ("recipes.train", ["--model=mixnet_s", "--weight_decay=5", "--out_dir={out}"],
+     "--weight_decay=5: must be at most 1"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--width=0.25", "--lam=1e30", "--out_dir={out}"],
+     "--lam=1e+30: must be at most 1000"),
+    ("recipes.search_spos", ["--lr=1e30", "--out_dir={out}"], "--lr=1e+30: must be at most 1000"),
+    ("recipes.search_fgnas", ["--target=1e6", "--psi_lr=1e30", "--out_dir={out}"], "--psi_lr=1e+30: must be at most"),
+    ("recipes.qat", ["--model=mixnet_s", "--lr=1e30", "--out_dir={out}"], "--lr=1e+30: must be at most 1000"),
+    # a distillation temperature that makes every target one-hot (loss 0, nothing trains) or uniform
+    ("recipes.train", ["--model=mixnet_s", "--teacher=mixnet_s:imagenet", "--temperature=1e-30", "--out_dir={out}"],
+     "--temperature=1e-30: must be from 0.05 to 100"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--width=0.25", "--teacher=mixnet_s:imagenet",
+                                   "--temperature=1e4", "--out_dir={out}"], "--temperature=10000: must be from 0.05"),
+    ("recipes.train", ["--model=mixnet_s", "--teacher=mixnet_s:imagenet", "--mix=mixup", "--mix_alpha=1e-30",
+                       "--out_dir={out}"], "--mix_alpha=1e-30: must be from 0.01 to 100"),
+    # every width multiplier has an upper bound (4.0; FGNAS' channel count: 1024), not an overflow or OOM traceback
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--width=1e300", "--out_dir={out}"],
+     "--width=1e+300: must be a finite number"),
+    ("recipes.search_metakernel", ["--target_macs=1e6", "--width=4.5", "--out_dir={out}"],
+     "--width=4.5: must be at most 4"),
+    ("recipes.pipeline", ["--width=1e300", "--out_dir={out}"], "--width=1e+300: must be a finite number"),
+    ("recipes.search_spos", ["--width=1e300", "--out_dir={out}"], "--width=1e+300: must be a finite number"),
+    ("recipes.search_spos", ["--width=1e4", "--out_dir={out}"], "--width=10000: must be at most 4"),
+    ("recipes.search_fgnas", ["--target=1e6", "--width=100000", "--out_dir={out}"],
+     "--width=100000: must be at most 1024"),
     # integer flags with an upper bound for every command (numpy's 32-bit seeds, the schema's 4096 input size)
     ("recipes.train", ["--model=mixnet_s", "--seed=-1", "--out_dir={out}"], "--seed=-1: must be from 0 to"),
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--input_size=5000"], "--input_size=5000"),
@@ -177,6 +209,47 @@ def test_bad_input_is_one_line_exit_2_before_tensorflow(tmp_path, module, args, 
     assert needle in line, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "TENSORFLOW_FREE", r.stderr
     assert not os.path.exists(tmp_path / "out") or not any(os.scandir(tmp_path / "out")), "nothing written"
+
+
+FLOAT_FLAGS_PROBE = """
+import importlib, io, contextlib, sys
+from absl import flags
+importlib.import_module({module!r})
+from recipes import cli
+names = sorted({{f.name for f in flags.FLAGS._flags().values() if f.flag_type() == "float"}})
+assert names, "no float flags"
+for name in names:
+    for value in ("1e39", "-1e39", "3.5e38"):
+        flags.FLAGS.unparse_flags()
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                cli._parse([{module!r}, *{extra!r}, f"--{{name}}={{value}}"])
+                code = 0
+            except SystemExit as e:
+                code = e.code
+        lines = err.getvalue().strip().splitlines()
+        ok = code == 2 and len(lines) == 1 and f"--{{name}}=" in lines[0] and "float32 range" in lines[0]
+        # absl's own bounds may refuse it first (one line naming the flag): as good
+        ok = ok or (code == 2 and len(lines) == 1 and f"--{{name}}" in lines[0])
+        assert ok, (name, value, code, err.getvalue())
+print(len(names), "TENSORFLOW_FREE" if "tensorflow" not in sys.modules else "TENSORFLOW_IMPORTED")
+"""
+RECIPES = {"recipes.train": ["--model=mixnet_s"], "recipes.qat": ["--model=mixnet_s"], "recipes.search_metakernel": [],
+           "recipes.search_ednas": [], "recipes.search_spos": [], "recipes.search_fgnas": [], "recipes.pipeline": [],
+           "recipes.finetune_yolo": [], "recipes.evaluate": [], "recipes.export_tflite": [],
+           "recipes.benchmark_latency": [], "recipes.demo": []}
+
+
+@pytest.mark.parametrize("module", sorted(RECIPES))
+def test_every_float_flag_must_be_finite_as_float32(module):
+    """The class, not examples: every float flag of every recipe refuses ±1e39 and 3.5e38 (finite in float64, inf
+    in float32) at parse time with one line naming it, before TensorFlow."""
+    r = run_python(FLOAT_FLAGS_PROBE.format(module=module, extra=RECIPES[module]), timeout=120)
+    if r.returncode and "no float flags" in r.stderr:
+        pytest.skip(f"{module} has no float flags")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-1] == "TENSORFLOW_FREE", r.stdout
 
 
 @pytest.mark.slow

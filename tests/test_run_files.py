@@ -139,3 +139,63 @@ def test_output_paths_are_checked_against_inputs_markers_and_lengths(tmp_path):
     with pytest.raises(ConfigError, match="the run's own derived_init.npz"):
         check_not_run_file(str(tmp_path / "derived_init.npz"), "--output", str(tmp_path))
     check_not_run_file(str(tmp_path / "derived.json"), "--output", str(tmp_path))
+
+
+def test_write_json_writes_null_for_non_finite_floats(tmp_path):
+    """JSON has no NaN/Infinity: every non-finite float (also numpy's, nested anywhere) is written as null, so the
+    file parses with a strict reader."""
+    import json
+    path = tmp_path / "card.json"
+    write_json(str(path), {"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5, (np.float32("nan"),)],
+                           "c": {"d": np.float64("inf"), "e": 2, "f": True, "g": None, "h": "NaN"}})
+    text = path.read_text()
+    assert "NaN" not in text.replace('"NaN"', "") and "Infinity" not in text
+
+    def refuse(token):
+        raise AssertionError(f"invalid JSON token {token}")
+    data = json.loads(text, parse_constant=refuse)
+    assert data == {"a": None, "b": [None, None, 1.5, [None]], "c": {"d": None, "e": 2, "f": True, "g": None,
+                                                                      "h": "NaN"}}
+
+
+def test_weights_files_never_hold_non_finite_values(tmp_path):
+    """`models.weights.write_npz` (every weights file a run writes) refuses NaN/inf arrays with `Diverged`, an
+    InputError naming the array, and writes nothing."""
+    from common.errors import Diverged
+    from models.weights import write_npz
+    with pytest.raises(Diverged, match="weight b/kernel holds 1 NaN/inf value"):
+        write_npz(str(tmp_path / "w.npz"), {"a/kernel": np.ones(3, "float32"),
+                                             "b/kernel": np.array([1.0, np.nan], "float32")}, hint="lower --lr")
+    assert not os.listdir(tmp_path)
+    write_npz(str(tmp_path / "w.npz"), {"a/kernel": np.ones(3, "float32"), "n": np.arange(3)})
+    assert os.listdir(tmp_path) == ["w.npz"]
+
+
+def test_resumable_loop_stops_on_a_non_finite_loss_or_variable(tmp_path):
+    """Every custom loop (meta-kernel, FGNAS and SPOS searches) checks each step's loss and, before the epoch's
+    checkpoint, every variable: NaN/inf is one `Diverged` line naming what and when, and nothing is saved."""
+    import tensorflow as tf
+
+    from common.epoch_state import EpochState, ResumableLoop
+    from common.errors import Diverged
+
+    class Loop(ResumableLoop):
+        def __init__(self):
+            self.epoch = tf.Variable(0, dtype=tf.int64)
+            self.w = tf.Variable([1.0, 2.0])
+            self.history = []
+            self._state = EpochState(str(tmp_path / "ckpt"), self.epoch, w=self.w)
+            self.divergence = "lower --lr (it is 1e+03)"
+
+    loop = Loop()
+    loop.check_loss(0.5, 1, 1)
+    with pytest.raises(Diverged, match=r"the loss became NaN at epoch 1 step 3: lower --lr \(it is 1e\+03\)"):
+        loop.check_loss(float("nan"), 1, 3)
+    with pytest.raises(Diverged, match="became infinite"):
+        loop.check_loss(np.float32("inf"), 2, 1, "the cost loss")
+    loop.finish_epoch({"epoch": 1}, 1)
+    assert loop.history and os.path.exists(tmp_path / "ckpt" / "history.json")
+    loop.w.assign([1.0, float("nan")])
+    with pytest.raises(Diverged, match="w became NaN in epoch 2: lower --lr"):
+        loop.finish_epoch({"epoch": 2}, 2)
+    assert len(loop.history) == 1  # not recorded, not saved

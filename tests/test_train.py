@@ -305,3 +305,39 @@ def test_evaluate_refuses_other_class_count(trained, tmp_path):
                    f"--dataset=folder:{tmp_path / 'data'}", "--split=train")
     line = error_line(r, "recipes.evaluate")
     assert "10-class classifier" in line and "has 3" in line, r.stderr
+
+
+def test_divergence_guard_stops_fit_before_the_backup_saves(tmp_path):
+    """`training.backup.divergence_guard` (first in recipes.train's callbacks) raises `Diverged` at the first
+    non-finite training loss, before the backup callback could save that step."""
+    import keras
+
+    from common.errors import Diverged
+    from training.backup import divergence_guard
+
+    class Boom(keras.callbacks.Callback):
+        saved = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            Boom.saved += 1
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e30), loss="mse")
+    x, y = np.ones((32, 4), "float32") * 1e10, np.ones((32, 1), "float32")
+    with pytest.raises(Diverged, match=r"the loss became (NaN|infinite) at epoch 1 step \d+: lower --lr"):
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[divergence_guard("lower --lr"), Boom()])
+    assert Boom.saved < 4
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_one_line_and_writes_no_results(tmp_path):
+    """A learning rate and weight decay within their bounds that still make the loss non-finite: one line, exit 2,
+    no weights.npz / model_card.json / backup (a rerun in the same --out_dir starts over)."""
+    out = tmp_path / "run"
+    r = run_module("recipes.train", "--model=metakernel_cifar10_3m", "--dataset=shapes", "--input_size=32",
+                   "--epochs=1", "--steps_per_epoch=2", "--limit=64", "--val_limit=32", "--noprogress",
+                   "--lr=1000", "--weight_decay=1", f"--out_dir={out}", timeout=600)
+    line = error_line(r, "recipes.train")
+    assert "became NaN" in line or "became infinite" in line, line
+    assert "lower --lr (it is 1000)" in line, line
+    assert not {"weights.npz", "model_card.json", "backup", "history.json"} & set(os.listdir(out))

@@ -113,3 +113,41 @@ def backup_callback(backup_dir: str, save_every: int, steps_per_epoch: int, anno
             pass  # the caller removes backup_dir after writing the outputs
 
     return TrainingBackup()
+
+
+def divergence_guard(hint: str):
+    """A Keras callback (put it first in ``fit``'s list, before the backup) that raises `common.errors.Diverged`
+    — ``"the loss became NaN at epoch E step S: <hint>"`` — as soon as the training loss is NaN or infinite
+    (Keras' ``TerminateOnNaN`` only stops ``fit``, which then returns as if it finished), and at every epoch end when
+    a weight is. It raises before the backup callback saves that step or epoch, so no checkpoint holds NaN weights;
+    the caller writes no outputs."""
+    import keras
+    import numpy as np
+
+    from common.checks import check_finite
+
+    class DivergenceGuard(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self._epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None:
+                check_finite(float(np.asarray(loss)), "the loss", f"at epoch {self._epoch + 1} step "
+                             f"{batch + 1}", hint)
+
+        def on_epoch_end(self, epoch, logs=None):
+            for v in self.model.weights:
+                a = np.asarray(keras.ops.convert_to_numpy(v))
+                if a.dtype.kind == "f" and not np.isfinite(a).all():
+                    check_finite(float("nan"), f"weight {v.path}", f"in epoch {epoch + 1}", hint)
+            loss = (logs or {}).get("val_loss")
+            if loss is not None:
+                check_finite(float(np.asarray(loss)), "the validation loss", f"after epoch {epoch + 1}",
+                             hint)
+
+    return DivergenceGuard()

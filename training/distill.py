@@ -18,6 +18,10 @@ import math
 from common.checks import ConfigError
 
 MIX_MODES = ("none", "mixup", "cutmix", "both")  # "both": each batch mixup or cutmix with probability ½
+# Bounds of --temperature: logits / T of a float32 teacher past T = 1/20 of its logit range make one-hot targets
+# (1e-30: every target one-hot, the loss T²·CE ≈ 0 — nothing trains); past T = 100 every target is uniform.
+TEMPERATURE_RANGE = (0.05, 100.0)
+MIX_ALPHA_RANGE = (0.01, 100.0)  # Beta(α, α): smaller α underflows the gamma samples (λ = 0/0)
 
 
 def parse_teacher(value: str) -> tuple[str, str]:
@@ -108,6 +112,14 @@ def check_teacher(teacher: str, mix: str, temperature: float, mix_alpha: float, 
     if not (temperature > 0 and mix_alpha > 0) or math.isinf(temperature) or math.isinf(mix_alpha):  # NaN too
         raise ConfigError(f"--temperature={temperature:g} and --mix_alpha={mix_alpha:g}: both must be positive and "
                           "finite")
+    lo, hi = TEMPERATURE_RANGE
+    if not lo <= temperature <= hi:
+        raise ConfigError(f"--temperature={temperature:g}: must be from {lo:g} to {hi:g} (below, softmax(logits / T) "
+                          "rounds to one-hot and the loss to 0, so nothing trains; above, the targets are uniform)")
+    lo, hi = MIX_ALPHA_RANGE
+    if not lo <= mix_alpha <= hi:
+        raise ConfigError(f"--mix_alpha={mix_alpha:g}: must be from {lo:g} to {hi:g} (below, the Beta samples "
+                          "underflow to 0/0 = NaN mixing ratios)")
     name, weights = parse_teacher(teacher)
     if not name:
         if temperature != 1.0:

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 
-from common.checks import ConfigError, check_at_least
+from common.checks import WIDTH_MAX, ConfigError, check_at_least, check_at_most
 from workflows import train as _train
 
 STAGES = ("search", "train", "export_float32", "export_int8", "latency_float32", "latency_int8")
@@ -64,6 +64,7 @@ def validate(config: PipelineConfig) -> None:
                    train_epochs=(config.train_epochs, 1), steps_per_epoch=(config.steps_per_epoch, 1),
                    batch_size=(config.batch_size, 1), limit=(config.limit, 2), eval_examples=(config.eval_examples, 1),
                    threads=(config.threads, 1), runs=(config.runs, 1))
+    check_at_most(width=(config.width, WIDTH_MAX))
     if config.target_macs <= 0:
         raise ConfigError("--target_macs: must be positive")
     run_dir(config).check(what="a pipeline")

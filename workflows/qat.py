@@ -13,9 +13,11 @@ import sys
 import time
 
 from common.checks import (
+    LR_MAX,
     ConfigError,
     check_activation_memory,
     check_at_least,
+    check_at_most,
     check_one_of,
     check_out_dir,
     check_rgb_spec,
@@ -98,6 +100,7 @@ def validate(config: QatConfig) -> QatPlan:
                    steps_per_epoch=(config.steps_per_epoch, 1), batch_size=(config.batch_size, 1),
                    lr=(config.lr, 0.0), limit=(config.limit, 1), val_limit=(config.val_limit, 1),
                    calibration_batches=(config.calibration_batches, 0))
+    check_at_most(lr=(config.lr, LR_MAX))
     check_one_of(optimizer=(config.optimizer, ("adam", "sgd")), augment=(config.augment, data.AUGMENTS),
                  preprocessing=(config.preprocessing, QAT_PREPROCESSING))
     spec = zoo.get_spec(config.model)
@@ -152,7 +155,7 @@ def run(config: QatConfig) -> QatResult:
     from common.io import atomic_write, eprint, keras_verbose, write_json
     from export import litert
     from inputs.classification import load
-    from models.weights import sha256
+    from models.weights import sha256, write_npz
     from search import tflite_timing
     from training import qat as Q
 
@@ -218,7 +221,8 @@ def run(config: QatConfig) -> QatResult:
         from export.fold import unfold_weights
         weights = unfold_weights(plan.spec, weights)
     weights_path = os.path.join(config.out_dir, WEIGHTS)
-    atomic_write(weights_path, lambda f: np.savez(f, **weights))
+    write_npz(weights_path, weights, "the fine-tuned weights", f"the fine-tuning diverged; lower --lr "
+              f"(it is {config.lr:g})")
 
     report = {
         "model": plan.spec.name, "spec": os.path.abspath(plan.spec_file), "weights": config.weights or None,

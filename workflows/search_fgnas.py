@@ -19,7 +19,17 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from common.checks import ConfigError, check_at_least, check_not_run_file, check_one_of, check_writable
+from common.checks import (
+    CHANNELS_MAX,
+    LAM_MAX,
+    LR_MAX,
+    ConfigError,
+    check_at_least,
+    check_at_most,
+    check_not_run_file,
+    check_one_of,
+    check_writable,
+)
 from common.rundir import RunDir
 
 SETTINGS_FILE = "search_settings.json"
@@ -166,6 +176,12 @@ def check_target(config: SearchFgnasConfig, space, latency=None) -> None:
                           f"{config.resource})")
 
 
+def divergence_hint(config) -> str:
+    """What to change when the search's loss or weights become NaN or infinite (`common.errors.Diverged`)."""
+    return (f"lower --w_lr (it is {config.w_lr:g}), --psi_lr or --lam ({config.lam:g})"
+            "; no derived spec or weights were written: rerun with a new --out_dir")
+
+
 def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
     """Everything checkable without TensorFlow (values, space, dataset, the run directory's settings, the target
     when the class count is known)."""
@@ -184,6 +200,8 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
                    val_limit=(config.val_limit, 0), finetune_val_limit=(config.finetune_val_limit, 0),
                    lam=(config.lam, 0.0), w_lr=(config.w_lr, 0.0),
                    psi_lr=(config.psi_lr, 0.0) if config.psi_lr is not None else (0.0, 0.0))
+    check_at_most(width=(config.width, CHANNELS_MAX), lam=(config.lam, LAM_MAX), w_lr=(config.w_lr, LR_MAX),
+                  psi_lr=(config.psi_lr, LR_MAX))
     if config.gate_init <= 0:
         raise ConfigError(f"--gate_init={config.gate_init}: gates start on, so the margin must be positive")
     if config.space != "vgg" and config.width != 12:
@@ -222,13 +240,13 @@ def run(config: SearchFgnasConfig) -> dict:
     os.makedirs(config.out_dir, exist_ok=True)
 
     import keras
-    import numpy as np
     import tensorflow as tf
 
-    from common.io import atomic_write, eprint, progress_bar, write_json, write_text
+    from common.io import eprint, progress_bar, write_json, write_text
     from inputs.classification import load
     from models import spec as spec_lib
     from models.counting import count
+    from models.weights import write_npz
     from reports import plots
     from search import fgnas
     from search.fgnas_train import FgnasConfig, FgnasSearch
@@ -253,6 +271,7 @@ def run(config: SearchFgnasConfig) -> dict:
                                 seed=config.seed)
     search = FgnasSearch(model, space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                          latency=plan.latency)
+    search.divergence = divergence_hint(config)
     run_dir.start()
     resumed = search.restore()
     if resumed:
@@ -289,9 +308,10 @@ def run(config: SearchFgnasConfig) -> dict:
                   f"{refill['after']:.6g})" if refill else "")))
     derived = net.derive(arch, name=name, provenance=prov)
     output = config.output or run_dir.file("derived.json")
-    write_text(output, spec_lib.dumps(derived))
     weights = net.extract(arch, derived)
-    atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
+    write_npz(run_dir.file("derived_init.npz"), weights, "the derived weights",
+              divergence_hint(config))  # before derived.json: no spec of a diverged search
+    write_text(output, spec_lib.dumps(derived))
     rows = space.summary(arch)
     resource_now = {"params": exact.params, "macs": exact.macs}.get(config.resource)
     if config.resource == "latency":

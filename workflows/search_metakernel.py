@@ -14,7 +14,18 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from common.checks import ConfigError, check_at_least, check_not_run_file, check_one_of, check_writable
+from common.checks import (
+    DECAY_MAX,
+    LAM_MAX,
+    LR_MAX,
+    WIDTH_MAX,
+    ConfigError,
+    check_at_least,
+    check_at_most,
+    check_not_run_file,
+    check_one_of,
+    check_writable,
+)
 from common.rundir import RunDir
 from training.distribute import STRATEGIES
 
@@ -173,6 +184,12 @@ def check_target(config: SearchMetakernelConfig, space, latency=None) -> None:
                           f"({lo:.4g} … {hi:.4g} MACs at {size}×{size})")
 
 
+def divergence_hint(config) -> str:
+    """What to change when the search's loss or weights become NaN or infinite (`common.errors.Diverged`)."""
+    return (f"lower --w_lr (it is {config.w_lr:g}), --a_lr ({config.a_lr:g}) or --lam ({config.lam:g})"
+            "; no derived spec or weights were written: rerun with a new --out_dir")
+
+
 def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
     """Everything checkable without TensorFlow: values, candidates, the dataset, the run directory's settings and,
     when the class count is known without loading the data, whether the space can reach the target.
@@ -213,7 +230,10 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
                    depth=(config.depth, 1), input_size=(config.input_size, 16), limit=(config.limit, 2),
                    val_limit=(config.val_limit, 0), cpu_replicas=(config.cpu_replicas, 1),
                    budget_input_size=(config.budget_input_size, 16),
-                   a_weight_decay=(config.a_weight_decay, 0.0))
+                   a_weight_decay=(config.a_weight_decay, 0.0), width=(config.width, 0.05), lam=(config.lam, 0.0),
+                   w_lr=(config.w_lr, 0.0), a_lr=(config.a_lr, 0.0))
+    check_at_most(width=(config.width, WIDTH_MAX), lam=(config.lam, LAM_MAX), w_lr=(config.w_lr, LR_MAX),
+                  a_lr=(config.a_lr, LR_MAX), a_weight_decay=(config.a_weight_decay, DECAY_MAX))
     if config.space != "cifar" and (config.width != 1.0 or config.depth != 1):
         raise ConfigError(f"--width/--depth apply to --space=cifar only (got --space={config.space})")
     if config.space == "lite0" and (config.dw_mode != "meta" or not {3, 5} <= set(cands)):
@@ -278,13 +298,13 @@ def run(config: SearchMetakernelConfig) -> dict:
     os.makedirs(config.out_dir, exist_ok=True)
 
     import keras
-    import numpy as np
     import tensorflow as tf
 
-    from common.io import atomic_write, eprint, progress_bar, write_json, write_text
+    from common.io import eprint, progress_bar, write_json, write_text
     from inputs.classification import load
     from models import spec as spec_lib
     from models.counting import count
+    from models.weights import write_npz
     from reports import plots
     from search import supernet as sn
     from search.differentiable import MetaKernelSearch, SearchConfig
@@ -334,6 +354,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     initial_expected = float(net.expected_cost()[0])  # uniform α, before any restore
     search = MetaKernelSearch(model, cost_space, search_config, checkpoint_dir=run_dir.file("checkpoints"),
                               strategy=strategy, latency=plan.latency)
+    search.divergence = divergence_hint(config)
     run_dir.start()
     resumed = search.restore()
     if resumed:
@@ -376,11 +397,12 @@ def run(config: SearchMetakernelConfig) -> dict:
     derived = dataclasses.replace(derived, provenance=dataclasses.replace(
         prov, metrics=tuple(sorted(metrics.items()))))
     output = config.output or run_dir.file("derived.json")
-    write_text(output, spec_lib.dumps(derived))
     # derived_init.npz carries BN statistics of the derived architecture itself (not of the soft search mixtures)
     recal_batches = search.recalibrate((x for x, _ in plain_ds.take(search_config.recal_batches)), arch=choice)
     weights = net.extract(choice, derived)
-    atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
+    write_npz(run_dir.file("derived_init.npz"), weights, "the derived weights",
+              divergence_hint(config))  # before derived.json: no spec of a diverged search
+    write_text(output, spec_lib.dumps(derived))
 
     layer_names, counts, labels = net.kernel_distribution(choice)
     acc_text = f", argmax supernet top-1 {argmax_acc:.3f}" if argmax_acc == argmax_acc else ""

@@ -19,7 +19,16 @@ import dataclasses
 import json
 import os
 
-from common.checks import ConfigError, check_at_least, check_one_of, check_out_dir
+from common.checks import (
+    DECAY_MAX,
+    LR_MAX,
+    WIDTH_MAX,
+    ConfigError,
+    check_at_least,
+    check_at_most,
+    check_one_of,
+    check_out_dir,
+)
 from common.rundir import RunDir
 from models.spec import SHUFFLE_CHOICES  # = search.spos.CHOICES, without importing TensorFlow
 from training.distribute import STRATEGIES
@@ -268,6 +277,12 @@ def evolution_config(config: SearchSposConfig):
                               crossovers=config.population // 2, seed=config.seed)
 
 
+def divergence_hint(config) -> str:
+    """What to change when the search's loss or weights become NaN or infinite (`common.errors.Diverged`)."""
+    return (f"lower --lr (it is {config.lr:g}) or --weight_decay ({config.weight_decay:g})"
+            "; no derived spec or weights were written: rerun with a new --out_dir")
+
+
 def validate(config: SearchSposConfig) -> RunDir:
     """Everything checkable without TensorFlow: values, the space, the dataset, the feasibility of the constraints
     (when the class count is known without loading the data) and the run directory; returns the run directory.
@@ -286,7 +301,10 @@ def validate(config: SearchSposConfig) -> RunDir:
                    steps_per_epoch=(config.steps_per_epoch, 1), limit=(config.limit, 2),
                    population=(config.population, 2), iterations=(config.iterations, 1), top_k=(config.top_k, 1),
                    recal_images=(config.recal_images, 1), val_images=(config.val_images, 1),
-                   eval_batch=(config.eval_batch, 1), cpu_replicas=(config.cpu_replicas, 1))
+                   eval_batch=(config.eval_batch, 1), cpu_replicas=(config.cpu_replicas, 1),
+                   width=(config.width, 0.05), lr=(config.lr, 0.0), weight_decay=(config.weight_decay, 0.0))
+    check_at_most(width=(config.width, WIDTH_MAX), lr=(config.lr, LR_MAX),
+                  weight_decay=(config.weight_decay, DECAY_MAX))
     for flag in ("max_macs", "max_params", "max_bitops", "max_latency_ms"):
         v = getattr(config, flag)
         if v is not None and v <= 0:
@@ -398,13 +416,13 @@ def run(config: SearchSposConfig) -> dict:
     os.makedirs(config.out_dir, exist_ok=True)
 
     import keras
-    import numpy as np
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")  # per-branch functions compile lazily; TF warns about each new trace
 
-    from common.io import atomic_write, eprint, progress_bar, write_json, write_text
+    from common.io import eprint, progress_bar, write_json, write_text
     from inputs.classification import known_classes, load
     from models import spec as spec_lib
+    from models.weights import write_npz
     from reports import plots
     from search import evolution as ev
     from search import spos as sp
@@ -435,6 +453,7 @@ def run(config: SearchSposConfig) -> dict:
                              sampling=config.sampling, execution=config.execution, seed=config.seed)
     trainer = SposTrainer(model, spos_config, constraints, latency, run_dir.file("supernet"), strategy,
                           fixed=fixed_fields(config) if config.fix_path is not None else None)
+    trainer.divergence = divergence_hint(config)
     writer = tf.summary.create_file_writer(run_dir.file("tensorboard"))
     bar = lambda what: lambda total: progress_bar(config.progress, total, what, leave=True)  # noqa: E731
     summary = {"space": space.to_json(), "constraints": constraints.limits(), "train_examples": info.num_examples}
@@ -489,9 +508,10 @@ def run(config: SearchSposConfig) -> dict:
                                seed=config.seed, data=config.dataset, notes=notes,
                                metrics=tuple(sorted(metrics.items())))
     derived = model.derive(arch, name=name, provenance=prov)
-    write_text(run_dir.file("derived.json"), spec_lib.dumps(derived))
     weights = model.extract(arch, derived)
-    atomic_write(run_dir.file("derived_init.npz"), lambda f: np.savez(f, **weights))
+    write_npz(run_dir.file("derived_init.npz"), weights, "the derived weights",
+              divergence_hint(config))  # before derived.json: no spec of a diverged supernet
+    write_text(run_dir.file("derived.json"), spec_lib.dumps(derived))
     chance = 1.0 / space.classes
     plots.evolution_curve(results, run_dir.file("evolution.png"), chance)
     plots.population(space, results, config.max_macs, run_dir.file("population.png"), chance)

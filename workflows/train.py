@@ -16,9 +16,12 @@ import sys
 import time
 
 from common.checks import (
+    DECAY_MAX,
+    LR_MAX,
     ConfigError,
     check_activation_memory,
     check_at_least,
+    check_at_most,
     check_one_of,
     check_out_dir,
     check_replicas,
@@ -134,6 +137,7 @@ def validate(config: TrainConfig) -> TrainPlan:
                    checkpoint_every=(config.checkpoint_every, 1),
                    cpu_replicas=(config.cpu_replicas, 1), warmup_epochs=(config.warmup_epochs, 0.0),
                    weight_decay=(config.weight_decay, 0.0), label_smoothing=(config.label_smoothing, 0.0))
+    check_at_most(lr=(config.lr, LR_MAX), weight_decay=(config.weight_decay, DECAY_MAX), epsilon=(config.epsilon, 1.0))
     if config.epochs % config.val_freq:
         raise ConfigError(f"--val_freq={config.val_freq} must divide --epochs={config.epochs} (the last epoch is "
                           "always validated)")
@@ -231,6 +235,15 @@ def _optimizer(config: TrainConfig, total_steps: int, warmup_steps: int):
                                     weight_decay=wd)
 
 
+def _divergence_hint(config: TrainConfig) -> str:
+    """What to change when the loss becomes NaN or infinite (`training.backup.divergence_guard`)."""
+    knobs = [f"--lr (it is {config.lr:g})"]
+    if config.weight_decay:
+        knobs.append(f"--weight_decay ({config.weight_decay:g})")
+    return (f"lower {' or '.join(knobs)}; no weights or model card were written, and a rerun in the same "
+            f"--out_dir starts over")
+
+
 def _optimizer_card(config: TrainConfig, warmup_steps: int) -> dict:
     opt = {"name": config.optimizer, "lr": config.lr, "momentum": config.momentum,
            "schedule": "linear warm-up from 0 to lr over warmup_steps, then cosine decay to 0 at the last step "
@@ -260,12 +273,13 @@ def run(config: TrainConfig) -> TrainResult:
     import tensorflow as tf
 
     import zoo
+    from common.errors import Diverged
     from common.io import eprint, keras_verbose, write_json
     from inputs.classification import load
     from models.spec import encode
     from models.weights import save_npz, sha256
     from training import weights as W
-    from training.backup import backup_callback
+    from training.backup import backup_callback, divergence_guard
 
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -331,14 +345,18 @@ def run(config: TrainConfig) -> TrainResult:
         plan.run_dir.start()
     backup_dir = os.path.join(out_dir, "backup")
     backup = backup_callback(backup_dir, config.checkpoint_every, steps, announce=eprint)
-    callbacks = [backup]
+    callbacks = [divergence_guard(_divergence_hint(config)), backup]  # the guard before the save
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
-              validation_freq=config.val_freq,
-              shuffle=False,  # tf.data shuffles (seeded) in inputs.classification
-              verbose=keras_verbose(config.progress))
+    try:
+        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+                  validation_freq=config.val_freq,
+                  shuffle=False,  # tf.data shuffles (seeded) in inputs.classification
+                  verbose=keras_verbose(config.progress))
+    except Diverged:  # no weights or card; the checkpoint would only resume into the same divergence
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        raise
 
     history = backup.history
     if len(history) != config.epochs:
@@ -358,7 +376,7 @@ def run(config: TrainConfig) -> TrainResult:
         merged = merge(model, plan.spec)
         model = zoo.build(config.model, weights=None, classes=classes, input_size=plan.size)
         assign(model, merged, source="merged re-parameterised weights")
-    digest = save_npz(model, weights_file)
+    digest = save_npz(model, weights_file, "the trained weights", _divergence_hint(config))
     write_json(os.path.join(out_dir, "history.json"), history)
     card = {
         "model": plan.spec.name, "file": "weights.npz", "sha256": digest,
