@@ -27,6 +27,14 @@ def file_kind(path: str) -> str | None:
     return "special file"
 
 
+def not_regular(path: str) -> str | None:
+    """Why ``path`` cannot be read as a file ("is a FIFO, not a regular file", …), or None when it is a regular
+    file or nothing is there (``open`` then says so). Readers call it before ``open``: opening a FIFO waits for a
+    writer forever, and a device such as /dev/zero reads without end."""
+    kind = file_kind(path)
+    return None if kind in (None, "regular file") else f"is a {kind}, not a regular file"
+
+
 def atomic_write(path: str, write) -> None:
     """Calls ``write(binary_file)`` on a temp file beside ``path``, then renames it: never a half-written ``path``.
     A symlink is written through: its target is replaced (atomically) and the link stays. An existing ``path`` that

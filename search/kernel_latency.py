@@ -36,6 +36,7 @@ import math
 
 import numpy as np
 
+from common.checks import FLOAT32_MAX
 from models.spec import ModelSpec
 from search.metakernel_space import SearchSpace
 
@@ -296,6 +297,9 @@ class KernelLatency:
 
     @classmethod
     def load(cls, path: str) -> "KernelLatency":
+        from common.io import not_regular
+        if not_regular(path):
+            raise ValueError(f"{path}: {not_regular(path)}")
         try:
             with open(path) as f:
                 obj = json.load(f)
@@ -318,8 +322,9 @@ def _number(x, what: str, low: float | None = None) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise ValueError(f"\"{what}\" must be a number, got {x!r}")
     v = float(x)
-    if not math.isfinite(v) or (low is not None and v < low):
-        raise ValueError(f"\"{what}\" must be finite{'' if low is None else f' and >= {low:g}'}, got {x!r}")
+    if not math.isfinite(v) or abs(v) > FLOAT32_MAX or (low is not None and v < low):
+        raise ValueError(f"\"{what}\" must be finite in float32{'' if low is None else f' and >= {low:g}'}, "
+                         f"got {x!r}")
     return v
 
 

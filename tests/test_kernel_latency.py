@@ -127,10 +127,21 @@ def test_file_round_trip_and_bad_files(tmp_path):
              ((("slots", 0, "branch"), -1.0), "branch"), ((("slots", 0, "shared"), True), "shared"),
              ((("scale",), 0.0), "scale"), ((("scale",), -1.0), "scale"), ((("fixed_ms",), float("inf")), "fixed_ms"),
              ((("candidates",), "357"), "candidates"), ((("candidates",), [3, 3, 5]), "candidates"),
-             ((("input_size",), 32.5), "input_size"), ((("slots",), []), "slots")]
+             ((("input_size",), 32.5), "input_size"), ((("slots",), []), "slots"),
+             ((("slots", 0, "per_filter"), [1e39] * len(table.candidates)), "per_filter")]  # finite, not in float32
     for change, field in cases:
         with pytest.raises(ValueError, match=f"malformed.*{field}"):
             kl.KernelLatency.from_json(damaged(change), "x.json")
+    import os
+    os.mkfifo(tmp_path / "fifo.json")  # opening it would wait for a writer forever
+    with pytest.raises(ValueError, match="fifo.json: is a FIFO, not a regular file"):
+        kl.KernelLatency.load(str(tmp_path / "fifo.json"))
+    from search.fgnas_latency import AffineLatency
+    from search.latency import LatencyError, LatencyTable
+    with pytest.raises(ValueError, match="is a FIFO"):
+        AffineLatency.load(str(tmp_path / "fifo.json"))
+    with pytest.raises(LatencyError, match="is a FIFO"):
+        LatencyTable.load(str(tmp_path / "fifo.json"))
     (tmp_path / "b.json").write_text("{")
     with pytest.raises(ValueError, match="not JSON"):
         kl.KernelLatency.load(str(tmp_path / "b.json"))
