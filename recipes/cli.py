@@ -119,14 +119,21 @@ def _parse(argv):
     if bad:
         print(f"{os.path.basename(argv[0])}: {bad[0]}", file=sys.stderr)
         sys.exit(2)
-    if "out" in flags.FLAGS and isinstance(flags.FLAGS["out"].value, str):  # the benchmarks' result file
-        from common.checks import check_writable
-        try:
-            check_writable(flags.FLAGS["out"].value, "--out")
-        except InputError as e:
-            print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
-            sys.exit(2)
+    for name in OUTPUT_FLAGS:  # the benchmarks' result, plot and cache files: checked before any work
+        value = flags.FLAGS[name].value if name in flags.FLAGS else None
+        if isinstance(value, str) and (value or name == "out"):  # an empty --plot / --lut: none written
+            from common.checks import check_writable
+            try:
+                check_writable(value, f"--{name}")
+            except InputError as e:
+                print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
+                sys.exit(2)
     return rest
+
+
+# Flags naming a file a command writes (the absl benchmarks: result JSON, plot PNG, latency LUT cache): each must be
+# a writable regular-file location (common.checks.check_writable) before any work. An empty value means "none".
+OUTPUT_FLAGS = ("out", "plot", "lut")
 
 
 # Upper bounds that hold for every command defining a flag of that name (absl's integer flags only had lower bounds):

@@ -167,6 +167,9 @@ CASES = [
     ("recipes.evaluate", ["--model=mixnet_s", "--weights=", "--json={tmp}/fifo_link"], "a symlink to"),
     ("recipes.export_tflite", ["--model=mixnet_s", "--weights=", "--output={tmp}/fifo.tflite"], "is a FIFO"),
     ("benchmarks.spos_cost", ["--out={tmp}/fifo"], "is a FIFO"),
+    # every file an absl benchmark writes, not only --out: the plot and the LUT cache (recipes.cli.OUTPUT_FLAGS)
+    ("benchmarks.supernet_cost", ["--quick", "--out={tmp}/s.json", "--plot={tmp}/fifo"], "--plot="),
+    ("benchmarks.latency_model", ["--quick", "--out={tmp}/l.json", "--lut={tmp}/fifo"], "--lut="),
     ("benchmarks.kernel_ablation", ["--out=/dev/null"], "is a character device"),
     # the derived spec's --output is checked before the search, not after it
     ("recipes.search_metakernel", ["--target_macs=3e6", "--output={tmp}", "--out_dir={out}"], "is a directory"),
