@@ -46,8 +46,9 @@ flags.DEFINE_enum("mode", "float32", ["float32", "float16", "dynamic", "int8", "
                   "float activations); 'int8' (full-integer, calibrated on --dataset); 'mixed' (each block at the "
                   "precision of its spec 'bits' — w,a <= 8: int8; a <= 16: int16x8; wider: float — in one file, "
                   "calibrated on --dataset; export.mixed_precision).")
-flags.DEFINE_enum("mixed_default", "int8", ["int8", "int16x8", "float"],
-                  "With --mode=mixed: the precision of the stem, the head and blocks without bits.")
+flags.DEFINE_enum("mixed_default", None, ["int8", "int16x8", "float"],
+                  "With --mode=mixed (only): the precision of the stem, the head and blocks without bits "
+                  "(default int8).")
 flags.DEFINE_bool("int8_io", False, "With --mode=int8: int8 input and output tensors instead of float32 "
                                     "(the report gives their scale and zero point). With --preprocessing=fold and "
                                     "one integral mean/std for all channels (EfficientNet-Lite: 127/128), or a "

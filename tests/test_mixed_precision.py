@@ -124,6 +124,8 @@ def test_export_recipe_mode_mixed(converted, tmp_path):
     (["--model=metakernel_cifar10_3m", "--weights=cifar10", "--mode=mixed"], "cannot quantize"),
     (["--model=metakernel_cifar10_3m", "--weights=cifar10", "--mode=float16", "--mixed_default=int16x8"],
      "--mixed_default=int16x8 needs --mode=mixed"),
+    (["--model=metakernel_cifar10_3m", "--weights=cifar10", "--mode=float16", "--mixed_default=int8"],
+     "--mixed_default=int8 needs --mode=mixed"),  # given, even at the mixed default, outside mixed mode
 ])
 def test_export_mixed_refuses_what_it_cannot_deploy(args, needle, tmp_path):
     r = run_module("recipes.export_tflite", *args, f"--out_dir={tmp_path / 'o'}", timeout=120)

@@ -38,7 +38,7 @@ class ExportConfig:
     output: str | None = None
     out_dir: str = "runs/export"
     preprocessing: str = "fold"  # fold into the stem conv | layer (the preprocess layer) | none (normalised input)
-    mixed_default: str = "int8"  # --mode=mixed: the precision of the stem, the head and blocks without bits
+    mixed_default: str | None = None  # --mode=mixed only: the stem's, head's and bit-less blocks' precision (int8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,8 @@ def validate(config: ExportConfig) -> ExportPlan:
     if config.mode not in EXPORT_MODES:
         raise ConfigError(f"--mode={config.mode}: one of {', '.join(EXPORT_MODES)}")
     from export.mixed_precision import PRECISIONS
-    check_one_of(mixed_default=(config.mixed_default, PRECISIONS))
+    if config.mixed_default is not None:
+        check_one_of(mixed_default=(config.mixed_default, PRECISIONS))
     from export.fold import FOLD_MODES
     check_one_of(preprocessing=(config.preprocessing, FOLD_MODES))
     spec = zoo.get_spec(config.model)
@@ -100,7 +101,7 @@ def validate(config: ExportConfig) -> ExportPlan:
         raise ConfigError(f"--mode=mixed with --preprocessing=fold: {spec.name}'s one input mean folds into a PADV2 "
                           "that the mixed-precision splice cannot quantize; use --preprocessing=fold_black (the "
                           "border as raw black) or none")
-    if config.mixed_default != "int8" and mode != "mixed":
+    if config.mixed_default is not None and mode != "mixed":
         raise ConfigError(f"--mixed_default={config.mixed_default} needs --mode=mixed (got --mode={mode})")
     if config.int8_io and mode != "int8":
         raise ConfigError(f"--int8_io needs --mode=int8 (got --mode={mode})")
@@ -269,7 +270,7 @@ def run(config: ExportConfig) -> ExportResult:
         from common.io import atomic_write
         from common.quiet_tf import filtered_stderr
         from export import mixed_precision
-        precision = mixed_precision.spec_plan(target, config.mixed_default)
+        precision = mixed_precision.spec_plan(target, config.mixed_default or "int8")
         with filtered_stderr():
             data, mixed = mixed_precision.convert_mixed(deployed, precision, representative)
         data = litert.add_metadata(data, meta)
