@@ -94,7 +94,8 @@ flags.DEFINE_enum("input_count", "deployed", ["deployed", "paper"], "Input width
 flags.DEFINE_enum("gating", "full", ["full", "no_prune", "one_op"], "Gating function (the paper's Table 7): 'full' "
                   "(any subset of operations per channel; none prunes it), 'no_prune' (several operations, no pruning) "
                   "or 'one_op' (pruning, one operation per channel).")
-flags.DEFINE_float("gate_init", 2.0, "Initial gate margin ψ_on − ψ_off (gates start on).", lower_bound=1e-3)
+flags.DEFINE_float("gate_init", 2.0, "Initial gate margin ψ_on − ψ_off (gates start on), at most 100.",
+                   lower_bound=1e-3, upper_bound=100.0)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation and data order.")
 flags.DEFINE_string("name", None, "Name of the derived spec (default: fgnas_<space>_<resource>_<target>).")
 flags.DEFINE_string("output", None, "Path of the derived spec (default: OUT_DIR/derived.json).")

@@ -35,7 +35,8 @@ from common.rundir import RunDir
 SETTINGS_FILE = "search_settings.json"
 # What a search writes in --out_dir besides SETTINGS_FILE (and derived.json without --output; finetune/ holds a
 # workflows.train run): checked before any work (common.checks.check_run_outputs).
-OUT_FILES = ("history.json", "derived_init.npz", "fgnas_layers.png", "summary.json")
+OUT_FILES = ("history.json", "derived_init.npz", "fgnas_layers.png", "summary.json", "checkpoints/checkpoint",
+             "checkpoints/history.json")
 OUT_DIRS = ("checkpoints", "tensorboard", "finetune")
 RESUME_KEYS = ("dataset", "space", "width", "kernels", "acts", "input_size", "resource", "target", "lam",
                "pretrain_epochs", "search_epochs", "batch_size", "latency_model", "steps_per_epoch", "limit", "w_lr",
@@ -58,6 +59,7 @@ PSI_LR_TARGET = 0.1
 # (results/fgnas_ablation_supernet.json); the uniform-width net at those MACs: 68.9%. The per-gate gradient of λ·R/R₀
 # shrinks as 1/(operations × channels), so M operations get M × this.
 PSI_LR_PER_OP = 0.2
+GATE_INIT_MAX = 100.0  # --gate_init: beyond it no gate learning rate in range turns a gate off within a search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,8 +204,10 @@ def validate(config: SearchFgnasConfig) -> SearchFgnasPlan:
                    psi_lr=(config.psi_lr, 0.0) if config.psi_lr is not None else (0.0, 0.0))
     check_at_most(width=(config.width, CHANNELS_MAX), lam=(config.lam, LAM_MAX), w_lr=(config.w_lr, LR_MAX),
                   psi_lr=(config.psi_lr, LR_MAX))
-    if config.gate_init <= 0:
-        raise ConfigError(f"--gate_init={config.gate_init}: gates start on, so the margin must be positive")
+    if not 0 < config.gate_init <= GATE_INIT_MAX:
+        raise ConfigError(f"--gate_init={config.gate_init}: gates start on with this margin ψ_on − ψ_off, in (0, "
+                          f"{GATE_INIT_MAX:g}] (a huge margin never lets a gate turn off: the search keeps every "
+                          "channel)")
     if config.space != "vgg" and config.width != 12:
         raise ConfigError(f"--width applies to --space=vgg only (got --space={config.space})")
     if config.name is not None:
