@@ -291,16 +291,18 @@ def _voc_records(root: str, split: str, class_names: list[str] | None,
 
 def _voc_class_names(root: str, split: str) -> list[str]:
     """Sorted object names in the annotations of ``split`` (unreadable files are left to the loader to report)."""
-    names = set()
+    names, first_bad, bad = set(), None, 0
     for image_id in sorted(set(_split_ids(root, split))):
         try:
             ann = _parse_xml(os.path.join(root, "Annotations", f"{image_id}.xml"))
-        except _Bad:
+        except _Bad as e:
+            first_bad, bad = first_bad or str(e), bad + 1
             continue
         names.update((o.findtext("name") or "").strip() for o in ann.iter("object"))
     names.discard("")
-    if not names:
-        raise DataError(f"voc:{root}: no object names in the annotations of split {split!r}")
+    if not names:  # nothing to name the classes by: say why when it is the files (not an empty split)
+        why = f" ({bad} annotation file(s) unreadable, the first: {first_bad})" if bad else ""
+        raise DataError(f"voc:{root}: no object names in the annotations of split {split!r}{why}")
     return sorted(names)
 
 

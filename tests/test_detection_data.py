@@ -95,6 +95,16 @@ def test_voc_errors_name_the_file(tmp_path, case):
         assert [r.id for r in records] == ["a", "b", "c"] and len(records[1].labels) == 0
 
 
+def test_voc_with_every_annotation_unreadable_names_the_first(tmp_path):
+    """No class names can be read because no annotation parses: the error says so and names a file, instead of
+    only "no object names"."""
+    dataset = _write_voc(tmp_path)
+    for xml in sorted((tmp_path / "Annotations").iterdir()):
+        xml.write_text("<annotation><size><width>32</width></annotation>")  # not well-formed
+    with pytest.raises(InputError, match=r"no object names.*annotation file\(s\) unreadable, the first: .*a\.xml"):
+        load_records(dataset, "train")
+
+
 def test_voc_skip_logs_one_warning_with_counts(tmp_path, caplog):
     fixture = [FIXTURE[0], (*FIXTURE[1][:4], [("cat", 1, 1, 99, 10, 0), ("cat", 1, 1, 10, 10, 0)]), FIXTURE[2]]
     dataset = _write_voc(tmp_path, fixture)
