@@ -96,10 +96,13 @@ def load_center_crop(path: str, size: int) -> np.ndarray:
     problem = file_problem(path)
     if problem:
         raise DataError(f"{path}: {problem}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            img = to_rgb8(im)
+    import warnings
+    try:  # 89–179 megapixels: PIL warns and loads (a large photo, legitimate); beyond, DecompressionBombError
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                img = to_rgb8(im)
     except Exception as e:  # noqa: BLE001 — PIL raises OSError, SyntaxError, ValueError, … for broken files
         raise DataError(f"{path}: not a decodable image ({_reason(e)})") from None
     scale = size / min(img.size)

@@ -527,6 +527,12 @@ def test_load_center_crop_names_every_undecodable_file(tmp_path, monkeypatch):
             assert str(info.value).startswith(f"--images: {path}: ")
     with pytest.raises(ConfigError, match="broken.png: a broken symbolic link"):
         load_images([str(tmp_path / "s")], 16)  # a directory's bad entries are named, not passed over
+    # between the limit and twice it PIL only warns and loads: a large photo is legitimate, read silently
+    Image.new("L", (150, 200)).save(tmp_path / "large.png")  # 30,000 pixels: 1.5× the limit
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_center_crop(str(tmp_path / "large.png"), 16).shape == (16, 16, 3)
 
 
 def test_wide_images_scale_to_8_bit_like_tensorflow(tmp_path):
