@@ -341,3 +341,13 @@ def test_a_diverging_run_is_one_line_and_writes_no_results(tmp_path):
     assert "became NaN" in line or "became infinite" in line, line
     assert "lower --lr (it is 1000)" in line, line
     assert not {"weights.npz", "model_card.json", "backup", "history.json"} & set(os.listdir(out))
+
+
+def test_padded_loss_scale_undoes_keras_averaging_over_padding_rows():
+    """Keras' val_loss over a pad_for_replicas dataset is Σ loss / (examples + padding): measured 10/12 and 8/9 of
+    the one-replica value on three CPU replicas (stop 32 sweep); the scale restores it."""
+    from training.distribute import padded_loss_scale
+    assert padded_loss_scale(10, 48, 3) == pytest.approx(12 / 10)
+    assert padded_loss_scale(8, 9, 3) == pytest.approx(9 / 8)
+    assert padded_loss_scale(100, 48, 3) == pytest.approx(102 / 100)  # only the last batch (4 rows) is padded
+    assert padded_loss_scale(96, 48, 3) == padded_loss_scale(10, 48, 1) == 1.0

@@ -107,3 +107,25 @@ def pad_for_replicas(ds, replicas: int):
         y = tf.concat([y, tf.zeros(tf.concat([[p], tf.shape(y)[1:]], 0), y.dtype)], 0)
         return x, y, tf.concat([tf.ones([n]), tf.zeros([p])], 0)
     return ds.map(pad, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def padded_loss_scale(examples: int, batch_size: int, replicas: int) -> float:
+    """The factor that turns Keras' loss over a `pad_for_replicas` dataset of ``examples`` rows into the mean over
+    the real rows: Keras averages each batch's loss over all its rows, padding included, and weights batches by
+    their row counts, so it reports Σ loss / (examples + padding). 1.0 when nothing is padded."""
+    if replicas <= 1 or examples <= 0:
+        return 1.0
+    last = examples % batch_size or batch_size
+    return (examples + (-last) % replicas) / examples
+
+
+def rescale_val_loss(scale: float):
+    """A Keras callback (first in the list, so every later callback and the history see the exact value) that
+    multiplies each epoch's ``val_loss`` by ``scale`` (`padded_loss_scale`)."""
+    import keras
+
+    class RescaleValLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None and "val_loss" in logs:
+                logs["val_loss"] = float(logs["val_loss"]) * scale
+    return RescaleValLoss()

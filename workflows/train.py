@@ -31,8 +31,9 @@ from common.rundir import RunDir
 
 SETTINGS_FILE = "train_settings.json"
 # What a run writes in --out_dir besides SETTINGS_FILE: checked before any work (common.checks.check_run_outputs).
-OUT_FILES = ("weights.npz", "model_card.json", "history.json")
-OUT_DIRS = ("backup", "tensorboard")
+OUT_FILES = ("weights.npz", "model_card.json", "history.json", "backup/latest.weights.h5",
+             "backup/training_metadata.json")  # names inside the run's own folders count too
+OUT_DIRS = ("backup", "tensorboard", "tensorboard/train", "tensorboard/validation")
 # Settings that must match to resume from the checkpoint in out_dir (the spec is compared by content).
 RESUME_KEYS = ("model", "weights", "dataset", "input_size", "epochs", "batch_size", "steps_per_epoch", "limit",
                "augment", "optimizer", "lr", "momentum", "nesterov", "rho", "epsilon", "warmup_epochs",
@@ -346,6 +347,11 @@ def run(config: TrainConfig) -> TrainResult:
     backup_dir = os.path.join(out_dir, "backup")
     backup = backup_callback(backup_dir, config.checkpoint_every, steps, announce=eprint)
     callbacks = [divergence_guard(_divergence_hint(config)), backup]  # the guard before the save
+    if val_ds is not None:
+        from training.distribute import padded_loss_scale, rescale_val_loss
+        scale = padded_loss_scale(val_info.num_examples, config.batch_size, strategy.num_replicas_in_sync)
+        if scale != 1.0:  # a padded last validation batch: Keras' val_loss counted the padding rows
+            callbacks.insert(0, rescale_val_loss(scale))
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
