@@ -32,7 +32,8 @@ from training.distribute import STRATEGIES
 SETTINGS_FILE = "search_settings.json"
 # What a search writes in --out_dir besides SETTINGS_FILE (and derived.json without --output): checked before any
 # work (common.checks.check_run_outputs).
-OUT_FILES = ("history.json", "derived_init.npz", "kernel_distribution.png", "alpha_trajectories.png", "summary.json")
+OUT_FILES = ("history.json", "derived_init.npz", "kernel_distribution.png", "alpha_trajectories.png", "summary.json",
+             "checkpoints/checkpoint", "checkpoints/history.json", "checkpoints/argmax.npz")
 OUT_DIRS = ("checkpoints", "tensorboard")
 # Settings that must match to resume a search in an existing out_dir.
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",

@@ -36,7 +36,7 @@ from training.distribute import STRATEGIES
 SETTINGS_FILE = "supernet_settings.json"
 # What a run writes in --out_dir besides SETTINGS_FILE: checked before any work (common.checks.check_run_outputs).
 OUT_FILES = ("summary.json", "derived.json", "derived_init.npz", "evolution.png", "population.png",
-             "evolution_state.json", "random_state.json")
+             "evolution_state.json", "random_state.json", "supernet/checkpoint", "supernet/history.json")
 OUT_DIRS = ("supernet", "tensorboard")
 SUPERNET_KEYS = ("dataset", "space", "width", "depth", "choices", "channel_ratios", "bits", "sampling", "max_macs",
                  "max_params", "max_bitops", "max_latency_ms", "epochs", "batch_size", "steps_per_epoch", "lr",
