@@ -112,6 +112,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         a = super().parse_args(args, namespace)
+        from common.checks import FLOAT32_MAX, is_finite32
+        for name, value in vars(a).items():  # as the recipes: every float flag finite in float32 (NaN, inf, 1e39)
+            if isinstance(value, float) and not is_finite32(value):
+                usage_error(self.prog, f"--{name}={value}: must be a finite number within float32 range "
+                                       f"(|value| <= {FLOAT32_MAX:.4g})")
         out = getattr(a, "out", None)
         if isinstance(out, str):
             from common.checks import check_writable

@@ -43,6 +43,7 @@ import os
 import time
 
 from common.checks import DECAY_MAX, LR_MAX, ConfigError, check_at_least, check_at_most, check_one_of
+from common.errors import Diverged
 from common.io import atomic_write, eprint, progress_bar
 from common.rundir import RunDir
 from detection.anchors import MODES as ANCHOR_MODES
@@ -63,7 +64,7 @@ ADDED_SETTINGS = {"train_split": "train"}
 FIGURE_IMAGES = 8  # evaluation images in predictions.png
 
 
-class NonFiniteLoss(ArithmeticError):
+class NonFiniteLoss(Diverged):
     """A training step gave a non-finite loss (the learning rate is too high for the run)."""
 
 

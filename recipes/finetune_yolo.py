@@ -23,7 +23,7 @@ import dataclasses
 
 from absl import flags
 
-from detection.finetune import CHOICES, FinetuneConfig, NonFiniteLoss, run
+from detection.finetune import CHOICES, FinetuneConfig, run
 from recipes.cli import UsageError
 from recipes.cli import run as run_cli
 
@@ -96,10 +96,7 @@ def config_from_flags() -> FinetuneConfig:
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        run(config_from_flags())
-    except NonFiniteLoss as e:  # a diverged run, not bad input: exit status 1
-        raise SystemExit(f"finetune_yolo: {e}") from None
+    run(config_from_flags())  # a diverged run (NonFiniteLoss, a common.errors.Diverged): one line, exit 2
 
 
 if __name__ == "__main__":

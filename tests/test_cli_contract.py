@@ -5,9 +5,10 @@ and reports whether ``tensorflow`` was in ``sys.modules`` when it exited."""
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
-from conftest import error_line, run_module, run_python
+from conftest import ROOT, error_line, run_module, run_python
 
 import zoo
 
@@ -264,6 +265,27 @@ def test_tensorflow_start_up_noise_does_not_reach_the_user():
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("evaluate.py:"), r.stderr
+
+
+def test_argparse_benchmarks_refuse_float_flags_outside_float32(tmp_path):
+    """Every argparse benchmark (benchmarks.harness.ArgumentParser) refuses NaN, ±inf and |v| > float32's max in any
+    float flag, as the recipes do: one line naming the flag, exit 2, before any work."""
+    import re
+    cases = []
+    for path in sorted((Path(ROOT) / "benchmarks").glob("*.py")):
+        text = path.read_text()
+        if "harness.ArgumentParser" not in text:
+            continue
+        flag = re.search(r'add_argument\("(--[a-z_]+)"[^)]*type=float', text)
+        if flag:
+            cases.append((path.stem, flag.group(1)))
+    assert len(cases) >= 5, cases
+    for name, flag in cases:
+        for value in ("nan", "1e39"):
+            r = run_module(f"benchmarks.{name}", f"--out={tmp_path / 'x.json'}", f"{flag}={value}", timeout=120)
+            line = error_line(r, f"benchmarks.{name}")
+            assert flag in line and "float32" in line, (name, r.stderr)
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_no_benchmark_prints_tensorflow_start_up_noise():

@@ -370,3 +370,10 @@ def test_config_choices_match_the_library():
     assert finetune.CHOICES["box_loss"] == BOX_LOSSES
     fields = {f.name for f in dataclasses.fields(finetune.FinetuneConfig)}
     assert set(finetune.LOWER_BOUNDS) | set(finetune.CHOICES) | set(finetune.RESUME_KEYS) <= fields
+
+
+def test_a_diverged_run_is_one_line_and_exit_2_like_every_recipe():
+    """finetune_yolo's non-finite loss is a common.errors.Diverged (an InputError): recipes.cli prints its one line
+    and exits 2, as recipes.train and the searches do (it used to exit 1 on its own path)."""
+    from common.errors import Diverged, InputError
+    assert issubclass(finetune.NonFiniteLoss, Diverged) and issubclass(Diverged, InputError)
