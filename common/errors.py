@@ -19,3 +19,7 @@ class Diverged(InputError):
     """A run whose loss (or weights, or architecture parameters) became NaN or infinite: the flags — a learning
     rate, weight decay, λ or temperature too large for the model — made training diverge. Raised before anything is
     written as a result (no weights, card or derived spec), so the run ends with one line and exit status 2."""
+
+
+class UsageError(InputError):
+    """A bad flag or flag combination: reported as one line on stderr, exit status 2 (`recipes.cli`)."""

@@ -537,8 +537,7 @@ def _encode_stem(stem: StemSpec) -> dict:
 
 
 def encode(spec: ModelSpec) -> dict:
-    """The canonical JSON-ready dict of ``spec`` (every field explicit but ``input.border``, written only when it is
-    not the default ``"mean"``, so specs from before the field keep their bytes)."""
+    """The canonical JSON-ready dict of ``spec`` (every field explicit but ``input.border``: only when not "mean")."""
     if not isinstance(spec, ModelSpec):
         raise SpecError("spec", f"encode takes a ModelSpec (decode a dict or JSON first), got {type(spec).__name__}")
     p = spec.provenance
