@@ -123,7 +123,7 @@ def check_writable(path: str, flag: str, *, marker_ok: bool = False, **inputs) -
         raise ConfigError(f"{flag}: empty; name a file")
     _check_file_kind(path, flag)
     _check_length(path, flag, file=True)
-    base = os.path.basename(path)
+    base = os.path.basename(os.path.realpath(path))  # a symlink is written through: judge what it leads to
     if base in RUN_MARKERS and os.path.exists(path) and not marker_ok:
         raise ConfigError(f"{flag}={path}: is the settings file of a run of {RUN_MARKERS[base]}; writing it would "
                           "break that run's resume")
@@ -181,9 +181,10 @@ RUN_FILES = ("summary.json", "history.json", "weights.npz", "best_weights.npz", 
 def check_not_run_file(path: str, flag: str, out_dir: str, out_flag: str = "--out_dir") -> None:
     """``path`` (an extra output, e.g. a search's ``--output`` spec) is not a file the run itself writes in its
     ``out_dir`` (`RUN_FILES`, `RUN_MARKERS`), which would overwrite one of them or be overwritten."""
-    if os.path.realpath(os.path.dirname(os.path.abspath(path))) != os.path.realpath(out_dir):
+    real = os.path.realpath(path)  # a symlink is written through (atomic_write): judge its target
+    if os.path.dirname(real) != os.path.realpath(out_dir):
         return
-    base = os.path.basename(path)
+    base = os.path.basename(real)
     if base in RUN_FILES or base in RUN_MARKERS:
         raise ConfigError(f"{flag}={path}: is the run's own {base} in {out_flag}; name another file")
 

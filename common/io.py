@@ -31,7 +31,10 @@ def not_regular(path: str) -> str | None:
     """Why ``path`` cannot be read as a file ("is a FIFO, not a regular file", …), or None when it is a regular
     file or nothing is there (``open`` then says so). Readers call it before ``open``: opening a FIFO waits for a
     writer forever, and a device such as /dev/zero reads without end."""
-    kind = file_kind(path)
+    try:
+        kind = file_kind(path)
+    except OSError as e:  # a symlink loop, a folder on the way that cannot be searched
+        return f"cannot be looked at ({e.strerror or e})"
     return None if kind in (None, "regular file") else f"is a {kind}, not a regular file"
 
 

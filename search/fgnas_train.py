@@ -220,8 +220,9 @@ class FgnasSearch(ResumableLoop):
         before = r = float(self._hard_resource())
         tried = turned_on = 0
         psis = [v.numpy() for v in self.psi_vars]
+        hard = self.net.arch()  # only gates that are off in the architecture (a gating may keep some on)
         candidates = sorted(((float(p[i, c, 0] - p[i, c, 1]), layer, i, c)
-                             for layer, p in enumerate(psis) for i, c in zip(*np.nonzero(p[..., 0] <= p[..., 1]))),
+                             for layer, p in enumerate(psis) for i, c in zip(*np.nonzero(~hard[layer]))),
                             reverse=True)
         for _, layer, i, c in candidates:
             if r >= (1.0 - tolerance) * target or tried >= max_tries:
@@ -232,9 +233,12 @@ class FgnasSearch(ResumableLoop):
             p[i, c, 0] = p[i, c, 1] + REFILL_MARGIN
             self.psi_vars[layer].assign(p)
             r_new = float(self._hard_resource())
-            if r < r_new <= target:
+            if r_new == r:  # the layer's gating ignores this gate (no_prune / one_op): not a try
+                tried -= 1
+            # the resource is a float32 sum: keep a relative margin of a few float32 steps below the target
+            if r < r_new <= target * (1.0 - 1e-6):
                 r, turned_on = r_new, turned_on + 1
-            else:  # over the target, or no change (the layer's gating ignores this gate): undo
+            else:  # over the target, or no change: undo
                 p[i, c] = old
                 self.psi_vars[layer].assign(p)
         return {"before": before, "after": r, "gates_turned_on": turned_on, "gates_tried": tried}

@@ -142,6 +142,12 @@ def test_file_round_trip_and_bad_files(tmp_path):
         AffineLatency.load(str(tmp_path / "fifo.json"))
     with pytest.raises(LatencyError, match="is a FIFO"):
         LatencyTable.load(str(tmp_path / "fifo.json"))
+    os.symlink(tmp_path / "loop_a.json", tmp_path / "loop_b.json")
+    os.symlink(tmp_path / "loop_b.json", tmp_path / "loop_a.json")  # a symlink loop: one line, not an OSError
+    with pytest.raises(ValueError, match="loop_a.json: cannot be looked at"):
+        kl.KernelLatency.load(str(tmp_path / "loop_a.json"))
+    with pytest.raises(LatencyError, match="cannot be looked at"):
+        LatencyTable.load(str(tmp_path / "loop_a.json"))
     (tmp_path / "b.json").write_text("{")
     with pytest.raises(ValueError, match="not JSON"):
         kl.KernelLatency.load(str(tmp_path / "b.json"))

@@ -129,6 +129,14 @@ def test_output_paths_are_checked_against_inputs_markers_and_lengths(tmp_path):
     with pytest.raises(ConfigError, match="settings file of a run of recipes.train"):
         check_writable(str(tmp_path / "train_settings.json"), "--json")
     check_writable(str(tmp_path / "train_settings.json"), "--json", marker_ok=True)
+    os.symlink(tmp_path / "train_settings.json", tmp_path / "innocent.json")  # written through: judged by its target
+    with pytest.raises(ConfigError, match="settings file of a run of recipes.train"):
+        check_writable(str(tmp_path / "innocent.json"), "--json")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    os.symlink(tmp_path / "run" / "summary.json", tmp_path / "spec_out.json")
+    with pytest.raises(ConfigError, match="is the run's own summary.json"):
+        check_not_run_file(str(tmp_path / "spec_out.json"), "--output", str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="at most 232 fit"):
         check_writable(str(tmp_path / ("x" * 228 + ".json")), "--json")
     check_writable(str(tmp_path / ("x" * 227 + ".json")), "--json")  # its temp ".….XXXXXXXX.partial.json": 255 bytes

@@ -92,10 +92,9 @@ def distillation_loss(temperature: float):
     constant entropy, scaled by T² so its gradients keep their size across temperatures (Hinton et al.)."""
     import keras
 
-    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
-
-    def loss(y_true, logits):
-        return temperature * temperature * ce(y_true, logits / temperature)
+    def loss(y_true, logits):  # per example: Keras applies sample weights and the distribution's reduction once
+        return temperature * temperature * keras.losses.categorical_crossentropy(y_true, logits / temperature,
+                                                                                from_logits=True)
     loss.__name__ = "distillation"
     return loss
 

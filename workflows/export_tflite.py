@@ -94,8 +94,9 @@ def validate(config: ExportConfig) -> ExportPlan:
     if mode == "mixed" and config.preprocessing == "layer":
         raise ConfigError("--mode=mixed splits the network into stem, blocks and head: use --preprocessing=fold, "
                           "fold_black or none")
+    from export.fold import stem_padding
     if mode == "mixed" and config.preprocessing == "fold" and spec.input.border != "black" \
-            and len(set(spec.input.mean)) == 1:
+            and len(set(spec.input.mean)) == 1 and any(stem_padding(spec, size)):
         # one mean for every channel folds into a PADV2 whose float constant the mixed splice leaves in its int8
         # stem, which LiteRT refuses ("PADV2 … INT8 != FLOAT32"); per-channel means fold into PAD + ADD, which works
         raise ConfigError(f"--mode=mixed with --preprocessing=fold: {spec.name}'s one input mean folds into a PADV2 "
