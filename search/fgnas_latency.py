@@ -80,8 +80,9 @@ class AffineLatency:
     @classmethod
     def load(cls, path: str) -> "AffineLatency":
         from common.io import not_regular
-        if not_regular(path):
-            raise ValueError(f"{path}: {not_regular(path)}")
+        problem = not_regular(path)
+        if problem:
+            raise ValueError(f"{path}: {problem}")
         with open(path, encoding="utf-8") as f:
             return cls.from_json(json.load(f))
 

@@ -298,8 +298,9 @@ class KernelLatency:
     @classmethod
     def load(cls, path: str) -> "KernelLatency":
         from common.io import not_regular
-        if not_regular(path):
-            raise ValueError(f"{path}: {not_regular(path)}")
+        problem = not_regular(path)
+        if problem:
+            raise ValueError(f"{path}: {problem}")
         try:
             with open(path) as f:
                 obj = json.load(f)

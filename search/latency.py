@@ -289,8 +289,9 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str) -> "LatencyTable":
         from common.io import not_regular
-        if not_regular(path):
-            raise LatencyError(f"{path}: {not_regular(path)}")
+        problem = not_regular(path)
+        if problem:
+            raise LatencyError(f"{path}: {problem}")
         try:
             with open(path, encoding="utf-8") as f:
                 obj = json.load(f)
