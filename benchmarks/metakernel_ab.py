@@ -9,15 +9,27 @@ the JSON and the plot are rewritten after every finished stage):
    ``recipes.search_metakernel --space=lite0`` seeded with Lite0's weights, distilling from Lite0 on the training
    split (``--teacher``, ``--mix``), the supernet trained at ``--search_size`` with the budget counted at 224
    (``--budget_input_size``), λ = 2, η = 0.1 (the recipe's defaults), no validation on the evaluation split.
+   ``--search_flags`` adds the recipe flags this data needs (default: α lr 0.03 and weights lr 0.01 for ~17 steps
+   an epoch from pretrained weights; ``--a_entropy=2`` so that the per-filter choices commit and the argmax lands in
+   the band where Eq. 6 holds E[MACs], instead of collapsing to "None").
 3. **baselines** per target (`search.pruning`, from the same seeded supernet): (a) Lite0 with its 5×5 kernels
    cropped to 3×3 and channels pruned by L1 norm to the target; (b) Lite0 pruned by L1 norm to the target.
 4. **distill** every searched and baseline model from its inherited weights with one schedule: ``recipes.train
-   --teacher=efficientnet_lite0:imagenet`` on the training split at ``--train_size``, ``--epochs``.
-5. **evaluate** each distilled model at 224 on the evaluation split (top-1/top-5 with labels), next to the teacher.
+   --teacher=efficientnet_lite0:imagenet`` on the training split at ``--train_size``, ``--epochs``;
+5. **evaluate** it at 224 on the evaluation split (top-1/top-5 with labels), next to the teacher.
 6. **latency**: median single-thread LiteRT float latency of every model and Lite0, interleaved rounds, one process.
+7. **publish** every searched model distilled in this work directory into the zoo (``--zoo_dir``:
+   ``specs/<name>.json``, ``weights/<name>-lite0_distilled.npz`` and its model card), then re-score it through
+   ``zoo`` by name and tag.
 
     python -m benchmarks.metakernel_ab --out benchmarks/results/metakernel_ab.json
-    python -m benchmarks.metakernel_ab --out … --stop_after=search           # one stage at a time
+    python -m benchmarks.metakernel_ab --out … --only=metakernel_a      # one target's search and models this run
+    python -m benchmarks.metakernel_ab --out … --stop_after=search      # up to one stage
+
+Runs outlive a session through ``--ledger`` (committed beside the result): the teacher's and every model's
+evaluation, spec and distillation card, each search's summary, derived spec, history and kernel plot, and the
+latency session. A later run (with an empty work directory) restores them and runs only what is missing; a model's
+weights stay in the work directory, so a target is searched, distilled and published within one session.
 
 The data (default ``tsv:../shared/data/imagenet_sample``: 700 training, 300 evaluation images, one per class) make
 every number relative to the teacher on the same images, never an ImageNet accuracy claim. Standard errors are
@@ -28,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -36,7 +49,10 @@ from benchmarks.harness import StageTimes, host_info, round_floats, usage_error,
 
 DATA = "tsv:../shared/data/imagenet_sample"
 TEACHER = "efficientnet_lite0:imagenet"
-STAGES = ("teacher", "search", "baselines", "distill", "evaluate", "latency")
+STAGES = ("teacher", "search", "baselines", "distill", "evaluate", "latency", "publish")
+LEDGER = os.path.join("benchmarks", "results", "metakernel_ab_runs")
+TAG = "lite0_distilled"  # the zoo weights tag of the published models
+SEARCH_FILES = ("summary.json", "derived.json", "history.json", "kernel_distribution.png")
 # Settings every stage's outputs depend on (the run directory's identity; --stop_after and --latency_rounds are not)
 IDENTITY = ("dataset", "targets", "names", "search_size", "search_epochs", "search_batch", "search_steps",
             "search_flags", "train_size", "epochs", "steps_per_epoch", "batch_size", "lr", "mix", "temperature",
@@ -58,13 +74,13 @@ def parse(argv):
     p.add_argument("--targets", default="260e6,370e6", help="MACs budgets at 224 (metaKernel-A, -B)")
     p.add_argument("--names", default="metakernel_a,metakernel_b", help="one name per target")
     p.add_argument("--search_size", type=int, default=128, help="supernet training resolution")
-    p.add_argument("--search_epochs", type=int, default=4)
+    p.add_argument("--search_epochs", type=int, default=16)
     p.add_argument("--search_batch", type=int, default=32)
     p.add_argument("--search_steps", type=int, default=0, help="steps per search epoch (0: one pass)")
-    p.add_argument("--search_flags", default="",
+    p.add_argument("--search_flags", default="--a_lr=0.03 --w_lr=0.01 --a_entropy=2",
                    help="extra flags of recipes.search_metakernel, space-separated as on a command line (quoted)")
     p.add_argument("--train_size", type=int, default=224, help="distillation resolution")
-    p.add_argument("--epochs", type=int, default=10, help="distillation epochs")
+    p.add_argument("--epochs", type=int, default=20, help="distillation epochs")
     p.add_argument("--steps_per_epoch", type=int, default=0, help="distillation steps per epoch (0: one pass)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.01, help="SGD peak learning rate (from inherited weights)")
@@ -72,7 +88,14 @@ def parse(argv):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--eval_limit", type=int, default=0, help="evaluation images (0: the whole evaluation split)")
     p.add_argument("--latency_rounds", type=int, default=5, help="interleaved LiteRT rounds (0: skip)")
-    p.add_argument("--stop_after", default="latency", choices=STAGES)
+    p.add_argument("--stop_after", default="publish", choices=STAGES)
+    p.add_argument("--only", default="",
+                   help="comma-separated --names to search, distil and evaluate in this run (default: all); the "
+                        "others keep what the ledger holds — a target at a time fits a session")
+    p.add_argument("--ledger", default=LEDGER,
+                   help="committed folder of finished stages (specs, search summaries, evaluations, latency) that a "
+                        "later session resumes from ('' for none)")
+    p.add_argument("--zoo_dir", default="zoo", help="where the searched models are published (specs/, weights/)")
     a = p.parse_args(argv)
 
     def fail(msg):
@@ -82,6 +105,9 @@ def parse(argv):
     except ValueError as e:
         fail(f"--targets: comma-separated numbers ({e})")
     a.names = [n for n in a.names.split(",") if n]
+    a.only = [n for n in a.only.split(",") if n] or list(a.names)
+    if set(a.only) - set(a.names):
+        fail(f"--only: {sorted(set(a.only) - set(a.names))[0]!r} is not one of --names ({','.join(a.names)})")
     if not a.targets or len(a.names) != len(a.targets):
         fail(f"--targets and --names: one name per target (got {len(a.targets)} and {len(a.names)})")
     from models.spec import NAME_RE
@@ -118,7 +144,19 @@ def parse(argv):
         a.run_dir.check(what="a metakernel_ab run")
     except InputError as e:
         fail(str(e))
+    a.ledger_dir = a.ledger or None
+    if a.ledger_dir and os.path.exists(os.path.join(a.ledger_dir, "setup.json")):  # checked here, written by main
+        try:
+            ledger(a)
+        except ValueError as e:
+            fail(f"--ledger: {e}")
     return a
+
+
+def ledger(a) -> harness.Ledger:
+    """The committed ledger of this run's settings (its ``setup.json`` is written when missing; ValueError when the
+    ledger holds other settings)."""
+    return harness.Ledger(a.ledger_dir, a.work_dir, setup={k: getattr(a, k) for k in IDENTITY})
 
 
 def _paths(a, name: str) -> dict:
@@ -265,10 +303,91 @@ def plot(result: dict, path: str) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 on the evaluation split (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=9)
     fig.suptitle("distilled from Lite0 on the ImageNet sample; ± binomial SE", fontsize=11)
     save_figure(fig, path)
     plt.close(fig)
+
+
+def publish(a, name: str, row: dict, result: dict, weights: str, logs: str, seconds: StageTimes) -> dict:
+    """Puts the distilled searched model ``name`` in the zoo (``--zoo_dir``: ``specs/<name>.json``,
+    ``weights/<name>-lite0_distilled.npz`` and its model card), then re-scores it through ``zoo`` by name and tag
+    (``recipes.evaluate``): the card's top-1 must come back exactly (same images, same weights)."""
+    from common.io import atomic_write, write_text
+    from models import spec as spec_lib
+    from models.weights import sha256
+    from recipes.cli import run_stage
+    p = _paths(a, name)
+    train_card = _load(os.path.join(p["train"], "model_card.json"))
+    t, s = result["teacher"], result["searches"].get(name, {})
+    os.makedirs(os.path.join(a.zoo_dir, "specs"), exist_ok=True)
+    os.makedirs(os.path.join(a.zoo_dir, "weights"), exist_ok=True)
+    npz = os.path.join(a.zoo_dir, "weights", f"{name}-{TAG}.npz")
+    with open(weights, "rb") as src:
+        data = src.read()
+    atomic_write(npz, lambda f: f.write(data))
+    with open(p["spec"], encoding="utf-8") as f:
+        write_text(os.path.join(a.zoo_dir, "specs", f"{name}.json"), spec_lib.dumps(spec_lib.loads(f.read())))
+    n_train = (train_card.get("data") or {}).get("train_examples")
+    baselines = {b: {k: result["models"][b].get(k) for k in ("macs", "top1", "top5", "top1_se", "latency_ms")}
+                 for b in (f"{kind}_{name}" for kind in KINDS[1:]) if b in result["models"]}
+    card = {
+        "model": name, "tag": TAG, "file": os.path.basename(npz), "sha256": sha256(npz),
+        "dataset": f"ImageNet-1k classes. NOT trained on ImageNet: distilled from EfficientNet-Lite0 (zoo weights "
+                   f"'imagenet') on {n_train} images of ../shared/data/imagenet_sample (one image per class, "
+                   f"unlabelled use: the loss is the teacher's softened outputs), scored on that sample's "
+                   f"{row['eval_images']} held-out evaluation images (inputs.classification.TSV_EVAL_IMAGES)",
+        "input_size": 224,
+        "metrics": {"top1": row["top1"], "top5": row.get("top5"), "eval_images": row["eval_images"],
+                    "top1_binomial_se": row["top1_se"],
+                    "teacher_top1": t["top1"], "teacher_top5": t.get("top5"), "top1_vs_teacher": row.get(
+                        "top1_vs_teacher"),
+                    "macs": row["macs"], "params": row["params"], "target_macs": row["target"],
+                    "latency_ms_litert_fp32_1thread": row["latency_ms"], "latency_vs_lite0": row["latency_vs_lite0"],
+                    "latency_host": result["host"],
+                    "baselines_same_macs_same_distillation": baselines,
+                    "vs_baselines": {k: v for k, v in result["searched_vs_baselines"].items()
+                                     if k.startswith(f"{name}_vs_")}},
+        "training": {"teacher": TEACHER, "loss": f"T²·KL to the teacher's softened outputs on the same augmented "
+                                                f"view (function matching), T = {a.temperature}",
+                     "images": n_train, "epochs": a.epochs, "resolution": a.train_size, "batch_size": a.batch_size,
+                     "augmentation": f"random-resized crop + flip, mix={a.mix}", "optimizer": f"SGD, lr {a.lr}",
+                     "init": "the search's supernet weights of the derived architecture",
+                     "command": "python -m " + " ".join(train_args(a, {"name": name}))},
+        "search": {**{k: s.get(k) for k in ("target_macs", "argmax_macs", "argmax_vs_target", "expected_macs",
+                                            "projection_filters_changed", "projection_moved_share")},
+                   "space": "lite0 (search.metakernel_space.lite0_space, kernels {3,5,7} or None per depthwise "
+                            "filter), seeded with Lite0's weights",
+                   "command": "python -m " + " ".join(search_args(a, name, row["target"], "OUT"))},
+        "produced_by": result["command"],
+        "source": "this repository: meta-kernel search (Chen et al. 2019) in EfficientNet-Lite0's macro "
+                  "architecture, then distillation from Lite0 (benchmarks/metakernel_ab.py)",
+        "license": "Apache-2.0",
+    }
+    write_text(os.path.join(a.zoo_dir, "weights", f"{name}-{TAG}.json"), json.dumps(round_floats(card), indent=1)
+               + "\n")
+    check = os.path.join(a.work_dir, "eval", f"zoo_{name}.json")
+    in_repo = os.path.abspath(a.zoo_dir) == os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "zoo"))
+    args = eval_args(a, name if in_repo else os.path.join(a.zoo_dir, "specs", f"{name}.json"),
+                     TAG if in_repo else npz, check)
+    seconds.record(f"zoo_evaluate/{name}", run_stage(name, args, os.path.join(logs, f"zoo_{name}.log")))
+    ev = _load(check)
+    return {"card": os.path.join(a.zoo_dir, "weights", f"{name}-{TAG}.json"), "card_top1": row["top1"],
+            "zoo_evaluate_top1": ev["top1"], "reproduced": abs(ev["top1"] - row["top1"]) < 0.5 / ev["examples"],
+            "evaluate_command": "python -m " + " ".join(args)}
+
+
+def _restore_model(a, ledger, m: dict) -> None:
+    """A later session's work directory starts empty: a model whose evaluation is in the ledger gets back its spec,
+    its evaluation and its distillation card (and, for a searched model, the search's summary), nothing else."""
+    p = _paths(a, m["name"])
+    ledger.restore(os.path.dirname(p["eval"]), [os.path.basename(p["eval"])])
+    if os.path.exists(p["eval"]):
+        ledger.restore(os.path.dirname(p["spec"]), [os.path.basename(p["spec"])])
+        ledger.restore(p["train"], ["model_card.json"])
+        if m["kind"] == "searched":
+            ledger.restore(os.path.join(a.work_dir, "search", m["name"]), SEARCH_FILES)
 
 
 def main(argv=None) -> int:
@@ -278,9 +397,11 @@ def main(argv=None) -> int:
     for d in ("logs", "search", "specs", "distill", "eval"):
         os.makedirs(os.path.join(a.work_dir, d), exist_ok=True)
     seconds = StageTimes(os.path.join(a.work_dir, "stage_seconds.json"), seed=StageTimes.previous(a.out))
+    ledger_ = ledger(a)
     logs = os.path.join(a.work_dir, "logs")
-    state = {"teacher": None, "searches": {}, "evals": {}, "latency": {}, "baselines": {}}
+    state = {"teacher": None, "searches": {}, "evals": {}, "latency": {}, "baselines": {}, "published": {}}
     base_info = os.path.join(a.work_dir, "specs", "baselines.json")
+    eval_dir = os.path.join(a.work_dir, "eval")
 
     def report():
         result = aggregate(a, state["teacher"], state["searches"], state["evals"], state["latency"],
@@ -289,11 +410,8 @@ def main(argv=None) -> int:
             import zoo
             from models.counting import count
             result["teacher"]["macs"] = count(zoo.get_spec("efficientnet_lite0")).macs
-        result.update(setup={k: getattr(a, k) for k in ("dataset", "targets", "names", "search_size", "search_epochs",
-                                                         "search_batch", "search_steps", "train_size", "epochs",
-                                                         "steps_per_epoch", "batch_size", "lr", "mix", "temperature",
-                                                         "eval_limit")},
-                      teacher_spec=TEACHER, stage_seconds=dict(seconds), stages_run_now=seconds.ran,
+        result.update(setup={k: getattr(a, k) for k in IDENTITY}, teacher_spec=TEACHER,
+                      published=state["published"], stage_seconds=dict(seconds), stages_run_now=seconds.ran,
                       host=host_info(),
                       command="python -m benchmarks.metakernel_ab " + " ".join(sys.argv[1:] if argv is None else argv))
         write_json(a.out, round_floats(result))
@@ -304,72 +422,108 @@ def main(argv=None) -> int:
         return a.stop_after == stage
 
     # 1. teacher
-    t_json = os.path.join(a.work_dir, "eval", "teacher.json")
+    t_json = os.path.join(eval_dir, "teacher.json")
+    ledger_.restore(eval_dir, ["teacher.json"])
     if not os.path.exists(t_json):
         seconds.record("teacher", run_stage("teacher", eval_args(a, "efficientnet_lite0", "imagenet", t_json),
                                             os.path.join(logs, "teacher.log")))
+    ledger_.keep(eval_dir, ["teacher.json"])
     state["teacher"] = _load(t_json)
+    ledger_.restore(os.path.dirname(base_info), [os.path.basename(base_info)])
+    for m in models(a):
+        _restore_model(a, ledger_, m)
     if done("teacher"):
         return 0
-    # 2. searches
+    # 2. searches (a search whose models are all evaluated is not needed again)
     for name, target in zip(a.names, a.targets):
         out_dir = os.path.join(a.work_dir, "search", name)
-        if not os.path.exists(os.path.join(out_dir, "summary.json")):
+        p = _paths(a, name)
+        evaluated = os.path.exists(p["eval"])
+        if name in a.only and not evaluated and not os.path.exists(p["init"]) and not os.path.exists(
+                os.path.join(out_dir, "derived_init.npz")):
+            if os.path.exists(os.path.join(out_dir, "summary.json")) and not os.path.isdir(
+                    os.path.join(out_dir, "checkpoints")):  # a ledger's summary without the weights: search again
+                shutil.rmtree(out_dir)
             seconds.record(f"search/{name}", run_stage(name, search_args(a, name, target, out_dir),
                                                        os.path.join(logs, f"search_{name}.log")))
+        if not os.path.exists(os.path.join(out_dir, "summary.json")):
+            continue
+        ledger_.keep(out_dir, [f for f in SEARCH_FILES if os.path.exists(os.path.join(out_dir, f))])
         s = _load(os.path.join(out_dir, "summary.json"))
         state["searches"][name] = {k: s.get(k) for k in (
             "target_macs", "macs", "macs_vs_target", "argmax_macs", "argmax_vs_target", "expected_macs",
             "projection_filters_changed", "projection_moved_share", "params")}
         state["searches"][name]["mixture"] = s["mixture"]
-        p = _paths(a, name)
-        if not os.path.exists(p["init"]):
-            import shutil
+        if not os.path.exists(p["spec"]):
             shutil.copyfile(os.path.join(out_dir, "derived.json"), p["spec"])
+        if not os.path.exists(p["init"]) and os.path.exists(os.path.join(out_dir, "derived_init.npz")):
             shutil.copyfile(os.path.join(out_dir, "derived_init.npz"), p["init"])
     if done("search"):
         return 0
-    # 3. baselines
-    if not os.path.exists(base_info):
+    # 3. baselines (specs and inherited weights; cheap, so rewritten whenever one is needed and missing)
+    need = [m for m in models(a) if m["kind"] != "searched" and m["search"] in a.only
+            and not os.path.exists(_paths(a, m["name"])["eval"]) and not os.path.exists(_paths(a, m["name"])["init"])]
+    if need or not os.path.exists(base_info):
         t0 = time.time()
         write_json(base_info, round_floats(write_baselines(a)))
         seconds.record("baselines", time.time() - t0)
+    ledger_.keep(os.path.dirname(base_info), [os.path.basename(base_info)])
     state["baselines"] = _load(base_info)
     if done("baselines"):
         return 0
-    # 4. distillation
+    # 4. distillation and 5. evaluation, model by model (a finished model's evaluation lands in the ledger)
     for m in models(a):
         p = _paths(a, m["name"])
-        if not os.path.exists(os.path.join(p["train"], "model_card.json")):
+        if m["search"] not in a.only or os.path.exists(p["eval"]) or not os.path.exists(p["spec"]):
+            continue
+        card = os.path.join(p["train"], "model_card.json")
+        if not (os.path.exists(card) and os.path.exists(os.path.join(p["train"], "weights.npz"))):
+            if os.path.exists(card):  # a ledger's card without its weights
+                os.remove(card)
             seconds.record(f"distill/{m['name']}", run_stage(m["name"], train_args(a, m),
                                                              os.path.join(logs, f"distill_{m['name']}.log")))
         report()
-    if done("distill"):
-        return 0
-    # 5. evaluation
+        if a.stop_after == "distill":
+            continue
+        seconds.record(f"eval/{m['name']}", run_stage(
+            m["name"], eval_args(a, p["spec"], os.path.join(p["train"], "weights.npz"), p["eval"]),
+            os.path.join(logs, f"eval_{m['name']}.log")))
+        ledger_.keep(os.path.dirname(p["spec"]), [os.path.basename(p["spec"])])
+        ledger_.keep(p["train"], ["model_card.json"])
+        ledger_.keep(os.path.dirname(p["eval"]), [os.path.basename(p["eval"])])
     for m in models(a):
         p = _paths(a, m["name"])
-        if not os.path.exists(p["eval"]):
-            seconds.record(f"eval/{m['name']}", run_stage(
-                m["name"], eval_args(a, p["spec"], os.path.join(p["train"], "weights.npz"), p["eval"]),
-                os.path.join(logs, f"eval_{m['name']}.log")))
-        state["evals"][m["name"]] = _load(p["eval"])
-    if done("evaluate"):
+        if os.path.exists(p["eval"]):
+            state["evals"][m["name"]] = _load(p["eval"])
+    if a.stop_after in ("distill", "evaluate"):
+        report()
         return 0
-    # 6. latency
+    # 6. latency: every model with a spec and Lite0 in one session (re-measured whenever a model joins)
     lat_path = os.path.join(a.work_dir, "latency.json")
-    if a.latency_rounds:
-        if os.path.exists(lat_path):
-            state["latency"] = _load(lat_path)
-        specs = {m["name"]: _paths(a, m["name"])["spec"] for m in models(a)}
-        if set(specs) - set(state["latency"]):
-            import zoo
-            from benchmarks.kernel_ablation import measure_latency
-            t0 = time.time()
-            state["latency"] = measure_latency({"efficientnet_lite0": zoo.spec_path("efficientnet_lite0"), **specs},
-                                               a.latency_rounds)
-            write_json(lat_path, state["latency"])
-            seconds.record("latency", time.time() - t0)
+    ledger_.restore(a.work_dir, ["latency.json"])
+    if os.path.exists(lat_path):
+        state["latency"] = _load(lat_path)
+    specs = {m["name"]: _paths(a, m["name"])["spec"] for m in models(a)
+             if os.path.exists(_paths(a, m["name"])["spec"])}
+    if a.latency_rounds and set(specs) - set(state["latency"]):
+        import zoo
+        from benchmarks.kernel_ablation import measure_latency
+        t0 = time.time()
+        state["latency"] = measure_latency({"efficientnet_lite0": zoo.spec_path("efficientnet_lite0"), **specs},
+                                           a.latency_rounds)
+        write_json(lat_path, state["latency"])
+        seconds.record("latency", time.time() - t0)
+    if os.path.exists(lat_path):
+        ledger_.keep(a.work_dir, ["latency.json"])
+    if done("latency"):
+        return 0
+    # 7. publish every searched model that is evaluated, timed and distilled here (its weights are in this work dir)
+    result = _load(a.out)
+    for name in a.names:
+        row = result["models"].get(name, {})
+        weights = os.path.join(_paths(a, name)["train"], "weights.npz")
+        if "top1" in row and "latency_ms" in row and os.path.exists(weights):
+            state["published"][name] = publish(a, name, row, result, weights, logs, seconds)
     report()
     print(json.dumps(_load(a.out)["searched_vs_baselines"], indent=1))
     return 0

@@ -84,6 +84,11 @@ flags.DEFINE_float("w_lr", 0.05, "Weight learning rate (SGD, Nesterov momentum 0
 flags.DEFINE_float("a_lr", 1e-2, "α learning rate (Adam, β1 = 0.5).", lower_bound=0.0)
 flags.DEFINE_float("a_weight_decay", 0.0, "L2 weight on α. Per-filter α get CE gradients of ~1e-4, so even 1e-3 "
                                         "pins them near 0 (benchmarks/metakernel_dynamics.py).", lower_bound=0.0)
+flags.DEFINE_float("a_entropy", 0.0, "β: weight of the mean per-filter choice entropy in α's loss, ramped linearly "
+                                    "from 0 to β over the search, so late in the search every filter commits and "
+                                    "the argmax's MACs follow E[MACs] into the band (0: the paper's objective; "
+                                    "--space=lite0 on the ImageNet sample uses 2, benchmarks/metakernel_ab.py).",
+                   lower_bound=0.0)
 flags.DEFINE_bool("project", True, "If the argmax architecture misses --target_macs (or --target_ms by the latency "
                                    "table) by more than --tolerance, move single filters' choices (least α "
                                    "preference lost per MAC, or per ms, first) until it "

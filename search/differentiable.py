@@ -18,6 +18,12 @@ is the form this project used before the paper's text was available (``d = |log(
 log(1+η))/η``: it keeps pulling toward T inside the band); it stays for the ablation that compares them
 (``benchmarks/metakernel_dynamics.py``).
 
+``a_entropy`` (β, default 0: the paper's objective) adds ``β_t · H̄`` to α's loss, H̄ the mean entropy of the
+per-filter choice distributions and β_t ramping linearly from 0 to β over the search. Early on it does nothing;
+late it makes each distribution commit, so the argmax — what is derived — converges to an architecture whose cost
+is E[C], which Eq. 6 holds in the band. Without it, per-filter α that get few steps (a small data set) stay near
+uniform, E[C] sits in the band while the argmax lies far outside it (``benchmarks/metakernel_ab.py``'s searches).
+
 α defaults (Adam, lr 1e-2, β1 = 0.5, no L2 penalty) come from ``benchmarks/metakernel_dynamics.py``: a per-filter α
 gets cross-entropy gradients of ~1e-4, so an L2 penalty of 1e-3 (this project's earlier default) holds every α
 within ~0.2 of 0 — near-uniform choice probabilities whose argmax is decided by the coherent cost push (every
@@ -84,6 +90,7 @@ class SearchConfig:
     w_weight_decay: float = 4e-5
     a_lr: float = 1e-2
     a_weight_decay: float = 0.0
+    a_entropy: float = 0.0  # weight of the mean choice entropy in α's loss, ramped 0 → a_entropy over the search
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     temperature: float = 1.0  # distillation temperature: used when the batches carry soft targets (a teacher's)
@@ -141,6 +148,8 @@ class MetaKernelSearch(ResumableLoop):
         self._state = EpochState(checkpoint_dir, self.epoch, model=model, w_opt=self.w_opt, a_opt=self.a_opt,
                                  step=self.step)
         self._classes = int(model.get_layer("classifier").units)
+        # the entropy term's weight this step (a_entropy × search progress), set by run()
+        self._entropy_weight = tf.Variable(0.0, trainable=False, name="entropy_weight")
         if config.cost_form not in COST_FORMS:
             raise ValueError(f"cost_form: one of {COST_FORMS}, got {config.cost_form!r}")
         if config.alpha_data not in ALPHA_DATA:
@@ -229,11 +238,19 @@ class MetaKernelSearch(ResumableLoop):
         self.w_opt.apply_gradients(zip(grads, self.w_vars))
         return (ce1 + ce2) / 2, (acc1 + acc2) / 2, b1
 
+    def mean_entropy(self):
+        """Mean entropy (nats) of the choice distributions, one per α row (a filter, or a per-layer row)."""
+        rows = [b.dw.probabilities() for b in sn.search_blocks(self.model) if b.searchable and b.dw.num_choices > 1]
+        h = [-tf.reduce_sum(p * tf.math.log(tf.maximum(p, 1e-12)), axis=-1) for p in rows]
+        return tf.reduce_mean(tf.concat(h, 0))
+
     def _arch_loss(self, ce):
         expected = self.cost_fn(self.model)
         c_loss = cost_loss(expected, self.config.target, self.config.eta, self.config.cost_form)
         decay = tf.add_n([tf.reduce_sum(a ** 2) for a in self.a_vars])
         loss = ce + self.config.lam * c_loss + 0.5 * self.config.a_weight_decay * decay
+        if self.config.a_entropy:
+            loss += self._entropy_weight * self.mean_entropy()
         return loss / self.strategy.num_replicas_in_sync, c_loss, expected
 
     def _a_step_fn(self, x, y):
@@ -354,6 +371,7 @@ class MetaKernelSearch(ResumableLoop):
             for _ in range(steps_per_epoch):
                 step = int(self.step.numpy())
                 sn.set_temperature(self.model, cfg.tau(step / max(total - 1, 1)))
+                self._entropy_weight.assign(cfg.a_entropy * step / max(total - 1, 1))
                 x, y = next(train_it)
                 c_loss, expected = 0.0, float("nan")
                 if cfg.feedback:  # the second path's batch
@@ -401,6 +419,8 @@ class MetaKernelSearch(ResumableLoop):
                "argmax_macs": self.supernet.macs(), "mean_max_prob": max_prob, "seconds": seconds,
                "probs": [np.asarray(b.dw.probabilities()).mean(0).round(5).tolist()
                          for b in sn.search_blocks(self.model) if b.searchable]}
+        if rows:
+            rec["mean_entropy"] = float(self.mean_entropy())
         rec["first_in_band_step"] = self._in_band_step  # the first α step with E[cost] inside T(1 ± η)
         rec["argmax_changed_share"] = self._argmax_change(epoch + 1)
         if self.latency is not None:

@@ -116,14 +116,15 @@ def imagenet_like(tmp_path_factory):
 def test_metakernel_ab_refuses_bad_flags(args, needle, tmp_path, imagenet_like):
     args = args if any(x.startswith("--dataset") for x in args) else [f"--dataset=tsv:{imagenet_like}", *args]
     r = run_module("benchmarks.metakernel_ab", f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", *args,
-                   timeout=120)
+                   "--ledger=", timeout=120)
     assert needle in error_line(r, "benchmarks.metakernel_ab"), r.stderr
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "w").exists()
 
 
 def test_metakernel_ab_refuses_a_work_dir_of_other_settings(tmp_path, imagenet_like):
     from benchmarks import metakernel_ab as ab
-    args = [f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", f"--dataset=tsv:{imagenet_like}"]
+    args = [f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", f"--dataset=tsv:{imagenet_like}",
+            "--ledger="]
     ab.parse(args).run_dir.start()
     ab.parse(args)  # the same settings: resumable
     r = run_module("benchmarks.metakernel_ab", *args, "--epochs=3", timeout=120)
@@ -140,7 +141,7 @@ def test_metakernel_ab_baselines_and_report(tmp_path, imagenet_like):
     from models.counting import count
     from models.weights import assign, read_npz
     a = ab.parse([f"--out={tmp_path / 'r.json'}", f"--work_dir={tmp_path / 'w'}", "--targets=260e6",
-                  "--names=mk_a", f"--dataset=tsv:{imagenet_like}"])
+                  "--names=mk_a", f"--dataset=tsv:{imagenet_like}", "--ledger="])
     info = ab.write_baselines(a)
     assert set(info) == {"crop_prune_mk_a", "prune_mk_a"}
     for name in info:
@@ -159,6 +160,98 @@ def test_metakernel_ab_baselines_and_report(tmp_path, imagenet_like):
     assert vs["diff"] == pytest.approx(0.1) and vs["se"] == pytest.approx(math.sqrt(0.24 / 300 + 0.25 / 300))
     assert vs["exceeds_2se"] and not res["searched_vs_baselines"]["mk_a_vs_crop_prune"]["exceeds_2se"]
     assert res["models"]["mk_a"]["top1_vs_teacher"] == pytest.approx(-0.25)
+
+
+def _fake_stages(calls):
+    """A stand-in for ``recipes.cli.run_stage`` that writes what each stage's recipe would (Lite0's spec and weights
+    for a search, the init weights for a distillation, a fixed score for an evaluation) and records the call."""
+    import dataclasses
+    import shutil
+
+    import zoo
+    from models import spec as S
+
+    def flag(args, name):
+        return next(x.split("=", 1)[1] for x in args if x.startswith(f"--{name}="))
+
+    def run_stage(name, args, log):
+        calls.append((args[0], name))
+        if args[0] == "recipes.evaluate":
+            top1 = {"efficientnet_lite0": 0.8}.get(flag(args, "model"), 0.6 if "prune" not in flag(args, "model")
+                                                   else 0.5)
+            with open(flag(args, "json"), "w") as f:
+                json.dump({"top1": top1, "top5": 0.9, "examples": 300}, f)
+        elif args[0] == "recipes.search_metakernel":
+            out = flag(args, "out_dir")
+            os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+            spec = dataclasses.replace(zoo.get_spec("efficientnet_lite0"), name=flag(args, "name"))
+            with open(os.path.join(out, "derived.json"), "w") as f:
+                f.write(S.dumps(spec))
+            shutil.copyfile(zoo.weights_path("efficientnet_lite0", "imagenet"), os.path.join(out, "derived_init.npz"))
+            for f in ("history.json", "kernel_distribution.png"):
+                open(os.path.join(out, f), "w").write("[]")
+            with open(os.path.join(out, "summary.json"), "w") as f:
+                json.dump({"target_macs": float(flag(args, "target_macs")), "argmax_macs": 1, "mixture": {}}, f)
+        elif args[0] == "recipes.train":
+            out = flag(args, "out_dir")
+            os.makedirs(out, exist_ok=True)
+            shutil.copyfile(flag(args, "weights"), os.path.join(out, "weights.npz"))
+            with open(os.path.join(out, "model_card.json"), "w") as f:
+                json.dump({"data": {"train_examples": 20}}, f)
+        return 1.0
+    return run_stage
+
+
+@pytest.mark.slow
+def test_metakernel_ab_resumes_from_its_ledger(tmp_path, imagenet_like, monkeypatch):
+    """One target at a time (``--only``); every finished model's evaluation, spec and card land in the ledger, and a
+    later run with an empty work directory restores them and runs nothing again; publishing writes the zoo files and
+    re-scores them through the zoo."""
+    import recipes.cli
+    from benchmarks import metakernel_ab as ab
+    calls = []
+    monkeypatch.setattr(recipes.cli, "run_stage", _fake_stages(calls))
+    ledger = tmp_path / "ledger"
+    args = [f"--out={tmp_path / 'r.json'}", f"--dataset=tsv:{imagenet_like}", f"--ledger={ledger}",
+            f"--zoo_dir={tmp_path / 'zoo'}", "--latency_rounds=0"]
+    assert ab.main([*args, f"--work_dir={tmp_path / 'w1'}", "--only=metakernel_a"]) == 0
+    kinds = [c[0] for c in calls]
+    assert kinds.count("recipes.search_metakernel") == 1 and kinds.count("recipes.train") == 3
+    assert kinds.count("recipes.evaluate") == 4  # the teacher and three models of metakernel_a
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert {n for n, r in res["models"].items() if "top1" in r} == {"metakernel_a", "crop_prune_metakernel_a",
+                                                                    "prune_metakernel_a"}
+    assert res["searched_vs_baselines"]["metakernel_a_vs_prune"]["diff"] == pytest.approx(0.1)
+    for f in ("eval/metakernel_a.json", "eval/teacher.json", "specs/prune_metakernel_a.json",
+              "distill/metakernel_a/model_card.json", "search/metakernel_a/summary.json", "specs/baselines.json"):
+        assert (ledger / f).is_file(), f
+    assert not list(ledger.rglob("*.npz"))  # weights stay in the work directory
+    calls.clear()  # a later session: empty work directory, the same ledger
+    assert ab.main([*args, f"--work_dir={tmp_path / 'w2'}", "--only=metakernel_a"]) == 0
+    assert calls == []
+    again = json.loads((tmp_path / "r.json").read_text())["models"]
+    assert {n: again[n] for n in again if n.endswith("_a")} == {n: res["models"][n] for n in res["models"]
+                                                                if n.endswith("_a")}
+    lat = {n: {"median_ms": 10.0 if n == "efficientnet_lite0" else 7.0} for n in (
+        "efficientnet_lite0", "metakernel_a", "crop_prune_metakernel_a", "prune_metakernel_a")}
+    (tmp_path / "w1" / "latency.json").write_text(json.dumps(lat))
+    calls.clear()  # the first session again, timed: its distilled searched model is published
+    assert ab.main([*args, f"--work_dir={tmp_path / 'w1'}", "--only=metakernel_a"]) == 0
+    assert calls == [("recipes.evaluate", "metakernel_a")]  # the zoo's re-score
+    pub = json.loads((tmp_path / "r.json").read_text())["published"]["metakernel_a"]
+    assert pub["reproduced"]
+    card = json.loads((tmp_path / "zoo" / "weights" / "metakernel_a-lite0_distilled.json").read_text())
+    assert card["metrics"]["latency_vs_lite0"] == pytest.approx(0.7) and card["metrics"]["top1"] == 0.6
+    assert "NOT trained on ImageNet" in card["dataset"] and (tmp_path / "zoo" / "specs" / "metakernel_a.json").is_file()
+    from models.weights import sha256
+    assert card["sha256"] == sha256(str(tmp_path / "zoo" / "weights" / card["file"]))
+    bad = ab.parse([*args, f"--work_dir={tmp_path / 'w3'}"])
+    bad.epochs = 3  # other settings must not reuse these stages
+    with pytest.raises(ValueError, match="other settings"):
+        ab.ledger(bad)
+    with pytest.raises(SystemExit):  # refused before any work, as --ledger's one line
+        ab.parse([*args, f"--work_dir={tmp_path / 'w4'}", "--epochs=3"])
+    assert not (tmp_path / "w4").exists()
 
 
 @pytest.mark.slow

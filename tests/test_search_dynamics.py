@@ -87,6 +87,29 @@ def test_joint_step_updates_weights_and_alpha_from_one_batch():
         _search(model, alpha_data="elsewhere")
 
 
+def test_entropy_term_commits_each_filter_and_is_off_by_default():
+    """``a_entropy`` adds β_t·H̄ to α's loss (β_t ramps 0 → β over the search): its gradient sharpens every choice
+    distribution toward its current argmax; at β = 0 (the paper's objective) the loss is unchanged."""
+    keras.utils.set_random_seed(0)
+    model = sn.build_supernet(SPACE, seed=0, alpha_init_std=0.5)
+    search = _search(model, a_entropy=1.0, lam=0.0)
+    h0 = float(search.mean_entropy())
+    assert 0 < h0 < math.log(4)
+    ce = tf.constant(1.0)
+    search._entropy_weight.assign(0.0)
+    assert float(search._arch_loss(ce)[0]) == pytest.approx(1.0)
+    search._entropy_weight.assign(1.0)
+    with tf.GradientTape() as tape:
+        loss = search._arch_loss(ce)[0]
+    assert float(loss) == pytest.approx(1.0 + h0, rel=1e-5)
+    grads = tape.gradient(loss, search.a_vars)
+    for a, g in zip(search.a_vars, grads):
+        a.assign_sub(0.5 * g * a.shape[0] * len(search.a_vars))  # one plain descent step on H̄
+    assert float(search.mean_entropy()) < h0
+    plain = _search(sn.build_supernet(SPACE, seed=0), lam=0.0)
+    assert plain.config.a_entropy == 0.0 and float(plain._arch_loss(ce)[0]) == pytest.approx(1.0)
+
+
 def test_mixture_counts_layers_with_two_kernel_sizes_of_ten_percent():
     model = sn.build_supernet(SPACE, seed=0)
     net = sn.MetaKernelSupernet(model, SPACE)

@@ -39,10 +39,10 @@ OUT_DIRS = ("checkpoints", "tensorboard")
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
                "eta", "tau_start", "tau_end", "epochs", "warmup_epochs", "batch_size", "steps_per_epoch", "holdout",
                "limit", "w_lr", "a_lr", "seed", "cost_form", "alpha_data", "a_weight_decay", "teacher", "temperature",
-               "mix", "mix_alpha", "budget_input_size", "feedback", "latency_table", "target_ms")
+               "mix", "mix_alpha", "budget_input_size", "feedback", "latency_table", "target_ms", "a_entropy")
 # Identity keys added later: a settings file written before them is read with the value every search had then.
 ADDED_SETTINGS = {"teacher": "", "temperature": 1.0, "mix": "none", "mix_alpha": 0.2, "budget_input_size": None,
-                  "feedback": False, "latency_table": "", "target_ms": None}
+                  "feedback": False, "latency_table": "", "target_ms": None, "a_entropy": 0.0}
 SPACES = ("cifar", "imagenet", "ablation", "lite0")
 ABLATION_EXPAND = 6  # the ablation supernet's expansion ratio (its baselines use 3, scaled to match MACs)
 DW_MODES = ("meta", "multi")
@@ -83,6 +83,7 @@ class SearchMetakernelConfig:
     w_lr: float = 0.05
     a_lr: float = 1e-2
     a_weight_decay: float = 0.0
+    a_entropy: float = 0.0  # β of the choice-entropy term, ramped 0 → β over the search (0: the paper's objective)
     project: bool = True
     tolerance: float = 0.03
     seed: int = 0
@@ -231,10 +232,12 @@ def validate(config: SearchMetakernelConfig) -> SearchMetakernelPlan:
                    depth=(config.depth, 1), input_size=(config.input_size, 16), limit=(config.limit, 2),
                    val_limit=(config.val_limit, 0), cpu_replicas=(config.cpu_replicas, 1),
                    budget_input_size=(config.budget_input_size, 16),
-                   a_weight_decay=(config.a_weight_decay, 0.0), width=(config.width, 0.05), lam=(config.lam, 0.0),
+                   a_weight_decay=(config.a_weight_decay, 0.0), a_entropy=(config.a_entropy, 0.0),
+                   width=(config.width, 0.05), lam=(config.lam, 0.0),
                    w_lr=(config.w_lr, 0.0), a_lr=(config.a_lr, 0.0))
     check_at_most(width=(config.width, WIDTH_MAX), lam=(config.lam, LAM_MAX), w_lr=(config.w_lr, LR_MAX),
-                  a_lr=(config.a_lr, LR_MAX), a_weight_decay=(config.a_weight_decay, DECAY_MAX))
+                  a_lr=(config.a_lr, LR_MAX), a_weight_decay=(config.a_weight_decay, DECAY_MAX),
+                  a_entropy=(config.a_entropy, LAM_MAX))
     if config.space != "cifar" and (config.width != 1.0 or config.depth != 1):
         raise ConfigError(f"--width/--depth apply to --space=cifar only (got --space={config.space})")
     if config.space == "lite0" and (config.dw_mode != "meta" or not {3, 5} <= set(cands)):
@@ -348,7 +351,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     net = sn.MetaKernelSupernet(model, cost_space)  # derived specs and their MACs at the budget's input size
     search_config = SearchConfig(target=target(config), epochs=config.epochs, lam=config.lam, eta=config.eta,
                                  tau_start=config.tau_start, tau_end=config.tau_end, w_lr=config.w_lr,
-                                 a_lr=config.a_lr, a_weight_decay=config.a_weight_decay,
+                                 a_lr=config.a_lr, a_weight_decay=config.a_weight_decay, a_entropy=config.a_entropy,
                                  warmup_epochs=config.warmup_epochs, cost_form=config.cost_form,
                                  alpha_data=config.alpha_data, seed=config.seed, temperature=config.temperature,
                                  feedback=config.feedback)
