@@ -5,6 +5,11 @@ ImageNet run keeps its backbone frozen for ``--freeze_epochs`` first (a frozen r
 A run whose ``summary.json`` exists is not repeated, and an interrupted run resumes from its checkpoint.
 
     python -m benchmarks.detection_raccoon --out benchmarks/results/detection_raccoon.json
+    python -m benchmarks.detection_raccoon --backbone=metakernel_a --weights=lite0_distilled --runs=pretrained \
+        --work_dir=runs/detection_raccoon_metakernel_a --out benchmarks/results/detection_raccoon_metakernel_a.json
+
+``--weights`` names the pretrained run's backbone weights (a zoo tag of ``--backbone`` or a .npz path), so a searched
+backbone transfers under the very schedule Lite0's ``imagenet`` run used; ``--runs`` picks the runs.
 
 Writes the JSON (mAP@0.5 VOC07 / AUC and COCO AP for both, per-epoch val curves, minutes, TFLite parity, the exact
 commands, host) and, next to it, ``<stem>_curves.png`` (val mAP per epoch, both runs) and ``<stem>_predictions.png``
@@ -59,11 +64,20 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--freeze_epochs", type=int, default=3, help="ImageNet run only")
+    p.add_argument("--freeze_epochs", type=int, default=3, help="pretrained run only")
+    p.add_argument("--weights", default="imagenet", help="the pretrained run's backbone weights: a zoo tag or .npz")
+    p.add_argument("--runs", default="pretrained,scratch", help="comma-separated: pretrained, scratch")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run, not a result)")
     a = p.parse_args(argv)
     if a.dataset.startswith("voc:") and not os.path.isdir(a.dataset[4:]):
         print(f"detection_raccoon: --dataset={a.dataset}: no such directory", file=sys.stderr)
+        return 2
+    a.runs = [r for r in a.runs.split(",") if r]
+    if not a.runs or set(a.runs) - {"pretrained", "scratch"}:
+        print(f"detection_raccoon: --runs={','.join(a.runs)}: pretrained and/or scratch", file=sys.stderr)
+        return 2
+    if not a.weights:
+        print("detection_raccoon: --weights: a zoo tag or a .npz path for the pretrained run", file=sys.stderr)
         return 2
     from recipes.cli import run_stage
 
@@ -71,8 +85,9 @@ def main(argv=None) -> int:
     common = [f"--backbone={a.backbone}", f"--dataset={a.dataset}", f"--input_size={a.input_size}",
               f"--epochs={a.epochs}", f"--batch_size={a.batch_size}", f"--lr={a.lr}", "--export=float32",
               "--noprogress", *quick]
-    runs = {"pretrained": ["--weights=imagenet", f"--freeze_epochs={a.freeze_epochs}"],
+    runs = {"pretrained": [f"--weights={a.weights}", f"--freeze_epochs={a.freeze_epochs}"],
             "scratch": ["--weights=", "--freeze_epochs=0"]}
+    runs = {k: v for k, v in runs.items() if k in a.runs}
     os.makedirs(os.path.join(a.work_dir, "logs"), exist_ok=True)
     commands, stage_seconds, summaries, histories = {}, {}, {}, {}
     for tag, extra in runs.items():
@@ -87,13 +102,17 @@ def main(argv=None) -> int:
 
     stem = os.path.splitext(a.out)[0]
     plot_curves(histories, stem + "_curves.png",
-                f"{a.backbone} + YOLOv3 head, {a.dataset} at {a.input_size}\nImageNet weights vs scratch, "
-                f"{a.epochs} epochs")
-    shutil.copyfile(os.path.join(a.work_dir, "pretrained", "predictions.png"), stem + "_predictions.png")
-    s_pre = summaries["pretrained"]
+                f"{a.backbone} + YOLOv3 head, {a.dataset} at {a.input_size}\n"
+                + " vs ".join({"pretrained": f"'{a.weights}' weights", "scratch": "scratch"}[r] for r in a.runs)
+                + f", {a.epochs} epochs")
+    first = a.runs[0]
+    shutil.copyfile(os.path.join(a.work_dir, first, "predictions.png"), stem + "_predictions.png")
+    s_pre = summaries[first]
     result = {
-        "task": f"YOLOv3-style detector (models/yolo.py head) on {a.backbone}, {a.dataset}, ImageNet-pretrained vs "
-                "scratch backbone, same schedule; metrics on the val images in original pixels, last-epoch weights",
+        "task": f"YOLOv3-style detector (models/yolo.py head) on {a.backbone}, {a.dataset}, "
+                + " vs ".join({"pretrained": f"pretrained ('{a.weights}')", "scratch": "scratch"}[r] for r in a.runs)
+                + " backbone, same schedule; metrics on the val images in original pixels, last-epoch weights",
+        "backbone": a.backbone, "weights": a.weights,
         "dataset": a.dataset, "train_images": s_pre["train_images"], "val_images": s_pre["val_images"],
         "quick": a.quick,
         "epochs": a.epochs, "input_size": a.input_size, "batch_size": a.batch_size,
@@ -120,9 +139,8 @@ def main(argv=None) -> int:
             f"tflite_parity_max_abs_{tag}": (s["export"] or {}).get("float32", {}).get("parity_max_abs"),
         })
     write_json(a.out, round_floats(result))
-    print(json.dumps({k: result[k] for k in ("map50_voc07_pretrained", "map50_voc07_scratch", "ap50_coco_pretrained",
-                                             "ap50_coco_scratch", "train_minutes_pretrained",
-                                             "train_minutes_scratch")}, indent=1))
+    print(json.dumps({f"{k}_{r}": result[f"{k}_{r}"] for r in a.runs
+                      for k in ("map50_voc07", "ap50_coco", "train_minutes")}, indent=1))
     return 0
 
 

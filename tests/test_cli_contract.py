@@ -81,6 +81,8 @@ CASES = [
     ("benchmarks.metakernel_zoo", ["--method=ednas", "--targets=0.001", "--dataset=shapes",
                                    "--out={out}/result.json"], "outside the search space"),
     ("benchmarks.detection_raccoon", ["--dataset=voc:/nonexistent/dir", "--out={out}/result.json"], "/nonexistent/dir"),
+    ("benchmarks.detection_raccoon", ["--runs=pretrained,teacher", "--out={out}/result.json"],
+     "--runs=pretrained,teacher: pretrained and/or scratch"),
     ("benchmarks.fgnas_cost", ["--kernels=3,4", "--out={out}/result.json"], "odd kernel sizes"),
     ("benchmarks.fgnas_ablation", ["--variants=P,X", "--out={out}/result.json"], "--variants"),
     ("benchmarks.reparam_ablation", ["--kernels=4", "--out={out}/result.json"], "--kernels"),
