@@ -58,6 +58,9 @@ IDENTITY = ("dataset", "targets", "names", "search_size", "search_epochs", "sear
             "search_flags", "train_size", "epochs", "steps_per_epoch", "batch_size", "lr", "mix", "temperature",
             "eval_limit")
 KINDS = ("searched", "crop_prune", "prune")  # per target: the search's model and the two baselines
+# the searched architecture with the search's supernet weights as its start (the usual one-shot inheritance) instead
+# of Lite0's: an ablation of the starting point, for the targets in --init_ablation
+ABLATION = "supernet_init"
 
 
 def _load(path):
@@ -95,6 +98,10 @@ def parse(argv):
     p.add_argument("--ledger", default=LEDGER,
                    help="committed folder of finished stages (specs, search summaries, evaluations, latency) that a "
                         "later session resumes from ('' for none)")
+    p.add_argument("--init_ablation", default=None,
+                   help="comma-separated --names whose searched architecture is also distilled from the search's "
+                        "supernet weights (the searched model itself starts from Lite0's own weights, as the "
+                        "baselines do); default the first of --names, '' for none")
     p.add_argument("--zoo_dir", default="zoo", help="where the searched models are published (specs/, weights/)")
     a = p.parse_args(argv)
 
@@ -106,10 +113,15 @@ def parse(argv):
         fail(f"--targets: comma-separated numbers ({e})")
     a.names = [n for n in a.names.split(",") if n]
     a.only = [n for n in a.only.split(",") if n] or list(a.names)
+
     if set(a.only) - set(a.names):
         fail(f"--only: {sorted(set(a.only) - set(a.names))[0]!r} is not one of --names ({','.join(a.names)})")
     if not a.targets or len(a.names) != len(a.targets):
         fail(f"--targets and --names: one name per target (got {len(a.targets)} and {len(a.names)})")
+    a.init_ablation = a.names[:1] if a.init_ablation is None else [n for n in a.init_ablation.split(",") if n]
+    if set(a.init_ablation) - set(a.names):
+        fail(f"--init_ablation: {sorted(set(a.init_ablation) - set(a.names))[0]!r} is not one of --names "
+             f"({','.join(a.names)})")
     from models.spec import NAME_RE
     bad = [n for n in a.names if not NAME_RE.fullmatch(n)]
     if bad:
@@ -168,8 +180,9 @@ def _paths(a, name: str) -> dict:
 def models(a) -> list[dict]:
     out = []
     for name, target in zip(a.names, a.targets):
+        kinds = KINDS + ((ABLATION,) if name in a.init_ablation else ())
         out += [{"name": name if kind == "searched" else f"{kind}_{name}", "kind": kind, "target": target,
-                 "search": name} for kind in KINDS]
+                 "search": name} for kind in kinds]
     return out
 
 
@@ -197,24 +210,50 @@ def eval_args(a, model: str, weights: str, json_path: str) -> list[str]:
             "--noprogress"]
 
 
-def write_baselines(a) -> dict:
-    """Specs and inherited weights of the two baselines per target (`search.pruning`); returns what they are."""
-    import numpy as np
-
+def _lite0_supernet():
+    """A ``lite0``-space supernet seeded with Lite0's ``imagenet`` weights, and Lite0's spec."""
     import zoo
-    from models import spec as spec_lib
     from models.weights import read_npz
     from search.metakernel_space import lite0_space
-    from search.pruning import crop_kernels, l1_prune
     from search.supernet import MetaKernelSupernet, build_supernet
     space = lite0_space()
     net = MetaKernelSupernet(build_supernet(space), space)
     lite0 = zoo.get_spec("efficientnet_lite0")
     net.inherit(read_npz(zoo.weights_path("efficientnet_lite0", "imagenet")), lite0)
+    return net, lite0
+
+
+def searched_init(search_dir: str, spec_path: str, init_path: str) -> None:
+    """The searched model's starting weights from Lite0's own (as the baselines'): the search's derived choices
+    (``derived_arch.npz``) extracted from a freshly Lite0-seeded supernet — kept filters carry Lite0's kernels
+    zero-padded or centre-cropped to their chosen size, everything else Lite0's weights of the kept channels."""
+    import numpy as np
+
+    from common.io import atomic_write
+    from models import spec as spec_lib
+    net, _ = _lite0_supernet()
+    with np.load(os.path.join(search_dir, "derived_arch.npz")) as f:
+        arch = [f[b.name] for b in net.blocks]
+    with open(spec_path, encoding="utf-8") as f:
+        spec = spec_lib.loads(f.read())
+    derived = net.derive(arch, name=spec.name, provenance=spec.provenance)
+    if spec_lib.dumps(derived) != spec_lib.dumps(spec):
+        raise SystemExit(f"metakernel_ab: {search_dir}/derived_arch.npz does not derive {spec_path}")
+    weights = net.extract(arch, derived)
+    atomic_write(init_path, lambda f: np.savez(f, **weights))
+
+
+def write_baselines(a) -> dict:
+    """Specs and inherited weights of the two baselines per target (`search.pruning`); returns what they are."""
+    import numpy as np
+
+    from models import spec as spec_lib
+    from search.pruning import crop_kernels, l1_prune
+    net, lite0 = _lite0_supernet()
     member = net.member_choice(lite0)
     info = {}
     for m in models(a):
-        if m["kind"] == "searched":
+        if m["kind"] in ("searched", ABLATION):
             continue
         base = crop_kernels(net, member, {5: 3}) if m["kind"] == "crop_prune" else member
         if net.macs(base) > m["target"] * 1.01:
@@ -269,7 +308,7 @@ def aggregate(a, teacher: dict | None, searches: dict, evals: dict, latency: dic
     vs = {}
     for name in a.names:  # searched minus each baseline of its budget, with the SE of the difference
         s = rows.get(name, {})
-        for kind in KINDS[1:]:
+        for kind in (*KINDS[1:], ABLATION):
             b = rows.get(f"{kind}_{name}", {})
             if "top1" in s and "top1" in b:
                 se = math.sqrt(s["top1_se"] ** 2 + b["top1_se"] ** 2)
@@ -286,10 +325,11 @@ def plot(result: dict, path: str) -> None:
     if not any("top1" in r for r in rows.values()):
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    colours = {"searched": "tab:red", "crop_prune": "tab:blue", "prune": "tab:green"}
-    labels = {"searched": "meta-kernel search", "crop_prune": "Lite0 5×5→3×3 + L1 prune", "prune": "Lite0 L1 prune"}
+    colours = {"searched": "tab:red", "crop_prune": "tab:blue", "prune": "tab:green", ABLATION: "tab:orange"}
+    labels = {"searched": "meta-kernel search", "crop_prune": "Lite0 5×5→3×3 + L1 prune", "prune": "Lite0 L1 prune",
+              ABLATION: "search, from its supernet's weights"}
     for ax, key, xlabel in ((axes[0], "macs", "MACs at 224 (M)"), (axes[1], "latency_ms", "LiteRT ms (1 thread)")):
-        for kind in KINDS:
+        for kind in (*KINDS, ABLATION):
             pts = [(r[key] / (1e6 if key == "macs" else 1), 100 * r["top1"], 100 * r["top1_se"])
                    for r in rows.values() if r["kind"] == kind and "top1" in r and key in r]
             if pts:
@@ -310,15 +350,35 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
-def publish(a, name: str, row: dict, result: dict, weights: str, logs: str, seconds: StageTimes) -> dict:
-    """Puts the distilled searched model ``name`` in the zoo (``--zoo_dir``: ``specs/<name>.json``,
-    ``weights/<name>-lite0_distilled.npz`` and its model card), then re-scores it through ``zoo`` by name and tag
-    (``recipes.evaluate``): the card's top-1 must come back exactly (same images, same weights)."""
+def pick_published(a, name: str, result: dict) -> tuple[str, str] | None:
+    """Which distilled copy of the searched architecture ``name`` ships: of the runs evaluated, timed and with their
+    weights in this work directory — the one from Lite0's weights and (``--init_ablation``) the one from the
+    supernet's — the lower final training distillation loss (``model_card.json``; never the evaluation images).
+    Returns (model, why) or None."""
+    found = []
+    for model in (name, f"{ABLATION}_{name}"):
+        row, p = result["models"].get(model, {}), _paths(a, model)
+        card = os.path.join(p["train"], "model_card.json")
+        if "top1" in row and "latency_ms" in row and os.path.exists(os.path.join(p["train"], "weights.npz")) \
+                and os.path.exists(card):
+            found.append((_load(card)["metrics"]["train_loss"], model))
+    if not found:
+        return None
+    found.sort()
+    why = "; ".join(f"{m}: final training distillation loss {loss:.4f}" for loss, m in found)
+    return found[0][1], f"the lower final training loss of the distilled starts ({why})"
+
+
+def publish(a, name: str, model: str, why: str, result: dict, logs: str, seconds: StageTimes) -> dict:
+    """Puts the distilled searched architecture ``name`` — the weights of run ``model`` (`pick_published`) — in the
+    zoo (``--zoo_dir``: ``specs/<name>.json``, ``weights/<name>-lite0_distilled.npz`` and its model card), then
+    re-scores it through ``zoo`` by name and tag (``recipes.evaluate``): the card's top-1 must come back exactly."""
     from common.io import atomic_write, write_text
     from models import spec as spec_lib
     from models.weights import sha256
     from recipes.cli import run_stage
-    p = _paths(a, name)
+    p, row = _paths(a, model), result["models"][model]
+    weights = os.path.join(p["train"], "weights.npz")
     train_card = _load(os.path.join(p["train"], "model_card.json"))
     t, s = result["teacher"], result["searches"].get(name, {})
     os.makedirs(os.path.join(a.zoo_dir, "specs"), exist_ok=True)
@@ -348,13 +408,20 @@ def publish(a, name: str, row: dict, result: dict, weights: str, logs: str, seco
                     "latency_host": result["host"],
                     "baselines_same_macs_same_distillation": baselines,
                     "vs_baselines": {k: v for k, v in result["searched_vs_baselines"].items()
-                                     if k.startswith(f"{name}_vs_")}},
+                                     if k.startswith(f"{name}_vs_")},
+                    "same_architecture_other_start": {
+                        m: {k: result["models"][m].get(k) for k in ("top1", "top5", "top1_se")}
+                        for m in (name, f"{ABLATION}_{name}") if m != model and "top1" in result["models"].get(m, {})}},
         "training": {"teacher": TEACHER, "loss": f"T²·KL to the teacher's softened outputs on the same augmented "
                                                 f"view (function matching), T = {a.temperature}",
                      "images": n_train, "epochs": a.epochs, "resolution": a.train_size, "batch_size": a.batch_size,
                      "augmentation": f"random-resized crop + flip, mix={a.mix}", "optimizer": f"SGD, lr {a.lr}",
-                     "init": "the search's supernet weights of the derived architecture",
-                     "command": "python -m " + " ".join(train_args(a, {"name": name}))},
+                     "init": ("the search's supernet weights of the derived architecture (derived_init.npz)"
+                              if model != name else "Lite0's imagenet weights of the kept filters (kernels "
+                              "zero-padded or centre-cropped to the chosen size), as the baselines' "
+                              "(benchmarks.metakernel_ab.searched_init)"),
+                     "selected_by": why, "train_loss": train_card["metrics"]["train_loss"],
+                     "command": "python -m " + " ".join(train_args(a, {"name": model}))},
         "search": {**{k: s.get(k) for k in ("target_macs", "argmax_macs", "argmax_vs_target", "expected_macs",
                                             "projection_filters_changed", "projection_moved_share")},
                    "space": "lite0 (search.metakernel_space.lite0_space, kernels {3,5,7} or None per depthwise "
@@ -373,7 +440,8 @@ def publish(a, name: str, row: dict, result: dict, weights: str, logs: str, seco
                      TAG if in_repo else npz, check)
     seconds.record(f"zoo_evaluate/{name}", run_stage(name, args, os.path.join(logs, f"zoo_{name}.log")))
     ev = _load(check)
-    return {"card": os.path.join(a.zoo_dir, "weights", f"{name}-{TAG}.json"), "card_top1": row["top1"],
+    return {"card": os.path.join(a.zoo_dir, "weights", f"{name}-{TAG}.json"), "weights_of": model, "why": why,
+            "card_top1": row["top1"],
             "zoo_evaluate_top1": ev["top1"], "reproduced": abs(ev["top1"] - row["top1"]) < 0.5 / ev["examples"],
             "evaluate_command": "python -m " + " ".join(args)}
 
@@ -387,7 +455,7 @@ def _restore_model(a, ledger, m: dict) -> None:
         ledger.restore(os.path.dirname(p["spec"]), [os.path.basename(p["spec"])])
         ledger.restore(p["train"], ["model_card.json"])
         if m["kind"] == "searched":
-            ledger.restore(os.path.join(a.work_dir, "search", m["name"]), SEARCH_FILES)
+            ledger.restore(os.path.join(a.work_dir, "search", m["search"]), SEARCH_FILES)
 
 
 def main(argv=None) -> int:
@@ -438,9 +506,10 @@ def main(argv=None) -> int:
     for name, target in zip(a.names, a.targets):
         out_dir = os.path.join(a.work_dir, "search", name)
         p = _paths(a, name)
-        evaluated = os.path.exists(p["eval"])
-        if name in a.only and not evaluated and not os.path.exists(p["init"]) and not os.path.exists(
-                os.path.join(out_dir, "derived_init.npz")):
+        q = _paths(a, f"{ABLATION}_{name}") if name in a.init_ablation else None
+        pending = [x for x in (p, q) if x and not os.path.exists(x["eval"]) and not os.path.exists(x["init"])]
+        weights = [os.path.join(out_dir, f) for f in ("derived_init.npz", "derived_arch.npz")]
+        if name in a.only and pending and not all(os.path.exists(f) for f in weights):
             if os.path.exists(os.path.join(out_dir, "summary.json")) and not os.path.isdir(
                     os.path.join(out_dir, "checkpoints")):  # a ledger's summary without the weights: search again
                 shutil.rmtree(out_dir)
@@ -454,14 +523,19 @@ def main(argv=None) -> int:
             "target_macs", "macs", "macs_vs_target", "argmax_macs", "argmax_vs_target", "expected_macs",
             "projection_filters_changed", "projection_moved_share", "params")}
         state["searches"][name]["mixture"] = s["mixture"]
-        if not os.path.exists(p["spec"]):
-            shutil.copyfile(os.path.join(out_dir, "derived.json"), p["spec"])
-        if not os.path.exists(p["init"]) and os.path.exists(os.path.join(out_dir, "derived_init.npz")):
-            shutil.copyfile(os.path.join(out_dir, "derived_init.npz"), p["init"])
+        for x in (p, q):
+            if x and not os.path.exists(x["spec"]):
+                shutil.copyfile(os.path.join(out_dir, "derived.json"), x["spec"])
+        if p in pending and all(os.path.exists(f) for f in weights):
+            t0 = time.time()
+            searched_init(out_dir, p["spec"], p["init"])
+            seconds.record(f"init/{name}", time.time() - t0)
+        if q in pending and os.path.exists(weights[0]):
+            shutil.copyfile(weights[0], q["init"])
     if done("search"):
         return 0
     # 3. baselines (specs and inherited weights; cheap, so rewritten whenever one is needed and missing)
-    need = [m for m in models(a) if m["kind"] != "searched" and m["search"] in a.only
+    need = [m for m in models(a) if m["kind"] not in ("searched", ABLATION) and m["search"] in a.only
             and not os.path.exists(_paths(a, m["name"])["eval"]) and not os.path.exists(_paths(a, m["name"])["init"])]
     if need or not os.path.exists(base_info):
         t0 = time.time()
@@ -520,10 +594,9 @@ def main(argv=None) -> int:
     # 7. publish every searched model that is evaluated, timed and distilled here (its weights are in this work dir)
     result = _load(a.out)
     for name in a.names:
-        row = result["models"].get(name, {})
-        weights = os.path.join(_paths(a, name)["train"], "weights.npz")
-        if "top1" in row and "latency_ms" in row and os.path.exists(weights):
-            state["published"][name] = publish(a, name, row, result, weights, logs, seconds)
+        pick = pick_published(a, name, result)
+        if pick:
+            state["published"][name] = publish(a, name, *pick, result, logs, seconds)
     report()
     print(json.dumps(_load(a.out)["searched_vs_baselines"], indent=1))
     return 0

@@ -162,7 +162,7 @@ def test_metakernel_ab_baselines_and_report(tmp_path, imagenet_like):
     assert res["models"]["mk_a"]["top1_vs_teacher"] == pytest.approx(-0.25)
 
 
-def _fake_stages(calls):
+def _fake_stages(calls, member=None):
     """A stand-in for ``recipes.cli.run_stage`` that writes what each stage's recipe would (Lite0's spec and weights
     for a search, the init weights for a distillation, a fixed score for an evaluation) and records the call."""
     import dataclasses
@@ -188,6 +188,8 @@ def _fake_stages(calls):
             with open(os.path.join(out, "derived.json"), "w") as f:
                 f.write(S.dumps(spec))
             shutil.copyfile(zoo.weights_path("efficientnet_lite0", "imagenet"), os.path.join(out, "derived_init.npz"))
+            import numpy as np
+            np.savez(os.path.join(out, "derived_arch.npz"), **member)
             for f in ("history.json", "kernel_distribution.png"):
                 open(os.path.join(out, f), "w").write("[]")
             with open(os.path.join(out, "summary.json"), "w") as f:
@@ -196,8 +198,9 @@ def _fake_stages(calls):
             out = flag(args, "out_dir")
             os.makedirs(out, exist_ok=True)
             shutil.copyfile(flag(args, "weights"), os.path.join(out, "weights.npz"))
-            with open(os.path.join(out, "model_card.json"), "w") as f:
-                json.dump({"data": {"train_examples": 20}}, f)
+            with open(os.path.join(out, "model_card.json"), "w") as f:  # the supernet start "trains" better
+                json.dump({"data": {"train_examples": 20},
+                           "metrics": {"train_loss": 0.5 if "supernet_init" in out else 1.0}}, f)
         return 1.0
     return run_stage
 
@@ -210,17 +213,25 @@ def test_metakernel_ab_resumes_from_its_ledger(tmp_path, imagenet_like, monkeypa
     import recipes.cli
     from benchmarks import metakernel_ab as ab
     calls = []
-    monkeypatch.setattr(recipes.cli, "run_stage", _fake_stages(calls))
+    net, lite0 = ab._lite0_supernet()  # the fake search "finds" Lite0 itself
+    member = {b.name: c for b, c in zip(net.blocks, net.member_choice(lite0))}
+    monkeypatch.setattr(recipes.cli, "run_stage", _fake_stages(calls, member))
     ledger = tmp_path / "ledger"
     args = [f"--out={tmp_path / 'r.json'}", f"--dataset=tsv:{imagenet_like}", f"--ledger={ledger}",
             f"--zoo_dir={tmp_path / 'zoo'}", "--latency_rounds=0"]
     assert ab.main([*args, f"--work_dir={tmp_path / 'w1'}", "--only=metakernel_a"]) == 0
     kinds = [c[0] for c in calls]
-    assert kinds.count("recipes.search_metakernel") == 1 and kinds.count("recipes.train") == 3
-    assert kinds.count("recipes.evaluate") == 4  # the teacher and three models of metakernel_a
+    assert kinds.count("recipes.search_metakernel") == 1 and kinds.count("recipes.train") == 4
+    assert kinds.count("recipes.evaluate") == 5  # the teacher, three models of metakernel_a and the init ablation
+    # the searched model starts from Lite0's own weights (here: Lite0's architecture, so bit for bit Lite0's)
+    import zoo
+    from models.weights import read_npz
+    init, lite0_w = read_npz(str(tmp_path / "w1" / "specs" / "metakernel_a_init.npz")), read_npz(
+        zoo.weights_path("efficientnet_lite0", "imagenet"))
+    assert set(init) == set(lite0_w) and all((init[k] == lite0_w[k]).all() for k in init)
     res = json.loads((tmp_path / "r.json").read_text())
-    assert {n for n, r in res["models"].items() if "top1" in r} == {"metakernel_a", "crop_prune_metakernel_a",
-                                                                    "prune_metakernel_a"}
+    assert {n for n, r in res["models"].items() if "top1" in r} == {
+        "metakernel_a", "crop_prune_metakernel_a", "prune_metakernel_a", "supernet_init_metakernel_a"}
     assert res["searched_vs_baselines"]["metakernel_a_vs_prune"]["diff"] == pytest.approx(0.1)
     for f in ("eval/metakernel_a.json", "eval/teacher.json", "specs/prune_metakernel_a.json",
               "distill/metakernel_a/model_card.json", "search/metakernel_a/summary.json", "specs/baselines.json"):
@@ -233,13 +244,14 @@ def test_metakernel_ab_resumes_from_its_ledger(tmp_path, imagenet_like, monkeypa
     assert {n: again[n] for n in again if n.endswith("_a")} == {n: res["models"][n] for n in res["models"]
                                                                 if n.endswith("_a")}
     lat = {n: {"median_ms": 10.0 if n == "efficientnet_lite0" else 7.0} for n in (
-        "efficientnet_lite0", "metakernel_a", "crop_prune_metakernel_a", "prune_metakernel_a")}
+        "efficientnet_lite0", "metakernel_a", "crop_prune_metakernel_a", "prune_metakernel_a",
+        "supernet_init_metakernel_a")}
     (tmp_path / "w1" / "latency.json").write_text(json.dumps(lat))
     calls.clear()  # the first session again, timed: its distilled searched model is published
     assert ab.main([*args, f"--work_dir={tmp_path / 'w1'}", "--only=metakernel_a"]) == 0
     assert calls == [("recipes.evaluate", "metakernel_a")]  # the zoo's re-score
     pub = json.loads((tmp_path / "r.json").read_text())["published"]["metakernel_a"]
-    assert pub["reproduced"]
+    assert pub["reproduced"] and pub["weights_of"] == "supernet_init_metakernel_a"  # the lower training loss
     card = json.loads((tmp_path / "zoo" / "weights" / "metakernel_a-lite0_distilled.json").read_text())
     assert card["metrics"]["latency_vs_lite0"] == pytest.approx(0.7) and card["metrics"]["top1"] == 0.6
     assert "NOT trained on ImageNet" in card["dataset"] and (tmp_path / "zoo" / "specs" / "metakernel_a.json").is_file()

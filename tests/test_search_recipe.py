@@ -41,6 +41,16 @@ def test_tiny_search_resumes_after_a_kill_on_mirrored_replicas_and_writes_everyt
     for f in ("kernel_distribution.png", "alpha_trajectories.png", "derived_init.npz", "history.json"):
         assert (out / f).stat().st_size > 0, f
     assert any((out / "tensorboard").iterdir())
+    # the derived choices by block: the same architecture, re-derived from them
+    import numpy as np
+
+    from search.metakernel_space import cifar_space
+    from search.supernet import MetaKernelSupernet, build_supernet
+    space = cifar_space(width=0.25, classes=spec.head.classes)
+    net = MetaKernelSupernet(build_supernet(space), space)
+    with np.load(out / "derived_arch.npz") as f:
+        arch = [f[b.name] for b in net.blocks]
+    assert count(net.derive(arch, name=spec.name)).macs == macs
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["tau"] < history[0]["tau"]

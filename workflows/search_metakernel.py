@@ -5,6 +5,7 @@ The run trains the supernet of :mod:`search.supernet` with :class:`search.differ
 on the training split, α on a held-out part of it), optionally projects the argmax architecture onto the target
 (:meth:`search.supernet.MetaKernelSupernet.project_to_target`), and writes under ``out_dir``: ``derived.json`` (or
 ``output``; the zoo spec, provenance ``metakernel``), ``derived_init.npz`` (its weights extracted from the supernet),
+``derived_arch.npz`` (every block's per-filter choice indices, by block name),
 ``kernel_distribution.png`` (the paper's Fig. 6), ``alpha_trajectories.png``, ``history.json``, ``summary.json``,
 ``tensorboard/``, ``checkpoints/`` (resumed by a rerun) and ``search_settings.json`` (`common.rundir.RunDir`: a rerun
 with other settings is refused before TensorFlow is imported).
@@ -32,8 +33,9 @@ from training.distribute import STRATEGIES
 SETTINGS_FILE = "search_settings.json"
 # What a search writes in --out_dir besides SETTINGS_FILE (and derived.json without --output): checked before any
 # work (common.checks.check_run_outputs).
-OUT_FILES = ("history.json", "derived_init.npz", "kernel_distribution.png", "alpha_trajectories.png", "summary.json",
-             "checkpoints/checkpoint", "checkpoints/history.json", "checkpoints/argmax.npz")
+OUT_FILES = ("history.json", "derived_init.npz", "derived_arch.npz", "kernel_distribution.png",
+             "alpha_trajectories.png", "summary.json", "checkpoints/checkpoint", "checkpoints/history.json",
+             "checkpoints/argmax.npz")
 OUT_DIRS = ("checkpoints", "tensorboard")
 # Settings that must match to resume a search in an existing out_dir.
 RESUME_KEYS = ("dataset", "space", "width", "depth", "input_size", "candidates", "dw_mode", "target_macs", "lam",
@@ -302,6 +304,7 @@ def run(config: SearchMetakernelConfig) -> dict:
     os.makedirs(config.out_dir, exist_ok=True)
 
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from common.io import eprint, progress_bar, write_json, write_text
@@ -406,6 +409,9 @@ def run(config: SearchMetakernelConfig) -> dict:
     weights = net.extract(choice, derived)
     write_npz(run_dir.file("derived_init.npz"), weights, "the derived weights",
               divergence_hint(config))  # before derived.json: no spec of a diverged search
+    # the derived choice of every filter (block name → choice indices): what another weight source needs to
+    # extract the same architecture (e.g. benchmarks.metakernel_ab: the derived model from Lite0's own weights)
+    write_npz(run_dir.file("derived_arch.npz"), {b.name: np.asarray(c) for b, c in zip(net.blocks, choice)})
     write_text(output, spec_lib.dumps(derived))
 
     layer_names, counts, labels = net.kernel_distribution(choice)
