@@ -500,6 +500,8 @@ def main(argv=None) -> int:
     ledger_.restore(os.path.dirname(base_info), [os.path.basename(base_info)])
     for m in models(a):
         _restore_model(a, ledger_, m)
+        if os.path.exists(_paths(a, m["name"])["eval"]):
+            state["evals"][m["name"]] = _load(_paths(a, m["name"])["eval"])
     if done("teacher"):
         return 0
     # 2. searches (a search whose models are all evaluated is not needed again)
@@ -565,10 +567,7 @@ def main(argv=None) -> int:
         ledger_.keep(os.path.dirname(p["spec"]), [os.path.basename(p["spec"])])
         ledger_.keep(p["train"], ["model_card.json"])
         ledger_.keep(os.path.dirname(p["eval"]), [os.path.basename(p["eval"])])
-    for m in models(a):
-        p = _paths(a, m["name"])
-        if os.path.exists(p["eval"]):
-            state["evals"][m["name"]] = _load(p["eval"])
+        state["evals"][m["name"]] = _load(p["eval"])
     if a.stop_after in ("distill", "evaluate"):
         report()
         return 0
