@@ -427,6 +427,9 @@ def publish(a, name: str, model: str, why: str, result: dict, logs: str, seconds
                    "space": "lite0 (search.metakernel_space.lite0_space, kernels {3,5,7} or None per depthwise "
                             "filter), seeded with Lite0's weights",
                    "command": "python -m " + " ".join(search_args(a, name, row["target"], "OUT"))},
+        "caveat": f"the teacher scores {t['top1']:.3f} top-1 on these {row['eval_images']} images and 0.751 on "
+                  "ImageNet val (reported upstream for EfficientNet-Lite0): these images are easier than ImageNet "
+                  "val, so expect this model's ImageNet-val top-1 below its top1 here",
         "produced_by": result["command"],
         "source": "this repository: meta-kernel search (Chen et al. 2019) in EfficientNet-Lite0's macro "
                   "architecture, then distillation from Lite0 (benchmarks/metakernel_ab.py)",

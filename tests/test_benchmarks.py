@@ -254,7 +254,8 @@ def test_metakernel_ab_resumes_from_its_ledger(tmp_path, imagenet_like, monkeypa
     assert pub["reproduced"] and pub["weights_of"] == "supernet_init_metakernel_a"  # the lower training loss
     card = json.loads((tmp_path / "zoo" / "weights" / "metakernel_a-lite0_distilled.json").read_text())
     assert card["metrics"]["latency_vs_lite0"] == pytest.approx(0.7) and card["metrics"]["top1"] == 0.6
-    assert "NOT trained on ImageNet" in card["dataset"] and (tmp_path / "zoo" / "specs" / "metakernel_a.json").is_file()
+    assert "NOT trained on ImageNet" in card["dataset"] and "easier than ImageNet val" in card["caveat"]
+    assert (tmp_path / "zoo" / "specs" / "metakernel_a.json").is_file()
     from models.weights import sha256
     assert card["sha256"] == sha256(str(tmp_path / "zoo" / "weights" / card["file"]))
     bad = ab.parse([*args, f"--work_dir={tmp_path / 'w3'}"])
